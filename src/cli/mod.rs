@@ -1,0 +1,92 @@
+//! The command line: clap definitions and dispatch. Each command lives in its own file and
+//! stays thin: it reads files, calls the library and prints.
+
+mod check;
+mod output;
+mod summary;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub use output::{DiagnosticPrinter, OutputFormat};
+
+/// strata: check, summarise and train layer-stack model specs.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about, long_about = None)]
+pub struct Cli {
+    /// Output format: `human` (default), `json` (JSON lines / objects on stdout) or `github`
+    /// (workflow annotations).
+    #[arg(long, global = true, value_enum, default_value_t = FormatArg::Human)]
+    pub format: FormatArg,
+
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--format` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// Rendered for people: fancy on a terminal, plain when piped.
+    Human,
+    /// Machine-readable JSON.
+    Json,
+    /// GitHub Actions workflow annotations.
+    Github,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check spec files and print their diagnostics; exit 1 on any error.
+    Check {
+        /// Spec files to check.
+        #[arg(required = true)]
+        specs: Vec<PathBuf>,
+        /// Treat warnings as errors (exit 1 when any is reported).
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+    /// Print the Keras-style summary of a spec: layers, output shapes, parameters.
+    Summary {
+        /// The spec file.
+        spec: PathBuf,
+    },
+}
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: a spec or data error was reported.
+pub const EXIT_ERROR: u8 = 1;
+/// Exit status: usage or I/O error.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Parses the arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = if err.use_stderr() {
+                EXIT_USAGE
+            } else {
+                EXIT_OK
+            };
+            let _ = err.print();
+            return ExitCode::from(code);
+        }
+    };
+    ExitCode::from(run(cli))
+}
+
+/// Runs a parsed command line; returns the exit status.
+pub fn run(cli: Cli) -> u8 {
+    let format = OutputFormat::from_arg(cli.format);
+    match cli.command {
+        Command::Check {
+            specs,
+            deny_warnings,
+        } => check::run(&specs, format, deny_warnings),
+        Command::Summary { spec } => summary::run(&spec, format),
+    }
+}

@@ -1,0 +1,52 @@
+//! The stable diagnostic codes (DESIGN §5). Codes are never renamed; new ones are added here.
+
+/// The file is not valid YAML.
+pub const YAML_SYNTAX: &str = "strata::yaml::syntax";
+/// A key the spec format does not have.
+pub const SPEC_UNKNOWN_KEY: &str = "strata::spec::unknown_key";
+/// `input` or `model` is missing.
+pub const SPEC_MISSING_KEY: &str = "strata::spec::missing_key";
+/// A value of the wrong type or out of range.
+pub const SPEC_INVALID_VALUE: &str = "strata::spec::invalid_value";
+/// The layer-stack text does not parse.
+pub const SYNTAX_PARSE: &str = "strata::syntax::parse";
+/// An unknown layer or activation name.
+pub const LAYER_UNKNOWN: &str = "strata::layer::unknown";
+/// A missing, unknown, duplicate, mistyped or out-of-range argument.
+pub const LAYER_ARGUMENT: &str = "strata::layer::argument";
+/// A repeat of 0, or a model that expands past the layer limit.
+pub const REPEAT_COUNT: &str = "strata::repeat::count";
+/// A spatial size reaches 0, or a kernel or pool is larger than its input.
+pub const SHAPE_VANISHED: &str = "strata::shape::vanished";
+/// A conv, pool or gap after the input was flattened.
+pub const SHAPE_RANK: &str = "strata::shape::rank";
+/// The last layer does not fit the loss or the class count.
+pub const MODEL_HEAD: &str = "strata::model::head";
+/// Warning: softmax somewhere other than the last layer.
+pub const LINT_SOFTMAX_NOT_LAST: &str = "strata::lint::softmax_not_last";
+/// Warning: two activations in a row.
+pub const LINT_DOUBLE_ACTIVATION: &str = "strata::lint::double_activation";
+/// Warning: an activation after softmax.
+pub const LINT_ACTIVATION_AFTER_SOFTMAX: &str = "strata::lint::activation_after_softmax";
+/// Warning: a dense layer on a huge flattened input.
+pub const LINT_HUGE_DENSE_INPUT: &str = "strata::lint::huge_dense_input";
+
+/// Every code the compiler front end can report, in table order. A test requires a fixture
+/// spec for each.
+pub const ALL: &[&str] = &[
+    YAML_SYNTAX,
+    SPEC_UNKNOWN_KEY,
+    SPEC_MISSING_KEY,
+    SPEC_INVALID_VALUE,
+    SYNTAX_PARSE,
+    LAYER_UNKNOWN,
+    LAYER_ARGUMENT,
+    REPEAT_COUNT,
+    SHAPE_VANISHED,
+    SHAPE_RANK,
+    MODEL_HEAD,
+    LINT_SOFTMAX_NOT_LAST,
+    LINT_DOUBLE_ACTIVATION,
+    LINT_ACTIVATION_AFTER_SOFTMAX,
+    LINT_HUGE_DENSE_INPUT,
+];

@@ -1,0 +1,461 @@
+//! Walks the span tree of a spec file into a [`SpecFile`], reporting unknown keys, missing
+//! keys and invalid values at their characters.
+
+use super::keys::{names, DATA_KEYS, TOP_KEYS, TRAIN_KEYS};
+use super::typed::{describe, invalid_value, number_in, typed};
+use super::yaml::{parse_tree, syntax_error, Node};
+use super::{DataConfig, InputShape, LayerDefaults, MappedText, SpecFile, TrainConfig};
+use crate::diagnostics::{codes, Diagnostic, Span};
+use crate::suggest;
+use crate::syntax::ast::{Ident, Value, ValueKind};
+use saphyr_parser::ScalarStyle;
+
+/// Reads a spec file's `text`. `default_name` (the file stem) names the model when the file
+/// has no `name`. Returns the spec when the file is a YAML mapping, and every diagnostic
+/// found; missing keys leave their fields `None`.
+pub fn load(text: &str, default_name: &str) -> (Option<SpecFile>, Vec<Diagnostic>) {
+    if let Err(err) = serde_yaml::from_str::<serde_yaml::Value>(text) {
+        return (None, vec![serde_syntax_error(text, &err)]);
+    }
+    let root = match parse_tree(text) {
+        Ok(root) => root,
+        Err(diagnostic) => return (None, vec![diagnostic]),
+    };
+    let mut loader = Loader {
+        spec: SpecFile {
+            name: default_name.to_string(),
+            input: None,
+            classes: None,
+            defaults: Vec::new(),
+            model: None,
+            train: TrainConfig::default(),
+            data: DataConfig::default(),
+            spans: Default::default(),
+        },
+        diagnostics: Vec::new(),
+        text,
+    };
+    match root {
+        Some(Node::Map { entries, .. }) => loader.top(&entries),
+        Some(other) if !other.is_null() => {
+            let found = describe(&other);
+            loader.diagnostics.push(
+                invalid_value(
+                    &other,
+                    "a spec file must be a mapping of keys".to_string(),
+                    format!("found {found}"),
+                )
+                .with_help("start with `input: 224x224x3` and `model: …` lines"),
+            );
+            return (None, loader.diagnostics);
+        }
+        _ => {}
+    }
+    loader.require_keys();
+    (Some(loader.spec), loader.diagnostics)
+}
+
+/// Turns serde_yaml's error into a `strata::yaml::syntax` diagnostic at its location.
+fn serde_syntax_error(text: &str, err: &serde_yaml::Error) -> Diagnostic {
+    let mut offset = err
+        .location()
+        .map_or(0, |location| location.index().min(text.len()));
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let detail = err.to_string();
+    let detail = detail
+        .split(" at line ")
+        .next()
+        .unwrap_or(&detail)
+        .to_string();
+    syntax_error(&detail, Span::new(offset, offset))
+}
+
+/// The walk's state.
+struct Loader<'a> {
+    spec: SpecFile,
+    diagnostics: Vec<Diagnostic>,
+    text: &'a str,
+}
+
+impl Loader<'_> {
+    fn top(&mut self, entries: &[(Node, Node)]) {
+        for (key, value) in entries {
+            let Some(name) = self.key_name(key, "", &names(TOP_KEYS)) else {
+                continue;
+            };
+            self.record(&name, key, value);
+            let result = match name.as_str() {
+                "name" => typed::<String>(value, "name", "text").map(|v| self.spec.name = v),
+                "input" => input_shape(value).map(|v| self.spec.input = Some(v)),
+                "classes" => {
+                    number_in(value, "classes", "a whole number of at least 2", |n| n >= 2)
+                        .map(|v| self.spec.classes = Some(v))
+                }
+                "defaults" => self.defaults(value),
+                "model" => model_text(self.text, value).map(|v| self.spec.model = Some(v)),
+                "train" => self.section(value, "train", TRAIN_KEYS, Self::train_key),
+                "data" => self.section(value, "data", DATA_KEYS, Self::data_key),
+                _ => Ok(()),
+            };
+            if let Err(diagnostic) = result {
+                self.diagnostics.push(*diagnostic);
+            }
+        }
+        self.check_validation_choice();
+    }
+
+    /// The key's text if it is one of `known`; otherwise reports it and returns `None`.
+    fn key_name(&mut self, key: &Node, section: &str, known: &[&'static str]) -> Option<String> {
+        let text = key.as_scalar().unwrap_or_default().to_string();
+        if known.contains(&text.as_str()) {
+            return Some(text);
+        }
+        let place = if section.is_empty() {
+            String::new()
+        } else {
+            format!(" in `{section}`")
+        };
+        let mut diagnostic = Diagnostic::error(
+            codes::SPEC_UNKNOWN_KEY,
+            format!("unknown key `{text}`{place}"),
+        )
+        .with_primary(key.span(), "not a key of the spec format");
+        diagnostic.help = suggest::help_for(&text, known)
+            .or_else(|| Some(format!("the keys{place} are {}", backticked(known))));
+        self.diagnostics.push(diagnostic);
+        None
+    }
+
+    fn record(&mut self, path: &str, key: &Node, value: &Node) {
+        self.spec.spans.insert(format!("{path}:key"), key.span());
+        self.spec.spans.insert(path.to_string(), value.span());
+    }
+
+    /// Walks a nested mapping section, handing each known key to `on_key`.
+    fn section(
+        &mut self,
+        value: &Node,
+        section: &str,
+        keys: &'static [super::KeyDoc],
+        on_key: fn(&mut Self, &str, &Node) -> Result<(), Box<Diagnostic>>,
+    ) -> Result<(), Box<Diagnostic>> {
+        if value.is_null() {
+            return Ok(());
+        }
+        let Node::Map { entries, .. } = value else {
+            return Err(not_a_mapping(value, section));
+        };
+        for (key, item) in entries {
+            let Some(name) = self.key_name(key, section, &names(keys)) else {
+                continue;
+            };
+            self.record(&format!("{section}.{name}"), key, item);
+            if let Err(diagnostic) = on_key(self, &name, item) {
+                self.diagnostics.push(*diagnostic);
+            }
+        }
+        Ok(())
+    }
+
+    fn train_key(&mut self, key: &str, value: &Node) -> Result<(), Box<Diagnostic>> {
+        let train = &mut self.spec.train;
+        match key {
+            "optimizer" => {
+                train.optimizer = choice(value, "optimizer", &["adam", "sgd", "rmsprop"])?
+            }
+            "lr" => {
+                train.lr = number_in(value, "lr", "a positive number", |v: f64| {
+                    v > 0.0 && v.is_finite()
+                })?
+            }
+            "momentum" => {
+                train.momentum = number_in(value, "momentum", "a number in [0, 1)", |v: f64| {
+                    (0.0..1.0).contains(&v)
+                })?
+            }
+            "nesterov" => train.nesterov = typed(value, "nesterov", "`true` or `false`")?,
+            "epochs" => {
+                train.epochs =
+                    number_in(value, "epochs", "a whole number of at least 1", |v: u64| {
+                        v >= 1
+                    })?
+            }
+            "batch_size" => {
+                train.batch_size = number_in(
+                    value,
+                    "batch_size",
+                    "a whole number of at least 1",
+                    |v: u64| v >= 1,
+                )?
+            }
+            "loss" => train.loss = choice(value, "loss", &["categorical_crossentropy"])?,
+            "seed" => train.seed = typed(value, "seed", "a whole number of at least 0")?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn data_key(&mut self, key: &str, value: &Node) -> Result<(), Box<Diagnostic>> {
+        let data = &mut self.spec.data;
+        match key {
+            "train" => data.train = Some(typed(value, "train", "a folder path")?),
+            "validation" => data.validation = Some(typed(value, "validation", "a folder path")?),
+            "validation_split" => {
+                data.validation_split = Some(number_in(
+                    value,
+                    "validation_split",
+                    "a number between 0 and 1",
+                    |v: f64| v > 0.0 && v < 1.0,
+                )?)
+            }
+            "rescale" => data.rescale = rescale(value)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn defaults(&mut self, value: &Node) -> Result<(), Box<Diagnostic>> {
+        if value.is_null() {
+            return Ok(());
+        }
+        let Node::Map { entries, .. } = value else {
+            return Err(not_a_mapping(value, "defaults"));
+        };
+        for (layer, args) in entries {
+            let layer = ident(layer);
+            let Node::Map {
+                entries: arg_entries,
+                ..
+            } = args
+            else {
+                let message = format!("`defaults.{}` must be a mapping of arguments", layer.text);
+                let found = format!("found {}", describe(args));
+                self.diagnostics.push(
+                    invalid_value(args, message, found)
+                        .with_help(format!("write `{}: {{ name: value }}`", layer.text)),
+                );
+                continue;
+            };
+            let args = arg_entries
+                .iter()
+                .map(|(name, value)| (ident(name), default_value(value)))
+                .collect();
+            self.spec.defaults.push(LayerDefaults { layer, args });
+        }
+        Ok(())
+    }
+
+    fn check_validation_choice(&mut self) {
+        let data = &self.spec.data;
+        if data.validation.is_some() && data.validation_split.is_some() {
+            let span = self
+                .spec
+                .value_span("data.validation_split")
+                .unwrap_or_default();
+            let other = self.spec.key_span("data.validation").unwrap_or_default();
+            self.diagnostics.push(
+                Diagnostic::error(
+                    codes::SPEC_INVALID_VALUE,
+                    "`validation` and `validation_split` are both given",
+                )
+                .with_primary(span, "a split of the training folder")
+                .with_secondary(other, "a validation folder")
+                .with_help("keep one of the two"),
+            );
+        }
+    }
+
+    fn require_keys(&mut self) {
+        for (key, present, example) in [
+            (
+                "input",
+                self.spec.input.is_some() || self.spec.spans.contains_key("input"),
+                "input: 224x224x3",
+            ),
+            (
+                "model",
+                self.spec.model.is_some() || self.spec.spans.contains_key("model"),
+                "model: bn -> dense2 softmax",
+            ),
+        ] {
+            if !present {
+                self.diagnostics.push(
+                    Diagnostic::error(codes::SPEC_MISSING_KEY, format!("missing key `{key}`"))
+                        .with_primary(Span::new(0, 0), format!("this spec has no `{key}`"))
+                        .with_help(format!("add a line `{example}`")),
+                );
+            }
+        }
+    }
+}
+
+/// An `invalid_value` for a section that is not a mapping.
+fn not_a_mapping(value: &Node, section: &str) -> Box<Diagnostic> {
+    Box::new(
+        invalid_value(
+            value,
+            format!("`{section}` must be a mapping of keys"),
+            format!("found {}", describe(value)),
+        )
+        .with_help(format!(
+            "write `{section}:` followed by indented `key: value` lines"
+        )),
+    )
+}
+
+/// `input`: `HxWxC` text or a list `[H, W, C]`.
+fn input_shape(value: &Node) -> Result<InputShape, Box<Diagnostic>> {
+    let dims: Option<Vec<u64>> = match value {
+        Node::Seq { items, .. } => items
+            .iter()
+            .map(|item| typed::<u64>(item, "input", "").ok())
+            .collect(),
+        Node::Scalar { value: text, .. } => text
+            .split(['x', 'X'])
+            .map(|part| part.trim().parse().ok())
+            .collect(),
+        Node::Map { .. } => None,
+    };
+    let bad = |label: String| {
+        Box::new(
+            invalid_value(
+                value,
+                "`input` must be height x width x channels".to_string(),
+                label,
+            )
+            .with_help("write it like `224x224x3`; channels are 1 (grayscale) or 3 (rgb)"),
+        )
+    };
+    match dims.as_deref() {
+        Some(&[height, width, channels]) => {
+            if height == 0 || width == 0 {
+                Err(bad("height and width must be at least 1".to_string()))
+            } else if channels != 1 && channels != 3 {
+                Err(bad(format!(
+                    "{channels} channels: images have 1 (grayscale) or 3 (rgb)"
+                )))
+            } else {
+                Ok(InputShape {
+                    height,
+                    width,
+                    channels,
+                })
+            }
+        }
+        _ => Err(bad(format!("found {}", describe(value)))),
+    }
+}
+
+/// `model`: any scalar style, mapped to file offsets.
+fn model_text(text: &str, value: &Node) -> Result<MappedText, Box<Diagnostic>> {
+    match value {
+        Node::Scalar {
+            value: decoded,
+            style,
+            span,
+        } if !value.is_null() => {
+            let inner = match style {
+                ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => Span::new(
+                    span.offset + 1,
+                    span.end().saturating_sub(1).max(span.offset + 1),
+                ),
+                _ => *span,
+            };
+            Ok(MappedText::new(text, inner, decoded))
+        }
+        _ => Err(Box::new(
+            invalid_value(
+                value,
+                "`model` must be the layer-stack text".to_string(),
+                format!("found {}", describe(value)),
+            )
+            .with_help("write it like `model: bn -> conv3(32) relu -> pool2 -> dense10 softmax`"),
+        )),
+    }
+}
+
+/// A text value that must be one of `options` (serde converts it to the enum).
+fn choice<T: serde::de::DeserializeOwned>(
+    value: &Node,
+    key: &str,
+    options: &[&'static str],
+) -> Result<T, Box<Diagnostic>> {
+    typed(value, key, &format!("one of {}", backticked(options))).map_err(|mut diagnostic| {
+        let written = value.as_scalar().unwrap_or_default();
+        if let Some(help) = suggest::help_for(written, options) {
+            diagnostic.help = Some(help);
+        }
+        diagnostic
+    })
+}
+
+/// `rescale`: a positive number or a fraction `a/b`.
+fn rescale(value: &Node) -> Result<f64, Box<Diagnostic>> {
+    let parsed = typed::<f64>(value, "rescale", "a number").ok().or_else(|| {
+        let (num, den) = value.as_scalar()?.split_once('/')?;
+        let (num, den): (f64, f64) = (num.trim().parse().ok()?, den.trim().parse().ok()?);
+        (den != 0.0).then_some(num / den)
+    });
+    match parsed {
+        Some(factor) if factor > 0.0 && factor.is_finite() => Ok(factor),
+        _ => Err(Box::new(
+            invalid_value(
+                value,
+                "`rescale` must be a positive number or a fraction".to_string(),
+                format!("found {}", describe(value)),
+            )
+            .with_help("write `rescale: 1/255` to map pixels to [0, 1]"),
+        )),
+    }
+}
+
+/// A scalar node as an identifier (for keys of `defaults`).
+fn ident(node: &Node) -> Ident {
+    Ident {
+        text: node.as_scalar().unwrap_or_default().to_string(),
+        span: node.span(),
+    }
+}
+
+/// A `defaults` value in the layer language's value kinds.
+fn default_value(node: &Node) -> Value {
+    let kind = match super::typed::to_value(node) {
+        serde_yaml::Value::Number(number) => match number.as_u64() {
+            Some(int) => ValueKind::Int(int),
+            None => ValueKind::Float(number.as_f64().unwrap_or(f64::NAN)),
+        },
+        serde_yaml::Value::Bool(flag) => ValueKind::Name(flag.to_string()),
+        serde_yaml::Value::String(text) => parse_word(&text),
+        _ => ValueKind::Name(node.as_scalar().unwrap_or_default().to_string()),
+    };
+    Value {
+        kind,
+        span: node.span(),
+    }
+}
+
+/// `3x3` → pair, `1/255` → fraction, anything else → a name.
+fn parse_word(text: &str) -> ValueKind {
+    let pair = |sep: char| {
+        let (a, b) = text.split_once(sep)?;
+        Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?))
+    };
+    if let Some((first, second)) = pair('x') {
+        ValueKind::Pair(first, second)
+    } else if let Some((num, den)) = pair('/') {
+        ValueKind::Fraction(num, den)
+    } else {
+        ValueKind::Name(text.to_string())
+    }
+}
+
+/// `` `a`, `b` or `c` `` for messages.
+fn backticked(options: &[&str]) -> String {
+    let quoted: Vec<String> = options.iter().map(|option| format!("`{option}`")).collect();
+    match quoted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => quoted.join(""),
+    }
+}
