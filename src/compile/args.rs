@@ -105,9 +105,9 @@ pub fn resolve_call(
 
 /// The arguments written at the call — shorthand, positional, named — each with its
 /// declaration; reports misplaced, unknown and duplicate ones.
-fn given_args<'a>(
+fn given_args(
     decl: &'static LayerDecl,
-    call: &'a LayerCall,
+    call: &LayerCall,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<(&'static ArgDecl, Value)> {
     let mut given: Vec<(&'static ArgDecl, Value, Span)> = Vec::new();

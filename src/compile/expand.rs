@@ -133,12 +133,7 @@ fn resolve_stage(
         }
         None => None,
     };
-    let written = source
-        .get(stage.layer.span.offset..stage.layer.span.end())
-        .unwrap_or(&stage.layer.name.text)
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let written = written_text(source, stage.layer.span, &stage.layer.name.text);
     Pending {
         op,
         activation,
@@ -151,6 +146,16 @@ fn resolve_stage(
         },
         activation_span: stage.activation.as_ref().map(|call| call.span),
     }
+}
+
+/// The characters of `span` with whitespace folded, or `fallback`.
+fn written_text(source: &str, span: Span, fallback: &str) -> String {
+    source
+        .get(span.offset..span.end())
+        .unwrap_or(fallback)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The number of layers `stages` expand to, saturating.

@@ -3,6 +3,7 @@
 
 use crate::diagnostics::{codes, Diagnostic};
 use crate::ir::{Activation, Layer, Op};
+use crate::summary::grouped;
 
 /// Dense layers with more input features than this get a warning.
 pub const HUGE_DENSE_INPUT: usize = 100_000;
@@ -11,7 +12,7 @@ pub const HUGE_DENSE_INPUT: usize = 100_000;
 pub fn lint(layers: &[Layer], diagnostics: &mut Vec<Diagnostic>) {
     for (idx, layer) in layers.iter().enumerate() {
         let previous = idx.checked_sub(1).map(|prev| &layers[prev]);
-        softmax_not_last(layer, idx + 1 == layers.len(), diagnostics);
+        softmax_not_last(layer, layers.get(idx + 1), diagnostics);
         consecutive_activations(previous, layer, diagnostics);
         huge_dense_input(layer, diagnostics);
     }
@@ -25,8 +26,14 @@ fn final_activation(layer: &Layer) -> Option<Activation> {
     }
 }
 
-fn softmax_not_last(layer: &Layer, is_last: bool, diagnostics: &mut Vec<Diagnostic>) {
-    if is_last || final_activation(layer) != Some(Activation::Softmax) {
+/// Softmax followed by a layer (an activation right after it is flagged by
+/// [`consecutive_activations`] instead).
+fn softmax_not_last(layer: &Layer, next: Option<&Layer>, diagnostics: &mut Vec<Diagnostic>) {
+    let Some(next) = next else {
+        return;
+    };
+    if matches!(next.op, Op::Activation(_)) || final_activation(layer) != Some(Activation::Softmax)
+    {
         return;
     }
     diagnostics.push(
@@ -95,11 +102,15 @@ fn huge_dense_input(layer: &Layer, diagnostics: &mut Vec<Diagnostic>) {
         Diagnostic::warning(
             codes::LINT_HUGE_DENSE_INPUT,
             format!(
-                "a dense layer on {features} flattened features ({} parameters)",
-                layer.params.total()
+                "a dense layer on {} flattened features ({} parameters)",
+                grouped(features as u64),
+                grouped(layer.params.total())
             ),
         )
-        .with_primary(layer.origin.span, format!("{features} inputs"))
+        .with_primary(
+            layer.origin.span,
+            format!("{} inputs", grouped(features as u64)),
+        )
         .with_help("pool or `gap` before it to shrink the input"),
     );
 }

@@ -93,6 +93,9 @@ pub fn parse_tree(text: &str) -> Result<Option<Node>, Diagnostic> {
 pub fn syntax_error(detail: &str, span: Span) -> Diagnostic {
     Diagnostic::error(codes::YAML_SYNTAX, "the spec file is not valid YAML")
         .with_primary(span, detail.to_string())
+        .with_help(
+            "check the indentation, colons and brackets around here; keys of one mapping line up",
+        )
 }
 
 /// Character index → byte offset, for markers that count characters.

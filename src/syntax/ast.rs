@@ -24,7 +24,7 @@ pub struct Chain {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stage {
     /// A layer, with an optional activation suffix (`conv3 relu`).
-    Layer(LayerStage),
+    Layer(Box<LayerStage>),
     /// A parenthesised chain, optionally repeated (`(…)x7`).
     Group(Group),
 }

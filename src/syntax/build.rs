@@ -37,7 +37,7 @@ impl Builder<'_> {
             .into_inner()
             .filter_map(|stage| match stage.as_rule() {
                 Rule::group => Some(Stage::Group(self.group(stage))),
-                Rule::layer_stage => Some(Stage::Layer(self.layer_stage(stage))),
+                Rule::layer_stage => Some(Stage::Layer(Box::new(self.layer_stage(stage)))),
                 _ => None,
             })
             .collect();

@@ -41,6 +41,9 @@ fn describe_found(text: &str, pos: usize) -> String {
 /// The end of the token starting at `pos` (a word, or one character).
 fn next_token_end(text: &str, pos: usize) -> usize {
     let rest = &text[pos.min(text.len())..];
+    if rest.starts_with("->") {
+        return pos + 2;
+    }
     let word_len: usize = rest
         .chars()
         .take_while(|ch| ch.is_alphanumeric() || *ch == '_')
@@ -85,11 +88,32 @@ fn expected_list(positives: &[Rule]) -> String {
 /// A likely fix for a parse error at `pos`.
 fn help_for(text: &str, pos: usize) -> String {
     let before = text[..pos.min(text.len())].trim_end();
-    if before.ends_with("->") {
+    if inside_arguments(before) {
+        "arguments look like `conv3(32, stride=2, pad=same)`: values, then `name=value`".to_string()
+    } else if before.ends_with("->") {
         "a stage must follow `->`: a layer such as `dense10` or a group `( … )`".to_string()
     } else if before.is_empty() {
         "a model starts with a layer, e.g. `bn -> dense2 softmax`".to_string()
     } else {
         "stages are joined by `->`, e.g. `conv3 relu -> pool2`".to_string()
     }
+}
+
+/// Whether the text before an error ends inside an argument list `name(…`.
+fn inside_arguments(before: &str) -> bool {
+    let mut opens: Vec<bool> = Vec::new();
+    let mut previous = ' ';
+    for ch in before.chars() {
+        match ch {
+            '(' => opens.push(previous.is_alphanumeric()),
+            ')' => {
+                opens.pop();
+            }
+            _ => {}
+        }
+        if !ch.is_whitespace() {
+            previous = ch;
+        }
+    }
+    opens.last().copied().unwrap_or(false)
 }

@@ -48,12 +48,10 @@ fn check_parentheses(model: &MappedText) -> Result<(), Diagnostic> {
                     .with_help("flatten the groups; a repeat `(…)xN` does not need nesting"));
                 }
             }
-            ')' => {
-                if open.pop().is_none() {
-                    return Err(Diagnostic::error(codes::SYNTAX_PARSE, "unmatched `)`")
-                        .with_primary(model.span(idx, idx + 1), "no `(` before it")
-                        .with_help("remove it, or add the `(` it closes"));
-                }
+            ')' if open.pop().is_none() => {
+                return Err(Diagnostic::error(codes::SYNTAX_PARSE, "unmatched `)`")
+                    .with_primary(model.span(idx, idx + 1), "no `(` before it")
+                    .with_help("remove it, or add the `(` it closes"));
             }
             _ => {}
         }
