@@ -34,7 +34,10 @@ fn bench_check(c: &mut Criterion) {
     let big = generated_spec(250);
     let compiled = strata::compile(&big, "big");
     assert!(!compiled.has_errors(), "{:?}", compiled.diagnostics);
-    let n_layers = compiled.model.as_ref().map_or(0, |model| model.layers.len());
+    let n_layers = compiled
+        .model
+        .as_ref()
+        .map_or(0, |model| model.layers.len());
     assert!(n_layers >= 1000, "{n_layers} layers");
     c.bench_function(&format!("check/generated/{n_layers}_layers"), |b| {
         b.iter(|| strata::compile(black_box(&big), "big"))
