@@ -8,6 +8,7 @@
 pub mod catalogue;
 pub mod cli;
 pub mod compile;
+pub mod data;
 pub mod diagnostics;
 pub mod ir;
 pub mod spec;

@@ -2,6 +2,7 @@
 //! stays thin: it reads files, calls the library and prints.
 
 mod check;
+mod data;
 mod output;
 mod summary;
 
@@ -53,6 +54,23 @@ pub enum Command {
         /// The spec file.
         spec: PathBuf,
     },
+    /// Image folder tools.
+    Data {
+        /// What to do with the folder.
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+}
+
+/// `strata data …` commands.
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Scan an image folder (one subfolder per class, or `train/` and `validation/` inside):
+    /// per-class counts, broken files, colour modes, size range.
+    Check {
+        /// The folder.
+        dir: PathBuf,
+    },
 }
 
 /// Exit status: success.
@@ -88,5 +106,8 @@ pub fn run(cli: Cli) -> u8 {
             deny_warnings,
         } => check::run(&specs, format, deny_warnings),
         Command::Summary { spec } => summary::run(&spec, format),
+        Command::Data {
+            command: DataCommand::Check { dir },
+        } => data::check(&dir, format),
     }
 }

@@ -31,6 +31,29 @@ pub const LINT_ACTIVATION_AFTER_SOFTMAX: &str = "strata::lint::activation_after_
 /// Warning: a dense layer on a huge flattened input.
 pub const LINT_HUGE_DENSE_INPUT: &str = "strata::lint::huge_dense_input";
 
+/// The image folder does not exist or cannot be listed.
+pub const DATA_MISSING_FOLDER: &str = "strata::data::missing_folder";
+/// The image folder has no class subfolders.
+pub const DATA_NO_CLASSES: &str = "strata::data::no_classes";
+/// A class folder has no files.
+pub const DATA_EMPTY_CLASS: &str = "strata::data::empty_class";
+/// Training and validation folders have different classes.
+pub const DATA_CLASS_MISMATCH: &str = "strata::data::class_mismatch";
+/// The data's class count differs from the model's output units.
+pub const DATA_CLASS_COUNT: &str = "strata::data::class_count";
+/// Warning: files that are not readable images were skipped.
+pub const DATA_UNREADABLE_IMAGE: &str = "strata::data::unreadable_image";
+
+/// The codes about image folders, reported by the data stage (tested on generated folders).
+pub const DATA: &[&str] = &[
+    DATA_MISSING_FOLDER,
+    DATA_NO_CLASSES,
+    DATA_EMPTY_CLASS,
+    DATA_CLASS_MISMATCH,
+    DATA_CLASS_COUNT,
+    DATA_UNREADABLE_IMAGE,
+];
+
 /// Every code the compiler front end can report, in table order. A test requires a fixture
 /// spec for each.
 pub const ALL: &[&str] = &[

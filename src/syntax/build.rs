@@ -26,9 +26,11 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// The pair's span in the file, without the trailing whitespace and comments that pest
+    /// includes when an optional part after them is absent.
     fn span(&self, pair: &Pair<'_, Rule>) -> Span {
-        let span = pair.as_span();
-        self.text.span(span.start(), span.end())
+        let start = pair.as_span().start();
+        self.text.span(start, start + content_len(pair.as_str()))
     }
 
     fn chain(&self, pair: Pair<'_, Rule>) -> Chain {
@@ -189,6 +191,22 @@ impl Builder<'_> {
         };
         Value { kind, span }
     }
+}
+
+/// The length of `text` up to the end of its last character that is not whitespace or comment.
+fn content_len(text: &str) -> usize {
+    let mut end = 0;
+    let mut in_comment = false;
+    for (idx, ch) in text.char_indices() {
+        match ch {
+            '\n' => in_comment = false,
+            _ if in_comment => {}
+            '#' => in_comment = true,
+            ch if ch.is_whitespace() => {}
+            ch => end = idx + ch.len_utf8(),
+        }
+    }
+    end
 }
 
 /// Whole-number digits as `u64`, saturating at `u64::MAX` (range checks report it).

@@ -1,0 +1,10 @@
+//! Image data: the single-image loader ([`image`]), class folders ([`folder`]), the
+//! pre-flight scan ([`check`]) and the `strata::data::…` diagnostics ([`errors`]).
+
+pub mod check;
+pub mod errors;
+pub mod folder;
+pub mod image;
+
+pub use self::folder::{scan, ImageFolder};
+pub use self::image::{load_image, ImageProblem, ImageSpec};

@@ -1,0 +1,222 @@
+//! The data stage on generated image folders: every format loads to the model's shape,
+//! broken files are classified, and each folder problem gives its `strata::data::…` code.
+
+use image::{DynamicImage, ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
+use std::path::{Path, PathBuf};
+use strata::data::check::scan_images;
+use strata::data::{errors, folder, load_image, ImageProblem, ImageSpec};
+use strata::diagnostics::codes;
+
+fn gradient(width: u32, height: u32) -> RgbImage {
+    RgbImage::from_fn(width, height, |x, y| {
+        Rgb([(x * 10) as u8, (y * 10) as u8, 200])
+    })
+}
+
+fn save(image: &DynamicImage, path: &Path, format: ImageFormat) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    image.save_with_format(path, format).expect("save image");
+}
+
+const RGB: ImageSpec = ImageSpec {
+    height: 8,
+    width: 6,
+    channels: 3,
+    rescale: 1.0 / 255.0,
+};
+const GRAY: ImageSpec = ImageSpec {
+    height: 8,
+    width: 6,
+    channels: 1,
+    rescale: 1.0,
+};
+
+#[test]
+fn every_format_loads_to_the_model_shape() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = DynamicImage::ImageRgb8(gradient(12, 16));
+    for (name, format) in [
+        ("a.png", ImageFormat::Png),
+        ("a.jpg", ImageFormat::Jpeg),
+        ("a.bmp", ImageFormat::Bmp),
+        ("a.gif", ImageFormat::Gif),
+        ("a.webp", ImageFormat::WebP),
+        ("a.tiff", ImageFormat::Tiff),
+    ] {
+        let path = dir.path().join(name);
+        save(&image, &path, format);
+        let rgb = load_image(&path, &RGB).unwrap_or_else(|err| panic!("{name}: {err}"));
+        assert_eq!(rgb.len(), 8 * 6 * 3, "{name}");
+        assert!(rgb.iter().all(|v| (0.0..=1.0).contains(v)), "{name}");
+        let gray = load_image(&path, &GRAY).expect("gray");
+        assert_eq!(gray.len(), 8 * 6, "{name}");
+        assert!(
+            gray.iter().any(|v| *v > 1.0),
+            "{name}: rescale 1 keeps 0..255"
+        );
+    }
+}
+
+#[test]
+fn alpha_is_dropped_and_sixteen_bit_is_scaled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rgba = DynamicImage::ImageRgba8(RgbaImage::from_pixel(6, 8, Rgba([255, 0, 0, 0])));
+    let path = dir.path().join("alpha.png");
+    save(&rgba, &path, ImageFormat::Png);
+    let values = load_image(&path, &RGB).expect("rgba");
+    assert_eq!(&values[..3], &[1.0, 0.0, 0.0]);
+    let deep = DynamicImage::ImageLuma16(image::ImageBuffer::from_pixel(
+        6,
+        8,
+        image::Luma([65535u16]),
+    ));
+    let path = dir.path().join("deep.png");
+    save(&deep, &path, ImageFormat::Png);
+    let values = load_image(&path, &GRAY).expect("16-bit");
+    assert!(values.iter().all(|v| *v == 255.0));
+}
+
+#[test]
+fn exact_size_is_not_resampled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("exact.png");
+    save(
+        &DynamicImage::ImageRgb8(gradient(6, 8)),
+        &path,
+        ImageFormat::Png,
+    );
+    let values = load_image(
+        &path,
+        &ImageSpec {
+            rescale: 1.0,
+            ..RGB
+        },
+    )
+    .expect("load");
+    // Pixel (x=2, y=3) is (20, 30, 200).
+    let at = (3 * 6 + 2) * 3;
+    assert_eq!(&values[at..at + 3], &[20.0, 30.0, 200.0]);
+}
+
+#[test]
+fn broken_files_are_classified() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("empty.png");
+    std::fs::write(&empty, b"").expect("write");
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, b"not an image at all").expect("write");
+    let good = dir.path().join("good.png");
+    save(
+        &DynamicImage::ImageRgb8(gradient(32, 32)),
+        &good,
+        ImageFormat::Png,
+    );
+    let bytes = std::fs::read(&good).expect("read");
+    let truncated = dir.path().join("truncated.png");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).expect("write");
+    assert_eq!(load_image(&empty, &RGB), Err(ImageProblem::Empty));
+    assert_eq!(load_image(&text, &RGB), Err(ImageProblem::NotAnImage));
+    assert!(matches!(
+        load_image(&truncated, &RGB),
+        Err(ImageProblem::Corrupt(_))
+    ));
+    assert!(matches!(
+        load_image(&dir.path().join("missing.png"), &RGB),
+        Err(ImageProblem::Unreadable(_))
+    ));
+}
+
+/// A folder with classes `b_squares` and `a_circles` (created in that order), three images each.
+fn class_folder(root: &Path) -> PathBuf {
+    for class in ["b_squares", "a_circles"] {
+        for idx in 0..3 {
+            let path = root.join(class).join(format!("{idx}.png"));
+            save(
+                &DynamicImage::ImageRgb8(gradient(10 + idx, 10)),
+                &path,
+                ImageFormat::Png,
+            );
+        }
+    }
+    root.to_path_buf()
+}
+
+#[test]
+fn classes_are_sorted_by_name_and_broken_files_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = class_folder(dir.path());
+    std::fs::write(root.join("a_circles/zero.png"), b"").expect("write");
+    std::fs::write(root.join("a_circles/.hidden"), b"x").expect("write");
+    let found = folder::scan(&root).expect("scan");
+    assert_eq!(found.classes, vec!["a_circles", "b_squares"]);
+    assert_eq!(found.len(), 7);
+    let report = scan_images(&found);
+    assert_eq!(report.n_images(), 6);
+    assert_eq!(report.broken.len(), 1);
+    assert_eq!(report.modes.get("RGB"), Some(&6));
+    assert_eq!(
+        (report.min_size, report.max_size),
+        (Some((10, 10)), Some((12, 10)))
+    );
+    let warning = errors::skipped_images(&report.broken);
+    assert_eq!(warning.code, codes::DATA_UNREADABLE_IMAGE);
+    assert!(warning.notes[0].contains("zero.png"), "{:?}", warning.notes);
+}
+
+#[test]
+fn each_folder_problem_has_its_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_eq!(
+        folder::scan(&dir.path().join("nope"))
+            .map(|_| ())
+            .unwrap_err()
+            .code,
+        codes::DATA_MISSING_FOLDER
+    );
+    let flat = dir.path().join("flat");
+    std::fs::create_dir_all(&flat).expect("mkdir");
+    std::fs::write(flat.join("a.png"), b"").expect("write");
+    assert_eq!(
+        folder::scan(&flat).map(|_| ()).unwrap_err().code,
+        codes::DATA_NO_CLASSES
+    );
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(empty.join("cats")).expect("mkdir");
+    assert_eq!(
+        folder::scan(&empty).map(|_| ()).unwrap_err().code,
+        codes::DATA_EMPTY_CLASS
+    );
+    let train = folder::scan(&class_folder(&dir.path().join("train"))).expect("train");
+    let other = dir.path().join("validation");
+    save(
+        &DynamicImage::ImageRgb8(gradient(4, 4)),
+        &other.join("dogs/0.png"),
+        ImageFormat::Png,
+    );
+    let validation = folder::scan(&other).expect("validation");
+    let mismatch = folder::same_classes(&train, &validation).unwrap_err();
+    assert_eq!(mismatch.code, codes::DATA_CLASS_MISMATCH);
+    assert!(mismatch.notes.iter().any(|note| note.contains("`dogs`")));
+}
+
+#[test]
+fn class_count_points_at_the_last_dense_layer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let found = folder::scan(&class_folder(dir.path())).expect("scan");
+    let text = "input: 8x8x3\nmodel: dense16 relu -> dense3 softmax\n";
+    let model = strata::compile(text, "count").model.expect("model");
+    let diagnostic = errors::class_count(&model.layers, 3, &found);
+    assert_eq!(diagnostic.code, codes::DATA_CLASS_COUNT);
+    let span = diagnostic.primary().expect("label").span;
+    assert_eq!(&text[span.offset..span.end()], "dense3");
+    assert_eq!(
+        diagnostic.help.as_deref(),
+        Some(
+            format!(
+                "write `dense2` for the classes of `{}`",
+                dir.path().display()
+            )
+            .as_str()
+        )
+    );
+}
