@@ -5,6 +5,7 @@
 //! parses the model ([`syntax`]), checks it into the [`ir`] ([`compile`]) and reports
 //! problems as [`diagnostics`]. See `ARCHITECTURE.md` for the stages.
 
+pub mod backend;
 pub mod catalogue;
 pub mod cli;
 pub mod compile;

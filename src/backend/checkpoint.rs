@@ -1,0 +1,274 @@
+//! Checkpoints in safetensors (DESIGN §4): tensors named `layers.<i>.<param>` in the
+//! checkpoint layouts (conv `weight` [filters, c_in, k_h, k_w], dense `weight` [units, in] with
+//! the input in channel, row, column order, bn `gamma` `beta` `moving_mean`
+//! `moving_variance`), and metadata `strata.spec` (the spec file's text) and `strata.classes`
+//! (a JSON array of class names). Files are written atomically: a temporary file in the same
+//! folder, synced, then renamed over the target, so a crash never leaves a half-written one.
+
+use crate::ir::{Model, Op};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Metadata key of the spec text.
+pub const SPEC_KEY: &str = "strata.spec";
+/// Metadata key of the class names (a JSON array).
+pub const CLASSES_KEY: &str = "strata.classes";
+
+/// One named f32 tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedTensor {
+    /// `layers.<i>.<param>`.
+    pub name: String,
+    /// Dimensions, outermost first.
+    pub shape: Vec<usize>,
+    /// Values in row-major order.
+    pub data: Vec<f32>,
+}
+
+/// A checkpoint's contents.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    /// The tensors, in layer order.
+    pub tensors: Vec<NamedTensor>,
+    /// The spec file's text.
+    pub spec: String,
+    /// Class names in output order.
+    pub classes: Vec<String>,
+    /// Other metadata (`strata.*` keys the trainer adds).
+    pub extra: BTreeMap<String, String>,
+}
+
+/// Why a checkpoint cannot be read or used.
+#[derive(Debug)]
+pub enum CheckpointError {
+    /// Reading or writing failed.
+    Io(PathBuf, std::io::Error),
+    /// The file is not a safetensors file strata can read.
+    Format(String),
+    /// The file lacks `strata.spec` or `strata.classes`.
+    Metadata(String),
+    /// Tensor names or shapes differ from what the compiled spec needs.
+    Mismatch(Vec<String>),
+}
+
+impl fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckpointError::Io(path, err) => write!(f, "`{}`: {err}", path.display()),
+            CheckpointError::Format(err) => {
+                write!(f, "not a readable safetensors checkpoint: {err}")
+            }
+            CheckpointError::Metadata(err) => write!(f, "checkpoint metadata: {err}"),
+            CheckpointError::Mismatch(lines) => {
+                write!(f, "the checkpoint does not fit the model:")?;
+                for line in lines {
+                    write!(f, "\n  - {line}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for CheckpointError {}
+
+/// The tensors a model's checkpoint holds, with their shapes, in layer order.
+pub fn expected_tensors(model: &Model) -> Vec<(String, Vec<usize>)> {
+    let mut out = Vec::new();
+    for layer in &model.layers {
+        let name = |param: &str| format!("layers.{}.{param}", layer.index);
+        let channels = match layer.input {
+            crate::ir::Shape::Image { channels, .. } => channels,
+            crate::ir::Shape::Flat(n) => n,
+        };
+        match layer.op {
+            Op::Conv {
+                filters,
+                kernel,
+                bias,
+                ..
+            } => {
+                out.push((name("weight"), vec![filters, channels, kernel.0, kernel.1]));
+                if bias {
+                    out.push((name("bias"), vec![filters]));
+                }
+            }
+            Op::Dense { units, bias } => {
+                out.push((name("weight"), vec![units, layer.input.len()]));
+                if bias {
+                    out.push((name("bias"), vec![units]));
+                }
+            }
+            Op::BatchNorm { .. } => {
+                for param in ["gamma", "beta", "moving_mean", "moving_variance"] {
+                    out.push((name(param), vec![channels]));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Checks the checkpoint's tensor names and shapes against `model`; lists every difference.
+pub fn check_against(checkpoint: &Checkpoint, model: &Model) -> Result<(), CheckpointError> {
+    let found: HashMap<&str, &NamedTensor> = checkpoint
+        .tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    let expected = expected_tensors(model);
+    let mut problems = Vec::new();
+    for (name, shape) in &expected {
+        match found.get(name.as_str()) {
+            None => problems.push(format!("`{name}` {shape:?} is missing")),
+            Some(tensor) if &tensor.shape != shape => problems.push(format!(
+                "`{name}` is {:?} in the checkpoint but the model needs {shape:?}",
+                tensor.shape
+            )),
+            Some(_) => {}
+        }
+    }
+    for tensor in &checkpoint.tensors {
+        if !expected.iter().any(|(name, _)| name == &tensor.name) {
+            problems.push(format!(
+                "`{}` {:?} is not a parameter of the model",
+                tensor.name, tensor.shape
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CheckpointError::Mismatch(problems))
+    }
+}
+
+/// Serialises a checkpoint to safetensors bytes.
+pub fn to_bytes(checkpoint: &Checkpoint) -> Result<Vec<u8>, CheckpointError> {
+    let mut metadata: HashMap<String, String> = checkpoint.extra.clone().into_iter().collect();
+    metadata.insert(SPEC_KEY.to_string(), checkpoint.spec.clone());
+    let classes = serde_json::to_string(&checkpoint.classes)
+        .map_err(|err| CheckpointError::Format(err.to_string()))?;
+    metadata.insert(CLASSES_KEY.to_string(), classes);
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = checkpoint
+        .tensors
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                t.shape.clone(),
+            )
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(name, data, shape)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .map(|view| (name.clone(), view))
+                .map_err(|err| CheckpointError::Format(err.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    safetensors::serialize(views, Some(metadata))
+        .map_err(|err| CheckpointError::Format(err.to_string()))
+}
+
+/// Reads a checkpoint from safetensors bytes.
+pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|err| CheckpointError::Format(err.to_string()))?;
+    let file = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|err| CheckpointError::Format(err.to_string()))?;
+    let mut metadata: BTreeMap<String, String> = header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let spec = metadata.remove(SPEC_KEY).ok_or_else(|| {
+        CheckpointError::Metadata(format!("no `{SPEC_KEY}`: not written by strata"))
+    })?;
+    let classes_json = metadata.remove(CLASSES_KEY).ok_or_else(|| {
+        CheckpointError::Metadata(format!("no `{CLASSES_KEY}`: not written by strata"))
+    })?;
+    let classes: Vec<String> = serde_json::from_str(&classes_json).map_err(|err| {
+        CheckpointError::Metadata(format!("`{CLASSES_KEY}` is not a list of names: {err}"))
+    })?;
+    let mut tensors = Vec::new();
+    for (name, view) in file.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(CheckpointError::Format(format!(
+                "`{name}` is {:?}, not F32",
+                view.dtype()
+            )));
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        tensors.push(NamedTensor {
+            name,
+            shape: view.shape().to_vec(),
+            data,
+        });
+    }
+    tensors.sort_by_key(|t| tensor_order(&t.name));
+    Ok(Checkpoint {
+        tensors,
+        spec,
+        classes,
+        extra: metadata,
+    })
+}
+
+/// Sort key: layer index, then the name.
+fn tensor_order(name: &str) -> (usize, String) {
+    let index = name
+        .split('.')
+        .nth(1)
+        .and_then(|idx| idx.parse().ok())
+        .unwrap_or(usize::MAX);
+    (index, name.to_string())
+}
+
+/// Writes `checkpoint` to `path` atomically.
+pub fn save(path: &Path, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+    let bytes = to_bytes(checkpoint)?;
+    write_atomic(path, &bytes).map_err(|err| CheckpointError::Io(path.to_path_buf(), err))
+}
+
+/// Reads the checkpoint at `path`.
+pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
+    let bytes = std::fs::read(path).map_err(|err| CheckpointError::Io(path.to_path_buf(), err))?;
+    from_bytes(&bytes)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |name| name.to_string_lossy().into_owned());
+    let temporary = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)?;
+        if let Ok(dir) = std::fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
+}

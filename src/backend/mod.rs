@@ -1,0 +1,4 @@
+//! The backend: checked IR → trainable network on dfdx, the differentiable ops dfdx lacks on
+//! stable Rust, optimisers and checkpoints.
+
+pub mod checkpoint;
