@@ -220,3 +220,65 @@ fn class_count_points_at_the_last_dense_layer() {
         )
     );
 }
+
+mod loader {
+    use super::*;
+    use strata::data::loader::{split, Loader};
+
+    fn samples(root: &Path) -> Vec<(PathBuf, usize)> {
+        folder::scan(root).expect("scan").samples()
+    }
+
+    #[test]
+    fn order_depends_on_seed_and_epoch_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let loader = Loader::new(samples(&class_folder(dir.path())), RGB, 1 << 20);
+        assert_eq!(loader.order(7, 3, true), loader.order(7, 3, true));
+        assert_ne!(loader.order(7, 3, true), loader.order(7, 4, true));
+        assert_eq!(loader.order(7, 3, false), (0..6).collect::<Vec<_>>());
+        let mut sorted = loader.order(1, 1, true);
+        sorted.sort();
+        assert_eq!(sorted, (0..6).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn batches_cover_the_epoch_and_the_cache_saves_decoding() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = class_folder(dir.path());
+        let cached = Loader::new(samples(&root), RGB, 1 << 20);
+        let uncached = Loader::new(samples(&root), RGB, 0);
+        let order = cached.order(0, 0, true);
+        let batches: Vec<_> = cached.batches(order.clone(), 4).iter().collect();
+        assert_eq!(
+            batches.iter().map(|b| b.len()).collect::<Vec<_>>(),
+            vec![4, 2]
+        );
+        assert_eq!(batches[0].images.len(), 4 * 8 * 6 * 3);
+        let _ = uncached.batches(order.clone(), 4).iter().count();
+        // With the files gone, only the cache can still serve them.
+        std::fs::remove_dir_all(&root).expect("remove");
+        let again: Vec<_> = cached.batches(order.clone(), 4).iter().collect();
+        assert_eq!(again, batches);
+        let missing: usize = uncached
+            .batches(order, 4)
+            .iter()
+            .map(|b| b.skipped.len())
+            .sum();
+        assert_eq!(missing, 6);
+    }
+
+    #[test]
+    fn validation_split_takes_the_first_files_of_each_class() {
+        let samples: Vec<(PathBuf, usize)> = (0..10)
+            .map(|idx| (PathBuf::from(format!("{idx}.png")), idx / 5))
+            .collect();
+        let (train, validation) = split(&samples, 2, 0.4);
+        let names = |list: &[(PathBuf, usize)]| {
+            list.iter()
+                .map(|(p, _)| p.display().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&validation), vec!["0.png", "1.png", "5.png", "6.png"]);
+        assert_eq!(train.len(), 6);
+    }
+}

@@ -4,6 +4,7 @@
 mod check;
 mod data;
 mod output;
+mod preview;
 mod summary;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -53,6 +54,23 @@ pub enum Command {
     Summary {
         /// The spec file.
         spec: PathBuf,
+    },
+    /// Draw a labelled grid of sample images after preprocessing.
+    Preview {
+        /// A spec (its training folder, converted as the model sees it) or an image folder.
+        target: PathBuf,
+        /// The PNG to write.
+        #[arg(long, default_value = "grid.png")]
+        out: PathBuf,
+        /// Image folder to use instead of the spec's `data` section.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Rows of the grid.
+        #[arg(long, default_value_t = 2)]
+        rows: usize,
+        /// Columns of the grid.
+        #[arg(long, default_value_t = 5)]
+        columns: usize,
     },
     /// Image folder tools.
     Data {
@@ -109,5 +127,21 @@ pub fn run(cli: Cli) -> u8 {
         Command::Data {
             command: DataCommand::Check { dir },
         } => data::check(&dir, format),
+        Command::Preview {
+            target,
+            out,
+            data,
+            rows,
+            columns,
+        } => {
+            let args = preview::PreviewArgs {
+                target: &target,
+                out: &out,
+                data: data.as_deref(),
+                rows,
+                columns,
+            };
+            preview::run(&args, format)
+        }
     }
 }

@@ -126,24 +126,28 @@ pub fn info(image: &DynamicImage) -> ImageInfo {
 
 /// Converts a decoded image to the model's channels and size, rescaled, channels last.
 pub fn to_tensor(image: &DynamicImage, spec: &ImageSpec) -> Vec<f32> {
-    let (width, height) = (spec.width as u32, spec.height as u32);
-    let resize = |image: &DynamicImage| {
-        if image.width() == width && image.height() == height {
-            image.clone()
-        } else {
-            image.resize_exact(width, height, FilterType::Triangle)
-        }
-    };
-    let raw: Vec<u8> = if spec.channels == 1 {
-        resize(&DynamicImage::ImageLuma8(image.to_luma8()))
-            .into_luma8()
-            .into_raw()
-    } else {
-        resize(&DynamicImage::ImageRgb8(image.to_rgb8()))
-            .into_rgb8()
-            .into_raw()
-    };
-    raw.into_iter()
+    to_bytes(image, spec)
+        .into_iter()
         .map(|value| f32::from(value) * spec.rescale)
         .collect()
+}
+
+/// Converts a decoded image to the model's channels and size as bytes (0..=255), channels last.
+pub fn to_bytes(image: &DynamicImage, spec: &ImageSpec) -> Vec<u8> {
+    let (width, height) = (spec.width as u32, spec.height as u32);
+    let converted = if spec.channels == 1 {
+        DynamicImage::ImageLuma8(image.to_luma8())
+    } else {
+        DynamicImage::ImageRgb8(image.to_rgb8())
+    };
+    let sized = if converted.width() == width && converted.height() == height {
+        converted
+    } else {
+        converted.resize_exact(width, height, FilterType::Triangle)
+    };
+    if spec.channels == 1 {
+        sized.into_luma8().into_raw()
+    } else {
+        sized.into_rgb8().into_raw()
+    }
 }

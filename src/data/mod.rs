@@ -5,6 +5,9 @@ pub mod check;
 pub mod errors;
 pub mod folder;
 pub mod image;
+pub mod loader;
+pub mod paths;
 
 pub use self::folder::{scan, ImageFolder};
 pub use self::image::{load_image, ImageProblem, ImageSpec};
+pub use self::loader::{Batch, Loader};

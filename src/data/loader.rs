@@ -1,0 +1,214 @@
+//! The folder pipeline: samples → shuffled batches of `n × h × w × c` floats (channels last).
+//!
+//! Decoding runs in parallel (rayon) on a prefetch thread that stays up to
+//! [`PREFETCH_BATCHES`] batches ahead of the trainer. Decoded images are cached as bytes
+//! (after resizing, before rescaling: a quarter of the floats' size) while they fit in the
+//! byte budget, so epochs after the first do not decode again. Shuffling is a permutation drawn
+//! from the seed and the epoch number, so a run resumed at epoch `k` sees the same order.
+
+use super::image::{decode, ImageProblem, ImageSpec};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
+
+/// How many batches the prefetch thread prepares ahead.
+pub const PREFETCH_BATCHES: usize = 3;
+
+/// The default cache budget: 2 GiB of decoded bytes.
+pub const DEFAULT_CACHE_BYTES: usize = 2 << 30;
+
+/// One batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    /// `n × h × w × c` values, rescaled.
+    pub images: Vec<f32>,
+    /// Class index of each image.
+    pub labels: Vec<usize>,
+    /// Files of this batch that failed to decode (skipped).
+    pub skipped: Vec<(PathBuf, ImageProblem)>,
+}
+
+impl Batch {
+    /// Images in the batch.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether every image of the batch was skipped.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+/// A dataset that yields batches.
+#[derive(Debug)]
+pub struct Loader {
+    samples: Arc<Vec<(PathBuf, usize)>>,
+    spec: ImageSpec,
+    cache: Arc<Cache>,
+}
+
+impl Loader {
+    /// A loader over `samples` (path, class) that caches up to `cache_bytes` of decoded images.
+    pub fn new(samples: Vec<(PathBuf, usize)>, spec: ImageSpec, cache_bytes: usize) -> Loader {
+        let per_image = spec.len().max(1);
+        let capacity = (cache_bytes / per_image).min(samples.len());
+        Loader {
+            cache: Arc::new(Cache {
+                slots: (0..samples.len()).map(|_| Mutex::new(None)).collect(),
+                capacity,
+                used: Mutex::new(0),
+            }),
+            samples: Arc::new(samples),
+            spec,
+        }
+    }
+
+    /// The number of samples.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// The order of the samples in `epoch` (0-based): shuffled from `seed` and the epoch, or in
+    /// folder order when `shuffle` is false.
+    pub fn order(&self, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.samples.len()).collect();
+        if shuffle {
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            order.shuffle(&mut rng);
+        }
+        order
+    }
+
+    /// The batches of one epoch, prepared on a prefetch thread. The last batch may be smaller.
+    pub fn batches(&self, order: Vec<usize>, batch_size: usize) -> Receiver<Batch> {
+        let (sender, receiver) = sync_channel(PREFETCH_BATCHES);
+        let samples = Arc::clone(&self.samples);
+        let cache = Arc::clone(&self.cache);
+        let spec = self.spec;
+        std::thread::spawn(move || {
+            for chunk in order.chunks(batch_size.max(1)) {
+                let batch = assemble(&samples, &cache, &spec, chunk);
+                if sender.send(batch).is_err() {
+                    return;
+                }
+            }
+        });
+        receiver
+    }
+
+    /// Loads the samples at `indices` on the calling thread (for tests and small jobs).
+    pub fn batch_now(&self, indices: &[usize]) -> Batch {
+        assemble(&self.samples, &self.cache, &self.spec, indices)
+    }
+}
+
+/// Decoded images kept as bytes, one slot per sample.
+#[derive(Debug)]
+struct Cache {
+    slots: Vec<Mutex<Option<Arc<Vec<u8>>>>>,
+    capacity: usize,
+    used: Mutex<usize>,
+}
+
+impl Cache {
+    fn get(&self, index: usize) -> Option<Arc<Vec<u8>>> {
+        self.slots.get(index)?.lock().ok()?.clone()
+    }
+
+    fn put(&self, index: usize, bytes: &Arc<Vec<u8>>) {
+        let Ok(mut used) = self.used.lock() else {
+            return;
+        };
+        if *used >= self.capacity {
+            return;
+        }
+        if let Some(Ok(mut slot)) = self.slots.get(index).map(Mutex::lock) {
+            if slot.is_none() {
+                *slot = Some(Arc::clone(bytes));
+                *used += 1;
+            }
+        }
+    }
+}
+
+fn assemble(
+    samples: &[(PathBuf, usize)],
+    cache: &Cache,
+    spec: &ImageSpec,
+    indices: &[usize],
+) -> Batch {
+    let decoded: Vec<(usize, Result<Arc<Vec<u8>>, ImageProblem>)> = indices
+        .par_iter()
+        .map(|&index| {
+            let result = match cache.get(index) {
+                Some(bytes) => Ok(bytes),
+                None => load_bytes(&samples[index].0, spec).map(|bytes| {
+                    let bytes = Arc::new(bytes);
+                    cache.put(index, &bytes);
+                    bytes
+                }),
+            };
+            (index, result)
+        })
+        .collect();
+    let per_image = spec.len();
+    let mut batch = Batch {
+        images: Vec::with_capacity(indices.len() * per_image),
+        labels: Vec::with_capacity(indices.len()),
+        skipped: Vec::new(),
+    };
+    for (index, result) in decoded {
+        match result {
+            Ok(bytes) => {
+                batch
+                    .images
+                    .extend(bytes.iter().map(|value| f32::from(*value) * spec.rescale));
+                batch.labels.push(samples[index].1);
+            }
+            Err(problem) => batch.skipped.push((samples[index].0.clone(), problem)),
+        }
+    }
+    batch
+}
+
+/// Decodes one file to resized bytes (channels last), before rescaling.
+fn load_bytes(path: &std::path::Path, spec: &ImageSpec) -> Result<Vec<u8>, ImageProblem> {
+    let bytes = std::fs::read(path).map_err(|err| ImageProblem::Unreadable(err.to_string()))?;
+    let image = decode(&bytes)?;
+    Ok(super::image::to_bytes(&image, spec))
+}
+
+/// Splits each class's samples: the first `fraction` of every class (in folder order) is held
+/// out for validation, as Keras's `validation_split` does; returns (training, validation).
+pub fn split(
+    samples: &[(PathBuf, usize)],
+    n_classes: usize,
+    fraction: f64,
+) -> (Vec<(PathBuf, usize)>, Vec<(PathBuf, usize)>) {
+    let mut train = Vec::new();
+    let mut validation = Vec::new();
+    for class in 0..n_classes {
+        let of_class: Vec<&(PathBuf, usize)> =
+            samples.iter().filter(|(_, c)| *c == class).collect();
+        let n_validation = (of_class.len() as f64 * fraction).floor() as usize;
+        for (idx, sample) in of_class.into_iter().enumerate() {
+            if idx < n_validation {
+                validation.push(sample.clone());
+            } else {
+                train.push(sample.clone());
+            }
+        }
+    }
+    (train, validation)
+}
