@@ -26,9 +26,13 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// The pair's span without the whitespace and comments pest's implicit `WHITESPACE` and
+    /// `COMMENT` leave at its end (`call = { head ~ args? }` takes the space after `dense2` in
+    /// `dense2 softmax` when there are no arguments).
     fn span(&self, pair: &Pair<'_, Rule>) -> Span {
         let span = pair.as_span();
-        self.text.span(span.start(), span.end())
+        let content = trim_trailing(pair.as_str());
+        self.text.span(span.start(), span.start() + content.len())
     }
 
     fn chain(&self, pair: Pair<'_, Rule>) -> Chain {
@@ -194,4 +198,16 @@ impl Builder<'_> {
 /// Whole-number digits as `u64`, saturating at `u64::MAX` (range checks report it).
 fn saturating_int(digits: &str) -> u64 {
     digits.parse().unwrap_or(u64::MAX)
+}
+
+/// `text` without trailing whitespace and trailing `#` comments.
+fn trim_trailing(text: &str) -> &str {
+    let mut text = text.trim_end();
+    loop {
+        let line_start = text.rfind('\n').map_or(0, |idx| idx + 1);
+        match text[line_start..].find('#') {
+            Some(hash) => text = text[..line_start + hash].trim_end(),
+            None => return text,
+        }
+    }
 }
