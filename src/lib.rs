@@ -10,6 +10,7 @@ pub mod cli;
 pub mod compile;
 pub mod diagnostics;
 pub mod ir;
+pub mod lsp;
 pub mod spec;
 pub mod suggest;
 pub mod summary;

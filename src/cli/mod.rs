@@ -2,7 +2,9 @@
 //! stays thin: it reads files, calls the library and prints.
 
 mod check;
+mod lsp;
 mod output;
+mod schema;
 mod summary;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -53,6 +55,10 @@ pub enum Command {
         /// The spec file.
         spec: PathBuf,
     },
+    /// Run the language server on stdin and stdout (for editors).
+    Lsp,
+    /// Print the JSON Schema of the spec file (for yaml-language-server).
+    Schema,
 }
 
 /// Exit status: success.
@@ -88,5 +94,7 @@ pub fn run(cli: Cli) -> u8 {
             deny_warnings,
         } => check::run(&specs, format, deny_warnings),
         Command::Summary { spec } => summary::run(&spec, format),
+        Command::Lsp => lsp::run(),
+        Command::Schema => schema::run(),
     }
 }

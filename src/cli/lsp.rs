@@ -1,0 +1,20 @@
+//! `strata lsp`: the language server on stdin and stdout.
+
+use super::{EXIT_OK, EXIT_USAGE};
+use crate::lsp::{run as serve, Ending};
+use std::io;
+
+/// Serves one editor session; exit status 0 after `shutdown` and `exit`.
+pub fn run() -> u8 {
+    let stdin = io::stdin();
+    let mut input = stdin.lock();
+    let mut output = io::stdout().lock();
+    match serve(&mut input, &mut output) {
+        Ok(Ending::Clean) => EXIT_OK,
+        Ok(Ending::Abrupt) => EXIT_USAGE,
+        Err(err) => {
+            eprintln!("error: strata lsp: {err}");
+            EXIT_USAGE
+        }
+    }
+}
