@@ -108,8 +108,10 @@ fn unclosed_paren(text: &str) -> Option<usize> {
 /// The layer name right before a `(`: `conv` in `conv2x2(`; `None` for a group's `(`.
 fn callee_name(before_paren: &str) -> Option<&str> {
     let word_start = before_paren
-        .rfind(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
-        .map_or(0, |idx| idx + 1);
+        .char_indices()
+        .rev()
+        .find(|(_, ch)| !(ch.is_ascii_alphanumeric() || *ch == '_'))
+        .map_or(0, |(idx, ch)| idx + ch.len_utf8());
     let word = &before_paren[word_start..];
     let name_len = word
         .find(|ch: char| ch.is_ascii_digit())
