@@ -97,7 +97,7 @@ fn group_hover(group: &Group, layers: &[Layer]) -> String {
     let count = group.repeat.as_ref().and_then(|repeat| repeat.count);
     let made = layers_of_group(layers, group.span);
     let mut out = match count {
-        Some(count) => format!("**group** ×{count}"),
+        Some(count) => format!("**group** x{count}"),
         None => "**group**".to_string(),
     };
     let (Some(first), Some(last)) = (made.first(), made.last()) else {
