@@ -105,3 +105,29 @@ fn a_vanished_shape_offers_pad_same_and_a_smaller_repeat() {
     let end = json!({"line": line, "character": character + 5});
     assert_eq!(edit["range"], json!({"start": end, "end": end}));
 }
+
+#[test]
+fn hover_on_defaults_names_the_layer_and_argument() {
+    let (mut server, text) = open("specs/seed/deep_bn.yaml");
+    let (line, character) = find(&text, "pad: same");
+    let hover = ask(
+        &mut server,
+        "textDocument/hover",
+        json!({"textDocument": {"uri": URI},
+               "position": {"line": line, "character": character + 1}}),
+    );
+    let value = hover["contents"]["value"].as_str().unwrap_or_default();
+    assert!(
+        value.starts_with("**defaults.conv.pad** — `valid`"),
+        "{value}"
+    );
+    let (line, character) = find(&text, "conv: {");
+    let hover = ask(
+        &mut server,
+        "textDocument/hover",
+        json!({"textDocument": {"uri": URI},
+               "position": {"line": line, "character": character + 1}}),
+    );
+    let value = hover["contents"]["value"].as_str().unwrap_or_default();
+    assert!(value.contains("- `filters` = required"), "{value}");
+}

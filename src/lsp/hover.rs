@@ -2,7 +2,7 @@
 //! what a spec key means. Everything is read from the catalogue, the key tables and the IR.
 
 use super::document::Document;
-use super::locate::{key_at, layers_of_call, layers_of_group, node_at, ModelNode};
+use super::locate::{defaults_key_at, key_at, layers_of_call, layers_of_group, node_at, ModelNode};
 use crate::catalogue::{lookup, LayerDecl};
 use crate::ir::{Activation, Layer, Op, Padding, PoolKind};
 use crate::spec::{KeyDoc, DATA_KEYS, TOP_KEYS, TRAIN_KEYS};
@@ -20,8 +20,13 @@ pub fn hover(document: &Document, offset: usize) -> Option<Hover> {
         Some(ModelNode::Group(group)) => (group_hover(group, &compiled.layers), group.span),
         None => {
             let spec = compiled.spec.as_ref()?;
-            let path = key_at(spec, offset)?;
-            (key_hover(path)?, spec.key_span(path)?)
+            match key_at(spec, offset) {
+                Some(path) => (key_hover(path)?, spec.key_span(path)?),
+                None => {
+                    let (path, span) = defaults_key_at(spec, offset)?;
+                    (key_hover(&path)?, span)
+                }
+            }
         }
     };
     Some(Hover {

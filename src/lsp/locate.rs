@@ -73,3 +73,19 @@ pub fn key_at(spec: &SpecFile, offset: usize) -> Option<&str> {
         touches(*span, offset).then_some(key)
     })
 }
+
+/// The dotted path and span of the `defaults:` layer or argument name at `offset`
+/// (`defaults.conv`, `defaults.conv.pad`).
+pub fn defaults_key_at(spec: &SpecFile, offset: usize) -> Option<(String, Span)> {
+    spec.defaults.iter().find_map(|entry| {
+        if touches(entry.layer.span, offset) {
+            return Some((format!("defaults.{}", entry.layer.text), entry.layer.span));
+        }
+        entry.args.iter().find_map(|(name, _)| {
+            touches(name.span, offset).then(|| {
+                let path = format!("defaults.{}.{}", entry.layer.text, name.text);
+                (path, name.span)
+            })
+        })
+    })
+}
