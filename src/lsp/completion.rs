@@ -186,6 +186,11 @@ fn key_items(text: &str, line_start: usize, line: &str) -> Vec<CompletionItem> {
         ""
     };
     let segment = line.rsplit([',', '{']).next().unwrap_or(line);
+    if section == "defaults" {
+        if let Some(decl) = defaults_layer(text, line_start, line).and_then(lookup) {
+            return defaults_argument_items(decl, segment);
+        }
+    }
     if let Some((key, _)) = segment.split_once(':') {
         return value_items(key.trim());
     }
@@ -207,6 +212,44 @@ fn key_items(text: &str, line_start: usize, line: &str) -> Vec<CompletionItem> {
         .map(|key| CompletionItem {
             insert_text: Some(format!("{}: ", key.key)),
             ..item(key.key, CompletionItemKind::PROPERTY, key.doc)
+        })
+        .collect()
+}
+
+/// The layer whose `defaults:` arguments the cursor is among: `conv` on a line
+/// `  conv: { fi` or on a line under `  conv:`.
+fn defaults_layer<'a>(text: &'a str, line_start: usize, line: &'a str) -> Option<&'a str> {
+    let indent = line.len() - line.trim_start().len();
+    if let Some((layer, _)) = line.split_once('{') {
+        let layer = layer.trim().trim_end_matches(':').trim();
+        return (indent > 0 && !layer.is_empty()).then_some(layer);
+    }
+    // Block style: the nearest line above with less indentation, if it is not `defaults:`.
+    let mut start = line_start;
+    while start > 0 {
+        start = text[..start - 1].rfind('\n').map_or(0, |idx| idx + 1);
+        let above = text[start..].lines().next().unwrap_or_default();
+        let above_indent = above.len() - above.trim_start().len();
+        if !above.trim().is_empty() && above_indent < indent {
+            return (above_indent > 0).then(|| above.trim().trim_end_matches(':').trim());
+        }
+    }
+    None
+}
+
+fn defaults_argument_items(decl: &LayerDecl, segment: &str) -> Vec<CompletionItem> {
+    let segment = segment.trim_start();
+    let as_call = match segment.split_once(':') {
+        Some((name, value)) => format!("{}={value}", name.trim()),
+        None => segment.to_string(),
+    };
+    argument_items(decl, &as_call)
+        .into_iter()
+        .map(|mut item| {
+            if let Some(insert) = &mut item.insert_text {
+                *insert = insert.replace('=', ": ");
+            }
+            item
         })
         .collect()
 }
@@ -269,5 +312,10 @@ mod tests {
         assert!(labels("cl").contains(&"classes".to_string()));
         assert_eq!(labels("train: { optimizer: "), ["adam", "sgd", "rmsprop"]);
         assert!(labels("model: |\n  bn # a comment\n  -> ").contains(&"dense".to_string()));
+        assert!(labels("defaults:\n  co").contains(&"conv".to_string()));
+        assert!(labels("defaults:\n  conv: { filters: 8, p").contains(&"pad".to_string()));
+        assert_eq!(labels("defaults:\n  conv: { pad: "), ["valid", "same"]);
+        assert_eq!(labels("defaults:\n  dense:\n    bias: "), ["true", "false"]);
+        assert!(labels("defaults:\n  dense:\n    u").contains(&"units".to_string()));
     }
 }
