@@ -205,6 +205,14 @@ fn a_whole_session_over_pipes() {
     assert_eq!(related["location"]["range"], range((2, 9), (2, 11)));
     assert_eq!(related["message"], "10 classes");
 
+    // didSave (with the text) → diagnostics again.
+    session.notify(
+        "textDocument/didSave",
+        json!({"textDocument": {"uri": URI}, "text": V2}),
+    );
+    let published = session.diagnostics();
+    assert_eq!(published["diagnostics"].as_array().map(Vec::len), Some(1));
+
     // Hover on a layer: kind, arguments with defaults, shapes, parameters.
     let hover = session.request("textDocument/hover", position(5, 7));
     let text = hover["result"]["contents"]["value"]
