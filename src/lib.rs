@@ -12,6 +12,7 @@ pub mod compile;
 pub mod data;
 pub mod diagnostics;
 pub mod ir;
+pub mod lsp;
 pub mod plot;
 pub mod spec;
 pub mod suggest;

@@ -3,8 +3,10 @@
 
 mod check;
 mod data;
+mod lsp;
 mod output;
 mod preview;
+mod schema;
 mod summary;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -55,6 +57,10 @@ pub enum Command {
         /// The spec file.
         spec: PathBuf,
     },
+    /// Run the language server on stdin and stdout (for editors).
+    Lsp,
+    /// Print the JSON Schema of the spec file (for yaml-language-server).
+    Schema,
     /// Draw a labelled grid of sample images after preprocessing.
     Preview {
         /// A spec (its training folder, converted as the model sees it) or an image folder.
@@ -143,5 +149,7 @@ pub fn run(cli: Cli) -> u8 {
             };
             preview::run(&args, format)
         }
+        Command::Lsp => lsp::run(),
+        Command::Schema => schema::run(),
     }
 }

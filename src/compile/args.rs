@@ -249,7 +249,10 @@ pub fn check_value(arg: &ArgDecl, value: &Value, layer: &str) -> Result<ArgValue
                 None => {
                     let mut diagnostic = mismatch(one_of(words));
                     diagnostic.help = suggest::help_for(word, words);
-                    Err(diagnostic)
+                    match suggest::did_you_mean(word, words.iter().copied()) {
+                        Some(best) => Err(Box::new(diagnostic.with_replacement(value.span, best))),
+                        None => Err(diagnostic),
+                    }
                 }
             }
         }
@@ -363,13 +366,14 @@ fn build(decl: &LayerDecl, values: &HashMap<&'static str, ArgValue>) -> Resolved
 /// `strata::layer::unknown` for a name not in the catalogue.
 pub fn unknown_layer(name: &str, span: Span) -> Diagnostic {
     let names = crate::catalogue::all_names();
-    let mut diagnostic = Diagnostic::error(codes::LAYER_UNKNOWN, format!("unknown layer `{name}`"))
+    let diagnostic = Diagnostic::error(codes::LAYER_UNKNOWN, format!("unknown layer `{name}`"))
         .with_primary(span, "not a layer or activation");
-    diagnostic.help = Some(match suggest::did_you_mean(name, names.iter().copied()) {
-        Some(best) => format!("did you mean `{best}`?"),
-        None => format!("the layers are {}", one_of(&names)),
-    });
-    diagnostic
+    match suggest::did_you_mean(name, names.iter().copied()) {
+        Some(best) => diagnostic
+            .with_help(format!("did you mean `{best}`?"))
+            .with_replacement(span, best),
+        None => diagnostic.with_help(format!("the layers are {}", one_of(&names))),
+    }
 }
 
 fn unknown_argument(decl: &LayerDecl, name: &str, span: Span) -> Diagnostic {
@@ -380,7 +384,10 @@ fn unknown_argument(decl: &LayerDecl, name: &str, span: Span) -> Diagnostic {
     )
     .with_primary(span, "unknown argument");
     diagnostic.help = suggest::help_for(name, &names).or_else(|| Some(argument_list(decl)));
-    diagnostic
+    match suggest::did_you_mean(name, names.iter().copied()) {
+        Some(best) => diagnostic.with_replacement(span, best),
+        None => diagnostic,
+    }
 }
 
 fn duplicate_argument(decl: &LayerDecl, arg: &ArgDecl, written: &Arg, first: Span) -> Diagnostic {

@@ -1,6 +1,6 @@
 //! The head check: the last layer against the loss and the class count.
 
-use crate::diagnostics::{codes, Diagnostic};
+use crate::diagnostics::{codes, Diagnostic, Span};
 use crate::ir::{Activation, Layer, Op, Shape};
 use crate::spec::SpecFile;
 
@@ -30,17 +30,22 @@ pub fn check_head(
     let ends_in_softmax = last.activation == Some(Activation::Softmax)
         || last.op == Op::Activation(Activation::Softmax);
     if !ends_in_softmax {
-        diagnostics.push(
-            Diagnostic::error(
-                codes::MODEL_HEAD,
-                "the model does not end in softmax, which categorical_crossentropy expects",
-            )
-            .with_primary(
-                last.origin.span,
-                "the last layer outputs unnormalised values",
-            )
-            .with_help(format!("add ` softmax` after `{}`", last.origin.text)),
-        );
+        let plain_layer = last.activation.is_none() && !matches!(last.op, Op::Activation(_));
+        let insert_at = Span::new(last.origin.span.end(), last.origin.span.end());
+        let diagnostic = Diagnostic::error(
+            codes::MODEL_HEAD,
+            "the model does not end in softmax, which categorical_crossentropy expects",
+        )
+        .with_primary(
+            last.origin.span,
+            "the last layer outputs unnormalised values",
+        )
+        .with_help(format!("add ` softmax` after `{}`", last.origin.text));
+        diagnostics.push(if plain_layer && !last.origin.implicit {
+            diagnostic.with_suggestion(insert_at, " softmax", "add ` softmax`")
+        } else {
+            diagnostic
+        });
         return None;
     }
     let units_layer = layers
@@ -61,6 +66,13 @@ pub fn check_head(
             if let Some(span) = classes_span {
                 diagnostic = diagnostic.with_secondary(span, format!("{classes} classes"));
             }
+            if let Some(span) = units_shorthand_span(units_layer) {
+                diagnostic = diagnostic.with_suggestion(
+                    span,
+                    format!("dense{classes}"),
+                    format!("write `dense{classes}`"),
+                );
+            }
             diagnostics.push(diagnostic);
             None
         }
@@ -77,4 +89,28 @@ pub fn check_head(
         }
         _ => Some(units),
     }
+}
+
+/// The characters of `dense` and its units shorthand (`dense2` in `dense2(bias=false)`), or of
+/// the whole call when it is `dense(2)`; `None` when the units are written another way.
+fn units_shorthand_span(layer: &Layer) -> Option<Span> {
+    let origin = &layer.origin;
+    if !matches!(layer.op, Op::Dense { .. }) || origin.implicit {
+        return None;
+    }
+    let name_len = origin.name_span.len;
+    let rest = origin.text.get(name_len..)?;
+    let n_digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if n_digits > 0 {
+        return Some(Span::new(
+            origin.name_span.offset,
+            origin.name_span.end() + n_digits,
+        ));
+    }
+    let positional_only = rest.strip_prefix('(')?.strip_suffix(')')?;
+    positional_only
+        .trim()
+        .bytes()
+        .all(|byte| byte.is_ascii_digit())
+        .then_some(origin.span)
 }

@@ -288,14 +288,44 @@ fn vanished_help(diagnostic: Diagnostic, item: &Pending) -> Diagnostic {
         .iter()
         .rev()
         .find(|frame| frame.count > 1);
-    match innermost {
-        Some(frame) if frame.repetition > 1 => diagnostic.with_help(format!(
-            "only {} repetitions fit: write `x{}`, or give the {kind} `pad=same`",
-            frame.repetition - 1,
-            frame.repetition - 1
-        )),
+    let diagnostic = match innermost {
+        Some(frame) if frame.repetition > 1 => {
+            let fit = frame.repetition - 1;
+            diagnostic
+                .with_help(format!(
+                    "only {fit} repetitions fit: write `x{fit}`, or give the {kind} `pad=same`"
+                ))
+                .with_suggestion(
+                    frame.count_span,
+                    format!("x{fit}"),
+                    format!("repeat {fit} times"),
+                )
+        }
         _ => diagnostic.with_help(format!(
             "give the {kind} `pad=same`, use a smaller window, or a larger input"
         )),
+    };
+    match pad_same_edit(&item.origin) {
+        Some((span, replacement)) => {
+            diagnostic.with_suggestion(span, replacement, format!("give the {kind} `pad=same`"))
+        }
+        None => diagnostic,
+    }
+}
+
+/// The edit that adds `pad=same` to a layer call: `conv3` → `conv3(pad=same)`,
+/// `conv3(20)` → `conv3(20, pad=same)`. `None` when the call already names `pad`.
+fn pad_same_edit(origin: &Origin) -> Option<(Span, String)> {
+    if origin.implicit || origin.text.contains("pad") {
+        return None;
+    }
+    let end = origin.span.end();
+    if origin.text.ends_with(')') {
+        Some((
+            Span::new(end.saturating_sub(1), end.saturating_sub(1)),
+            ", pad=same".to_string(),
+        ))
+    } else {
+        Some((Span::new(end, end), "(pad=same)".to_string()))
     }
 }

@@ -21,6 +21,9 @@ pub const PREFETCH_BATCHES: usize = 3;
 /// The default cache budget: 2 GiB of decoded bytes.
 pub const DEFAULT_CACHE_BYTES: usize = 2 << 30;
 
+/// A sample: an image file and its class index.
+pub type Sample = (PathBuf, usize);
+
 /// One batch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
@@ -47,14 +50,14 @@ impl Batch {
 /// A dataset that yields batches.
 #[derive(Debug)]
 pub struct Loader {
-    samples: Arc<Vec<(PathBuf, usize)>>,
+    samples: Arc<Vec<Sample>>,
     spec: ImageSpec,
     cache: Arc<Cache>,
 }
 
 impl Loader {
     /// A loader over `samples` (path, class) that caches up to `cache_bytes` of decoded images.
-    pub fn new(samples: Vec<(PathBuf, usize)>, spec: ImageSpec, cache_bytes: usize) -> Loader {
+    pub fn new(samples: Vec<Sample>, spec: ImageSpec, cache_bytes: usize) -> Loader {
         let per_image = spec.len().max(1);
         let capacity = (cache_bytes / per_image).min(samples.len());
         Loader {
@@ -142,13 +145,9 @@ impl Cache {
     }
 }
 
-fn assemble(
-    samples: &[(PathBuf, usize)],
-    cache: &Cache,
-    spec: &ImageSpec,
-    indices: &[usize],
-) -> Batch {
-    let decoded: Vec<(usize, Result<Arc<Vec<u8>>, ImageProblem>)> = indices
+fn assemble(samples: &[Sample], cache: &Cache, spec: &ImageSpec, indices: &[usize]) -> Batch {
+    type Decoded = (usize, Result<Arc<Vec<u8>>, ImageProblem>);
+    let decoded: Vec<Decoded> = indices
         .par_iter()
         .map(|&index| {
             let result = match cache.get(index) {
@@ -191,11 +190,7 @@ fn load_bytes(path: &std::path::Path, spec: &ImageSpec) -> Result<Vec<u8>, Image
 
 /// Splits each class's samples: the first `fraction` of every class (in folder order) is held
 /// out for validation, as Keras's `validation_split` does; returns (training, validation).
-pub fn split(
-    samples: &[(PathBuf, usize)],
-    n_classes: usize,
-    fraction: f64,
-) -> (Vec<(PathBuf, usize)>, Vec<(PathBuf, usize)>) {
+pub fn split(samples: &[Sample], n_classes: usize, fraction: f64) -> (Vec<Sample>, Vec<Sample>) {
     let mut train = Vec::new();
     let mut validation = Vec::new();
     for class in 0..n_classes {

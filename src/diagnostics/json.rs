@@ -18,6 +18,20 @@ pub struct JsonDiagnostic {
     pub filename: String,
     /// Primary label first.
     pub labels: Vec<JsonLabel>,
+    /// Machine-applicable edits; left out when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub suggestions: Vec<JsonSuggestion>,
+}
+
+/// The JSON shape of one machine-applicable edit.
+#[derive(Debug, Serialize)]
+pub struct JsonSuggestion {
+    /// What the edit does.
+    pub title: String,
+    /// The text that replaces the span.
+    pub replacement: String,
+    /// Byte range in the file to replace (length 0 for an insertion).
+    pub span: JsonSpan,
 }
 
 /// The JSON shape of one label.
@@ -68,6 +82,18 @@ impl JsonDiagnostic {
             help: diagnostic.help.clone(),
             filename: source.name.clone(),
             labels,
+            suggestions: diagnostic
+                .suggestions
+                .iter()
+                .map(|suggestion| JsonSuggestion {
+                    title: suggestion.title.clone(),
+                    replacement: suggestion.replacement.clone(),
+                    span: JsonSpan {
+                        offset: suggestion.span.offset,
+                        length: suggestion.span.len,
+                    },
+                })
+                .collect(),
         }
     }
 }

@@ -13,7 +13,7 @@ mod source;
 
 pub use github::render_github;
 pub use human::{render_human, HumanStyle};
-pub use json::{render_json, JsonDiagnostic};
+pub use json::{render_json, JsonDiagnostic, JsonSuggestion};
 pub use source::{LineIndex, SourceFile};
 
 use std::fmt;
@@ -76,6 +76,20 @@ pub struct Label {
     pub primary: bool,
 }
 
+/// A machine-applicable fix: replace the characters of `span` with `replacement`.
+///
+/// Constructors add one where their help already proposes a concrete edit (a did-you-mean
+/// name, `pad=same`, the class count); editors offer it as a code action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Suggestion {
+    /// The characters to replace (empty for an insertion).
+    pub span: Span,
+    /// The new text.
+    pub replacement: String,
+    /// What the edit does, for a menu (`replace with \`conv\``).
+    pub title: String,
+}
+
 /// One problem found in a spec (or in the data it names).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -91,6 +105,8 @@ pub struct Diagnostic {
     pub help: Option<String>,
     /// Extra lines of explanation.
     pub notes: Vec<String>,
+    /// Machine-applicable edits that carry out the help, if it proposes a concrete one.
+    pub suggestions: Vec<Suggestion>,
 }
 
 impl Diagnostic {
@@ -103,6 +119,7 @@ impl Diagnostic {
             labels: Vec::new(),
             help: None,
             notes: Vec::new(),
+            suggestions: Vec::new(),
         }
     }
 
@@ -147,6 +164,26 @@ impl Diagnostic {
     pub fn with_note(mut self, note: impl Into<String>) -> Diagnostic {
         self.notes.push(note.into());
         self
+    }
+
+    /// Adds a machine-applicable edit: replace `span` with `replacement`.
+    pub fn with_suggestion(
+        mut self,
+        span: Span,
+        replacement: impl Into<String>,
+        title: impl Into<String>,
+    ) -> Diagnostic {
+        self.suggestions.push(Suggestion {
+            span,
+            replacement: replacement.into(),
+            title: title.into(),
+        });
+        self
+    }
+
+    /// Adds the did-you-mean edit for a word at `span`: replace it with `best`.
+    pub fn with_replacement(self, span: Span, best: &str) -> Diagnostic {
+        self.with_suggestion(span, best, format!("replace with `{best}`"))
     }
 
     /// The primary label, if any.

@@ -124,6 +124,9 @@ impl Loader<'_> {
         .with_primary(key.span(), "not a key of the spec format");
         diagnostic.help = suggest::help_for(&text, known)
             .or_else(|| Some(format!("the keys{place} are {}", backticked(known))));
+        if let Some(best) = suggest::did_you_mean(&text, known.iter().copied()) {
+            diagnostic = diagnostic.with_replacement(key.span(), best);
+        }
         self.diagnostics.push(diagnostic);
         None
     }
@@ -387,7 +390,10 @@ fn choice<T: serde::de::DeserializeOwned>(
         if let Some(help) = suggest::help_for(written, options) {
             diagnostic.help = Some(help);
         }
-        diagnostic
+        match suggest::did_you_mean(written, options.iter().copied()) {
+            Some(best) => Box::new(diagnostic.with_replacement(value.span(), best)),
+            None => diagnostic,
+        }
     })
 }
 

@@ -7,12 +7,14 @@
 mod keys;
 mod load;
 pub mod scalar;
+mod schema;
 mod typed;
 pub mod yaml;
 
 pub use keys::{KeyDoc, DATA_KEYS, TOP_KEYS, TRAIN_KEYS};
 pub use load::load;
 pub use scalar::MappedText;
+pub use schema::{schema, schema_text};
 
 use crate::diagnostics::Span;
 use crate::syntax::ast::{Ident, Value};

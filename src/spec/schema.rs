@@ -1,0 +1,152 @@
+//! The JSON Schema of the spec file (`strata schema`), built from the key tables of
+//! [`super::keys`] and the layer catalogue, for yaml-language-server and other YAML editors.
+
+use super::keys::{KeyDoc, DATA_KEYS, TOP_KEYS, TRAIN_KEYS};
+use crate::catalogue::{ArgType, LAYERS};
+use serde_json::{json, Map, Value};
+
+/// The JSON Schema (draft-07) of a spec file.
+pub fn schema() -> Value {
+    let mut root = object(TOP_KEYS, top_type);
+    if let Value::Object(map) = &mut root {
+        map.insert(
+            "$schema".into(),
+            json!("http://json-schema.org/draft-07/schema#"),
+        );
+        map.insert("title".into(), json!("strata spec file"));
+        map.insert("required".into(), json!(["input", "model"]));
+    }
+    root
+}
+
+/// The schema as pretty-printed JSON text.
+pub fn schema_text() -> String {
+    serde_json::to_string_pretty(&schema()).unwrap_or_default()
+}
+
+/// A closed object schema whose properties are `keys`, typed by `type_of`.
+fn object(keys: &[KeyDoc], type_of: fn(&str) -> Option<Value>) -> Value {
+    let properties: Map<String, Value> = keys
+        .iter()
+        .map(|key| {
+            let mut property = type_of(key.key).unwrap_or_else(|| json!({}));
+            if let Value::Object(map) = &mut property {
+                map.insert("description".into(), json!(key.doc));
+            }
+            (key.key.to_string(), property)
+        })
+        .collect();
+    json!({ "type": "object", "properties": properties, "additionalProperties": false })
+}
+
+/// The type of a top-level key.
+pub fn top_type(key: &str) -> Option<Value> {
+    Some(match key {
+        "name" | "model" => json!({ "type": "string" }),
+        "input" => json!({ "oneOf": [
+            { "type": "string", "pattern": "^\\s*[0-9]+\\s*x\\s*[0-9]+\\s*x\\s*[13]\\s*$" },
+            { "type": "array", "minItems": 3, "maxItems": 3,
+              "items": { "type": "integer", "minimum": 1 } },
+        ] }),
+        "classes" => json!({ "type": "integer", "minimum": 2 }),
+        "defaults" => defaults_type(),
+        "train" => object(TRAIN_KEYS, train_type),
+        "data" => object(DATA_KEYS, data_type),
+        _ => return None,
+    })
+}
+
+/// The type of a key of `train:`.
+pub fn train_type(key: &str) -> Option<Value> {
+    Some(match key {
+        "optimizer" => json!({ "enum": ["adam", "sgd", "rmsprop"] }),
+        "lr" => json!({ "type": "number", "exclusiveMinimum": 0 }),
+        "momentum" => json!({ "type": "number", "minimum": 0, "exclusiveMaximum": 1 }),
+        "nesterov" => json!({ "type": "boolean" }),
+        "epochs" | "batch_size" => json!({ "type": "integer", "minimum": 1 }),
+        "loss" => json!({ "enum": ["categorical_crossentropy"] }),
+        "seed" => json!({ "type": "integer", "minimum": 0 }),
+        _ => return None,
+    })
+}
+
+/// The type of a key of `data:`.
+pub fn data_type(key: &str) -> Option<Value> {
+    Some(match key {
+        "train" | "validation" => json!({ "type": "string" }),
+        "validation_split" => {
+            json!({ "type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1 })
+        }
+        "rescale" => json!({ "oneOf": [
+            { "type": "number", "exclusiveMinimum": 0 },
+            { "type": "string", "pattern": "^\\s*[0-9.]+\\s*/\\s*[0-9.]+\\s*$" },
+        ] }),
+        _ => return None,
+    })
+}
+
+/// `defaults:`: per layer name (and alias) with arguments, the arguments' types.
+fn defaults_type() -> Value {
+    let mut properties = Map::new();
+    for decl in LAYERS.iter().filter(|decl| !decl.args.is_empty()) {
+        let args: Map<String, Value> = decl
+            .args
+            .iter()
+            .map(|arg| {
+                let mut ty = arg_type(arg.ty);
+                if let Value::Object(map) = &mut ty {
+                    map.insert("description".into(), json!(arg.doc));
+                }
+                (arg.name.to_string(), ty)
+            })
+            .collect();
+        let layer = json!({
+            "type": "object",
+            "description": decl.doc,
+            "properties": args,
+            "additionalProperties": false,
+        });
+        for name in decl.names() {
+            properties.insert(name.to_string(), layer.clone());
+        }
+    }
+    json!({ "type": "object", "properties": properties, "additionalProperties": false })
+}
+
+fn arg_type(ty: ArgType) -> Value {
+    match ty {
+        ArgType::Int { min, max } => json!({ "type": "integer", "minimum": min, "maximum": max }),
+        ArgType::Float { min, max, max_open } => {
+            let upper = if max_open {
+                "exclusiveMaximum"
+            } else {
+                "maximum"
+            };
+            json!({ "type": "number", "minimum": min, upper: max })
+        }
+        ArgType::Bool => json!({ "type": "boolean" }),
+        ArgType::Choice(words) => json!({ "enum": words }),
+        ArgType::Window => json!({ "oneOf": [
+            { "type": "integer", "minimum": 1 },
+            { "type": "string", "pattern": "^[0-9]+x[0-9]+$" },
+        ] }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_has_a_type() {
+        for key in TOP_KEYS {
+            assert!(top_type(key.key).is_some(), "{}", key.key);
+        }
+        for key in TRAIN_KEYS {
+            assert!(train_type(key.key).is_some(), "train.{}", key.key);
+        }
+        for key in DATA_KEYS {
+            assert!(data_type(key.key).is_some(), "data.{}", key.key);
+        }
+    }
+}
