@@ -1,7 +1,18 @@
 //! The `strata` binary: see `strata --help`.
 
+/// mimalloc: training frees and re-allocates the same large buffers every step; a fresh,
+/// page-faulted allocation each time costs more than the math (see shared/bench/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `mi_option_purge_delay` (not exported by libmimalloc-sys 0.1).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() -> std::process::ExitCode {
     restore_default_sigpipe();
+    // Keep freed memory for reuse instead of returning it to the OS after 10 ms.
+    // SAFETY: setting a mimalloc option is a plain store; no allocation is in flight.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     strata::cli::main()
 }
 

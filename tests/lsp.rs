@@ -347,7 +347,9 @@ fn wait_with_timeout(child: &mut Child) -> Option<i32> {
 fn every_code_has_a_docs_section_where_its_link_points() {
     let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/diagnostics.md"))
         .expect("docs/diagnostics.md");
-    let codes = strata::diagnostics::codes::ALL.iter().chain(strata::diagnostics::codes::DATA);
+    let codes = strata::diagnostics::codes::ALL
+        .iter()
+        .chain(strata::diagnostics::codes::DATA);
     for code in codes {
         assert!(
             docs.lines().any(|line| line == format!("## {code}")),

@@ -2,3 +2,7 @@
 //! stable Rust, optimisers and checkpoints.
 
 pub mod checkpoint;
+pub mod network;
+pub mod ops;
+pub mod optimizer;
+pub mod params;

@@ -1,6 +1,7 @@
 //! The command line: clap definitions and dispatch. Each command lives in its own file and
 //! stays thin: it reads files, calls the library and prints.
 
+mod bench;
 mod check;
 mod data;
 mod lsp;
@@ -78,6 +79,23 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         columns: usize,
     },
+    /// Training and inference throughput (images/s) on synthetic input of the spec's shape.
+    Bench {
+        /// The spec file.
+        spec: PathBuf,
+        /// Images per batch (default: the spec's `train.batch_size`).
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Steps per timed repeat.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Timed repeats; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Untimed warm-up steps.
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+    },
     /// Image folder tools.
     Data {
         /// What to do with the folder.
@@ -130,6 +148,22 @@ pub fn run(cli: Cli) -> u8 {
             deny_warnings,
         } => check::run(&specs, format, deny_warnings),
         Command::Summary { spec } => summary::run(&spec, format),
+        Command::Bench {
+            spec,
+            batch_size,
+            steps,
+            repeats,
+            warmup,
+        } => bench::run(
+            &spec,
+            bench::BenchArgs {
+                batch_size,
+                steps,
+                repeats,
+                warmup,
+            },
+            format,
+        ),
         Command::Data {
             command: DataCommand::Check { dir },
         } => data::check(&dir, format),

@@ -36,3 +36,4 @@ pub fn relative(path: &Path) -> String {
         .to_string_lossy()
         .replace('\\', "/")
 }
+pub mod gradcheck;

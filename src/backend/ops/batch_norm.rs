@@ -1,0 +1,190 @@
+//! The differentiable batch normalisation op: one fused forward, one fused backward.
+//!
+//! Works on any tensor whose last axis is the feature axis: NHWC images (per channel) and flat
+//! `(n, features)` batches (per feature). Training mode normalises with the batch mean and the
+//! biased batch variance (as Keras's `ops.moments`) and updates the moving statistics with
+//! `moving = moving * momentum + batch * (1 - momentum)`; inference mode uses the moving
+//! statistics. Keras defaults: momentum 0.99, eps 1e-3.
+
+use crate::backend::ops::batch_norm_kernels::Periods;
+use crate::backend::ops::buffers;
+use crate::backend::ops::profile;
+use crate::backend::ops::tape;
+use crate::backend::ops::Vector;
+use dfdx::shapes::{HasShape, Shape};
+use dfdx::tensor::{Cpu, PutTape, SplitTape, Tape, Tensor, TensorFromVec};
+
+/// The hyper-parameters of one batch-norm layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchNormConfig {
+    /// Weight of the old moving statistics (Keras 0.99).
+    pub momentum: f32,
+    /// Added to the variance (Keras 1e-3).
+    pub eps: f32,
+    /// `true`: batch statistics and moving-statistics update; `false`: moving statistics.
+    pub training: bool,
+    /// Compute the gradient of the input; `false` for a first layer fed by data.
+    pub input_grad: bool,
+}
+
+impl Default for BatchNormConfig {
+    fn default() -> Self {
+        Self {
+            momentum: 0.99,
+            eps: 1e-3,
+            training: true,
+            input_grad: true,
+        }
+    }
+}
+
+/// The parameters and statistics of one batch-norm layer, one value per feature.
+#[derive(Debug, Clone)]
+pub struct BatchNormParams {
+    /// Scale (trainable).
+    pub gamma: Vector,
+    /// Shift (trainable).
+    pub beta: Vector,
+    /// Moving mean (not trainable; updated in training mode).
+    pub moving_mean: Vector,
+    /// Moving variance (not trainable; updated in training mode).
+    pub moving_variance: Vector,
+}
+
+/// Batch normalisation over the last axis of `x`.
+///
+/// In training mode with a tape, updates `params.moving_mean` and `params.moving_variance` in
+/// place. Gradients of `gamma` and `beta` land under `params.gamma` and `params.beta`.
+pub fn batch_norm<S: Shape, T: Tape<f32, Cpu>>(
+    x: Tensor<S, f32, Cpu, T>,
+    params: &mut BatchNormParams,
+    cfg: &BatchNormConfig,
+) -> Tensor<S, f32, Cpu, T> {
+    let _timer = profile::scope("batch_norm.forward");
+    let shape = *x.shape();
+    let features = *params.gamma.shape();
+    let features = features.0;
+    let rows = shape.num_elements() / features.max(1);
+    let (x, mut tape) = x.split_tape();
+    let device = x.device().clone();
+    let x_ghost = x.ghost();
+    let input = buffers::read(&x);
+    drop(x);
+    let gamma = params.gamma.as_vec();
+    let beta = params.beta.as_vec();
+    let layout = Periods::new(features);
+    let (mean, variance) = if cfg.training {
+        let zeros = layout.pattern(&vec![0.0; features]);
+        let sums = layout.sums(&input, &input, (&zeros, &zeros), |x, _, _, _| (x, 0.0));
+        let mean: Vec<f64> = sums.iter().map(|s| s[0] / rows as f64).collect();
+        let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+        let mean_pattern = layout.pattern(&mean32);
+        let sums = layout.sums(&input, &input, (&mean_pattern, &zeros), |x, _, m, _| {
+            let d = x - m;
+            (d * d, d)
+        });
+        // Two-pass variance with the rounding of the mean corrected by sum(x - mean).
+        let variance: Vec<f64> = sums
+            .iter()
+            .map(|s| ((s[0] - s[1] * s[1] / rows as f64) / rows as f64).max(0.0))
+            .collect();
+        update_moving(params, cfg.momentum, &mean, &variance);
+        (
+            mean32,
+            variance.into_iter().map(|v| v as f32).collect::<Vec<f32>>(),
+        )
+    } else {
+        (params.moving_mean.as_vec(), params.moving_variance.as_vec())
+    };
+    let inv_std: Vec<f32> = variance
+        .iter()
+        .map(|v| 1.0 / (v + cfg.eps).sqrt())
+        .collect();
+    let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
+    let shift: Vec<f32> = (0..features)
+        .map(|f| beta[f] - mean[f] * scale[f])
+        .collect();
+    let mut out = buffers::take(input.len());
+    let (scale_p, shift_p) = (layout.pattern(&scale), layout.pattern(&shift));
+    layout.map(
+        &mut out,
+        &input,
+        &input,
+        (&scale_p, &shift_p, &shift_p),
+        |_, x, _, a, b, _| x * a + b,
+    );
+    let out = device.tensor_from_vec(out, shape);
+    if !T::OWNS_TAPE {
+        buffers::give(input);
+        return out.put_tape(tape);
+    }
+    let out_ghost = out.ghost();
+    let (gamma_key, beta_key) = (params.gamma.clone(), params.beta.clone());
+    let (training, input_grad) = (cfg.training, cfg.input_grad);
+    let features_layout = layout;
+    tape.add_backward_op(move |grads| {
+        let _timer = profile::scope("batch_norm.backward");
+        let grad_out = tape::take(grads.get_or_alloc_mut(&out_ghost)?);
+        let layout = features_layout;
+        let (mean_p, inv_std_p) = (layout.pattern(&mean), layout.pattern(&inv_std));
+        // sums[f] = [sum(dy), sum(dy * x_hat)]
+        let sums = layout.sums(&grad_out, &input, (&mean_p, &inv_std_p), |dy, x, m, s| {
+            (dy, dy * (x - m) * s)
+        });
+        let grad_beta: Vec<f32> = sums.iter().map(|s| s[0] as f32).collect();
+        let grad_gamma: Vec<f32> = sums.iter().map(|s| s[1] as f32).collect();
+        if input_grad {
+            let grad_input: &mut [f32] = grads.get_or_alloc_mut(&x_ghost)?;
+            let n = rows as f32;
+            // Training: dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)); inference:
+            // the statistics are constants, dx = scale * dy.
+            let (a, b): (Vec<f32>, Vec<f32>) = if training {
+                let a = grad_beta.iter().map(|s| s / n).collect();
+                let b = grad_gamma.iter().map(|s| s / n).collect();
+                (a, b)
+            } else {
+                (vec![0.0; features], vec![0.0; features])
+            };
+            // dx = scale * (dy - a) - (x - mean) * (scale * inv_std * b)
+            let c: Vec<f32> = (0..features)
+                .map(|f| scale[f] * inv_std[f] * b[f])
+                .collect();
+            let scale_a: Vec<f32> = (0..features).map(|f| scale[f] * a[f]).collect();
+            // Expanded: dx = dy * scale - x * c - (scale * a - mean * c).
+            let k: Vec<f32> = (0..features).map(|f| scale_a[f] - mean[f] * c[f]).collect();
+            let (scale_p, c_p, k_p) = (
+                layout.pattern(&scale),
+                layout.pattern(&c),
+                layout.pattern(&k),
+            );
+            layout.map(
+                grad_input,
+                &grad_out,
+                &input,
+                (&scale_p, &c_p, &k_p),
+                |gi, dy, x, s, c, k| gi + dy * s - x * c - k,
+            );
+        }
+        tape::restore(grads.get_or_alloc_mut(&out_ghost)?, grad_out);
+        tape::add_into(grads.get_or_alloc_mut(&gamma_key)?, &grad_gamma);
+        tape::add_into(grads.get_or_alloc_mut(&beta_key)?, &grad_beta);
+        buffers::give(input);
+        Ok(())
+    });
+    out.put_tape(tape)
+}
+
+/// `moving = moving * momentum + batch * (1 - momentum)` for mean and (biased) variance.
+fn update_moving(params: &mut BatchNormParams, momentum: f32, mean: &[f64], variance: &[f64]) {
+    let blend = |moving: &mut Vector, batch: &[f64]| {
+        let updated: Vec<f32> = moving
+            .as_vec()
+            .iter()
+            .zip(batch)
+            .map(|(m, b)| m * momentum + *b as f32 * (1.0 - momentum))
+            .collect();
+        moving.copy_from(&updated);
+    };
+    blend(&mut params.moving_mean, mean);
+    blend(&mut params.moving_variance, variance);
+}

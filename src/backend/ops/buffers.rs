@@ -1,0 +1,74 @@
+//! A pool of reusable `f32` buffers, so that steady-state training does not page-fault fresh
+//! allocations, and the one way to read a dfdx tensor's data.
+
+use dfdx::shapes::{HasShape, Shape};
+use dfdx::tensor::{Cpu, Tensor};
+use std::sync::Mutex;
+
+/// Buffers kept for reuse; bounded so that a burst of large tensors does not pin memory forever.
+static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+/// The most buffers the pool keeps.
+const MAX_POOLED: usize = 64;
+
+/// A buffer of `len` elements whose contents are unspecified (left over from an earlier use).
+pub fn take(len: usize) -> Vec<f32> {
+    let reused = {
+        let mut pool = POOL.lock().unwrap_or_else(|poison| poison.into_inner());
+        // The smallest pooled buffer that fits, so large buffers stay for large requests.
+        let best = pool
+            .iter()
+            .enumerate()
+            .filter(|(_, buffer)| buffer.capacity() >= len)
+            .min_by_key(|(_, buffer)| buffer.capacity())
+            .map(|(idx, _)| idx);
+        best.map(|idx| pool.swap_remove(idx))
+    };
+    match reused {
+        Some(mut buffer) => {
+            // INVARIANT: pooled buffers are fully initialised up to their capacity.
+            let capacity = buffer.capacity();
+            // SAFETY: every pooled buffer was given back with len == capacity (see `give`), so
+            // all elements up to the capacity are initialised f32 values.
+            unsafe { buffer.set_len(capacity) };
+            buffer.truncate(len);
+            buffer
+        }
+        None => vec![0.0; len],
+    }
+}
+
+/// A buffer of `len` zeros.
+pub fn take_zeroed(len: usize) -> Vec<f32> {
+    let mut buffer = take(len);
+    crate::backend::ops::buffers::fill(&mut buffer, 0.0);
+    buffer
+}
+
+/// Gives a buffer back to the pool for a later [`take`].
+pub fn give(mut buffer: Vec<f32>) {
+    if buffer.capacity() < 1024 {
+        return;
+    }
+    // Initialise the spare capacity so that `take` may hand out any length up to it.
+    let spare = buffer.capacity() - buffer.len();
+    buffer.extend(std::iter::repeat_n(0.0, spare));
+    let mut pool = POOL.lock().unwrap_or_else(|poison| poison.into_inner());
+    if pool.len() < MAX_POOLED {
+        pool.push(buffer);
+    }
+}
+
+/// Fills `buffer` with `value` on all cores.
+pub fn fill(buffer: &mut [f32], value: f32) {
+    use rayon::prelude::*;
+    buffer
+        .par_chunks_mut(1 << 16)
+        .for_each(|chunk| chunk.fill(value));
+}
+
+/// Copies a tensor's data into a pooled buffer (dfdx gives no borrowed view of CPU data).
+pub fn read<S: Shape, T>(tensor: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
+    let mut buffer = take(tensor.shape().num_elements());
+    tensor.copy_into(&mut buffer);
+    buffer
+}

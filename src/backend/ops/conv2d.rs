@@ -1,0 +1,177 @@
+//! The differentiable 2-D convolution op (NHWC, HWIO weights, Keras padding, fused relu).
+
+use crate::backend::ops::buffers;
+use crate::backend::ops::conv_kernels::{self, ConvGeometry};
+use crate::backend::ops::geometry::{Padding, Window2};
+use crate::backend::ops::profile;
+use crate::backend::ops::tape;
+use crate::backend::ops::{Image, Vector};
+use dfdx::shapes::HasShape;
+use dfdx::tensor::{Cpu, PutTape, SplitTape, Tape, Tensor, TensorFromVec};
+use rayon::prelude::*;
+
+/// The hyper-parameters of one convolution layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    /// Kernel size (rows, columns).
+    pub kernel: (usize, usize),
+    /// Stride (rows, columns).
+    pub stride: (usize, usize),
+    /// Border handling.
+    pub padding: Padding,
+    /// Apply relu to the output inside the op (cheaper than a separate relu).
+    pub relu: bool,
+    /// Compute the gradient of the input; `false` for a first layer fed by data.
+    pub input_grad: bool,
+}
+
+/// The parameters of one convolution layer.
+#[derive(Debug, Clone)]
+pub struct Conv2dParams {
+    /// Weights as a `(k_h * k_w * c_in, filters)` matrix in HWIO order: row
+    /// `(i * k_w + j) * c_in + c`, column `f`. See [`weight_from_checkpoint`].
+    pub weight: Tensor<(usize, usize), f32, Cpu>,
+    /// One bias per filter, if the layer has one.
+    pub bias: Option<Vector>,
+}
+
+/// Converts checkpoint weights `[filters, c_in, k_h, k_w]` into the op's HWIO matrix.
+pub fn weight_from_checkpoint(
+    checkpoint: &[f32],
+    (filters, c_in, k_h, k_w): (usize, usize, usize, usize),
+) -> Vec<f32> {
+    assert_eq!(
+        checkpoint.len(),
+        filters * c_in * k_h * k_w,
+        "weights of the wrong size"
+    );
+    let mut hwio = vec![0.0; checkpoint.len()];
+    for f in 0..filters {
+        for c in 0..c_in {
+            for i in 0..k_h {
+                for j in 0..k_w {
+                    let row = (i * k_w + j) * c_in + c;
+                    hwio[row * filters + f] = checkpoint[((f * c_in + c) * k_h + i) * k_w + j];
+                }
+            }
+        }
+    }
+    hwio
+}
+
+/// Converts the op's HWIO matrix back into checkpoint weights `[filters, c_in, k_h, k_w]`.
+pub fn weight_to_checkpoint(
+    hwio: &[f32],
+    (filters, c_in, k_h, k_w): (usize, usize, usize, usize),
+) -> Vec<f32> {
+    assert_eq!(
+        hwio.len(),
+        filters * c_in * k_h * k_w,
+        "weights of the wrong size"
+    );
+    let mut checkpoint = vec![0.0; hwio.len()];
+    for f in 0..filters {
+        for c in 0..c_in {
+            for i in 0..k_h {
+                for j in 0..k_w {
+                    let row = (i * k_w + j) * c_in + c;
+                    checkpoint[((f * c_in + c) * k_h + i) * k_w + j] = hwio[row * filters + f];
+                }
+            }
+        }
+    }
+    checkpoint
+}
+
+/// `conv2d(x)`: `(n, h, w, c_in)` to `(n, h_out, w_out, filters)`, Keras output sizes.
+///
+/// Parameter gradients land in the tape's gradients under `params.weight` and `params.bias`.
+///
+/// # Panics
+/// When the window does not fit the input or the weight shape does not match `c_in` and the
+/// kernel; the compiler rejects such models before the backend runs.
+pub fn conv2d<T: Tape<f32, Cpu>>(
+    x: Image<T>,
+    params: &Conv2dParams,
+    cfg: &Conv2dConfig,
+) -> Image<T> {
+    let _timer = profile::scope("conv2d.forward");
+    let (batch, h, w, c_in) = *x.shape();
+    let window = Window2::new((h, w), cfg.kernel, cfg.stride, cfg.padding)
+        .expect("the compiler checks that the kernel fits the input");
+    let (k_rows, filters) = *params.weight.shape();
+    let geometry = ConvGeometry {
+        batch,
+        c_in,
+        filters,
+        window,
+    };
+    assert_eq!(
+        k_rows,
+        geometry.k(),
+        "conv weight does not match kernel and channels"
+    );
+    let (x, mut tape) = x.split_tape();
+    let device = x.device().clone();
+    let x_ghost = x.ghost();
+    let input = buffers::read(&x);
+    drop(x);
+    let weight = params.weight.as_vec();
+    let bias = params.bias.as_ref().map(|b| b.as_vec());
+    let mut out = buffers::take(batch * geometry.out_image());
+    let mut mask = (cfg.relu && T::OWNS_TAPE).then(|| vec![0u8; out.len()]);
+    let bias_slice = bias.as_deref();
+    conv_kernels::forward(
+        &geometry,
+        &input,
+        &weight,
+        bias_slice,
+        cfg.relu,
+        &mut out,
+        mask.as_deref_mut(),
+    );
+    let shape = (batch, window.rows.output, window.cols.output, filters);
+    let out = device.tensor_from_vec(out, shape);
+    if !T::OWNS_TAPE {
+        buffers::give(input);
+        return out.put_tape(tape);
+    }
+    let out_ghost = out.ghost();
+    let weight_key = params.weight.clone();
+    let bias_key = params.bias.clone();
+    let input_grad = cfg.input_grad;
+    tape.add_backward_op(move |grads| {
+        let _timer = profile::scope("conv2d.backward");
+        let mut grad_out = tape::take(grads.get_or_alloc_mut(&out_ghost)?);
+        if let Some(mask) = &mask {
+            grad_out
+                .par_chunks_mut(1 << 15)
+                .zip(mask.par_chunks(1 << 15))
+                .for_each(|(g, m)| g.iter_mut().zip(m).for_each(|(g, &m)| *g *= f32::from(m)));
+        }
+        let mut grad_weight = vec![0.0; weight.len()];
+        let mut grad_bias = vec![0.0; filters];
+        let grad_input = if input_grad {
+            Some(&mut **grads.get_or_alloc_mut(&x_ghost)?)
+        } else {
+            None
+        };
+        conv_kernels::backward(
+            &geometry,
+            &input,
+            &weight,
+            &grad_out,
+            grad_input.map(|g| g.as_mut_slice()),
+            &mut grad_weight,
+            Some(&mut grad_bias),
+        );
+        tape::restore(grads.get_or_alloc_mut(&out_ghost)?, grad_out);
+        tape::add_into(grads.get_or_alloc_mut(&weight_key)?, &grad_weight);
+        if let Some(bias_key) = &bias_key {
+            tape::add_into(grads.get_or_alloc_mut(bias_key)?, &grad_bias);
+        }
+        buffers::give(input);
+        Ok(())
+    });
+    out.put_tape(tape)
+}

@@ -1,0 +1,347 @@
+//! The arithmetic of 2-D convolution on NHWC slices: im2col by blocks of output rows, one gemm
+//! per block, and the transposed products for the backward pass.
+//!
+//! Weights are kept as a `K x F` row-major matrix, `K = k_h * k_w * c_in` in (row, column,
+//! channel) order, i.e. HWIO; [`crate::backend::ops::conv2d`] converts from and to the checkpoint layout.
+
+use crate::backend::ops::geometry::Window2;
+use crate::backend::ops::matmul::{gemm, View};
+use crate::backend::ops::simd;
+use rayon::prelude::*;
+use std::cell::Cell;
+
+/// Output pixels per im2col block: large enough for gemm, small enough to stay in L2.
+const PIXELS_PER_BLOCK: usize = 512;
+
+thread_local! {
+    /// Per-thread scratch buffers, reused across calls; see [`Scratch`].
+    static SCRATCH: Cell<Scratch> = const { Cell::new(Scratch::new()) };
+}
+
+/// Scratch buffers of one task: taken from the thread at its start and given back at its end,
+/// so that the hot loops in between hold plain `Vec`s (no thread-local access inside them).
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// im2col patches of a block.
+    pub patches: Vec<f32>,
+    /// Gradients of the patches.
+    pub grad_patches: Vec<f32>,
+    /// A block of convolution output or gradient.
+    pub block: Vec<f32>,
+    /// Per-channel winners of a pooling window.
+    pub winners: Vec<f32>,
+}
+
+impl Scratch {
+    const fn new() -> Self {
+        Self {
+            patches: Vec::new(),
+            grad_patches: Vec::new(),
+            block: Vec::new(),
+            winners: Vec::new(),
+        }
+    }
+
+    /// Takes this thread's scratch buffers.
+    pub fn take() -> Self {
+        SCRATCH.with(Cell::take)
+    }
+
+    /// Gives the buffers back to this thread.
+    pub fn give(self) {
+        SCRATCH.with(|cell| cell.set(self));
+    }
+}
+
+/// The first `len` elements of `buffer`, growing it when needed.
+#[inline(always)]
+pub(crate) fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    &mut buffer[..len]
+}
+
+/// Everything the kernels need to know about one convolution.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvGeometry {
+    /// Batch size.
+    pub batch: usize,
+    /// Input channels.
+    pub c_in: usize,
+    /// Output channels (filters).
+    pub filters: usize,
+    /// Window placement on the image.
+    pub window: Window2,
+}
+
+impl ConvGeometry {
+    /// Rows of the weight matrix: `k_h * k_w * c_in`.
+    pub fn k(&self) -> usize {
+        self.window.rows.kernel * self.window.cols.kernel * self.c_in
+    }
+    /// Elements of one input image.
+    pub fn in_image(&self) -> usize {
+        self.window.rows.input * self.window.cols.input * self.c_in
+    }
+    /// Elements of one output image.
+    pub fn out_image(&self) -> usize {
+        self.window.rows.output * self.window.cols.output * self.filters
+    }
+    /// Output rows per im2col block.
+    fn rows_per_block(&self) -> usize {
+        (PIXELS_PER_BLOCK / self.window.cols.output.max(1)).max(1)
+    }
+}
+
+/// Output pixels `ys x xs` of one image, in row-major order.
+pub(crate) type Rect = (std::ops::Range<usize>, std::ops::Range<usize>);
+
+/// Writes the patches of the output pixels `rect` of one image into `patches` (pixels x K).
+#[inline(always)]
+pub(crate) fn im2col(g: &ConvGeometry, image: &[f32], rect: Rect, patches: &mut [f32]) {
+    let (rows, cols, c_in, k) = (g.window.rows, g.window.cols, g.c_in, g.k());
+    let span = cols.kernel * c_in;
+    let (ys, xs) = rect;
+    let width = xs.len();
+    for y in ys.clone() {
+        for x in xs.clone() {
+            let patch = &mut patches[((y - ys.start) * width + x - xs.start) * k..][..k];
+            for (i, dst) in patch.chunks_exact_mut(span).enumerate() {
+                let Some(iy) = rows.source(y, i) else {
+                    dst.fill(0.0);
+                    continue;
+                };
+                let row = &image[iy * cols.input * c_in..][..cols.input * c_in];
+                if cols.valid_taps(x) == (0..cols.kernel) {
+                    let ix = x * cols.stride - cols.pad_before;
+                    copy_short(dst, &row[ix * c_in..][..span]);
+                    continue;
+                }
+                for (j, tap) in dst.chunks_exact_mut(c_in).enumerate() {
+                    match cols.source(x, j) {
+                        Some(ix) => tap.copy_from_slice(&row[ix * c_in..][..c_in]),
+                        None => tap.fill(0.0),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst = src` for short slices, in whole vectors (no call to `memcpy` per patch row).
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let mut dst_chunks = dst.chunks_exact_mut(8);
+    let mut src_chunks = src.chunks_exact(8);
+    for (d, s) in (&mut dst_chunks).zip(&mut src_chunks) {
+        let block: [f32; 8] = s.try_into().expect("chunks of 8");
+        d.copy_from_slice(&block);
+    }
+    for (d, s) in dst_chunks
+        .into_remainder()
+        .iter_mut()
+        .zip(src_chunks.remainder())
+    {
+        *d = *s;
+    }
+}
+
+/// Adds the patch gradients of the output pixels `rect` (one patch every `k` elements, at least
+/// K) back onto one image's gradient.
+pub(crate) fn col2im(
+    g: &ConvGeometry,
+    grad_patches: &[f32],
+    k: usize,
+    rect: Rect,
+    grad_image: &mut [f32],
+) {
+    let (rows, cols, c_in) = (g.window.rows, g.window.cols, g.c_in);
+    let span = cols.kernel * c_in;
+    let (ys, xs) = rect;
+    let width = xs.len();
+    for y in ys.clone() {
+        for x in xs.clone() {
+            let patch = &grad_patches[((y - ys.start) * width + x - xs.start) * k..][..g.k()];
+            for (i, src) in patch.chunks_exact(span).enumerate() {
+                let Some(iy) = rows.source(y, i) else {
+                    continue;
+                };
+                let row = &mut grad_image[iy * cols.input * c_in..][..cols.input * c_in];
+                let taps = cols.valid_taps(x);
+                if taps == (0..cols.kernel) {
+                    let ix = x * cols.stride - cols.pad_before;
+                    row[ix * c_in..][..span]
+                        .iter_mut()
+                        .zip(src)
+                        .for_each(|(d, s)| *d += s);
+                    continue;
+                }
+                for j in taps {
+                    let ix = x * cols.stride + j - cols.pad_before;
+                    let dst = &mut row[ix * c_in..][..c_in];
+                    dst.iter_mut()
+                        .zip(&src[j * c_in..][..c_in])
+                        .for_each(|(d, s)| *d += s);
+                }
+            }
+        }
+    }
+}
+
+/// Forward: `out = conv(input, weight) + bias`, then relu when asked; `mask` (given only with
+/// `relu`) records `out > 0` for the backward pass.
+pub fn forward(
+    g: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+    mask: Option<&mut [u8]>,
+) {
+    let (k, f, wo) = (g.k(), g.filters, g.window.cols.output);
+    let block_rows = g.rows_per_block();
+    let block_len = block_rows * wo * f;
+    assert_eq!(
+        out.len(),
+        g.batch * g.out_image(),
+        "conv output of the wrong length"
+    );
+    let body = |image_idx: usize, block_idx: usize, out_block: &mut [f32]| {
+        let image = &input[image_idx * g.in_image()..][..g.in_image()];
+        let y0 = block_idx * block_rows;
+        let pixels = out_block.len() / f;
+        let y1 = y0 + pixels / wo;
+        let mut scratch = Scratch::take();
+        simd::fast(|| {
+            let patches = sized(&mut scratch.patches, pixels * k);
+            im2col(g, image, (y0..y1, 0..wo), patches);
+            if let Some(bias) = bias {
+                out_block
+                    .chunks_exact_mut(f)
+                    .for_each(|px| px.copy_from_slice(bias));
+            }
+            let dims = (pixels, f, k);
+            gemm(
+                out_block,
+                dims,
+                View::rows(patches, k),
+                View::rows(weight, f),
+                bias.is_some(),
+                1,
+            );
+        });
+        scratch.give();
+    };
+    match mask {
+        None => out
+            .par_chunks_mut(g.out_image())
+            .enumerate()
+            .for_each(|(n, out_image)| {
+                out_image
+                    .par_chunks_mut(block_len)
+                    .enumerate()
+                    .for_each(|(b, out_block)| {
+                        body(n, b, out_block);
+                        if relu {
+                            out_block.iter_mut().for_each(|o| *o = o.max(0.0));
+                        }
+                    })
+            }),
+        Some(mask) => out
+            .par_chunks_mut(g.out_image())
+            .zip(mask.par_chunks_mut(g.out_image()))
+            .enumerate()
+            .for_each(|(n, (out_image, mask_image))| {
+                out_image
+                    .par_chunks_mut(block_len)
+                    .zip(mask_image.par_chunks_mut(block_len))
+                    .enumerate()
+                    .for_each(|(b, (out_block, mask_block))| {
+                        body(n, b, out_block);
+                        for (o, m) in out_block.iter_mut().zip(mask_block.iter_mut()) {
+                            *m = u8::from(*o > 0.0);
+                            *o = o.max(0.0);
+                        }
+                    })
+            }),
+    }
+}
+
+/// Gradients of a convolution, given the output gradient (already multiplied by the relu mask).
+///
+/// Adds into `grad_weight` (`K x F`) and `grad_bias` (`F`); writes (adds) `grad_input` when
+/// given. Parallel over images, so scattered input gradients never race.
+pub fn backward(
+    g: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    grad_out: &[f32],
+    grad_input: Option<&mut [f32]>,
+    grad_weight: &mut [f32],
+    grad_bias: Option<&mut [f32]>,
+) {
+    let (k, f, wo, ho) = (g.k(), g.filters, g.window.cols.output, g.window.rows.output);
+    let block_rows = g.rows_per_block();
+    let want_input = grad_input.is_some();
+    let slots: Vec<Option<&mut [f32]>> = match grad_input {
+        Some(grad) => grad.chunks_mut(g.in_image()).map(Some).collect(),
+        None => (0..g.batch).map(|_| None).collect(),
+    };
+    let (dw, db) = slots
+        .into_par_iter()
+        .enumerate()
+        .fold(
+            || (vec![0.0f32; k * f], vec![0.0f32; f]),
+            |(mut dw, mut db), (n, grad_image)| {
+                let image = &input[n * g.in_image()..][..g.in_image()];
+                let grad_out_image = &grad_out[n * g.out_image()..][..g.out_image()];
+                let mut grad_image = grad_image;
+                for y0 in (0..ho).step_by(block_rows) {
+                    let y1 = (y0 + block_rows).min(ho);
+                    let pixels = (y1 - y0) * wo;
+                    let go = &grad_out_image[y0 * wo * f..][..pixels * f];
+                    go.chunks_exact(f).for_each(|px| {
+                        db.iter_mut().zip(px).for_each(|(d, v)| *d += v);
+                    });
+                    let mut scratch = Scratch::take();
+                    simd::fast(|| {
+                        let patches = sized(&mut scratch.patches, pixels * k);
+                        let grad_len = if want_input { pixels * k } else { 0 };
+                        let grad_patches = sized(&mut scratch.grad_patches, grad_len);
+                        im2col(g, image, (y0..y1, 0..wo), patches);
+                        let dims = (k, f, pixels);
+                        gemm(
+                            &mut dw,
+                            dims,
+                            View::transposed(patches, k),
+                            View::rows(go, f),
+                            true,
+                            1,
+                        );
+                        if let Some(grad_image) = grad_image.as_deref_mut() {
+                            let dims = (pixels, k, f);
+                            let w_t = View::transposed(weight, f);
+                            gemm(grad_patches, dims, View::rows(go, f), w_t, false, 1);
+                            col2im(g, grad_patches, k, (y0..y1, 0..wo), grad_image);
+                        }
+                    });
+                    scratch.give();
+                }
+                (dw, db)
+            },
+        )
+        .reduce(
+            || (vec![0.0f32; k * f], vec![0.0f32; f]),
+            |(mut dw, mut db), (dw2, db2)| {
+                dw.iter_mut().zip(&dw2).for_each(|(a, b)| *a += b);
+                db.iter_mut().zip(&db2).for_each(|(a, b)| *a += b);
+                (dw, db)
+            },
+        );
+    grad_weight.iter_mut().zip(&dw).for_each(|(a, b)| *a += b);
+    if let Some(grad_bias) = grad_bias {
+        grad_bias.iter_mut().zip(&db).for_each(|(a, b)| *a += b);
+    }
+}

@@ -1,0 +1,64 @@
+//! The differentiable flatten op: NHWC images to `(n, c * h * w)` in channel, row, column order.
+//!
+//! The checkpoint format stores dense weights as `[units, in]` with the flattened image in
+//! channel, row, column order (PyTorch's NCHW flatten). Flattening in that order here lets a
+//! dense layer use checkpoint weights unchanged; the cost is one transpose of a (small) tensor.
+
+use crate::backend::ops::buffers;
+use crate::backend::ops::profile;
+use crate::backend::ops::tape;
+use crate::backend::ops::{Flat, Image};
+use dfdx::shapes::HasShape;
+use dfdx::tensor::{Cpu, PutTape, SplitTape, Tape, TensorFromVec};
+use rayon::prelude::*;
+
+/// Flattens `(n, h, w, c)` to `(n, c * h * w)`: element `(y, x, ch)` goes to
+/// `ch * h * w + y * w + x`.
+pub fn flatten<T: Tape<f32, Cpu>>(x: Image<T>) -> Flat<T> {
+    let _timer = profile::scope("flatten.forward");
+    let (batch, h, w, c) = *x.shape();
+    let (x, mut tape) = x.split_tape();
+    let device = x.device().clone();
+    let x_ghost = x.ghost();
+    let input = buffers::read(&x);
+    drop(x);
+    let (pixels, len) = (h * w, h * w * c);
+    let mut out = buffers::take(batch * len);
+    if len > 0 {
+        out.par_chunks_mut(len)
+            .zip(input.par_chunks(len))
+            .for_each(|(o, i)| transpose(i, o, pixels, c));
+    }
+    buffers::give(input);
+    let out = device.tensor_from_vec(out, (batch, len));
+    let out_ghost = out.ghost();
+    tape.add_backward_op(move |grads| {
+        let _timer = profile::scope("flatten.backward");
+        let grad_out = tape::take(grads.get_or_alloc_mut(&out_ghost)?);
+        let grad_input: &mut [f32] = grads.get_or_alloc_mut(&x_ghost)?;
+        if len > 0 {
+            grad_input
+                .par_chunks_mut(len)
+                .zip(grad_out.par_chunks(len))
+                .for_each(|(gi, go)| {
+                    for ch in 0..c {
+                        for p in 0..pixels {
+                            gi[p * c + ch] += go[ch * pixels + p];
+                        }
+                    }
+                });
+        }
+        tape::restore(grads.get_or_alloc_mut(&out_ghost)?, grad_out);
+        Ok(())
+    });
+    out.put_tape(tape)
+}
+
+/// `dst[ch * pixels + p] = src[p * channels + ch]`.
+fn transpose(src: &[f32], dst: &mut [f32], pixels: usize, channels: usize) {
+    for (p, px) in src.chunks_exact(channels).enumerate().take(pixels) {
+        for (ch, &v) in px.iter().enumerate() {
+            dst[ch * pixels + p] = v;
+        }
+    }
+}

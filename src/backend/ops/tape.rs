@@ -1,0 +1,33 @@
+//! Helpers for dfdx's tape API: borrowing an output gradient while writing input gradients.
+//!
+//! dfdx hands out gradient storage as `&mut <Cpu as Storage<f32>>::Vec` (via
+//! `Gradients::get_or_alloc_mut`, keyed by a tensor or its ghost). Backward closures move the
+//! output gradient out with [`take`], write the input gradients, and move it back with
+//! [`restore`], which costs nothing and needs none of dfdx's crate-private accessors.
+
+use dfdx::tensor::{Cpu, Gradients, Storage};
+
+/// The gradient store of CPU `f32` tensors.
+pub type Grads = Gradients<f32, Cpu>;
+/// One gradient buffer inside [`Grads`].
+pub type GradSlot = <Cpu as Storage<f32>>::Vec;
+
+/// Moves a gradient out of its slot, leaving it empty until [`restore`].
+pub fn take(slot: &mut GradSlot) -> Vec<f32> {
+    std::mem::take(&mut **slot)
+}
+
+/// Puts back a gradient moved out with [`take`].
+pub fn restore(slot: &mut GradSlot, grad: Vec<f32>) {
+    **slot = grad;
+}
+
+/// `dst += src` on all cores.
+pub fn add_into(dst: &mut [f32], src: &[f32]) {
+    use rayon::prelude::*;
+    assert_eq!(dst.len(), src.len(), "gradient of the wrong length");
+    const CHUNK: usize = 1 << 15;
+    dst.par_chunks_mut(CHUNK)
+        .zip(src.par_chunks(CHUNK))
+        .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += s));
+}

@@ -1,0 +1,116 @@
+//! Optimisers over the runtime list of parameters: Adam (Keras defaults β 0.9 / 0.999,
+//! ε 1e-7), SGD (momentum, Nesterov) and RMSprop (ρ 0.9, ε 1e-7), using dfdx's update kernels
+//! with moment buffers of our own, keyed by parameter.
+
+use super::ops::tape::Grads;
+use crate::spec::{OptimizerKind, TrainConfig};
+use dfdx::optim::{AdamConfig, Momentum, RMSpropConfig, SgdConfig};
+use dfdx::shapes::Shape;
+use dfdx::tensor::{Cpu, CpuError, Gradients, Tensor};
+
+/// Keras's epsilon for Adam and RMSprop.
+pub const KERAS_EPSILON: f64 = 1e-7;
+
+/// An optimiser with its state.
+#[derive(Debug)]
+pub struct Optimizer {
+    rule: Rule,
+    /// Optimisation steps taken.
+    pub step: i32,
+    /// First moment (Adam), velocity (SGD) or momentum (RMSprop).
+    pub first: Grads,
+    /// Second moment (Adam) or square average (RMSprop).
+    pub second: Grads,
+    /// Gradient average (centred RMSprop; unused otherwise).
+    pub third: Grads,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    Adam(AdamConfig),
+    Sgd(SgdConfig),
+    RmsProp(RMSpropConfig),
+}
+
+impl Optimizer {
+    /// The optimiser a spec's `train:` section names.
+    pub fn new(train: &TrainConfig) -> Optimizer {
+        let rule = match train.optimizer {
+            OptimizerKind::Adam => Rule::Adam(AdamConfig {
+                lr: train.lr,
+                betas: [0.9, 0.999],
+                eps: KERAS_EPSILON,
+                weight_decay: None,
+            }),
+            OptimizerKind::Sgd => Rule::Sgd(SgdConfig {
+                lr: train.lr,
+                momentum: match (train.momentum, train.nesterov) {
+                    (0.0, _) => None,
+                    (m, true) => Some(Momentum::Nesterov(m)),
+                    (m, false) => Some(Momentum::Classic(m)),
+                },
+                weight_decay: None,
+            }),
+            OptimizerKind::Rmsprop => Rule::RmsProp(RMSpropConfig {
+                lr: train.lr,
+                alpha: 0.9,
+                eps: KERAS_EPSILON,
+                momentum: None,
+                centered: false,
+                weight_decay: None,
+            }),
+        };
+        Optimizer {
+            rule,
+            step: 0,
+            first: Gradients::leaky(),
+            second: Gradients::leaky(),
+            third: Gradients::leaky(),
+        }
+    }
+
+    /// The learning rate.
+    pub fn lr(&self) -> f64 {
+        match self.rule {
+            Rule::Adam(cfg) => cfg.lr,
+            Rule::Sgd(cfg) => cfg.lr,
+            Rule::RmsProp(cfg) => cfg.lr,
+        }
+    }
+
+    /// Changes the learning rate (reduce-on-plateau, `--lr`).
+    pub fn set_lr(&mut self, lr: f64) {
+        match &mut self.rule {
+            Rule::Adam(cfg) => cfg.lr = lr,
+            Rule::Sgd(cfg) => cfg.lr = lr,
+            Rule::RmsProp(cfg) => cfg.lr = lr,
+        }
+    }
+
+    /// Starts a step; call once per batch before [`Optimizer::update`].
+    pub fn begin_step(&mut self) {
+        self.step += 1;
+    }
+
+    /// Updates `param` with its gradient in `grads` (zero when it has none).
+    pub fn update<S: Shape>(
+        &mut self,
+        param: &mut Tensor<S, f32, Cpu>,
+        grads: &mut Grads,
+    ) -> Result<(), CpuError> {
+        let grad = grads.get_or_alloc_mut(&*param)?;
+        let first = self.first.get_or_alloc_mut(&*param)?;
+        match self.rule {
+            Rule::Adam(cfg) => {
+                let second = self.second.get_or_alloc_mut(&*param)?;
+                cfg.try_update(self.step.max(1), param, first, second, grad)
+            }
+            Rule::Sgd(cfg) => cfg.try_update(param, first, grad),
+            Rule::RmsProp(cfg) => {
+                let second = self.second.get_or_alloc_mut(&*param)?;
+                let third = self.third.get_or_alloc_mut(&*param)?;
+                cfg.try_update(param, first, second, third, grad)
+            }
+        }
+    }
+}

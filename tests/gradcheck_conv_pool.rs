@@ -1,0 +1,177 @@
+//! Gradient checks of the fused conv -> relu -> max-pool op, and its agreement with the two
+//! separate ops (values and gradients), including the unfused fallback.
+
+mod common;
+
+use common::gradcheck::{check, weighted_sum, Rng};
+use dfdx::prelude::*;
+use strata::backend::ops::conv2d::{conv2d, Conv2dConfig, Conv2dParams};
+use strata::backend::ops::conv_pool::{conv2d_max_pool, fusable};
+use strata::backend::ops::geometry::Padding;
+use strata::backend::ops::pool2d::{max_pool2d, Pool2dConfig};
+
+type Shape4 = (usize, usize, usize, usize);
+
+fn conv_cfg(kernel: (usize, usize), padding: Padding, relu: bool) -> Conv2dConfig {
+    Conv2dConfig {
+        kernel,
+        stride: (1, 1),
+        padding,
+        relu,
+        input_grad: true,
+    }
+}
+
+fn pool_cfg(size: usize, stride: usize, padding: Padding) -> Pool2dConfig {
+    Pool2dConfig {
+        size: (size, size),
+        stride: (stride, stride),
+        padding,
+    }
+}
+
+/// One comparison: the input shape, the filters, the loss weights and the two layers.
+struct Setup {
+    dev: Cpu,
+    shape: Shape4,
+    filters: usize,
+    loss_weights: Vec<f32>,
+    conv: Conv2dConfig,
+    pool: Pool2dConfig,
+}
+
+/// Runs `x -> op -> sum(out * weights)` and returns the loss and the three gradients.
+fn run(setup: &Setup, v: &[Vec<f32>], fused: bool) -> (f64, Vec<Vec<f32>>) {
+    let Setup {
+        dev,
+        shape,
+        filters,
+        conv,
+        pool,
+        ..
+    } = setup;
+    let (shape, filters) = (*shape, *filters);
+    let k = conv.kernel.0 * conv.kernel.1 * shape.3;
+    let x = dev.tensor_from_vec(v[0].clone(), shape);
+    let params = Conv2dParams {
+        weight: dev.tensor_from_vec(v[1].clone(), (k, filters)),
+        bias: Some(dev.tensor_from_vec(v[2].clone(), (filters,))),
+    };
+    let out = if fused {
+        conv2d_max_pool(x.leaky_trace(), &params, conv, pool)
+    } else {
+        max_pool2d(conv2d(x.leaky_trace(), &params, conv), pool)
+    };
+    let (loss, grads) = weighted_sum(out, &setup.loss_weights);
+    let bias = params.bias.as_ref().expect("bias");
+    let all = vec![
+        grads.get(&x).as_vec(),
+        grads.get(&params.weight).as_vec(),
+        grads.get(bias).as_vec(),
+    ];
+    (loss, all)
+}
+
+fn case(
+    name: &str,
+    shape: Shape4,
+    filters: usize,
+    conv: Conv2dConfig,
+    pool: Pool2dConfig,
+    out_len: usize,
+) {
+    let mut rng = Rng::new(31);
+    let k = conv.kernel.0 * conv.kernel.1 * shape.3;
+    let values = vec![
+        rng.distinct(shape.0 * shape.1 * shape.2 * shape.3),
+        rng.vec(k * filters, -0.5, 0.5),
+        rng.vec(filters, -0.05, 0.05),
+    ];
+    let loss_weights = rng.vec(out_len, -1.0, 1.0);
+    let setup = Setup {
+        dev: Cpu::default(),
+        shape,
+        filters,
+        loss_weights,
+        conv,
+        pool,
+    };
+    let (fused_loss, fused_grads) = run(&setup, &values, true);
+    let (loss, grads) = run(&setup, &values, false);
+    assert!(
+        (fused_loss - loss).abs() < 1e-4,
+        "{name}: fused loss {fused_loss} vs {loss}"
+    );
+    for (a, b) in fused_grads.iter().flatten().zip(grads.iter().flatten()) {
+        assert!((a - b).abs() < 1e-4, "{name}: fused gradient {a} vs {b}");
+    }
+    check(name, values, 1e-3, (2e-3, 2e-2), |v| run(&setup, v, true));
+}
+
+#[test]
+fn fused_conv_relu_pool2_same() {
+    let (conv, pool) = (
+        conv_cfg((2, 2), Padding::Same, true),
+        pool_cfg(2, 2, Padding::Valid),
+    );
+    assert!(fusable(&pool));
+    // 7x9 conv output pooled by 2: 3x4, the last row and column dropped.
+    case(
+        "fused conv2x2 same relu pool2",
+        (2, 7, 9, 3),
+        5,
+        conv,
+        pool,
+        2 * 3 * 4 * 5,
+    );
+}
+
+#[test]
+fn fused_conv_valid_no_relu_pool3() {
+    let (conv, pool) = (
+        conv_cfg((3, 2), Padding::Valid, false),
+        pool_cfg(3, 3, Padding::Valid),
+    );
+    case(
+        "fused conv3x2 valid pool3",
+        (2, 11, 10, 2),
+        4,
+        conv,
+        pool,
+        2 * 3 * 3 * 4,
+    );
+}
+
+#[test]
+fn fused_wide_pool_many_blocks() {
+    // Pool 4 on a 20-wide output with 512-pixel blocks: several blocks per pooled row.
+    let (conv, pool) = (
+        conv_cfg((2, 2), Padding::Same, true),
+        pool_cfg(4, 4, Padding::Valid),
+    );
+    case(
+        "fused conv2x2 relu pool4",
+        (1, 8, 160, 2),
+        3,
+        conv,
+        pool,
+        2 * 40 * 3,
+    );
+}
+
+#[test]
+fn unfusable_pool_falls_back() {
+    let (conv, pool) = (
+        conv_cfg((2, 2), Padding::Same, true),
+        pool_cfg(3, 2, Padding::Same),
+    );
+    assert!(!fusable(&pool));
+    case(
+        "fallback conv relu pool3 stride 2 same",
+        (2, 6, 6, 2),
+        3,
+        conv,
+        pool,
+        2 * 3 * 3 * 3,
+    );
+}
