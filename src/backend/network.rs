@@ -169,13 +169,34 @@ impl Network {
 
     /// Logits of a batch: every layer, the final softmax left to the loss.
     pub fn forward<T: Tape<f32, Cpu>>(&mut self, x: Image<T>, training: bool) -> Flat<T> {
+        self.forward_observed(x, training, true, &mut |_, _| {})
+    }
+
+    /// The real output shape of every layer (without the batch axis) for one batch, running
+    /// each layer on its own in inference mode; tests compare it with the compiler's shapes.
+    pub fn layer_shapes(&mut self, images: Vec<f32>, count: usize) -> Vec<Vec<usize>> {
+        let x = self.input_tensor(images, count);
+        let mut shapes = Vec::new();
+        self.forward_observed(x, false, false, &mut |_, dims| shapes.push(dims));
+        shapes
+    }
+
+    /// The forward pass; `fuse` allows fused conv + pool; `observe` sees each layer's index
+    /// and output dims (not called for the conv inside a fused pair).
+    fn forward_observed<T: Tape<f32, Cpu>>(
+        &mut self,
+        x: Image<T>,
+        training: bool,
+        fuse: bool,
+        observe: &mut dyn FnMut(usize, Vec<usize>),
+    ) -> Flat<T> {
         let layers = self.model.layers.clone();
         let mut act = Act::Image(x);
         let mut idx = 0;
         while idx < layers.len() {
             let layer = &layers[idx];
             let is_last = idx + 1 == layers.len();
-            if let (Some(pool), Act::Image(_)) = (fusable_pool(&layers, idx), &act) {
+            if let (Some(pool), Act::Image(_), true) = (fusable_pool(&layers, idx), &act, fuse) {
                 let Act::Image(x) = act else {
                     unreachable!("matched an image above")
                 };
@@ -183,6 +204,7 @@ impl Network {
                     unreachable!("IR conv has conv params")
                 };
                 act = Act::Image(conv2d_max_pool(x, params, &conv_config(layer, idx), &pool));
+                observe(idx + 1, dims(&act));
                 idx += 2;
                 continue;
             }
@@ -195,6 +217,7 @@ impl Network {
                     act = activate(act, activation);
                 }
             }
+            observe(idx, dims(&act));
             idx += 1;
         }
         match act {
@@ -265,6 +288,17 @@ impl Network {
             // needs (flatten before dense, images for conv and pool) and the params match.
             (_, act, _) => act,
         }
+    }
+}
+
+/// An activation's dims without the batch axis.
+fn dims<T: Tape<f32, Cpu>>(act: &Act<T>) -> Vec<usize> {
+    match act {
+        Act::Image(x) => {
+            let (_, h, w, c) = *x.shape();
+            vec![h, w, c]
+        }
+        Act::Flat(x) => vec![x.shape().1],
     }
 }
 

@@ -1,0 +1,193 @@
+//! The backend against the compiler and an independent reference: real shapes equal the
+//! compiler's for every spec, a fixed model's outputs equal values computed in plain Python
+//! (scripts/reference_forward.py), initialisation is Keras's and seeded, and training learns.
+
+mod common;
+
+use strata::backend::checkpoint::{Checkpoint, NamedTensor};
+use strata::backend::network::Network;
+use strata::backend::optimizer::Optimizer;
+use strata::backend::params::{to_tensors, LayerParams};
+
+fn compile(text: &str) -> strata::ir::Model {
+    let compiled = strata::compile(text, "backend");
+    compiled
+        .model
+        .unwrap_or_else(|| panic!("{:?}", compiled.diagnostics))
+}
+
+#[test]
+fn real_shapes_equal_the_compilers_for_every_spec() {
+    let mut files = common::yaml_files(&common::root().join("specs"));
+    files.extend(common::yaml_files(&common::root().join("examples")));
+    assert!(files.len() >= 8);
+    for path in files {
+        let text = std::fs::read_to_string(&path).expect("spec");
+        let model = compile(&text);
+        let mut network = Network::new(&model, 1);
+        let images = (0..2 * model.input.len())
+            .map(|v| (v % 255) as f32 / 255.0)
+            .collect();
+        let real = network.layer_shapes(images, 2);
+        let inferred: Vec<Vec<usize>> = model.layers.iter().map(|l| l.output.dims()).collect();
+        assert_eq!(real, inferred, "{}", path.display());
+    }
+}
+
+#[test]
+fn fixed_model_matches_the_independent_reference() {
+    let text = std::fs::read_to_string(common::root().join("tests/data/reference_forward.json"))
+        .expect("reference");
+    let reference: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let model = compile(reference["spec"].as_str().expect("spec"));
+    let floats = |value: &serde_json::Value| -> Vec<f32> {
+        value
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|v| v.as_f64().expect("number") as f32)
+            .collect()
+    };
+    let tensors = reference["tensors"]
+        .as_object()
+        .expect("tensors")
+        .iter()
+        .map(|(name, entry)| NamedTensor {
+            name: name.clone(),
+            shape: entry[0]
+                .as_array()
+                .expect("shape")
+                .iter()
+                .map(|d| d.as_u64().expect("dim") as usize)
+                .collect(),
+            data: floats(&entry[1]),
+        })
+        .collect();
+    let checkpoint = Checkpoint {
+        tensors,
+        spec: String::new(),
+        classes: vec!["a".into(), "b".into()],
+        extra: Default::default(),
+    };
+    let mut network = Network::from_checkpoint(&model, &checkpoint).expect("fits");
+    let images: Vec<f32> = reference["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .flat_map(floats)
+        .collect();
+    let expected = reference["probabilities"]
+        .as_array()
+        .expect("probabilities");
+    let got = network.predict(images, expected.len());
+    for (row, want) in got.iter().zip(expected) {
+        for (g, w) in row.iter().zip(floats(want)) {
+            assert!((g - w).abs() < 1e-5, "got {row:?}, want {want}");
+        }
+    }
+    // The checkpoint layouts round-trip through the network's own layouts.
+    let back = to_tensors(&model, &network.params);
+    for tensor in &back {
+        let original = checkpoint
+            .tensors
+            .iter()
+            .find(|t| t.name == tensor.name)
+            .expect("same names");
+        assert_eq!(tensor.shape, original.shape);
+        assert_eq!(tensor.data, original.data, "{}", tensor.name);
+    }
+}
+
+#[test]
+fn initialisation_is_keras_and_seeded() {
+    let model = compile("input: 8x8x3\nmodel: bn -> conv2x2(16) relu -> dense10 softmax\n");
+    let first = to_tensors(&model, &Network::new(&model, 7).params);
+    let again = to_tensors(&model, &Network::new(&model, 7).params);
+    let other = to_tensors(&model, &Network::new(&model, 8).params);
+    assert_eq!(first, again);
+    assert_ne!(first, other);
+    let get = |name: &str| {
+        first
+            .iter()
+            .find(|t| t.name == name)
+            .expect(name)
+            .data
+            .clone()
+    };
+    assert!(get("layers.0.gamma").iter().all(|v| *v == 1.0));
+    assert!(get("layers.0.beta").iter().all(|v| *v == 0.0));
+    assert!(get("layers.0.moving_variance").iter().all(|v| *v == 1.0));
+    assert!(get("layers.1.bias").iter().all(|v| *v == 0.0));
+    // Glorot uniform: limit sqrt(6 / (fan_in + fan_out)), fan = k_h * k_w * channels.
+    let limit = (6.0f32 / (2.0 * 2.0 * 3.0 + 2.0 * 2.0 * 16.0)).sqrt();
+    let weights = get("layers.1.weight");
+    assert!(weights.iter().all(|v| v.abs() <= limit));
+    assert!(
+        weights.iter().any(|v| v.abs() > limit * 0.8),
+        "spread over the whole range"
+    );
+    let dense = model
+        .layers
+        .iter()
+        .find(|l| matches!(l.op, strata::ir::Op::Dense { .. }))
+        .expect("dense");
+    let dense_limit = (6.0f32 / (dense.input.len() + 10) as f32).sqrt();
+    assert!(get(&format!("layers.{}.weight", dense.index))
+        .iter()
+        .all(|v| v.abs() <= dense_limit));
+}
+
+/// Images of two classes: bright squares in the top-left or the bottom-right corner.
+fn corner_batch(n: usize, offset: usize) -> (Vec<f32>, Vec<usize>) {
+    let mut images = Vec::new();
+    let mut labels = Vec::new();
+    for idx in 0..n {
+        let label = (idx + offset) % 2;
+        for y in 0..8 {
+            for x in 0..8 {
+                let inside = if label == 0 {
+                    y < 4 && x < 4
+                } else {
+                    y >= 4 && x >= 4
+                };
+                images.push(
+                    if inside { 0.9 } else { 0.1 } + ((idx * 7 + y * 3 + x) % 5) as f32 * 0.01,
+                );
+            }
+        }
+        labels.push(label);
+    }
+    (images, labels)
+}
+
+#[test]
+fn every_optimiser_learns_a_simple_task() {
+    for optimizer in ["adam", "sgd\n  momentum: 0.9\n  nesterov: true", "rmsprop"] {
+        let spec = format!("input: 8x8x1\nmodel: bn -> conv3(4, pad=same) relu -> pool2 -> dropout(0.1) -> dense2 softmax\ntrain:\n  lr: 0.01\n  optimizer: {optimizer}\n");
+        let model = compile(&spec);
+        let mut network = Network::new(&model, 3);
+        let mut opt = Optimizer::new(&model.train);
+        let mut first_loss = None;
+        for step in 0..60 {
+            let (images, labels) = corner_batch(16, step);
+            let stats = network.train_step(images, &labels, &mut opt).expect("step");
+            first_loss.get_or_insert(stats.loss);
+        }
+        let (images, labels) = corner_batch(32, 1);
+        let stats = network.evaluate(images, &labels);
+        assert!(
+            stats.correct >= 30,
+            "{optimizer}: {} of 32 right",
+            stats.correct
+        );
+        assert!(
+            stats.loss < first_loss.expect("loss") * 0.5,
+            "{optimizer}: loss {} from {first_loss:?}",
+            stats.loss
+        );
+        assert!(network
+            .params
+            .iter()
+            .any(|p| matches!(p, LayerParams::Conv(_))));
+    }
+}
