@@ -18,5 +18,6 @@ pub mod spec;
 pub mod suggest;
 pub mod summary;
 pub mod syntax;
+pub mod train;
 
 pub use compile::{compile, Compiled};

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 pub const SPEC_KEY: &str = "strata.spec";
 /// Metadata key of the class names (a JSON array).
 pub const CLASSES_KEY: &str = "strata.classes";
+/// Prefix of tensors that are training state (optimiser moments), not model parameters.
+pub const STATE_PREFIX: &str = "optimizer.";
 
 /// One named f32 tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -131,7 +133,11 @@ pub fn check_against(checkpoint: &Checkpoint, model: &Model) -> Result<(), Check
             Some(_) => {}
         }
     }
-    for tensor in &checkpoint.tensors {
+    for tensor in checkpoint
+        .tensors
+        .iter()
+        .filter(|t| !t.name.starts_with(STATE_PREFIX))
+    {
         if !expected.iter().any(|(name, _)| name == &tensor.name) {
             problems.push(format!(
                 "`{}` {:?} is not a parameter of the model",

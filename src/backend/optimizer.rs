@@ -114,3 +114,68 @@ impl Optimizer {
         }
     }
 }
+
+/// The optimiser's moment buffers of every parameter, as named tensors for a checkpoint
+/// (`<param>.first`, `.second`, `.third`), so that a resumed run continues exactly.
+pub fn export_state(
+    optimizer: &mut Optimizer,
+    model: &crate::ir::Model,
+    params: &mut [super::params::LayerParams],
+) -> Result<Vec<super::checkpoint::NamedTensor>, CpuError> {
+    use super::params::ParamMut;
+    let mut out = Vec::new();
+    for (name, param) in super::params::trainables(model, params) {
+        for (suffix, store) in [
+            ("first", &mut optimizer.first),
+            ("second", &mut optimizer.second),
+            ("third", &mut optimizer.third),
+        ] {
+            let data: Vec<f32> = match &param {
+                ParamMut::Vector(t) => store.get_or_alloc_mut(&**t)?.to_vec(),
+                ParamMut::Matrix(t) => store.get_or_alloc_mut(&**t)?.to_vec(),
+            };
+            let len = data.len();
+            out.push(super::checkpoint::NamedTensor {
+                name: format!("{name}.{suffix}"),
+                shape: vec![len],
+                data,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Restores moment buffers written by [`export_state`]; buffers missing from `tensors` or of
+/// the wrong length stay zero.
+pub fn import_state(
+    optimizer: &mut Optimizer,
+    model: &crate::ir::Model,
+    params: &mut [super::params::LayerParams],
+    tensors: &[super::checkpoint::NamedTensor],
+    step: i32,
+) -> Result<(), CpuError> {
+    use super::params::ParamMut;
+    optimizer.step = step;
+    for (name, param) in super::params::trainables(model, params) {
+        for (suffix, store) in [
+            ("first", &mut optimizer.first),
+            ("second", &mut optimizer.second),
+            ("third", &mut optimizer.third),
+        ] {
+            let Some(saved) = tensors
+                .iter()
+                .find(|t| t.name == format!("{name}.{suffix}"))
+            else {
+                continue;
+            };
+            let slot = match &param {
+                ParamMut::Vector(t) => store.get_or_alloc_mut(&**t)?,
+                ParamMut::Matrix(t) => store.get_or_alloc_mut(&**t)?,
+            };
+            if slot.len() == saved.data.len() {
+                slot.copy_from_slice(&saved.data);
+            }
+        }
+    }
+    Ok(())
+}

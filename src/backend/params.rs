@@ -190,3 +190,35 @@ pub fn from_tensors(model: &Model, device: &Cpu, tensors: &[NamedTensor]) -> Vec
     }
     params
 }
+
+/// A trainable parameter tensor of either rank.
+#[derive(Debug)]
+pub enum ParamMut<'a> {
+    /// A vector (bias, γ, β).
+    Vector(&'a mut super::ops::Vector),
+    /// A matrix (conv HWIO or dense weights).
+    Matrix(&'a mut dfdx::tensor::Tensor<(usize, usize), f32, Cpu>),
+}
+
+/// Every trainable parameter with a stable name (`layers.<i>.<param>`), in layer order.
+pub fn trainables<'a>(model: &Model, params: &'a mut [LayerParams]) -> Vec<(String, ParamMut<'a>)> {
+    let mut out = Vec::new();
+    for (layer, params) in model.layers.iter().zip(params.iter_mut()) {
+        let name = |param: &str| format!("layers.{}.{param}", layer.index);
+        match params {
+            LayerParams::Conv(Conv2dParams { weight, bias })
+            | LayerParams::Dense(DenseParams { weight, bias }) => {
+                out.push((name("weight"), ParamMut::Matrix(weight)));
+                if let Some(bias) = bias {
+                    out.push((name("bias"), ParamMut::Vector(bias)));
+                }
+            }
+            LayerParams::BatchNorm(p) => {
+                out.push((name("gamma"), ParamMut::Vector(&mut p.gamma)));
+                out.push((name("beta"), ParamMut::Vector(&mut p.beta)));
+            }
+            LayerParams::None => {}
+        }
+    }
+    out
+}

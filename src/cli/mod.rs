@@ -9,6 +9,7 @@ mod output;
 mod preview;
 mod schema;
 mod summary;
+mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -79,6 +80,39 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         columns: usize,
     },
+    /// Train a spec on its image folders; writes a run folder (checkpoints, history, curves).
+    Train {
+        /// The spec file (not needed with `--resume`).
+        #[arg(required_unless_present = "resume")]
+        spec: Option<PathBuf>,
+        /// Continue an interrupted run from its last finished epoch.
+        #[arg(long, value_name = "RUN")]
+        resume: Option<PathBuf>,
+        /// Image folder: `DIR/train` and `DIR/validation` when `DIR/train` exists, else `DIR`.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Number of epochs (with `--resume`: the new total).
+        #[arg(long)]
+        epochs: Option<u64>,
+        /// Images per batch.
+        #[arg(long)]
+        batch_size: Option<u64>,
+        /// Learning rate.
+        #[arg(long)]
+        lr: Option<f64>,
+        /// Seed for shuffling, initialisation and dropout.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The run folder (default `runs/<name>/<YYYYmmdd-HHMMSS>`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Memory for decoded images kept between epochs, in MiB.
+        #[arg(long, default_value_t = 2048)]
+        cache_mb: usize,
+        /// Print nothing but errors.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Training and inference throughput (images/s) on synthetic input of the spec's shape.
     Bench {
         /// The spec file.
@@ -148,6 +182,31 @@ pub fn run(cli: Cli) -> u8 {
             deny_warnings,
         } => check::run(&specs, format, deny_warnings),
         Command::Summary { spec } => summary::run(&spec, format),
+        Command::Train {
+            spec,
+            resume,
+            data,
+            epochs,
+            batch_size,
+            lr,
+            seed,
+            out,
+            cache_mb,
+            quiet,
+        } => {
+            let request = crate::train::TrainRequest {
+                spec,
+                resume,
+                data,
+                epochs,
+                batch_size,
+                lr,
+                seed,
+                out,
+                cache_bytes: cache_mb.saturating_mul(1 << 20),
+            };
+            train::run(&request, quiet, format)
+        }
         Command::Bench {
             spec,
             batch_size,

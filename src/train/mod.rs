@@ -1,0 +1,316 @@
+//! The training loop: image folders → epochs of shuffled batches → a run folder with
+//! `spec.yaml`, `summary.txt`, `history.csv`, `history.json`, `curves.png`, `last.safetensors`,
+//! `best.safetensors` and `state.json` (DESIGN §4). Interrupts finish the batch, keep the last
+//! finished epoch and tell how to resume; `--resume` continues exactly where that epoch ended.
+
+pub mod history;
+pub mod progress;
+mod setup;
+pub mod state;
+
+pub use setup::{prepare, Prepared, TrainRequest};
+
+use crate::backend::checkpoint::{self, Checkpoint, NamedTensor, STATE_PREFIX};
+use crate::backend::network::{BatchStats, Network};
+use crate::backend::optimizer::{export_state, Optimizer};
+use crate::backend::params::to_tensors;
+use crate::data::errors;
+use crate::data::loader::Loader;
+use crate::diagnostics::Diagnostic;
+use history::EpochRecord;
+use progress::{epoch_line, EpochProgress, ProgressMode};
+use state::{RunState, STATE_KEY};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How a training run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// All epochs ran (or early stopping ended the run).
+    Finished,
+    /// Ctrl-C: the last finished epoch is saved.
+    Interrupted,
+}
+
+/// Why a run stopped with an error.
+#[derive(Debug)]
+pub enum TrainError {
+    /// Spec or data problems, found before training, with the spec they point into.
+    Diagnostics(crate::diagnostics::SourceFile, Vec<Diagnostic>),
+    /// `--resume` found the spec file changed since the run started.
+    SpecChanged(PathBuf),
+    /// Reading or writing failed.
+    Io(String),
+    /// The loss became NaN or infinite.
+    NonFinite {
+        /// 1-based epoch.
+        epoch: u64,
+        /// 1-based batch within the epoch.
+        batch: usize,
+    },
+}
+
+impl From<std::io::Error> for TrainError {
+    fn from(err: std::io::Error) -> TrainError {
+        TrainError::Io(err.to_string())
+    }
+}
+
+impl From<checkpoint::CheckpointError> for TrainError {
+    fn from(err: checkpoint::CheckpointError) -> TrainError {
+        TrainError::Io(err.to_string())
+    }
+}
+
+/// A prepared run, ready to train.
+pub struct Trainer {
+    prep: Prepared,
+    network: Network,
+    optimizer: Optimizer,
+    history: Vec<EpochRecord>,
+    state: RunState,
+    mode: ProgressMode,
+    interrupted: Arc<AtomicBool>,
+}
+
+impl Trainer {
+    /// A trainer for `prep` starting from its initial or resumed state.
+    pub fn new(prep: Prepared, mode: ProgressMode, interrupted: Arc<AtomicBool>) -> Trainer {
+        let setup::Start {
+            network,
+            optimizer,
+            history,
+            state,
+        } = setup::start(&prep);
+        Trainer {
+            prep,
+            network,
+            optimizer,
+            history,
+            state,
+            mode,
+            interrupted,
+        }
+    }
+
+    /// The run folder.
+    pub fn run_dir(&self) -> &Path {
+        &self.prep.run_dir
+    }
+
+    /// Trains the remaining epochs.
+    pub fn run(&mut self) -> Result<Outcome, TrainError> {
+        let first = self.state.completed_epochs + 1;
+        for epoch in first..=self.state.epochs {
+            if self.state.stopped_early {
+                break;
+            }
+            let start = Instant::now();
+            let train = match self.train_epoch(epoch)? {
+                Some(stats) => stats,
+                None => {
+                    self.save_interrupted()?;
+                    return Ok(Outcome::Interrupted);
+                }
+            };
+            let validation =
+                self.prep.validation.as_ref().map(|loader| {
+                    evaluate(&mut self.network, loader, self.state.batch_size as usize)
+                });
+            let record = EpochRecord {
+                epoch,
+                loss: train.loss,
+                accuracy: train.accuracy(),
+                val_loss: validation.map(|v| v.loss),
+                val_accuracy: validation.map(|v| v.accuracy),
+                seconds: start.elapsed().as_secs_f64(),
+            };
+            if self.mode != ProgressMode::Quiet {
+                println!("{}", epoch_line(&record, self.state.epochs));
+            }
+            self.history.push(record);
+            self.finish_epoch(&record)?;
+        }
+        Ok(Outcome::Finished)
+    }
+
+    /// One epoch of training; `None` when interrupted.
+    fn train_epoch(&mut self, epoch: u64) -> Result<Option<Totals>, TrainError> {
+        let seed = self.state.seed;
+        self.network
+            .reseed(seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407));
+        let loader = &self.prep.train;
+        let batch_size = self.state.batch_size as usize;
+        let order = loader.order(seed, epoch, true);
+        let progress = EpochProgress::start(
+            self.mode,
+            epoch,
+            self.state.epochs,
+            order.len().div_ceil(batch_size) as u64,
+        );
+        let mut totals = Totals::default();
+        let mut skipped = Vec::new();
+        let started = Instant::now();
+        for (batch_idx, batch) in loader.batches(order, batch_size).into_iter().enumerate() {
+            skipped.extend(batch.skipped.iter().cloned());
+            if batch.is_empty() {
+                continue;
+            }
+            let stats = self
+                .network
+                .train_step(batch.images, &batch.labels, &mut self.optimizer)
+                .map_err(|err| TrainError::Io(format!("training step failed: {err:?}")))?;
+            if !stats.loss.is_finite() {
+                progress.finish();
+                return Err(TrainError::NonFinite {
+                    epoch,
+                    batch: batch_idx + 1,
+                });
+            }
+            totals.add(&stats);
+            progress.batch(
+                totals.loss / totals.count.max(1) as f64,
+                totals.accuracy(),
+                totals.count as f64 / started.elapsed().as_secs_f64(),
+            );
+            if self.interrupted.load(Ordering::SeqCst) {
+                progress.finish();
+                return Ok(None);
+            }
+        }
+        progress.finish();
+        if !skipped.is_empty() && self.mode != ProgressMode::Quiet {
+            eprintln!(
+                "{}",
+                crate::diagnostics::render_human(
+                    &errors::skipped_images(&skipped),
+                    &crate::diagnostics::SourceFile::new("", ""),
+                    crate::diagnostics::HumanStyle::Plain
+                )
+            );
+        }
+        totals.loss /= totals.count.max(1) as f64;
+        Ok(Some(totals))
+    }
+
+    /// Saves everything a finished epoch produces; the checkpoint carrying the state last.
+    fn finish_epoch(&mut self, record: &EpochRecord) -> Result<(), TrainError> {
+        let dir = self.prep.run_dir.clone();
+        let monitored = record.val_loss.unwrap_or(record.loss);
+        let improved = self.state.best.is_none_or(|best| monitored < best);
+        self.state.completed_epochs = record.epoch;
+        self.state.optimizer_step = self.optimizer.step;
+        self.state.lr = self.optimizer.lr();
+        if improved {
+            self.state.best = Some(monitored);
+            self.state.epochs_since_best = 0;
+            checkpoint::save(&dir.join("best.safetensors"), &self.checkpoint(false)?)?;
+        } else {
+            self.state.epochs_since_best += 1;
+        }
+        history::write(&dir, &self.history)?;
+        let points: Vec<_> = self.history.iter().map(EpochRecord::curve_point).collect();
+        if let Err(err) =
+            crate::plot::plot_curves(&points, &self.prep.model.name, &dir.join("curves.png"))
+        {
+            eprintln!("warning: {err}");
+        }
+        checkpoint::save(&dir.join("last.safetensors"), &self.checkpoint(true)?)?;
+        let state_json = serde_json::to_vec_pretty(&self.state)
+            .map_err(|err| TrainError::Io(err.to_string()))?;
+        checkpoint::write_atomic(&dir.join("state.json"), &state_json)?;
+        Ok(())
+    }
+
+    /// The current weights, and with `with_state` the optimiser moments and run state.
+    fn checkpoint(&mut self, with_state: bool) -> Result<Checkpoint, TrainError> {
+        let mut tensors = to_tensors(&self.prep.model, &self.network.params);
+        let mut extra = std::collections::BTreeMap::new();
+        if with_state {
+            let moments = export_state(
+                &mut self.optimizer,
+                &self.prep.model,
+                &mut self.network.params,
+            )
+            .map_err(|err| TrainError::Io(format!("{err:?}")))?;
+            tensors.extend(moments.into_iter().map(|t| NamedTensor {
+                name: format!("{STATE_PREFIX}{}", t.name),
+                ..t
+            }));
+            let state = serde_json::to_string(&self.state)
+                .map_err(|err| TrainError::Io(err.to_string()))?;
+            extra.insert(STATE_KEY.to_string(), state);
+        }
+        Ok(Checkpoint {
+            tensors,
+            spec: self.prep.spec_text.clone(),
+            classes: self.state.classes.clone(),
+            extra,
+        })
+    }
+
+    /// On an interrupt: the weights of the unfinished epoch go to `interrupted.safetensors`;
+    /// `last.safetensors` keeps the last finished epoch, which `--resume` continues from.
+    fn save_interrupted(&mut self) -> Result<(), TrainError> {
+        let checkpoint = self.checkpoint(false)?;
+        checkpoint::save(
+            &self.prep.run_dir.join("interrupted.safetensors"),
+            &checkpoint,
+        )?;
+        Ok(())
+    }
+}
+
+/// Sums over the batches of an epoch.
+#[derive(Clone, Copy, Debug, Default)]
+struct Totals {
+    loss: f64,
+    correct: usize,
+    count: usize,
+}
+
+impl Totals {
+    fn add(&mut self, stats: &BatchStats) {
+        self.loss += stats.loss * stats.count as f64;
+        self.correct += stats.correct;
+        self.count += stats.count;
+    }
+
+    fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.count.max(1) as f64
+    }
+}
+
+/// Loss and accuracy of one pass over a loader.
+#[derive(Clone, Copy, Debug)]
+pub struct Metrics {
+    /// Mean loss.
+    pub loss: f64,
+    /// Fraction right.
+    pub accuracy: f64,
+}
+
+/// Evaluates `network` over all of `loader` in inference mode.
+pub fn evaluate(network: &mut Network, loader: &Loader, batch_size: usize) -> Metrics {
+    let mut totals = Totals::default();
+    for batch in loader.batches(loader.order(0, 0, false), batch_size) {
+        if batch.is_empty() {
+            continue;
+        }
+        let stats = network.evaluate(batch.images, &batch.labels);
+        totals.add(&stats);
+    }
+    Metrics {
+        loss: totals.loss / totals.count.max(1) as f64,
+        accuracy: totals.accuracy(),
+    }
+}
+
+/// The default run folder: `runs/<name>/<YYYYmmdd-HHMMSS>`.
+pub fn default_run_dir(name: &str) -> PathBuf {
+    PathBuf::from("runs")
+        .join(name)
+        .join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string())
+}

@@ -1,0 +1,320 @@
+//! Before the first batch: the spec compiled with the command line's overrides, the data
+//! folders resolved, scanned and checked against the model (classes, broken files), the
+//! loaders built and the run folder made — or, for `--resume`, all of it read back from the
+//! run folder's `last.safetensors`.
+
+use super::history::{self, EpochRecord};
+use super::state::{RunState, STATE_KEY};
+use super::TrainError;
+use crate::backend::checkpoint::{self, Checkpoint, NamedTensor, STATE_PREFIX};
+use crate::backend::network::Network;
+use crate::backend::optimizer::{import_state, Optimizer};
+use crate::compile::compile;
+use crate::data::check::scan_images;
+use crate::data::loader::{split, Loader, Sample};
+use crate::data::{errors, folder, paths, ImageSpec};
+use crate::diagnostics::{Diagnostic, SourceFile};
+use crate::ir::{Model, Shape};
+use std::path::{Path, PathBuf};
+
+/// What `strata train` was asked.
+#[derive(Clone, Debug, Default)]
+pub struct TrainRequest {
+    /// The spec file (a new run).
+    pub spec: Option<PathBuf>,
+    /// A run folder to continue.
+    pub resume: Option<PathBuf>,
+    /// `--data DIR`.
+    pub data: Option<PathBuf>,
+    /// `--epochs`.
+    pub epochs: Option<u64>,
+    /// `--batch-size`.
+    pub batch_size: Option<u64>,
+    /// `--lr`.
+    pub lr: Option<f64>,
+    /// `--seed`.
+    pub seed: Option<u64>,
+    /// `--out DIR`.
+    pub out: Option<PathBuf>,
+    /// Byte budget of the decoded-image cache.
+    pub cache_bytes: usize,
+}
+
+/// A run ready to start.
+pub struct Prepared {
+    /// The checked model (with overrides applied to its train settings).
+    pub model: Model,
+    /// The spec file's text.
+    pub spec_text: String,
+    /// The spec as a source for diagnostics.
+    pub source: SourceFile,
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// Training batches.
+    pub train: Loader,
+    /// Validation batches, if any.
+    pub validation: Option<Loader>,
+    /// The state to start from (epoch 0 for a new run).
+    pub state: RunState,
+    /// The checkpoint to resume from.
+    pub resume: Option<Checkpoint>,
+    /// Warnings found while preparing (broken files).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Compiles, checks data and makes the run folder; or reads a run back for `--resume`.
+pub fn prepare(request: &TrainRequest) -> Result<Prepared, TrainError> {
+    match (&request.resume, &request.spec) {
+        (Some(run_dir), _) => prepare_resume(run_dir, request),
+        (None, Some(spec)) => prepare_new(spec, request),
+        (None, None) => Err(TrainError::Io(
+            "give a spec file, or `--resume RUN`".to_string(),
+        )),
+    }
+}
+
+fn compile_model(text: &str, source: &SourceFile, name: &str) -> Result<Model, TrainError> {
+    let compiled = compile(text, name);
+    match compiled.model {
+        Some(model) if !compiled.has_errors() => Ok(model),
+        _ => Err(TrainError::Diagnostics(
+            source.clone(),
+            compiled.diagnostics,
+        )),
+    }
+}
+
+fn prepare_new(spec_path: &Path, request: &TrainRequest) -> Result<Prepared, TrainError> {
+    let text = std::fs::read_to_string(spec_path)
+        .map_err(|err| TrainError::Io(format!("cannot read `{}`: {err}", spec_path.display())))?;
+    let source = SourceFile::new(spec_path.display().to_string(), text.clone());
+    let stem = spec_path
+        .file_stem()
+        .map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned());
+    let model = compile_model(&text, &source, &stem)?;
+    let data = paths::resolve(spec_path, &model.data, request.data.as_deref());
+    let Some(train_dir) = data.train.clone() else {
+        return Err(TrainError::Io(format!(
+            "`{}` names no training images: add `data.train` or give `--data DIR`",
+            spec_path.display()
+        )));
+    };
+    let mut state = RunState {
+        spec_path: spec_path.to_path_buf(),
+        completed_epochs: 0,
+        epochs: request.epochs.unwrap_or(model.train.epochs),
+        batch_size: request.batch_size.unwrap_or(model.train.batch_size).max(1),
+        lr: request.lr.unwrap_or(model.train.lr),
+        seed: request.seed.unwrap_or(model.train.seed),
+        optimizer_step: 0,
+        train_dir,
+        validation_dir: data.validation.clone(),
+        validation_split: data.validation_split,
+        classes: Vec::new(),
+        best: None,
+        epochs_since_best: 0,
+        stopped_early: false,
+    };
+    let (train, validation, classes, warnings) =
+        data_loaders(&model, &state, &source, request.cache_bytes)?;
+    state.classes = classes;
+    let run_dir = request
+        .out
+        .clone()
+        .unwrap_or_else(|| super::default_run_dir(&model.name));
+    std::fs::create_dir_all(&run_dir)
+        .map_err(|err| TrainError::Io(format!("cannot create `{}`: {err}", run_dir.display())))?;
+    checkpoint::write_atomic(&run_dir.join("spec.yaml"), text.as_bytes())?;
+    checkpoint::write_atomic(
+        &run_dir.join("summary.txt"),
+        crate::summary::render_table(&model).as_bytes(),
+    )?;
+    Ok(Prepared {
+        model,
+        spec_text: text,
+        source,
+        run_dir,
+        train,
+        validation,
+        state,
+        resume: None,
+        warnings,
+    })
+}
+
+fn prepare_resume(run_dir: &Path, request: &TrainRequest) -> Result<Prepared, TrainError> {
+    let checkpoint = checkpoint::load(&run_dir.join("last.safetensors")).map_err(|err| {
+        TrainError::Io(format!(
+            "cannot resume `{}`: {err} (no finished epoch to continue from?)",
+            run_dir.display()
+        ))
+    })?;
+    let mut state: RunState = checkpoint
+        .extra
+        .get(STATE_KEY)
+        .and_then(|json| serde_json::from_str(json).ok())
+        .ok_or_else(|| {
+            TrainError::Io(format!(
+                "`{}/last.safetensors` has no run state",
+                run_dir.display()
+            ))
+        })?;
+    if let Ok(current) = std::fs::read_to_string(&state.spec_path) {
+        if current != checkpoint.spec {
+            return Err(TrainError::SpecChanged(state.spec_path.clone()));
+        }
+    }
+    if let Some(epochs) = request.epochs {
+        state.epochs = epochs;
+        state.stopped_early = false;
+    }
+    let source = SourceFile::new(
+        run_dir.join("spec.yaml").display().to_string(),
+        checkpoint.spec.clone(),
+    );
+    let model = compile_model(&checkpoint.spec, &source, "model")?;
+    let (train, validation, classes, warnings) =
+        data_loaders(&model, &state, &source, request.cache_bytes)?;
+    if classes != state.classes {
+        return Err(TrainError::Io(format!(
+            "the classes of `{}` changed since the run started",
+            state.train_dir.display()
+        )));
+    }
+    let text = checkpoint.spec.clone();
+    Ok(Prepared {
+        model,
+        spec_text: text,
+        source,
+        run_dir: run_dir.to_path_buf(),
+        train,
+        validation,
+        state,
+        resume: Some(checkpoint),
+        warnings,
+    })
+}
+
+type Loaders = (Loader, Option<Loader>, Vec<String>, Vec<Diagnostic>);
+
+/// Scans the folders, checks them against the model, drops broken files, builds loaders.
+fn data_loaders(
+    model: &Model,
+    state: &RunState,
+    source: &SourceFile,
+    cache_bytes: usize,
+) -> Result<Loaders, TrainError> {
+    let fail = |diagnostic: Diagnostic| TrainError::Diagnostics(source.clone(), vec![diagnostic]);
+    let train_folder = folder::scan(&state.train_dir).map_err(fail)?;
+    if train_folder.classes.len() != model.classes {
+        return Err(fail(errors::class_count(
+            &model.layers,
+            model.classes,
+            &train_folder,
+        )));
+    }
+    let validation_folder = match &state.validation_dir {
+        Some(dir) => {
+            let found = folder::scan(dir).map_err(fail)?;
+            folder::same_classes(&train_folder, &found).map_err(fail)?;
+            Some(found)
+        }
+        None => None,
+    };
+    let mut broken = scan_images(&train_folder).broken;
+    if let Some(found) = &validation_folder {
+        broken.extend(scan_images(found).broken);
+    }
+    let keep = |samples: Vec<Sample>| -> Vec<Sample> {
+        samples
+            .into_iter()
+            .filter(|(path, _)| !broken.iter().any(|(bad, _)| bad == path))
+            .collect()
+    };
+    let mut train_samples = keep(train_folder.samples());
+    let mut validation_samples = validation_folder.map(|found| keep(found.samples()));
+    if let (None, Some(fraction)) = (&validation_samples, state.validation_split) {
+        let (train, validation) = split(&train_samples, model.classes, fraction);
+        train_samples = train;
+        validation_samples = Some(validation);
+    }
+    let Shape::Image {
+        height,
+        width,
+        channels,
+    } = model.input
+    else {
+        return Err(TrainError::Io(
+            "the model's input is not an image".to_string(),
+        ));
+    };
+    let spec = ImageSpec {
+        height,
+        width,
+        channels,
+        rescale: model.data.rescale as f32,
+    };
+    let warnings = if broken.is_empty() {
+        Vec::new()
+    } else {
+        vec![errors::skipped_images(&broken)]
+    };
+    let train = Loader::new(train_samples, spec, cache_bytes);
+    let validation = validation_samples
+        .filter(|samples| !samples.is_empty())
+        .map(|samples| Loader::new(samples, spec, cache_bytes));
+    Ok((train, validation, train_folder.classes, warnings))
+}
+
+/// The network, optimiser, history and state a run starts from.
+pub(super) struct Start {
+    pub network: Network,
+    pub optimizer: Optimizer,
+    pub history: Vec<EpochRecord>,
+    pub state: RunState,
+}
+
+/// A fresh start, or the resumed one.
+pub(super) fn start(prep: &Prepared) -> Start {
+    let mut train = prep.model.train.clone();
+    train.lr = prep.state.lr;
+    let mut optimizer = Optimizer::new(&train);
+    let state = prep.state.clone();
+    let Some(checkpoint) = &prep.resume else {
+        return Start {
+            network: Network::new(&prep.model, state.seed),
+            optimizer,
+            history: Vec::new(),
+            state,
+        };
+    };
+    let mut network = match Network::from_checkpoint(&prep.model, checkpoint) {
+        Ok(network) => network,
+        Err(_) => Network::new(&prep.model, state.seed),
+    };
+    let moments: Vec<NamedTensor> = checkpoint
+        .tensors
+        .iter()
+        .filter_map(|t| {
+            t.name.strip_prefix(STATE_PREFIX).map(|name| NamedTensor {
+                name: name.to_string(),
+                ..t.clone()
+            })
+        })
+        .collect();
+    let _ = import_state(
+        &mut optimizer,
+        &prep.model,
+        &mut network.params,
+        &moments,
+        state.optimizer_step,
+    );
+    let mut history = history::read(&prep.run_dir).unwrap_or_default();
+    history.truncate(state.completed_epochs as usize);
+    Start {
+        network,
+        optimizer,
+        history,
+        state,
+    }
+}

@@ -1,0 +1,43 @@
+//! What `--resume` needs, saved with every finished epoch. The authoritative copy travels
+//! inside `last.safetensors` (metadata key `strata.state`, beside the weights and the
+//! optimiser moments, written in one atomic rename), so a kill at any moment leaves a
+//! consistent pair; `state.json` is the same data for people and scripts.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Metadata key of the run state inside `last.safetensors`.
+pub const STATE_KEY: &str = "strata.state";
+
+/// The state of a run after its last finished epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// The spec file the run was started from (as given).
+    pub spec_path: PathBuf,
+    /// Epochs finished.
+    pub completed_epochs: u64,
+    /// Epochs planned.
+    pub epochs: u64,
+    /// Images per batch.
+    pub batch_size: u64,
+    /// The learning rate now (reduce-on-plateau may have lowered it).
+    pub lr: f64,
+    /// The run's seed.
+    pub seed: u64,
+    /// Optimiser steps taken.
+    pub optimizer_step: i32,
+    /// The training folder.
+    pub train_dir: PathBuf,
+    /// The validation folder, if one is used.
+    pub validation_dir: Option<PathBuf>,
+    /// The validation split, if one is used.
+    pub validation_split: Option<f64>,
+    /// Class names in output order.
+    pub classes: Vec<String>,
+    /// The best monitored value so far (validation loss, or training loss without validation).
+    pub best: Option<f64>,
+    /// Epochs since the monitored value last improved (early stopping, reduce-on-plateau).
+    pub epochs_since_best: u64,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+}
