@@ -99,16 +99,17 @@ fn prepare_new(spec_path: &Path, request: &TrainRequest) -> Result<Prepared, Tra
             spec_path.display()
         )));
     };
+    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let mut state = RunState {
-        spec_path: spec_path.to_path_buf(),
+        spec_path: absolute(spec_path),
         completed_epochs: 0,
         epochs: request.epochs.unwrap_or(model.train.epochs),
         batch_size: request.batch_size.unwrap_or(model.train.batch_size).max(1),
         lr: request.lr.unwrap_or(model.train.lr),
         seed: request.seed.unwrap_or(model.train.seed),
         optimizer_step: 0,
-        train_dir,
-        validation_dir: data.validation.clone(),
+        train_dir: absolute(&train_dir),
+        validation_dir: data.validation.as_deref().map(absolute),
         validation_split: data.validation_split,
         classes: Vec::new(),
         best: None,
