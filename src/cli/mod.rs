@@ -4,8 +4,10 @@
 mod bench;
 mod check;
 mod data;
+mod evaluate;
 mod lsp;
 mod output;
+mod predict;
 mod preview;
 mod schema;
 mod summary;
@@ -130,6 +132,33 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         warmup: usize,
     },
+    /// Class probabilities of images with a trained model.
+    Predict {
+        /// A training run folder (its `best.safetensors`, else `last.safetensors`) or a
+        /// checkpoint file.
+        run: PathBuf,
+        /// Image files, or folders (every image file in them, recursively).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Images per forward pass (default: the spec's `train.batch_size`).
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Classes shown per image in human output, most likely first.
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+    },
+    /// Loss, accuracy, per-class accuracy and confusion matrix of a trained model on a folder.
+    Evaluate {
+        /// A training run folder (its `best.safetensors`, else `last.safetensors`) or a
+        /// checkpoint file.
+        run: PathBuf,
+        /// A folder with one subfolder per class (the model's classes, or some of them).
+        #[arg(long)]
+        data: PathBuf,
+        /// Images per forward pass (default: the spec's `train.batch_size`).
+        #[arg(long)]
+        batch_size: Option<usize>,
+    },
     /// Image folder tools.
     Data {
         /// What to do with the folder.
@@ -241,6 +270,32 @@ pub fn run(cli: Cli) -> u8 {
                 columns,
             };
             preview::run(&args, format)
+        }
+        Command::Predict {
+            run,
+            images,
+            batch_size,
+            top,
+        } => {
+            let args = predict::PredictArgs {
+                run: &run,
+                images: &images,
+                batch_size,
+                top,
+            };
+            predict::run(&args, format)
+        }
+        Command::Evaluate {
+            run,
+            data,
+            batch_size,
+        } => {
+            let args = evaluate::EvaluateArgs {
+                run: &run,
+                data: &data,
+                batch_size,
+            };
+            evaluate::run(&args, format)
         }
         Command::Lsp => lsp::run(),
         Command::Schema => schema::run(),
