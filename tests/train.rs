@@ -1,0 +1,229 @@
+//! `strata train` as a user runs it, on generated image folders: a short run learns and writes
+//! the whole run folder; broken files are skipped with one warning; data errors stop before
+//! training with their codes; a NaN loss stops with the epoch and batch named; Ctrl-C saves
+//! and exits 130; `--resume` continues and refuses a changed spec.
+
+mod common;
+
+use image::{GrayImage, Luma};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// Three classes of 16x16 grayscale shapes: a bright square top-left, bottom-right, or a bar.
+fn shapes(root: &Path, per_class: usize) {
+    for (class, name) in ["bar", "bottom_right", "top_left"].iter().enumerate() {
+        for idx in 0..per_class {
+            let image = GrayImage::from_fn(16, 16, |x, y| {
+                let inside = match class {
+                    0 => (6..10).contains(&x),
+                    1 => x >= 8 && y >= 8,
+                    _ => x < 8 && y < 8,
+                };
+                let noise = ((x * 7 + y * 13 + idx as u32 * 29) % 40) as u8;
+                Luma([if inside { 200 + noise / 2 } else { noise }])
+            });
+            let path = root.join(name).join(format!("{idx}.png"));
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            image.save(&path).expect("save");
+        }
+    }
+}
+
+const SPEC: &str = "input: 16x16x1\nclasses: 3\nmodel: bn -> conv3(8, pad=same) relu -> pool2 -> dense3 softmax\ntrain:\n  lr: 0.01\n  epochs: 4\n  batch_size: 8\ndata:\n  train: data/train\n  validation: data/validation\n";
+
+/// A spec and its data in a temp dir.
+fn project(spec: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    shapes(&dir.path().join("data/train"), 24);
+    shapes(&dir.path().join("data/validation"), 6);
+    std::fs::write(dir.path().join("spec.yaml"), spec).expect("spec");
+    dir
+}
+
+fn strata(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn a_short_run_learns_and_writes_the_run_folder() {
+    let dir = project(SPEC);
+    let output = strata(dir.path(), &["train", "spec.yaml", "--out", "run"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let log = text(&output);
+    assert!(log.contains("epoch 4/4: loss"), "{log}");
+    for file in [
+        "spec.yaml",
+        "summary.txt",
+        "history.csv",
+        "history.json",
+        "curves.png",
+        "last.safetensors",
+        "best.safetensors",
+        "state.json",
+    ] {
+        assert!(
+            dir.path().join("run").join(file).is_file(),
+            "missing {file}"
+        );
+    }
+    let history = std::fs::read_to_string(dir.path().join("run/history.csv")).expect("history");
+    let last = history.lines().last().expect("rows");
+    let val_accuracy: f64 = last
+        .split(',')
+        .nth(4)
+        .expect("column")
+        .parse()
+        .expect("number");
+    assert!(
+        val_accuracy >= 0.9,
+        "validation accuracy {val_accuracy}: {history}"
+    );
+    assert!(history.starts_with("epoch,loss,accuracy,val_loss,val_accuracy,seconds\n"));
+}
+
+#[test]
+fn broken_files_are_skipped_with_one_warning() {
+    let dir = project(SPEC);
+    std::fs::write(dir.path().join("data/train/bar/zero.png"), b"").expect("write");
+    std::fs::write(dir.path().join("data/train/top_left/notes.txt"), b"hello").expect("write");
+    let output = strata(
+        dir.path(),
+        &["train", "spec.yaml", "--out", "run", "--epochs", "1"],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let log = text(&output);
+    assert!(log.contains("2 file(s) skipped"), "{log}");
+    assert!(
+        log.contains("zero.png") && log.contains("notes.txt"),
+        "{log}"
+    );
+}
+
+#[test]
+fn data_errors_stop_before_training() {
+    let dir = project(
+        &SPEC
+            .replace("classes: 3", "classes: 4")
+            .replace("dense3", "dense4"),
+    );
+    let output = strata(dir.path(), &["train", "spec.yaml", "--out", "run"]);
+    assert_eq!(output.status.code(), Some(1));
+    let log = text(&output);
+    assert!(
+        log.contains("strata::data::class_count") && log.contains("dense4"),
+        "{log}"
+    );
+    assert!(
+        !dir.path().join("run").exists(),
+        "no run folder before the data is checked"
+    );
+
+    let dir = project(SPEC);
+    std::fs::remove_dir_all(dir.path().join("data/validation/bar")).expect("remove");
+    let output = strata(dir.path(), &["train", "spec.yaml"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).contains("strata::data::class_mismatch"),
+        "{}",
+        text(&output)
+    );
+
+    let output = strata(dir.path(), &["train", "spec.yaml", "--data", "nowhere"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).contains("strata::data::missing_folder"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn a_nan_loss_names_the_epoch_and_batch() {
+    let dir = project(SPEC);
+    let output = strata(
+        dir.path(),
+        &["train", "spec.yaml", "--out", "run", "--lr", "1e30"],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let log = text(&output);
+    assert!(log.contains("NaN or infinite in epoch 1, batch"), "{log}");
+    assert!(log.contains("lower the learning rate"), "{log}");
+}
+
+#[test]
+fn resume_continues_and_refuses_a_changed_spec() {
+    let dir = project(SPEC);
+    let output = strata(
+        dir.path(),
+        &["train", "spec.yaml", "--out", "run", "--epochs", "2"],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let output = strata(dir.path(), &["train", "--resume", "run", "--epochs", "3"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains("resuming after epoch 2"),
+        "{}",
+        text(&output)
+    );
+    let history = std::fs::read_to_string(dir.path().join("run/history.csv")).expect("history");
+    assert_eq!(history.lines().count(), 4, "{history}");
+    std::fs::write(
+        dir.path().join("spec.yaml"),
+        SPEC.replace("lr: 0.01", "lr: 0.02"),
+    )
+    .expect("edit");
+    let output = strata(dir.path(), &["train", "--resume", "run", "--epochs", "4"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).contains("changed since this run started"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_saves_and_exits_130() {
+    use std::io::{BufRead, BufReader};
+    let dir = project(&SPEC.replace("epochs: 4", "epochs: 500"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["train", "spec.yaml", "--out", "run"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    // Wait for the first finished epoch, then interrupt.
+    let first = lines
+        .find(|line| line.as_ref().is_ok_and(|l| l.starts_with("epoch 1/")))
+        .expect("an epoch line");
+    assert!(first.is_ok());
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("strata train --resume run"), "{stderr}");
+    assert!(dir.path().join("run/last.safetensors").is_file());
+    assert!(dir.path().join("run/interrupted.safetensors").is_file());
+}
