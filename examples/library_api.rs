@@ -13,7 +13,6 @@ use strata::backend::optimizer::Optimizer;
 use strata::backend::params;
 use strata::data::{folder, paths, ImageSpec, Loader};
 use strata::infer::{predict_files, Trained};
-use strata::ir::Shape;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,20 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .train
         .ok_or("the spec has no `data.train`")?;
     let found = folder::scan(&train_dir).map_err(|d| d.message)?;
-    let Shape::Image {
-        height,
-        width,
-        channels,
-    } = model.input
-    else {
-        return Err("the model's input is not an image".into());
-    };
-    let image_spec = ImageSpec {
-        height,
-        width,
-        channels,
-        rescale: model.data.rescale as f32,
-    };
+    let image_spec = ImageSpec::for_model(&model);
     let loader = Loader::new(found.samples(), image_spec, 64 << 20);
 
     // 3. Train: shuffled batches, one optimiser step each (the loader decodes ahead).

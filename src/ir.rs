@@ -59,6 +59,18 @@ impl Shape {
         self.len() == 0
     }
 
+    /// Height, width and channels; a flat shape is `1 x 1 x n`.
+    pub fn hwc(&self) -> (usize, usize, usize) {
+        match *self {
+            Shape::Image {
+                height,
+                width,
+                channels,
+            } => (height, width, channels),
+            Shape::Flat(n) => (1, 1, n),
+        }
+    }
+
     /// The dimensions as a list: `[h, w, c]` or `[n]`.
     pub fn dims(&self) -> Vec<usize> {
         match *self {

@@ -15,7 +15,7 @@ use super::ops::pool2d::{avg_pool2d, global_avg_pool, max_pool2d, Pool2dConfig};
 use super::ops::{Flat, Image};
 use super::optimizer::Optimizer;
 use super::params::{self, LayerParams};
-use crate::ir::{Activation, Layer, Model, Op, Padding, PoolKind, Shape};
+use crate::ir::{Activation, Layer, Model, Op, Padding, PoolKind};
 use dfdx::prelude::*;
 
 /// A trainable network for a checked model.
@@ -78,14 +78,7 @@ impl Network {
     }
 
     fn input_tensor(&self, images: Vec<f32>, count: usize) -> Image<NoneTape> {
-        let (h, w, c) = match self.model.input {
-            Shape::Image {
-                height,
-                width,
-                channels,
-            } => (height, width, channels),
-            Shape::Flat(n) => (1, 1, n),
-        };
+        let (h, w, c) = self.model.input.hwc();
         self.device.tensor_from_vec(images, (count, h, w, c))
     }
 

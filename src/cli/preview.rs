@@ -8,7 +8,6 @@ use super::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
 use crate::compile::compile;
 use crate::data::{folder, load_image, paths, ImageSpec};
 use crate::diagnostics::SourceFile;
-use crate::ir::Shape;
 use crate::plot::{render_grid, GridImage};
 use std::path::{Path, PathBuf};
 
@@ -88,20 +87,7 @@ fn spec_folder(
     let compiled = compile(&source.text, &file_stem(args.target));
     printer.print(&compiled.diagnostics, &source);
     let model = compiled.model.ok_or(EXIT_ERROR)?;
-    let Shape::Image {
-        height,
-        width,
-        channels,
-    } = model.input
-    else {
-        return Err(EXIT_ERROR);
-    };
-    let spec = ImageSpec {
-        height,
-        width,
-        channels,
-        rescale: model.data.rescale as f32,
-    };
+    let spec = ImageSpec::for_model(&model);
     match paths::resolve(args.target, &model.data, args.data).train {
         Some(dir) => Ok((dir, spec)),
         None => {

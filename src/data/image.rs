@@ -27,6 +27,17 @@ pub struct ImageSpec {
 }
 
 impl ImageSpec {
+    /// How images are converted for `model`: its input size and channels, the spec's rescale.
+    pub fn for_model(model: &crate::ir::Model) -> ImageSpec {
+        let (height, width, channels) = model.input.hwc();
+        ImageSpec {
+            height,
+            width,
+            channels,
+            rescale: model.data.rescale as f32,
+        }
+    }
+
     /// Values per image.
     pub fn len(&self) -> usize {
         self.height * self.width * self.channels

@@ -7,7 +7,7 @@ use crate::backend::network::Network;
 use crate::compile::compile;
 use crate::data::ImageSpec;
 use crate::diagnostics::{Diagnostic, SourceFile};
-use crate::ir::{Model, Shape};
+use crate::ir::Model;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -122,19 +122,6 @@ impl Trained {
     /// How each image is converted for the model: its input size and channels, the spec's
     /// rescale.
     pub fn image_spec(&self) -> ImageSpec {
-        let (height, width, channels) = match self.model.input {
-            Shape::Image {
-                height,
-                width,
-                channels,
-            } => (height, width, channels),
-            Shape::Flat(n) => (1, 1, n),
-        };
-        ImageSpec {
-            height,
-            width,
-            channels,
-            rescale: self.model.data.rescale as f32,
-        }
+        ImageSpec::for_model(&self.model)
     }
 }

@@ -14,7 +14,7 @@ use crate::data::check::scan_images;
 use crate::data::loader::{split, Loader, Sample};
 use crate::data::{errors, folder, paths, ImageSpec};
 use crate::diagnostics::{Diagnostic, SourceFile};
-use crate::ir::{Model, Shape};
+use crate::ir::Model;
 use std::path::{Path, PathBuf};
 
 /// What `strata train` was asked.
@@ -239,22 +239,7 @@ fn data_loaders(
         train_samples = train;
         validation_samples = Some(validation);
     }
-    let Shape::Image {
-        height,
-        width,
-        channels,
-    } = model.input
-    else {
-        return Err(TrainError::Io(
-            "the model's input is not an image".to_string(),
-        ));
-    };
-    let spec = ImageSpec {
-        height,
-        width,
-        channels,
-        rescale: model.data.rescale as f32,
-    };
+    let spec = ImageSpec::for_model(model);
     let warnings = if broken.is_empty() {
         Vec::new()
     } else {
