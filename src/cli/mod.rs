@@ -94,13 +94,13 @@ pub enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
         /// Number of epochs (with `--resume`: the new total).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         epochs: Option<u64>,
         /// Images per batch.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         batch_size: Option<u64>,
-        /// Learning rate.
-        #[arg(long)]
+        /// Learning rate (positive).
+        #[arg(long, value_parser = positive_number)]
         lr: Option<f64>,
         /// Seed for shuffling, initialisation and dropout.
         #[arg(long)]
@@ -176,6 +176,14 @@ pub enum DataCommand {
         /// The folder.
         dir: PathBuf,
     },
+}
+
+/// Parses a positive, finite number (`--lr`).
+fn positive_number(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value > 0.0 && value.is_finite() => Ok(value),
+        _ => Err(format!("`{text}` is not a positive number")),
+    }
 }
 
 /// Exit status: success.
