@@ -99,18 +99,8 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
     let (batch, h, w, c_in) = *x.shape();
     let window = Window2::new((h, w), cfg.kernel, cfg.stride, cfg.padding)
         .expect("the compiler checks that the kernel fits the input");
-    let (k_rows, filters) = *params.weight.shape();
-    let geometry = ConvGeometry {
-        batch,
-        c_in,
-        filters,
-        window,
-    };
-    assert_eq!(
-        k_rows,
-        geometry.k(),
-        "conv weight does not match kernel and channels"
-    );
+    let geometry = ConvGeometry::for_weight(batch, c_in, window, *params.weight.shape());
+    let filters = geometry.filters;
     let (x, mut tape) = x.split_tape();
     let device = x.device().clone();
     let x_ghost = x.ghost();

@@ -76,6 +76,33 @@ pub struct ConvGeometry {
 }
 
 impl ConvGeometry {
+    /// The geometry of a convolution of `batch` images with `c_in` channels by an HWIO
+    /// weight matrix of shape `weight_shape` (`(k_h * k_w * c_in, filters)`).
+    ///
+    /// # Panics
+    /// When the weight does not match the kernel and channels (the compiler infers both from
+    /// the same shapes).
+    pub fn for_weight(
+        batch: usize,
+        c_in: usize,
+        window: Window2,
+        weight_shape: (usize, usize),
+    ) -> ConvGeometry {
+        let (k_rows, filters) = weight_shape;
+        let geometry = ConvGeometry {
+            batch,
+            c_in,
+            filters,
+            window,
+        };
+        assert_eq!(
+            k_rows,
+            geometry.k(),
+            "conv weight does not match kernel and channels"
+        );
+        geometry
+    }
+
     /// Rows of the weight matrix: `k_h * k_w * c_in`.
     pub fn k(&self) -> usize {
         self.window.rows.kernel * self.window.cols.kernel * self.c_in

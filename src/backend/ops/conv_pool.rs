@@ -45,18 +45,8 @@ pub fn conv2d_max_pool<T: Tape<f32, Cpu>>(
         return max_pool2d(conv2d(x, params, conv), pool);
     }
     let _timer = profile::scope("conv2d_max_pool.forward");
-    let (k_rows, filters) = *params.weight.shape();
-    let conv_geometry = ConvGeometry {
-        batch,
-        c_in,
-        filters,
-        window,
-    };
-    assert_eq!(
-        k_rows,
-        conv_geometry.k(),
-        "conv weight does not match kernel and channels"
-    );
+    let conv_geometry = ConvGeometry::for_weight(batch, c_in, window, *params.weight.shape());
+    let filters = conv_geometry.filters;
     let g = ConvPoolGeometry {
         conv: conv_geometry,
         pool: pool.size,
