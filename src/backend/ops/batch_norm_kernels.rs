@@ -75,7 +75,11 @@ impl Periods {
                 }
                 sums
             })
-            .reduce(zero, |mut x, y| {
+            // Combined in chunk order on this thread: a work-stealing `reduce` would add the
+            // partials in a different order from run to run (see `reduce`).
+            .collect::<Vec<_>>()
+            .into_iter()
+            .fold(zero(), |mut x, y| {
                 x.iter_mut().zip(&y).for_each(|(x, y)| {
                     x[0] += y[0];
                     x[1] += y[1];

@@ -6,6 +6,7 @@
 
 use crate::backend::ops::geometry::Window2;
 use crate::backend::ops::matmul::{gemm, View};
+use crate::backend::ops::reduce::{add_pairs, fold_in_order};
 use crate::backend::ops::simd;
 use rayon::prelude::*;
 use std::cell::Cell;
@@ -316,57 +317,48 @@ pub fn backward(
         Some(grad) => grad.chunks_mut(g.in_image()).map(Some).collect(),
         None => (0..g.batch).map(|_| None).collect(),
     };
-    let (dw, db) = slots
-        .into_par_iter()
-        .enumerate()
-        .fold(
-            || (vec![0.0f32; k * f], vec![0.0f32; f]),
-            |(mut dw, mut db), (n, grad_image)| {
-                let image = &input[n * g.in_image()..][..g.in_image()];
-                let grad_out_image = &grad_out[n * g.out_image()..][..g.out_image()];
-                let mut grad_image = grad_image;
-                for y0 in (0..ho).step_by(block_rows) {
-                    let y1 = (y0 + block_rows).min(ho);
-                    let pixels = (y1 - y0) * wo;
-                    let go = &grad_out_image[y0 * wo * f..][..pixels * f];
-                    go.chunks_exact(f).for_each(|px| {
-                        db.iter_mut().zip(px).for_each(|(d, v)| *d += v);
-                    });
-                    let mut scratch = Scratch::take();
-                    simd::fast(|| {
-                        let patches = sized(&mut scratch.patches, pixels * k);
-                        let grad_len = if want_input { pixels * k } else { 0 };
-                        let grad_patches = sized(&mut scratch.grad_patches, grad_len);
-                        im2col(g, image, (y0..y1, 0..wo), patches);
-                        let dims = (k, f, pixels);
-                        gemm(
-                            &mut dw,
-                            dims,
-                            View::transposed(patches, k),
-                            View::rows(go, f),
-                            true,
-                            1,
-                        );
-                        if let Some(grad_image) = grad_image.as_deref_mut() {
-                            let dims = (pixels, k, f);
-                            let w_t = View::transposed(weight, f);
-                            gemm(grad_patches, dims, View::rows(go, f), w_t, false, 1);
-                            col2im(g, grad_patches, k, (y0..y1, 0..wo), grad_image);
-                        }
-                    });
-                    scratch.give();
-                }
-                (dw, db)
-            },
-        )
-        .reduce(
-            || (vec![0.0f32; k * f], vec![0.0f32; f]),
-            |(mut dw, mut db), (dw2, db2)| {
-                dw.iter_mut().zip(&dw2).for_each(|(a, b)| *a += b);
-                db.iter_mut().zip(&db2).for_each(|(a, b)| *a += b);
-                (dw, db)
-            },
-        );
+    let (dw, db) = fold_in_order(
+        slots,
+        || (vec![0.0f32; k * f], vec![0.0f32; f]),
+        |(mut dw, mut db), n, grad_image| {
+            let image = &input[n * g.in_image()..][..g.in_image()];
+            let grad_out_image = &grad_out[n * g.out_image()..][..g.out_image()];
+            let mut grad_image = grad_image;
+            for y0 in (0..ho).step_by(block_rows) {
+                let y1 = (y0 + block_rows).min(ho);
+                let pixels = (y1 - y0) * wo;
+                let go = &grad_out_image[y0 * wo * f..][..pixels * f];
+                go.chunks_exact(f).for_each(|px| {
+                    db.iter_mut().zip(px).for_each(|(d, v)| *d += v);
+                });
+                let mut scratch = Scratch::take();
+                simd::fast(|| {
+                    let patches = sized(&mut scratch.patches, pixels * k);
+                    let grad_len = if want_input { pixels * k } else { 0 };
+                    let grad_patches = sized(&mut scratch.grad_patches, grad_len);
+                    im2col(g, image, (y0..y1, 0..wo), patches);
+                    let dims = (k, f, pixels);
+                    gemm(
+                        &mut dw,
+                        dims,
+                        View::transposed(patches, k),
+                        View::rows(go, f),
+                        true,
+                        1,
+                    );
+                    if let Some(grad_image) = grad_image.as_deref_mut() {
+                        let dims = (pixels, k, f);
+                        let w_t = View::transposed(weight, f);
+                        gemm(grad_patches, dims, View::rows(go, f), w_t, false, 1);
+                        col2im(g, grad_patches, k, (y0..y1, 0..wo), grad_image);
+                    }
+                });
+                scratch.give();
+            }
+            (dw, db)
+        },
+        add_pairs,
+    );
     grad_weight.iter_mut().zip(&dw).for_each(|(a, b)| *a += b);
     if let Some(grad_bias) = grad_bias {
         grad_bias.iter_mut().zip(&db).for_each(|(a, b)| *a += b);

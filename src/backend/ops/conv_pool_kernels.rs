@@ -6,6 +6,7 @@
 //! window, then runs the same products as [`crate::backend::ops::conv_kernels::backward`].
 
 use crate::backend::ops::conv_kernels::{col2im, im2col, sized, ConvGeometry, Rect, Scratch};
+use crate::backend::ops::reduce::{add_pairs, fold_in_order};
 use crate::backend::ops::simd;
 use crate::backend::ops::small_gemm::{padded, small_gemm, Lhs};
 use rayon::prelude::*;
@@ -199,10 +200,10 @@ pub fn backward(
         None => (0..c.batch).map(|_| None).collect(),
     };
     let zero = || (vec![0.0f32; k * f_pad], vec![0.0f32; f]);
-    let (dw, db) = slots
-        .into_par_iter()
-        .enumerate()
-        .fold(zero, |(mut dw, mut db), (n, mut grad_image)| {
+    let (dw, db) = fold_in_order(
+        slots,
+        zero,
+        |(mut dw, mut db), n, mut grad_image| {
             let mut scratch = Scratch::take();
             simd::fast(|| {
                 let image = &input[n * c.in_image()..][..c.in_image()];
@@ -254,12 +255,9 @@ pub fn backward(
             });
             scratch.give();
             (dw, db)
-        })
-        .reduce(zero, |(mut dw, mut db), (dw2, db2)| {
-            dw.iter_mut().zip(&dw2).for_each(|(a, b)| *a += b);
-            db.iter_mut().zip(&db2).for_each(|(a, b)| *a += b);
-            (dw, db)
-        });
+        },
+        add_pairs,
+    );
     for (row, padded_row) in grad_weight.chunks_exact_mut(f).zip(dw.chunks_exact(f_pad)) {
         row.iter_mut().zip(padded_row).for_each(|(a, b)| *a += b);
     }

@@ -23,6 +23,7 @@ pub mod matmul;
 pub mod pool2d;
 pub mod pool_kernels;
 pub mod profile;
+pub mod reduce;
 pub mod simd;
 pub mod small_gemm;
 pub mod tape;
