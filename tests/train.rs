@@ -2,7 +2,8 @@
 //! the whole run folder; broken files are skipped with one warning; data errors stop before
 //! training with their codes; a NaN loss stops with the epoch and batch named; Ctrl-C saves
 //! and exits 130; `--resume` continues exactly where the run left off (same history and
-//! weights as an uninterrupted run) and refuses a changed spec.
+//! weights as an uninterrupted run) and refuses a changed spec; early stopping and
+//! reduce-on-plateau act at the epochs Keras's callbacks would.
 
 mod common;
 
@@ -227,7 +228,12 @@ fn a_resumed_run_repeats_the_uninterrupted_one() {
             "conv3(8, pad=same) relu -> pool2",
             "conv3(16, pad=same) relu -> pool2 -> conv3(16) relu -> pool2",
         )
-        .replace("batch_size: 8", "batch_size: 24");
+        .replace("batch_size: 8", "batch_size: 24")
+        // Lowers the rate after every epoch but the first, across the resume point too.
+        .replace(
+            "  epochs: 4\n",
+            "  epochs: 4\n  reduce_lr_on_plateau: { monitor: loss, min_delta: 100, patience: 1, factor: 0.5 }\n",
+        );
     let dir = project(&spec);
     let output = strata(dir.path(), &["train", "spec.yaml", "--out", "whole"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
@@ -249,6 +255,92 @@ fn a_resumed_run_repeats_the_uninterrupted_one() {
             "{file}"
         );
     }
+}
+
+/// The learning rates of `history.json`.
+fn learning_rates(run: &Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(run.join("history.json")).expect("history.json");
+    let records: Vec<serde_json::Value> = serde_json::from_str(&text).expect("json");
+    records
+        .iter()
+        .map(|record| record["lr"].as_f64().expect("lr"))
+        .collect()
+}
+
+#[test]
+fn early_stopping_ends_the_run_and_a_longer_resume_counts_afresh() {
+    // No epoch after the first improves the loss by 100, so patience 2 stops after epoch 3.
+    let spec = SPEC.replace(
+        "  epochs: 4\n",
+        "  epochs: 6\n  early_stopping: { monitor: loss, min_delta: 100, patience: 2 }\n",
+    );
+    let dir = project(&spec);
+    let output = strata(dir.path(), &["train", "spec.yaml", "--out", "run"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let log = text(&output);
+    assert!(
+        log.contains("epoch 3: early stopping: loss has not improved for 2 epochs (best"),
+        "{log}"
+    );
+    assert!(!log.contains("epoch 4/6"), "{log}");
+    let run = dir.path().join("run");
+    assert_eq!(history_without_seconds(&run).len(), 4);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).expect("state"))
+            .expect("json");
+    assert_eq!(state["stopped_early"], true);
+    assert_eq!(state["early_stopping"]["best_epoch"], 1);
+    // Asking for 8 epochs continues with a fresh count, until patience runs out again
+    // (epochs 4 and 5).
+    let output = strata(dir.path(), &["train", "--resume", "run", "--epochs", "8"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains("epoch 5: early stopping"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(history_without_seconds(&run).len(), 6);
+}
+
+#[test]
+fn reduce_on_plateau_lowers_the_learning_rate_and_records_it() {
+    let spec = SPEC.replace(
+        "  epochs: 4\n",
+        "  epochs: 4\n  reduce_lr_on_plateau: { monitor: loss, min_delta: 100, patience: 1, factor: 0.5, min_lr: 0.003 }\n",
+    );
+    let dir = project(&spec);
+    let output = strata(dir.path(), &["train", "spec.yaml", "--out", "run"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let log = text(&output);
+    assert!(
+        log.contains("epoch 2: loss has not improved for 1 epoch; learning rate lowered to 0.005"),
+        "{log}"
+    );
+    // Each epoch trains with the rate set after the one before; the floor holds at 0.003.
+    assert_eq!(
+        learning_rates(&dir.path().join("run")),
+        [0.01, 0.01, 0.005, 0.003]
+    );
+}
+
+#[test]
+fn watching_a_validation_metric_without_validation_data_is_refused() {
+    let spec = SPEC.replace("  validation: data/validation\n", "").replace(
+        "  epochs: 4\n",
+        "  epochs: 4\n  early_stopping: { patience: 2 }\n",
+    );
+    let dir = project(&spec);
+    let output = strata(dir.path(), &["train", "spec.yaml", "--out", "run"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let log = text(&output);
+    assert!(log.contains("strata::spec::invalid_value"), "{log}");
+    assert!(
+        log.contains(
+            "`train.early_stopping` watches `val_loss`, but this run has no validation data"
+        ),
+        "{log}"
+    );
+    assert!(!dir.path().join("run/history.csv").exists());
 }
 
 #[cfg(unix)]

@@ -47,7 +47,10 @@ pub fn run(request: &TrainRequest, quiet: bool, format: OutputFormat) -> u8 {
         );
     }
     let source = prep.source.clone();
-    let mut trainer = Trainer::new(prep, mode, interrupted);
+    let mut trainer = match Trainer::new(prep, mode, interrupted) {
+        Ok(trainer) => trainer,
+        Err(err) => return report(err, &mut printer, None),
+    };
     let run_dir = trainer.run_dir().to_path_buf();
     match trainer.run() {
         Ok(Outcome::Finished) => {

@@ -4,7 +4,9 @@
 
 use super::document::Document;
 use crate::catalogue::{lookup, ArgType, LayerDecl, LAYERS};
-use crate::spec::{KeyDoc, DATA_KEYS, TOP_KEYS, TRAIN_KEYS};
+use crate::spec::{
+    KeyDoc, DATA_KEYS, EARLY_STOPPING_KEYS, MONITORS, REDUCE_LR_KEYS, TOP_KEYS, TRAIN_KEYS,
+};
 use lsp_types::{CompletionItem, CompletionItemKind};
 
 /// The completion items at byte `offset` of `document`.
@@ -187,25 +189,33 @@ fn key_items(text: &str, line_start: usize, line: &str) -> Vec<CompletionItem> {
     };
     let segment = line.rsplit([',', '{']).next().unwrap_or(line);
     if section == "defaults" {
-        if let Some(decl) = defaults_layer(text, line_start, line).and_then(lookup) {
+        if let Some(decl) = enclosing_key(text, line_start, line).and_then(lookup) {
             return defaults_argument_items(decl, segment);
         }
     }
     if let Some((key, _)) = segment.split_once(':') {
         return value_items(key.trim());
     }
-    let table: &[KeyDoc] = match section {
-        "" => TOP_KEYS,
-        "train" => TRAIN_KEYS,
-        "data" => DATA_KEYS,
-        "defaults" => {
-            return LAYERS
-                .iter()
-                .filter(|decl| !decl.args.is_empty())
-                .map(|decl| item(decl.name, CompletionItemKind::CLASS, decl.doc))
-                .collect()
-        }
-        _ => return Vec::new(),
+    let nested = match section {
+        "train" => enclosing_key(text, line_start, line),
+        _ => None,
+    };
+    let table: &[KeyDoc] = match (section, nested) {
+        ("train", Some("early_stopping")) => EARLY_STOPPING_KEYS,
+        ("train", Some("reduce_lr_on_plateau")) => REDUCE_LR_KEYS,
+        (section, _) => match section {
+            "" => TOP_KEYS,
+            "train" => TRAIN_KEYS,
+            "data" => DATA_KEYS,
+            "defaults" => {
+                return LAYERS
+                    .iter()
+                    .filter(|decl| !decl.args.is_empty())
+                    .map(|decl| item(decl.name, CompletionItemKind::CLASS, decl.doc))
+                    .collect()
+            }
+            _ => return Vec::new(),
+        },
     };
     table
         .iter()
@@ -216,9 +226,10 @@ fn key_items(text: &str, line_start: usize, line: &str) -> Vec<CompletionItem> {
         .collect()
 }
 
-/// The layer whose `defaults:` arguments the cursor is among: `conv` on a line
+/// The key of the nested mapping the cursor is in (the layer of `defaults:`, or
+/// `early_stopping` under `train:`): `conv` on a line
 /// `  conv: { fi` or on a line under `  conv:`.
-fn defaults_layer<'a>(text: &'a str, line_start: usize, line: &'a str) -> Option<&'a str> {
+fn enclosing_key<'a>(text: &'a str, line_start: usize, line: &'a str) -> Option<&'a str> {
     let indent = line.len() - line.trim_start().len();
     if let Some((layer, _)) = line.split_once('{') {
         let layer = layer.trim().trim_end_matches(':').trim();
@@ -258,7 +269,8 @@ fn value_items(key: &str) -> Vec<CompletionItem> {
     let words: &[&str] = match key {
         "optimizer" => &["adam", "sgd", "rmsprop"],
         "loss" => &["categorical_crossentropy"],
-        "nesterov" => &["true", "false"],
+        "nesterov" | "early_stopping" | "reduce_lr_on_plateau" => &["true", "false"],
+        "monitor" => MONITORS,
         _ => &[],
     };
     words
@@ -317,5 +329,9 @@ mod tests {
         assert_eq!(labels("defaults:\n  conv: { pad: "), ["valid", "same"]);
         assert_eq!(labels("defaults:\n  dense:\n    bias: "), ["true", "false"]);
         assert!(labels("defaults:\n  dense:\n    u").contains(&"units".to_string()));
+        assert!(labels("train:\n  ea").contains(&"early_stopping".to_string()));
+        assert!(labels("train:\n  early_stopping:\n    pa").contains(&"patience".to_string()));
+        assert!(labels("train:\n  reduce_lr_on_plateau:\n    f").contains(&"factor".to_string()));
+        assert!(labels("train:\n  early_stopping: { monitor: ").contains(&"val_loss".to_string()));
     }
 }

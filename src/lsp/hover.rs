@@ -5,7 +5,7 @@ use super::document::Document;
 use super::locate::{defaults_key_at, key_at, layers_of_call, layers_of_group, node_at, ModelNode};
 use crate::catalogue::{lookup, LayerDecl};
 use crate::ir::{Activation, Layer, Op, Padding, PoolKind};
-use crate::spec::{KeyDoc, DATA_KEYS, TOP_KEYS, TRAIN_KEYS};
+use crate::spec::{KeyDoc, DATA_KEYS, EARLY_STOPPING_KEYS, REDUCE_LR_KEYS, TOP_KEYS, TRAIN_KEYS};
 use crate::syntax::ast::{Group, LayerCall};
 use lsp_types::{Hover, HoverContents, MarkupContent, MarkupKind};
 
@@ -231,6 +231,8 @@ fn key_hover(path: &str) -> Option<String> {
     match segments.as_slice() {
         [key] => find(TOP_KEYS, key),
         ["train", key] => find(TRAIN_KEYS, key),
+        ["train", "early_stopping", key] => find(EARLY_STOPPING_KEYS, key),
+        ["train", "reduce_lr_on_plateau", key] => find(REDUCE_LR_KEYS, key),
         ["data", key] => find(DATA_KEYS, key),
         ["defaults", layer] => lookup(layer).map(|decl| {
             format!(
@@ -245,5 +247,19 @@ fn key_hover(path: &str) -> Option<String> {
             Some(format!("**{path}** — {}", decl.doc))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_hover;
+
+    #[test]
+    fn nested_train_keys_have_documentation() {
+        let patience = key_hover("train.early_stopping.patience").unwrap_or_default();
+        assert!(patience.starts_with("**train.early_stopping.patience** — epochs without"));
+        let factor = key_hover("train.reduce_lr_on_plateau.factor").unwrap_or_default();
+        assert!(factor.contains("multiplied"), "{factor}");
+        assert_eq!(key_hover("train.early_stopping.factor"), None);
     }
 }

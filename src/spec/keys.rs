@@ -17,7 +17,7 @@ pub const TOP_KEYS: &[KeyDoc] = &[
     KeyDoc { key: "classes", doc: "number of classes; checked against the last layer and the data" },
     KeyDoc { key: "defaults", doc: "arguments a layer kind gets when the model omits them, e.g. `conv: {filters: 20, pad: same}`" },
     KeyDoc { key: "model", doc: "the layer stack, e.g. `bn -> (conv2x2 relu -> pool2)x7 -> dense2 softmax`" },
-    KeyDoc { key: "train", doc: "training settings: optimizer, lr, epochs, batch_size, loss, seed" },
+    KeyDoc { key: "train", doc: "training settings: optimizer, lr, epochs, batch_size, loss, seed, early_stopping, reduce_lr_on_plateau" },
     KeyDoc { key: "data", doc: "image folders: train, validation or validation_split, rescale" },
 ];
 
@@ -54,6 +54,67 @@ pub const TRAIN_KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: "seed",
         doc: "seed for shuffling, initialisation and dropout (default 0)",
+    },
+    KeyDoc {
+        key: "early_stopping",
+        doc: "stop when a metric stops improving, as Keras's EarlyStopping: `{ monitor: val_loss, patience: 3 }`",
+    },
+    KeyDoc {
+        key: "reduce_lr_on_plateau",
+        doc: "lower the learning rate when a metric stops improving, as Keras's ReduceLROnPlateau: `{ factor: 0.5, patience: 2 }`",
+    },
+];
+
+/// Keys people bring from Keras that strata has no use for, with what to do instead.
+pub const KEY_NOTES: &[(&str, &str)] = &[(
+    "restore_best_weights",
+    "strata keeps the weights of the epoch with the lowest validation loss in the run folder's `best.safetensors`, which `predict` and `evaluate` read",
+)];
+
+/// The metrics `monitor` may name.
+pub const MONITORS: &[&str] = &["val_loss", "val_accuracy", "loss", "accuracy"];
+
+/// Keys of `train.early_stopping:` (Keras's `EarlyStopping` arguments and defaults).
+pub const EARLY_STOPPING_KEYS: &[KeyDoc] = &[
+    KeyDoc {
+        key: "monitor",
+        doc: "val_loss | val_accuracy | loss | accuracy (default val_loss); accuracies must rise, losses fall",
+    },
+    KeyDoc {
+        key: "patience",
+        doc: "epochs without improvement before the run stops (default 0: the first one)",
+    },
+    KeyDoc {
+        key: "min_delta",
+        doc: "the least change that counts as an improvement (default 0)",
+    },
+];
+
+/// Keys of `train.reduce_lr_on_plateau:` (Keras's `ReduceLROnPlateau` arguments and defaults).
+pub const REDUCE_LR_KEYS: &[KeyDoc] = &[
+    KeyDoc {
+        key: "monitor",
+        doc: "val_loss | val_accuracy | loss | accuracy (default val_loss); accuracies must rise, losses fall",
+    },
+    KeyDoc {
+        key: "factor",
+        doc: "the learning rate is multiplied by this, in (0, 1) (default 0.1)",
+    },
+    KeyDoc {
+        key: "patience",
+        doc: "epochs without improvement before the learning rate is lowered (default 10)",
+    },
+    KeyDoc {
+        key: "min_delta",
+        doc: "the least change that counts as an improvement (default 0.0001)",
+    },
+    KeyDoc {
+        key: "cooldown",
+        doc: "epochs to wait after lowering before counting again (default 0)",
+    },
+    KeyDoc {
+        key: "min_lr",
+        doc: "the learning rate is never lowered below this (default 0)",
     },
 ];
 

@@ -1,10 +1,16 @@
 //! Walks the span tree of a spec file into a [`SpecFile`], reporting unknown keys, missing
 //! keys and invalid values at their characters.
 
-use super::keys::{names, DATA_KEYS, TOP_KEYS, TRAIN_KEYS};
+use super::keys::{
+    names, DATA_KEYS, EARLY_STOPPING_KEYS, KEY_NOTES, MONITORS, REDUCE_LR_KEYS, TOP_KEYS,
+    TRAIN_KEYS,
+};
 use super::typed::{describe, invalid_value, number_in, typed};
 use super::yaml::{parse_tree, syntax_error, Node};
-use super::{DataConfig, InputShape, LayerDefaults, MappedText, SpecFile, TrainConfig};
+use super::{
+    DataConfig, EarlyStopping, InputShape, LayerDefaults, MappedText, ReduceLr, SpecFile,
+    TrainConfig,
+};
 use crate::diagnostics::{codes, Diagnostic, Span};
 use crate::suggest;
 use crate::syntax::ast::{Ident, Value, ValueKind};
@@ -122,7 +128,12 @@ impl Loader<'_> {
             format!("unknown key `{text}`{place}"),
         )
         .with_primary(key.span(), "not a key of the spec format");
-        diagnostic.help = suggest::help_for(&text, known)
+        let note = KEY_NOTES
+            .iter()
+            .find(|(key, _)| *key == text)
+            .map(|(_, note)| note.to_string());
+        diagnostic.help = note
+            .or_else(|| suggest::help_for(&text, known))
             .or_else(|| Some(format!("the keys{place} are {}", backticked(known))));
         if let Some(best) = suggest::did_you_mean(&text, known.iter().copied()) {
             diagnostic = diagnostic.with_replacement(key.span(), best);
@@ -163,6 +174,35 @@ impl Loader<'_> {
     }
 
     fn train_key(&mut self, key: &str, value: &Node) -> Result<(), Box<Diagnostic>> {
+        match key {
+            "early_stopping" => {
+                let example = "early_stopping: { monitor: val_loss, patience: 3 }";
+                if switched_on(value, "train.early_stopping", example)? {
+                    self.spec.train.early_stopping = Some(EarlyStopping::default());
+                    self.nested(
+                        value,
+                        "train.early_stopping",
+                        EARLY_STOPPING_KEYS,
+                        Self::early_stopping_key,
+                    );
+                }
+                return Ok(());
+            }
+            "reduce_lr_on_plateau" => {
+                let example = "reduce_lr_on_plateau: { factor: 0.5, patience: 2 }";
+                if switched_on(value, "train.reduce_lr_on_plateau", example)? {
+                    self.spec.train.reduce_lr = Some(ReduceLr::default());
+                    self.nested(
+                        value,
+                        "train.reduce_lr_on_plateau",
+                        REDUCE_LR_KEYS,
+                        Self::reduce_lr_key,
+                    );
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
         let train = &mut self.spec.train;
         match key {
             "optimizer" => {
@@ -195,6 +235,58 @@ impl Loader<'_> {
             }
             "loss" => train.loss = choice(value, "loss", &["categorical_crossentropy"])?,
             "seed" => train.seed = typed(value, "seed", "a whole number of at least 0")?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Walks a mapping nested in a section (`train.early_stopping`); a `true` or empty value
+    /// has no keys to walk.
+    fn nested(
+        &mut self,
+        value: &Node,
+        section: &str,
+        keys: &'static [super::KeyDoc],
+        on_key: fn(&mut Self, &str, &Node) -> Result<(), Box<Diagnostic>>,
+    ) {
+        if matches!(value, Node::Map { .. }) {
+            if let Err(diagnostic) = self.section(value, section, keys, on_key) {
+                self.diagnostics.push(*diagnostic);
+            }
+        }
+    }
+
+    fn early_stopping_key(&mut self, key: &str, value: &Node) -> Result<(), Box<Diagnostic>> {
+        let Some(settings) = self.spec.train.early_stopping.as_mut() else {
+            return Ok(());
+        };
+        match key {
+            "monitor" => settings.monitor = choice(value, "monitor", MONITORS)?,
+            "patience" => settings.patience = typed(value, "patience", WHOLE)?,
+            "min_delta" => settings.min_delta = non_negative(value, "min_delta")?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn reduce_lr_key(&mut self, key: &str, value: &Node) -> Result<(), Box<Diagnostic>> {
+        let Some(settings) = self.spec.train.reduce_lr.as_mut() else {
+            return Ok(());
+        };
+        match key {
+            "monitor" => settings.monitor = choice(value, "monitor", MONITORS)?,
+            "factor" => {
+                settings.factor = number_in(
+                    value,
+                    "factor",
+                    "a number between 0 and 1 (the rate is multiplied by it)",
+                    |v: f64| v > 0.0 && v < 1.0,
+                )?
+            }
+            "patience" => settings.patience = typed(value, "patience", WHOLE)?,
+            "min_delta" => settings.min_delta = non_negative(value, "min_delta")?,
+            "cooldown" => settings.cooldown = typed(value, "cooldown", WHOLE)?,
+            "min_lr" => settings.min_lr = non_negative(value, "min_lr")?,
             _ => {}
         }
         Ok(())
@@ -306,6 +398,31 @@ fn not_a_mapping(value: &Node, section: &str) -> Box<Diagnostic> {
             "write `{section}:` followed by indented `key: value` lines"
         )),
     )
+}
+
+/// What a count such as `patience` must be.
+const WHOLE: &str = "a whole number of at least 0";
+
+/// A number of at least 0 (`min_delta`, `min_lr`).
+fn non_negative(value: &Node, key: &str) -> Result<f64, Box<Diagnostic>> {
+    number_in(value, key, "a number of at least 0", |v: f64| {
+        v >= 0.0 && v.is_finite()
+    })
+}
+
+/// Whether an optional feature such as `early_stopping` is on: a mapping of its settings, an
+/// empty value or `true` turn it on with Keras's defaults; `false` leaves it off.
+fn switched_on(value: &Node, section: &str, example: &str) -> Result<bool, Box<Diagnostic>> {
+    match value {
+        Node::Map { .. } => Ok(true),
+        _ if value.is_null() => Ok(true),
+        _ => typed::<bool>(value, section, "a mapping of settings, `true` or `false`").map_err(
+            |mut diagnostic| {
+                diagnostic.help = Some(format!("write `{example}`"));
+                diagnostic
+            },
+        ),
+    }
 }
 
 /// `input`: `HxWxC` text or a list `[H, W, C]`.

@@ -11,7 +11,9 @@ mod schema;
 mod typed;
 pub mod yaml;
 
-pub use keys::{KeyDoc, DATA_KEYS, TOP_KEYS, TRAIN_KEYS};
+pub use keys::{
+    KeyDoc, DATA_KEYS, EARLY_STOPPING_KEYS, MONITORS, REDUCE_LR_KEYS, TOP_KEYS, TRAIN_KEYS,
+};
 pub use load::load;
 pub use scalar::MappedText;
 pub use schema::{schema, schema_text};
@@ -112,6 +114,97 @@ pub struct TrainConfig {
     pub loss: LossKind,
     /// Seed for shuffling, initialisation and dropout.
     pub seed: u64,
+    /// `early_stopping:`, if given.
+    pub early_stopping: Option<EarlyStopping>,
+    /// `reduce_lr_on_plateau:`, if given.
+    pub reduce_lr: Option<ReduceLr>,
+}
+
+/// A metric of the epoch line that early stopping or reduce-on-plateau watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Monitor {
+    /// Validation loss (falls when better).
+    ValLoss,
+    /// Validation accuracy (rises when better).
+    ValAccuracy,
+    /// Training loss.
+    Loss,
+    /// Training accuracy.
+    Accuracy,
+}
+
+impl Monitor {
+    /// The name as written in a spec and in the history.
+    pub fn name(self) -> &'static str {
+        match self {
+            Monitor::ValLoss => "val_loss",
+            Monitor::ValAccuracy => "val_accuracy",
+            Monitor::Loss => "loss",
+            Monitor::Accuracy => "accuracy",
+        }
+    }
+
+    /// Whether a larger value is better (accuracies), as Keras's `mode="auto"` decides.
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, Monitor::ValAccuracy | Monitor::Accuracy)
+    }
+
+    /// Whether the metric needs validation data.
+    pub fn needs_validation(self) -> bool {
+        matches!(self, Monitor::ValLoss | Monitor::ValAccuracy)
+    }
+}
+
+/// `train.early_stopping:` with Keras's `EarlyStopping` defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EarlyStopping {
+    /// The watched metric.
+    pub monitor: Monitor,
+    /// Epochs without improvement before stopping.
+    pub patience: u64,
+    /// The least change that counts as an improvement.
+    pub min_delta: f64,
+}
+
+impl Default for EarlyStopping {
+    fn default() -> EarlyStopping {
+        EarlyStopping {
+            monitor: Monitor::ValLoss,
+            patience: 0,
+            min_delta: 0.0,
+        }
+    }
+}
+
+/// `train.reduce_lr_on_plateau:` with Keras's `ReduceLROnPlateau` defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReduceLr {
+    /// The watched metric.
+    pub monitor: Monitor,
+    /// The learning rate is multiplied by this.
+    pub factor: f64,
+    /// Epochs without improvement before lowering.
+    pub patience: u64,
+    /// The least change that counts as an improvement.
+    pub min_delta: f64,
+    /// Epochs after a lowering during which no counting happens.
+    pub cooldown: u64,
+    /// The floor of the learning rate.
+    pub min_lr: f64,
+}
+
+impl Default for ReduceLr {
+    fn default() -> ReduceLr {
+        ReduceLr {
+            monitor: Monitor::ValLoss,
+            factor: 0.1,
+            patience: 10,
+            min_delta: 1e-4,
+            cooldown: 0,
+            min_lr: 0.0,
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -125,6 +218,8 @@ impl Default for TrainConfig {
             batch_size: 32,
             loss: LossKind::CategoricalCrossentropy,
             seed: 0,
+            early_stopping: None,
+            reduce_lr: None,
         }
     }
 }

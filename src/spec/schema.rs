@@ -1,7 +1,9 @@
 //! The JSON Schema of the spec file (`strata schema`), built from the key tables of
 //! [`super::keys`] and the layer catalogue, for yaml-language-server and other YAML editors.
 
-use super::keys::{KeyDoc, DATA_KEYS, TOP_KEYS, TRAIN_KEYS};
+use super::keys::{
+    KeyDoc, DATA_KEYS, EARLY_STOPPING_KEYS, MONITORS, REDUCE_LR_KEYS, TOP_KEYS, TRAIN_KEYS,
+};
 use crate::catalogue::{ArgType, LAYERS};
 use serde_json::{json, Map, Value};
 
@@ -66,6 +68,24 @@ pub fn train_type(key: &str) -> Option<Value> {
         "epochs" | "batch_size" => json!({ "type": "integer", "minimum": 1 }),
         "loss" => json!({ "enum": ["categorical_crossentropy"] }),
         "seed" => json!({ "type": "integer", "minimum": 0 }),
+        "early_stopping" => switchable(EARLY_STOPPING_KEYS),
+        "reduce_lr_on_plateau" => switchable(REDUCE_LR_KEYS),
+        _ => return None,
+    })
+}
+
+/// A feature given as a mapping of its settings, or `true`/`false`.
+fn switchable(keys: &[KeyDoc]) -> Value {
+    json!({ "oneOf": [object(keys, plateau_type), { "type": "boolean" }, { "type": "null" }] })
+}
+
+/// The type of a key of `train.early_stopping` or `train.reduce_lr_on_plateau`.
+pub fn plateau_type(key: &str) -> Option<Value> {
+    Some(match key {
+        "monitor" => json!({ "enum": MONITORS }),
+        "patience" | "cooldown" => json!({ "type": "integer", "minimum": 0 }),
+        "min_delta" | "min_lr" => json!({ "type": "number", "minimum": 0 }),
+        "factor" => json!({ "type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1 }),
         _ => return None,
     })
 }
@@ -147,6 +167,9 @@ mod tests {
         }
         for key in DATA_KEYS {
             assert!(data_type(key.key).is_some(), "data.{}", key.key);
+        }
+        for key in EARLY_STOPPING_KEYS.iter().chain(REDUCE_LR_KEYS) {
+            assert!(plateau_type(key.key).is_some(), "{}", key.key);
         }
     }
 }

@@ -21,6 +21,10 @@ pub struct EpochRecord {
     pub val_accuracy: Option<f64>,
     /// Wall-clock seconds of the epoch.
     pub seconds: f64,
+    /// The learning rate the epoch trained with (in `history.json`, as Keras's history has
+    /// `learning_rate`; `history.csv` keeps DESIGN's columns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
 }
 
 impl EpochRecord {

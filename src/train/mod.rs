@@ -4,6 +4,7 @@
 //! finished epoch and tell how to resume; `--resume` continues exactly where that epoch ended.
 
 pub mod history;
+pub mod plateau;
 pub mod progress;
 mod setup;
 pub mod state;
@@ -77,14 +78,18 @@ pub struct Trainer {
 
 impl Trainer {
     /// A trainer for `prep` starting from its initial or resumed state.
-    pub fn new(prep: Prepared, mode: ProgressMode, interrupted: Arc<AtomicBool>) -> Trainer {
+    pub fn new(
+        prep: Prepared,
+        mode: ProgressMode,
+        interrupted: Arc<AtomicBool>,
+    ) -> Result<Trainer, TrainError> {
         let setup::Start {
             network,
             optimizer,
             history,
             state,
-        } = setup::start(&prep);
-        Trainer {
+        } = setup::start(&prep)?;
+        Ok(Trainer {
             prep,
             network,
             optimizer,
@@ -92,7 +97,7 @@ impl Trainer {
             state,
             mode,
             interrupted,
-        }
+        })
     }
 
     /// The run folder.
@@ -126,6 +131,7 @@ impl Trainer {
                 val_loss: validation.map(|v| v.loss),
                 val_accuracy: validation.map(|v| v.accuracy),
                 seconds: start.elapsed().as_secs_f64(),
+                lr: Some(self.optimizer.lr()),
             };
             if self.mode != ProgressMode::Quiet {
                 println!("{}", epoch_line(&record, self.state.epochs));
@@ -195,8 +201,47 @@ impl Trainer {
         Ok(Some(totals))
     }
 
+    /// Early stopping and reduce-on-plateau after an epoch: updates their counters, the
+    /// learning rate and `stopped_early`, and says what happened.
+    fn watch_plateaus(&mut self, record: &EpochRecord) {
+        let train = &self.prep.model.train;
+        let mut said = Vec::new();
+        if let Some(settings) = &train.reduce_lr {
+            let lr = self.optimizer.lr();
+            if let Some(lowered) =
+                plateau::lowered_lr(&mut self.state.reduce_lr, settings, record, lr)
+            {
+                self.optimizer.set_lr(lowered);
+                said.push(format!(
+                    "epoch {}: {} has not improved for {}; learning rate lowered to {lowered}",
+                    record.epoch,
+                    settings.monitor.name(),
+                    epochs(settings.patience.max(1))
+                ));
+            }
+        }
+        if let Some(settings) = &train.early_stopping {
+            if plateau::should_stop(&mut self.state.early_stopping, settings, record) {
+                self.state.stopped_early = true;
+                let watch = &self.state.early_stopping;
+                said.push(format!(
+                    "epoch {}: early stopping: {} has not improved for {} (best {:.4} in epoch {})",
+                    record.epoch,
+                    settings.monitor.name(),
+                    epochs(watch.wait),
+                    watch.best.unwrap_or(f64::NAN),
+                    watch.best_epoch
+                ));
+            }
+        }
+        if self.mode != ProgressMode::Quiet {
+            said.iter().for_each(|line| println!("{line}"));
+        }
+    }
+
     /// Saves everything a finished epoch produces; the checkpoint carrying the state last.
     fn finish_epoch(&mut self, record: &EpochRecord) -> Result<(), TrainError> {
+        self.watch_plateaus(record);
         let dir = self.prep.run_dir.clone();
         let monitored = record.val_loss.unwrap_or(record.loss);
         let improved = self.state.best.is_none_or(|best| monitored < best);
@@ -260,6 +305,15 @@ impl Trainer {
             &checkpoint,
         )?;
         Ok(())
+    }
+}
+
+/// `1 epoch`, `3 epochs`.
+fn epochs(count: u64) -> String {
+    if count == 1 {
+        "1 epoch".to_string()
+    } else {
+        format!("{count} epochs")
     }
 }
 

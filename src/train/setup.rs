@@ -115,9 +115,12 @@ fn prepare_new(spec_path: &Path, request: &TrainRequest) -> Result<Prepared, Tra
         best: None,
         epochs_since_best: 0,
         stopped_early: false,
+        early_stopping: Default::default(),
+        reduce_lr: Default::default(),
     };
     let (train, validation, classes, warnings) =
         data_loaders(&model, &state, &source, request.cache_bytes)?;
+    check_monitors(&model, &text, &source, validation.is_some())?;
     state.classes = classes;
     let run_dir = request
         .out
@@ -167,7 +170,12 @@ fn prepare_resume(run_dir: &Path, request: &TrainRequest) -> Result<Prepared, Tr
     }
     if let Some(epochs) = request.epochs {
         state.epochs = epochs;
-        state.stopped_early = false;
+        if state.stopped_early {
+            // Asked for more epochs after early stopping ended the run: count afresh, as a
+            // second `fit` in Keras would, rather than stopping again after one epoch.
+            state.stopped_early = false;
+            state.early_stopping.wait = 0;
+        }
     }
     let source = SourceFile::new(
         run_dir.join("spec.yaml").display().to_string(),
@@ -252,6 +260,56 @@ fn data_loaders(
     Ok((train, validation, train_folder.classes, warnings))
 }
 
+/// A watched `val_…` metric needs validation data: without it early stopping or
+/// reduce-on-plateau would never act, which Keras only warns about once per epoch. Refused
+/// before training, at the setting.
+fn check_monitors(
+    model: &Model,
+    text: &str,
+    source: &SourceFile,
+    has_validation: bool,
+) -> Result<(), TrainError> {
+    if has_validation {
+        return Ok(());
+    }
+    let train = &model.train;
+    let watched = [
+        ("early_stopping", train.early_stopping.map(|s| s.monitor)),
+        ("reduce_lr_on_plateau", train.reduce_lr.map(|s| s.monitor)),
+    ];
+    let spec = crate::spec::load(text, "model").0;
+    let diagnostics: Vec<Diagnostic> = watched
+        .into_iter()
+        .filter_map(|(key, monitor)| {
+            let monitor = monitor.filter(|m| m.needs_validation())?;
+            let path = format!("train.{key}");
+            let span = spec.as_ref().and_then(|spec| {
+                spec.value_span(&format!("{path}.monitor"))
+                    .or_else(|| spec.key_span(&path))
+            });
+            Some(
+                Diagnostic::error(
+                    crate::diagnostics::codes::SPEC_INVALID_VALUE,
+                    format!(
+                        "`{path}` watches `{}`, but this run has no validation data",
+                        monitor.name()
+                    ),
+                )
+                .with_primary(span.unwrap_or_default(), "needs validation images")
+                .with_help(
+                    "add `data.validation` or `data.validation_split`, give `--data DIR` with a \
+                     `validation` folder, or write `monitor: loss`",
+                ),
+            )
+        })
+        .collect();
+    if diagnostics.is_empty() {
+        Ok(())
+    } else {
+        Err(TrainError::Diagnostics(source.clone(), diagnostics))
+    }
+}
+
 /// The network, optimiser, history and state a run starts from.
 pub(super) struct Start {
     pub network: Network,
@@ -260,24 +318,29 @@ pub(super) struct Start {
     pub state: RunState,
 }
 
-/// A fresh start, or the resumed one.
-pub(super) fn start(prep: &Prepared) -> Start {
+/// A fresh start, or the resumed one. A checkpoint whose tensors do not fit the model, or
+/// whose optimiser state does not, is an error rather than a silent fresh start.
+pub(super) fn start(prep: &Prepared) -> Result<Start, TrainError> {
     let mut train = prep.model.train.clone();
     train.lr = prep.state.lr;
     let mut optimizer = Optimizer::new(&train);
     let state = prep.state.clone();
     let Some(checkpoint) = &prep.resume else {
-        return Start {
+        return Ok(Start {
             network: Network::new(&prep.model, state.seed),
             optimizer,
             history: Vec::new(),
             state,
-        };
+        });
     };
-    let mut network = match Network::from_checkpoint(&prep.model, checkpoint) {
-        Ok(network) => network,
-        Err(_) => Network::new(&prep.model, state.seed),
+    let cannot = |what: String| {
+        TrainError::Io(format!(
+            "cannot resume `{}`: {what}",
+            prep.run_dir.join("last.safetensors").display()
+        ))
     };
+    let mut network =
+        Network::from_checkpoint(&prep.model, checkpoint).map_err(|err| cannot(err.to_string()))?;
     let moments: Vec<NamedTensor> = checkpoint
         .tensors
         .iter()
@@ -288,19 +351,20 @@ pub(super) fn start(prep: &Prepared) -> Start {
             })
         })
         .collect();
-    let _ = import_state(
+    import_state(
         &mut optimizer,
         &prep.model,
         &mut network.params,
         &moments,
         state.optimizer_step,
-    );
+    )
+    .map_err(|err| cannot(format!("its optimiser state does not fit: {err:?}")))?;
     let mut history = history::read(&prep.run_dir).unwrap_or_default();
     history.truncate(state.completed_epochs as usize);
-    Start {
+    Ok(Start {
         network,
         optimizer,
         history,
         state,
-    }
+    })
 }

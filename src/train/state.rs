@@ -3,6 +3,7 @@
 //! optimiser moments, written in one atomic rename), so a kill at any moment leaves a
 //! consistent pair; `state.json` is the same data for people and scripts.
 
+use super::plateau::Watch;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -40,4 +41,10 @@ pub struct RunState {
     pub epochs_since_best: u64,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
+    /// Early stopping's counters.
+    #[serde(default)]
+    pub early_stopping: Watch,
+    /// Reduce-on-plateau's counters.
+    #[serde(default)]
+    pub reduce_lr: Watch,
 }
