@@ -48,6 +48,7 @@ enum Act<T: Tape<f32, Cpu>> {
 impl Network {
     /// A Keras-initialised network; all randomness (initialisation, dropout) flows from `seed`.
     pub fn new(model: &Model, seed: u64) -> Network {
+        crate::backend::ops::denormals::flush_everywhere();
         let device = Cpu::seed_from_u64(seed ^ 0x5EED_D20F);
         let params = params::initialise(model, &device, seed);
         Network {
@@ -63,6 +64,7 @@ impl Network {
         checkpoint: &Checkpoint,
     ) -> Result<Network, CheckpointError> {
         check_against(checkpoint, model)?;
+        crate::backend::ops::denormals::flush_everywhere();
         let device = Cpu::seed_from_u64(0);
         let params = params::from_tensors(model, &device, &checkpoint.tensors);
         Ok(Network {

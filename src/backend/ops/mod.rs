@@ -16,6 +16,7 @@ pub mod conv2d;
 pub mod conv_kernels;
 pub mod conv_pool;
 pub mod conv_pool_kernels;
+pub mod denormals;
 pub mod dense;
 pub mod flatten;
 pub mod geometry;
