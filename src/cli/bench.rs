@@ -5,6 +5,7 @@
 use super::output::{file_stem, read_spec, DiagnosticPrinter, OutputFormat};
 use super::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
 use crate::backend::network::Network;
+use crate::backend::ops::profile;
 use crate::backend::optimizer::Optimizer;
 use crate::compile::compile;
 use rand::{Rng, SeedableRng};
@@ -36,6 +37,8 @@ pub struct BenchArgs {
     pub repeats: usize,
     /// Untimed steps first.
     pub warmup: usize,
+    /// Print the time per op of the timed training steps.
+    pub profile: bool,
 }
 
 /// Runs the command; returns the exit status.
@@ -72,12 +75,18 @@ pub fn run(path: &Path, args: BenchArgs, format: OutputFormat) -> u8 {
             return EXIT_USAGE;
         }
     };
+    if args.profile {
+        print_profile("training steps", args);
+    }
     let mut network = Network::new(&model, model.train.seed);
     let mut infer = || {
         network.predict(images.clone(), batch);
         Ok::<(), std::convert::Infallible>(())
     };
     let infer_rate = timed(&mut infer, args, batch).unwrap_or(0.0);
+    if args.profile {
+        print_profile("inference", args);
+    }
     let result = BenchJson {
         train_images_per_s: train_rate,
         infer_images_per_s: infer_rate,
@@ -94,6 +103,26 @@ pub fn run(path: &Path, args: BenchArgs, format: OutputFormat) -> u8 {
     EXIT_OK
 }
 
+/// The per-op times of the timed steps, per step, on stderr.
+fn print_profile(what: &str, args: BenchArgs) {
+    let steps = (args.repeats.max(1) * args.steps.max(1)) as f64;
+    let mut rows = profile::totals();
+    rows.sort_by_key(|row| std::cmp::Reverse(row.1));
+    eprintln!(
+        "{:<28} {:>10} {:>8}",
+        format!("op ({what})"),
+        "ms/step",
+        "calls"
+    );
+    for (name, total, calls) in rows {
+        eprintln!(
+            "{name:<28} {:>10.2} {:>8}",
+            total.as_secs_f64() * 1e3 / steps,
+            calls
+        );
+    }
+}
+
 /// Images/s of `step`: warm-up, then the median over repeats.
 fn timed<E>(
     step: &mut impl FnMut() -> Result<(), E>,
@@ -103,6 +132,8 @@ fn timed<E>(
     for _ in 0..args.warmup {
         step()?;
     }
+    profile::reset();
+    profile::enable(args.profile);
     let mut rates = Vec::with_capacity(args.repeats);
     for _ in 0..args.repeats.max(1) {
         let start = Instant::now();
@@ -111,6 +142,7 @@ fn timed<E>(
         }
         rates.push((args.steps.max(1) * batch) as f64 / start.elapsed().as_secs_f64());
     }
+    profile::enable(false);
     rates.sort_by(f64::total_cmp);
     Ok(rates[rates.len() / 2])
 }

@@ -131,6 +131,9 @@ pub enum Command {
         /// Untimed warm-up steps.
         #[arg(long, default_value_t = 5)]
         warmup: usize,
+        /// Also print where the time went: total milliseconds per op, forward and backward.
+        #[arg(long)]
+        profile: bool,
     },
     /// Class probabilities of images with a trained model.
     Predict {
@@ -250,6 +253,7 @@ pub fn run(cli: Cli) -> u8 {
             steps,
             repeats,
             warmup,
+            profile,
         } => bench::run(
             &spec,
             bench::BenchArgs {
@@ -257,6 +261,7 @@ pub fn run(cli: Cli) -> u8 {
                 steps,
                 repeats,
                 warmup,
+                profile,
             },
             format,
         ),
