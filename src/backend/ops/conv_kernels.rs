@@ -177,6 +177,7 @@ fn copy_short(dst: &mut [f32], src: &[f32]) {
 
 /// Adds the patch gradients of the output pixels `rect` (one patch every `k` elements, at least
 /// K) back onto one image's gradient.
+#[inline(always)]
 pub(crate) fn col2im(
     g: &ConvGeometry,
     grad_patches: &[f32],

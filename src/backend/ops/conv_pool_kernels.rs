@@ -7,7 +7,6 @@
 
 use crate::backend::ops::conv_kernels::{col2im, im2col, sized, ConvGeometry, Rect, Scratch};
 use crate::backend::ops::reduce::{add_pairs, fold_in_order};
-use crate::backend::ops::simd;
 use crate::backend::ops::small_gemm::{padded, small_gemm, Lhs};
 use rayon::prelude::*;
 
@@ -100,6 +99,59 @@ fn pool_window(
     }
 }
 
+/// One pooled output row (of one image) and its winners: convolution blocks by small gemm,
+/// then the pooling. Compiled for AVX-512 and AVX2 with run-time dispatch, so the pooling's
+/// compares and selects use wide vectors and masked stores (compiled for plain x86-64 they
+/// were SSE with a scalar store per channel: more than half of the training forward pass).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn forward_row(
+    g: &ConvPoolGeometry,
+    (input, weight_pad, bias): (&[f32], &[f32], Option<&[f32]>),
+    row_idx: usize,
+    out_row: &mut [f32],
+    mut arg_row: Option<&mut [u16]>,
+    scratch: &mut Scratch,
+) {
+    let c = &g.conv;
+    let (k, f) = (c.k(), c.filters);
+    let (ph, pw) = g.pool;
+    let (out_h, out_w) = g.out_size();
+    let f_pad = padded(f);
+    let (n, py) = (row_idx / out_h, row_idx % out_h);
+    let image = &input[n * c.in_image()..][..c.in_image()];
+    let step = g.windows_per_block();
+    for px0 in (0..out_w).step_by(step) {
+        let px1 = (px0 + step).min(out_w);
+        let rect = g.rect(py, px0..px1);
+        let width = rect.1.len();
+        let pixels = ph * width;
+        let patches = sized(&mut scratch.patches, pixels * k);
+        im2col(c, image, rect, patches);
+        let block = sized(&mut scratch.block, pixels * f_pad);
+        let lhs = Lhs {
+            data: patches,
+            row_stride: k,
+            col_stride: 1,
+        };
+        small_gemm(pixels, f_pad, k, lhs, weight_pad, block, false);
+        let taps: Vec<usize> = (0..ph)
+            .flat_map(|i| (0..pw).map(move |j| (i * width + j) * f_pad))
+            .collect();
+        for px in px0..px1 {
+            let window = &block[(px - px0) * pw * f_pad..];
+            let best = &mut out_row[px * f..][..f];
+            let winners = sized(&mut scratch.winners, f);
+            let arg = arg_row
+                .as_deref_mut()
+                .map(|a| (&mut a[px * f..][..f], winners));
+            pool_window(window, &taps, bias, best, arg, g.relu);
+        }
+    }
+}
+
 /// Forward: pooled `out` and, when given, the winner of each window (`i * pool_w + j`, or
 /// [`NO_WINNER`] when relu zeroed it).
 pub fn forward(
@@ -117,48 +169,13 @@ pub fn forward(
         ph * pw < usize::from(NO_WINNER),
         "pool window too large for u16 winners"
     );
-    let (out_h, out_w) = g.out_size();
-    let row_len = out_w * f;
+    let row_len = g.out_size().1 * f;
     let f_pad = padded(f);
     let weight_pad = pad_columns(weight, k, f, f_pad);
-    let forward_row = |row_idx: usize,
-                       out_row: &mut [f32],
-                       mut arg_row: Option<&mut [u16]>,
-                       scratch: &mut Scratch| {
-        let (n, py) = (row_idx / out_h, row_idx % out_h);
-        let image = &input[n * c.in_image()..][..c.in_image()];
-        let step = g.windows_per_block();
-        for px0 in (0..out_w).step_by(step) {
-            let px1 = (px0 + step).min(out_w);
-            let rect = g.rect(py, px0..px1);
-            let width = rect.1.len();
-            let pixels = ph * width;
-            let patches = sized(&mut scratch.patches, pixels * k);
-            im2col(c, image, rect, patches);
-            let block = sized(&mut scratch.block, pixels * f_pad);
-            let lhs = Lhs {
-                data: patches,
-                row_stride: k,
-                col_stride: 1,
-            };
-            small_gemm(pixels, f_pad, k, lhs, &weight_pad, block, false);
-            let taps: Vec<usize> = (0..ph)
-                .flat_map(|i| (0..pw).map(move |j| (i * width + j) * f_pad))
-                .collect();
-            for px in px0..px1 {
-                let window = &block[(px - px0) * pw * f_pad..];
-                let best = &mut out_row[px * f..][..f];
-                let winners = sized(&mut scratch.winners, f);
-                let arg = arg_row
-                    .as_deref_mut()
-                    .map(|a| (&mut a[px * f..][..f], winners));
-                pool_window(window, &taps, bias, best, arg, g.relu);
-            }
-        }
-    };
     let body = |row_idx: usize, out_row: &mut [f32], arg_row: Option<&mut [u16]>| {
         let mut scratch = Scratch::take();
-        simd::fast(|| forward_row(row_idx, out_row, arg_row, &mut scratch));
+        let operands = (input, weight_pad.as_slice(), bias);
+        forward_row(g, operands, row_idx, out_row, arg_row, &mut scratch);
         scratch.give();
     };
     match argmax {
@@ -171,6 +188,92 @@ pub fn forward(
             .par_chunks_mut(row_len)
             .enumerate()
             .for_each(|(r, o)| body(r, o, None)),
+    }
+}
+
+/// What the backward pass of every image reads.
+#[derive(Clone, Copy)]
+struct BackwardOperands<'a> {
+    input: &'a [f32],
+    grad_out: &'a [f32],
+    argmax: &'a [u16],
+    /// The weight transposed (`F x K_pad`).
+    weight_t_pad: &'a [f32],
+}
+
+/// The gradients of image `n`: adds into `dw` (`K x F_pad`) and `db`, and writes its input
+/// gradient when asked. Compiled for AVX-512 and AVX2 with run-time dispatch (see
+/// [`forward_row`]).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn backward_image(
+    g: &ConvPoolGeometry,
+    operands: BackwardOperands<'_>,
+    n: usize,
+    mut grad_image: Option<&mut [f32]>,
+    (dw, db): (&mut [f32], &mut [f32]),
+    scratch: &mut Scratch,
+) {
+    let c = &g.conv;
+    let (k, f) = (c.k(), c.filters);
+    let (ph, pw) = g.pool;
+    let (out_h, out_w) = g.out_size();
+    let (f_pad, k_pad) = (padded(f), padded(k));
+    let image = &operands.input[n * c.in_image()..][..c.in_image()];
+    let go_image = &operands.grad_out[n * g.out_image()..][..g.out_image()];
+    let arg_image = &operands.argmax[n * g.out_image()..][..g.out_image()];
+    let step = g.windows_per_block();
+    for py in 0..out_h {
+        for px0 in (0..out_w).step_by(step) {
+            let px1 = (px0 + step).min(out_w);
+            let rect = g.rect(py, px0..px1);
+            let width = rect.1.len();
+            let pixels = ph * width;
+            let taps: Vec<usize> = (0..ph)
+                .flat_map(|i| (0..pw).map(move |j| (i * width + j) * f_pad))
+                .collect();
+            let block = sized(&mut scratch.block, pixels * f_pad);
+            block.fill(0.0);
+            for px in px0..px1 {
+                let at = (py * out_w + px) * f;
+                let (go, arg) = (&go_image[at..][..f], &arg_image[at..][..f]);
+                let window = &mut block[(px - px0) * pw * f_pad..];
+                for (ch, (&g, &a)) in go.iter().zip(arg).enumerate() {
+                    if a != NO_WINNER {
+                        window[taps[usize::from(a)] + ch] = g;
+                        db[ch] += g;
+                    }
+                }
+            }
+            let patches = sized(&mut scratch.patches, pixels * k);
+            im2col(c, image, rect.clone(), patches);
+            let patches_t = Lhs {
+                data: patches,
+                row_stride: 1,
+                col_stride: k,
+            };
+            small_gemm(k, f_pad, pixels, patches_t, block, dw, true);
+            if let Some(grad_image) = grad_image.as_deref_mut() {
+                let grad_patches = sized(&mut scratch.grad_patches, pixels * k_pad);
+                let go = Lhs {
+                    data: block,
+                    row_stride: f_pad,
+                    col_stride: 1,
+                };
+                small_gemm(
+                    pixels,
+                    k_pad,
+                    f,
+                    go,
+                    operands.weight_t_pad,
+                    grad_patches,
+                    false,
+                );
+                col2im(c, grad_patches, k_pad, rect, grad_image);
+            }
+        }
     }
 }
 
@@ -191,8 +294,6 @@ pub fn backward(
 ) {
     let c = &g.conv;
     let (k, f) = (c.k(), c.filters);
-    let (ph, pw) = g.pool;
-    let (out_h, out_w) = g.out_size();
     let (f_pad, k_pad) = (padded(f), padded(k));
     let weight_t_pad = transpose_padded(weight, k, f, k_pad);
     let slots: Vec<Option<&mut [f32]>> = match grad_input {
@@ -203,56 +304,15 @@ pub fn backward(
     let (dw, db) = fold_in_order(
         slots,
         zero,
-        |(mut dw, mut db), n, mut grad_image| {
+        |(mut dw, mut db), n, grad_image| {
             let mut scratch = Scratch::take();
-            simd::fast(|| {
-                let image = &input[n * c.in_image()..][..c.in_image()];
-                let go_image = &grad_out[n * g.out_image()..][..g.out_image()];
-                let arg_image = &argmax[n * g.out_image()..][..g.out_image()];
-                let step = g.windows_per_block();
-                for py in 0..out_h {
-                    for px0 in (0..out_w).step_by(step) {
-                        let px1 = (px0 + step).min(out_w);
-                        let rect = g.rect(py, px0..px1);
-                        let width = rect.1.len();
-                        let pixels = ph * width;
-                        let taps: Vec<usize> = (0..ph)
-                            .flat_map(|i| (0..pw).map(move |j| (i * width + j) * f_pad))
-                            .collect();
-                        let block = sized(&mut scratch.block, pixels * f_pad);
-                        block.fill(0.0);
-                        for px in px0..px1 {
-                            let at = (py * out_w + px) * f;
-                            let (go, arg) = (&go_image[at..][..f], &arg_image[at..][..f]);
-                            let window = &mut block[(px - px0) * pw * f_pad..];
-                            for (ch, (&g, &a)) in go.iter().zip(arg).enumerate() {
-                                if a != NO_WINNER {
-                                    window[taps[usize::from(a)] + ch] = g;
-                                    db[ch] += g;
-                                }
-                            }
-                        }
-                        let patches = sized(&mut scratch.patches, pixels * k);
-                        im2col(c, image, rect.clone(), patches);
-                        let patches_t = Lhs {
-                            data: patches,
-                            row_stride: 1,
-                            col_stride: k,
-                        };
-                        small_gemm(k, f_pad, pixels, patches_t, block, &mut dw, true);
-                        if let Some(grad_image) = grad_image.as_deref_mut() {
-                            let grad_patches = sized(&mut scratch.grad_patches, pixels * k_pad);
-                            let go = Lhs {
-                                data: block,
-                                row_stride: f_pad,
-                                col_stride: 1,
-                            };
-                            small_gemm(pixels, k_pad, f, go, &weight_t_pad, grad_patches, false);
-                            col2im(c, grad_patches, k_pad, rect, grad_image);
-                        }
-                    }
-                }
-            });
+            let operands = BackwardOperands {
+                input,
+                grad_out,
+                argmax,
+                weight_t_pad: &weight_t_pad,
+            };
+            backward_image(g, operands, n, grad_image, (&mut dw, &mut db), &mut scratch);
             scratch.give();
             (dw, db)
         },
