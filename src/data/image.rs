@@ -4,8 +4,10 @@
 //!
 //! Formats: JPEG, PNG, BMP, GIF (first frame), WebP, TIFF. Colour conversion follows PIL's
 //! `convert`: alpha is dropped, 16-bit samples are scaled to 8 bits, palettes are expanded,
-//! grayscale uses ITU-R 601 luma. Resizing is bilinear (as Keras's
-//! `image_dataset_from_directory`), applied only when the size differs.
+//! grayscale uses ITU-R 601 luma. Resizing is bilinear interpolation with half-pixel centres
+//! and no antialiasing — what Keras's `image_dataset_from_directory` does through
+//! `tf.image.resize(method="bilinear")` — by fast_image_resize's SIMD kernels, applied only when
+//! the size differs.
 
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageReader};
@@ -151,14 +153,87 @@ pub fn to_bytes(image: &DynamicImage, spec: &ImageSpec) -> Vec<u8> {
     } else {
         DynamicImage::ImageRgb8(image.to_rgb8())
     };
-    let sized = if converted.width() == width && converted.height() == height {
-        converted
+    if converted.width() == width && converted.height() == height {
+        return raw_bytes(converted, spec.channels);
+    }
+    resize_bilinear(&converted, spec.channels, width, height).unwrap_or_else(|| {
+        // fast_image_resize refuses only impossible geometry (an empty image); the image
+        // crate's filter still gives an answer of the right size.
+        let sized = converted.resize_exact(width, height, FilterType::Triangle);
+        raw_bytes(sized, spec.channels)
+    })
+}
+
+fn raw_bytes(image: DynamicImage, channels: usize) -> Vec<u8> {
+    if channels == 1 {
+        image.into_luma8().into_raw()
     } else {
-        converted.resize_exact(width, height, FilterType::Triangle)
+        image.into_rgb8().into_raw()
+    }
+}
+
+/// Bilinear interpolation of an 8-bit gray or RGB image to `width x height` (TensorFlow's
+/// `bilinear` without antialiasing); `None` if the resizer refuses the geometry.
+fn resize_bilinear(
+    image: &DynamicImage,
+    channels: usize,
+    width: u32,
+    height: u32,
+) -> Option<Vec<u8>> {
+    use fast_image_resize as fr;
+    let pixel_type = if channels == 1 {
+        fr::PixelType::U8
+    } else {
+        fr::PixelType::U8x3
     };
-    if spec.channels == 1 {
-        sized.into_luma8().into_raw()
-    } else {
-        sized.into_rgb8().into_raw()
+    let source =
+        fr::images::ImageRef::new(image.width(), image.height(), image.as_bytes(), pixel_type)
+            .ok()?;
+    let mut target = fr::images::Image::new(width, height, pixel_type);
+    let options =
+        fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Interpolation(fr::FilterType::Bilinear));
+    fr::Resizer::new()
+        .resize(&source, &mut target, &options)
+        .ok()?;
+    Some(target.into_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{GrayImage, Luma, Rgb, RgbImage};
+
+    fn spec(height: usize, width: usize, channels: usize) -> ImageSpec {
+        ImageSpec {
+            height,
+            width,
+            channels,
+            rescale: 1.0,
+        }
+    }
+
+    #[test]
+    fn downscaling_interpolates_like_tensorflow_bilinear_without_antialiasing() {
+        // tf.image.resize([[0, 0, 0, 255]], [1, 2], "bilinear") samples source columns 0.5
+        // and 2.5 (half-pixel centres): 0 and 127.5. An antialiasing filter would spread the
+        // bright pixel over both outputs.
+        let row = GrayImage::from_fn(4, 1, |x, _| Luma([if x == 3 { 255 } else { 0 }]));
+        let bytes = to_bytes(&DynamicImage::ImageLuma8(row), &spec(1, 2, 1));
+        assert_eq!(bytes[0], 0);
+        assert!((127..=128).contains(&bytes[1]), "{bytes:?}");
+    }
+
+    #[test]
+    fn upscaling_and_rgb_keep_channels_and_edges() {
+        let image = RgbImage::from_fn(2, 2, |x, y| Rgb([(x * 200) as u8, (y * 200) as u8, 7]));
+        let bytes = to_bytes(&DynamicImage::ImageRgb8(image), &spec(4, 4, 3));
+        assert_eq!(bytes.len(), 4 * 4 * 3);
+        // Corners keep the corner pixels (half-pixel centres clamp at the border); blue is
+        // constant everywhere.
+        assert_eq!(&bytes[..3], &[0, 0, 7]);
+        assert_eq!(&bytes[bytes.len() - 3..], &[200, 200, 7]);
+        assert!(bytes.chunks(3).all(|px| px[2] == 7));
+        // Column 1 samples source x = 0.25: a quarter of the way to 200.
+        assert_eq!(bytes[3], 50);
     }
 }
