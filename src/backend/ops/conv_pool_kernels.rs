@@ -235,16 +235,26 @@ fn backward_image(
                 .flat_map(|i| (0..pw).map(move |j| (i * width + j) * f_pad))
                 .collect();
             let block = sized(&mut scratch.block, pixels * f_pad);
-            block.fill(0.0);
+            if f != f_pad {
+                // The padding columns are never written below; they must not carry
+                // leftovers into the products.
+                block.fill(0.0);
+            }
+            // Every tap of every window is written (the gradient where that tap won, else
+            // zero), so the loops are compare-and-select over channels, not scattered stores.
             for px in px0..px1 {
                 let at = (py * out_w + px) * f;
                 let (go, arg) = (&go_image[at..][..f], &arg_image[at..][..f]);
-                let window = &mut block[(px - px0) * pw * f_pad..];
-                for (ch, (&g, &a)) in go.iter().zip(arg).enumerate() {
-                    if a != NO_WINNER {
-                        window[taps[usize::from(a)] + ch] = g;
-                        db[ch] += g;
+                let window = (px - px0) * pw * f_pad;
+                for (t, &tap) in taps.iter().enumerate() {
+                    let t = t as u16;
+                    let dst = &mut block[window + tap..][..f];
+                    for ((d, &g), &a) in dst.iter_mut().zip(go).zip(arg) {
+                        *d = if a == t { g } else { 0.0 };
                     }
+                }
+                for ((d, &g), &a) in db.iter_mut().zip(go).zip(arg) {
+                    *d += if a == NO_WINNER { 0.0 } else { g };
                 }
             }
             let patches = sized(&mut scratch.patches, pixels * k);
