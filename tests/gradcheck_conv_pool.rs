@@ -127,6 +127,24 @@ fn fused_conv_relu_pool2_same() {
 }
 
 #[test]
+fn fused_filters_filling_whole_vectors() {
+    // 16 filters need no padding columns: the backward pass then skips zeroing its block and
+    // must still write every tap of every window.
+    let (conv, pool) = (
+        conv_cfg((3, 3), Padding::Same, true),
+        pool_cfg(2, 2, Padding::Valid),
+    );
+    case(
+        "fused conv3x3 same relu pool2, 16 filters",
+        (2, 6, 6, 1),
+        16,
+        conv,
+        pool,
+        2 * 3 * 3 * 16,
+    );
+}
+
+#[test]
 fn fused_conv_valid_no_relu_pool3() {
     let (conv, pool) = (
         conv_cfg((3, 2), Padding::Valid, false),
