@@ -176,28 +176,16 @@ impl Loader<'_> {
     fn train_key(&mut self, key: &str, value: &Node) -> Result<(), Box<Diagnostic>> {
         match key {
             "early_stopping" => {
-                let example = "early_stopping: { monitor: val_loss, patience: 3 }";
-                if switched_on(value, "train.early_stopping", example)? {
+                if switched_on(value, key, "{ monitor: val_loss, patience: 3 }")? {
                     self.spec.train.early_stopping = Some(EarlyStopping::default());
-                    self.nested(
-                        value,
-                        "train.early_stopping",
-                        EARLY_STOPPING_KEYS,
-                        Self::early_stopping_key,
-                    );
+                    self.nested(value, key, EARLY_STOPPING_KEYS, Self::early_stopping_key);
                 }
                 return Ok(());
             }
             "reduce_lr_on_plateau" => {
-                let example = "reduce_lr_on_plateau: { factor: 0.5, patience: 2 }";
-                if switched_on(value, "train.reduce_lr_on_plateau", example)? {
+                if switched_on(value, key, "{ factor: 0.5, patience: 2 }")? {
                     self.spec.train.reduce_lr = Some(ReduceLr::default());
-                    self.nested(
-                        value,
-                        "train.reduce_lr_on_plateau",
-                        REDUCE_LR_KEYS,
-                        Self::reduce_lr_key,
-                    );
+                    self.nested(value, key, REDUCE_LR_KEYS, Self::reduce_lr_key);
                 }
                 return Ok(());
             }
@@ -240,17 +228,18 @@ impl Loader<'_> {
         Ok(())
     }
 
-    /// Walks a mapping nested in a section (`train.early_stopping`); a `true` or empty value
-    /// has no keys to walk.
+    /// Walks a mapping nested in `train:` (`early_stopping`); a `true` or empty value has no
+    /// keys to walk.
     fn nested(
         &mut self,
         value: &Node,
-        section: &str,
+        key: &str,
         keys: &'static [super::KeyDoc],
         on_key: fn(&mut Self, &str, &Node) -> Result<(), Box<Diagnostic>>,
     ) {
         if matches!(value, Node::Map { .. }) {
-            if let Err(diagnostic) = self.section(value, section, keys, on_key) {
+            let section = format!("train.{key}");
+            if let Err(diagnostic) = self.section(value, &section, keys, on_key) {
                 self.diagnostics.push(*diagnostic);
             }
         }
@@ -410,18 +399,21 @@ fn non_negative(value: &Node, key: &str) -> Result<f64, Box<Diagnostic>> {
     })
 }
 
-/// Whether an optional feature such as `early_stopping` is on: a mapping of its settings, an
-/// empty value or `true` turn it on with Keras's defaults; `false` leaves it off.
-fn switched_on(value: &Node, section: &str, example: &str) -> Result<bool, Box<Diagnostic>> {
+/// Whether an optional feature of `train:` such as `early_stopping` is on: a mapping of its
+/// settings, an empty value or `true` turn it on with Keras's defaults; `false` leaves it off.
+fn switched_on(value: &Node, key: &str, example: &str) -> Result<bool, Box<Diagnostic>> {
     match value {
         Node::Map { .. } => Ok(true),
         _ if value.is_null() => Ok(true),
-        _ => typed::<bool>(value, section, "a mapping of settings, `true` or `false`").map_err(
-            |mut diagnostic| {
-                diagnostic.help = Some(format!("write `{example}`"));
-                diagnostic
-            },
-        ),
+        _ => typed::<bool>(
+            value,
+            &format!("train.{key}"),
+            "a mapping of settings, `true` or `false`",
+        )
+        .map_err(|mut diagnostic| {
+            diagnostic.help = Some(format!("write `{key}: {example}`"));
+            diagnostic
+        }),
     }
 }
 
