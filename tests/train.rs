@@ -317,6 +317,11 @@ fn reduce_on_plateau_lowers_the_learning_rate_and_records_it() {
         log.contains("epoch 2: loss has not improved for 1 epoch; learning rate lowered to 0.005"),
         "{log}"
     );
+    assert!(log.contains("epoch 3/4: loss"), "{log}");
+    assert!(
+        log.contains("- lr 0.005 - "),
+        "the epoch line shows the rate: {log}"
+    );
     // Each epoch trains with the rate set after the one before; the floor holds at 0.003.
     assert_eq!(
         learning_rates(&dir.path().join("run")),

@@ -134,7 +134,8 @@ impl Trainer {
                 lr: Some(self.optimizer.lr()),
             };
             if self.mode != ProgressMode::Quiet {
-                println!("{}", epoch_line(&record, self.state.epochs));
+                let show_lr = self.prep.model.train.reduce_lr.is_some();
+                println!("{}", epoch_line(&record, self.state.epochs, show_lr));
             }
             self.history.push(record);
             self.finish_epoch(&record)?;

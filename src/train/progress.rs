@@ -72,7 +72,10 @@ impl EpochProgress {
 }
 
 /// The Keras-like line of a finished epoch.
-pub fn epoch_line(record: &EpochRecord, epochs: u64) -> String {
+///
+/// With `show_lr` (reduce-on-plateau is on), the rate the epoch trained with is shown too, as
+/// Keras shows `learning_rate` when `ReduceLROnPlateau` is used.
+pub fn epoch_line(record: &EpochRecord, epochs: u64, show_lr: bool) -> String {
     let mut line = format!(
         "epoch {}/{}: loss {:.4} - accuracy {:.4}",
         record.epoch, epochs, record.loss, record.accuracy
@@ -81,6 +84,9 @@ pub fn epoch_line(record: &EpochRecord, epochs: u64) -> String {
         line.push_str(&format!(
             " - val_loss {val_loss:.4} - val_accuracy {val_accuracy:.4}"
         ));
+    }
+    if let (true, Some(lr)) = (show_lr, record.lr) {
+        line.push_str(&format!(" - lr {lr}"));
     }
     line.push_str(&format!(" - {:.1}s", record.seconds));
     line
