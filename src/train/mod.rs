@@ -244,17 +244,11 @@ impl Trainer {
     fn finish_epoch(&mut self, record: &EpochRecord) -> Result<(), TrainError> {
         self.watch_plateaus(record);
         let dir = self.prep.run_dir.clone();
-        let monitored = record.val_loss.unwrap_or(record.loss);
-        let improved = self.state.best.is_none_or(|best| monitored < best);
         self.state.completed_epochs = record.epoch;
         self.state.optimizer_step = self.optimizer.step;
         self.state.lr = self.optimizer.lr();
-        if improved {
-            self.state.best = Some(monitored);
-            self.state.epochs_since_best = 0;
+        if plateau::improved_loss(&mut self.state.best_checkpoint, record) {
             checkpoint::save(&dir.join("best.safetensors"), &self.checkpoint(false)?)?;
-        } else {
-            self.state.epochs_since_best += 1;
         }
         history::write(&dir, &self.history)?;
         let points: Vec<_> = self.history.iter().map(EpochRecord::curve_point).collect();

@@ -53,6 +53,24 @@ impl Watch {
     }
 }
 
+/// After an epoch: whether its loss is the lowest so far (validation loss, or training loss
+/// without validation data), as Keras's `ModelCheckpoint` decides by default.
+pub fn improved_loss(watch: &mut Watch, record: &EpochRecord) -> bool {
+    let monitor = if record.val_loss.is_some() {
+        Monitor::ValLoss
+    } else {
+        Monitor::Loss
+    };
+    let Some(current) = metric(record, monitor) else {
+        return false;
+    };
+    let better = watch.see(current, record.epoch, monitor, 0.0);
+    if !better {
+        watch.wait += 1;
+    }
+    better
+}
+
 /// After an epoch: whether early stopping ends the run. As Keras: an epoch that does not
 /// improve adds one to the wait, and the run stops once the wait reaches `patience` (so
 /// `patience: 0` stops at the first epoch that does not improve, like `patience: 1`).
@@ -172,6 +190,24 @@ mod tests {
         // one epoch (5) and the epoch that ends it (6) counts again, so 6 and 7 → lowered after
         // 7; likewise after 10, to the floor 0.02 rather than 0.0125.
         assert_eq!(lowered, vec![(4, 0.05), (7, 0.025), (10, 0.02)]);
+    }
+
+    #[test]
+    fn the_best_checkpoint_follows_the_lowest_loss() {
+        let mut watch = Watch::default();
+        let saved: Vec<bool> = [0.5, 0.4, 0.45, 0.3]
+            .into_iter()
+            .enumerate()
+            .map(|(idx, loss)| improved_loss(&mut watch, &record(idx as u64 + 1, loss)))
+            .collect();
+        assert_eq!(saved, [true, true, false, true]);
+        assert_eq!((watch.best, watch.best_epoch), (Some(0.3), 4));
+        // Without validation data the training loss decides.
+        let mut watch = Watch::default();
+        let mut r = record(1, 0.5);
+        r.val_loss = None;
+        assert!(improved_loss(&mut watch, &r));
+        assert_eq!(watch.best, Some(r.loss));
     }
 
     #[test]

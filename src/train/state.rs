@@ -35,10 +35,10 @@ pub struct RunState {
     pub validation_split: Option<f64>,
     /// Class names in output order.
     pub classes: Vec<String>,
-    /// The best monitored value so far (validation loss, or training loss without validation).
-    pub best: Option<f64>,
-    /// Epochs since the monitored value last improved (early stopping, reduce-on-plateau).
-    pub epochs_since_best: u64,
+    /// The loss `best.safetensors` was saved at (validation loss, or training loss without
+    /// validation) and its epoch.
+    #[serde(default)]
+    pub best_checkpoint: Watch,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
     /// Early stopping's counters.
