@@ -15,6 +15,7 @@ use crate::data::loader::{split, Loader, Sample};
 use crate::data::{errors, folder, paths, ImageSpec};
 use crate::diagnostics::{Diagnostic, SourceFile};
 use crate::ir::Model;
+use crate::spec::SpecFile;
 use std::path::{Path, PathBuf};
 
 /// What `strata train` was asked.
@@ -73,10 +74,17 @@ pub fn prepare(request: &TrainRequest) -> Result<Prepared, TrainError> {
     }
 }
 
-fn compile_model(text: &str, source: &SourceFile, name: &str) -> Result<Model, TrainError> {
+/// The checked model and the spec as read (its spans point diagnostics found later, such as
+/// [`check_monitors`], at the file).
+fn compile_model(
+    text: &str,
+    source: &SourceFile,
+    name: &str,
+) -> Result<(Model, Option<SpecFile>), TrainError> {
     let compiled = compile(text, name);
+    let has_errors = compiled.has_errors();
     match compiled.model {
-        Some(model) if !compiled.has_errors() => Ok(model),
+        Some(model) if !has_errors => Ok((model, compiled.spec)),
         _ => Err(TrainError::Diagnostics(
             source.clone(),
             compiled.diagnostics,
@@ -91,7 +99,7 @@ fn prepare_new(spec_path: &Path, request: &TrainRequest) -> Result<Prepared, Tra
     let stem = spec_path
         .file_stem()
         .map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned());
-    let model = compile_model(&text, &source, &stem)?;
+    let (model, spec) = compile_model(&text, &source, &stem)?;
     let data = paths::resolve(spec_path, &model.data, request.data.as_deref());
     let Some(train_dir) = data.train.clone() else {
         return Err(TrainError::Io(format!(
@@ -119,7 +127,7 @@ fn prepare_new(spec_path: &Path, request: &TrainRequest) -> Result<Prepared, Tra
     };
     let (train, validation, classes, warnings) =
         data_loaders(&model, &state, &source, request.cache_bytes)?;
-    check_monitors(&model, &text, &source, validation.is_some())?;
+    check_monitors(&model, spec.as_ref(), &source, validation.is_some())?;
     state.classes = classes;
     let run_dir = request
         .out
@@ -180,7 +188,7 @@ fn prepare_resume(run_dir: &Path, request: &TrainRequest) -> Result<Prepared, Tr
         run_dir.join("spec.yaml").display().to_string(),
         checkpoint.spec.clone(),
     );
-    let model = compile_model(&checkpoint.spec, &source, "model")?;
+    let (model, _) = compile_model(&checkpoint.spec, &source, "model")?;
     let (train, validation, classes, warnings) =
         data_loaders(&model, &state, &source, request.cache_bytes)?;
     if classes != state.classes {
@@ -264,7 +272,7 @@ fn data_loaders(
 /// before training, at the setting.
 fn check_monitors(
     model: &Model,
-    text: &str,
+    spec: Option<&SpecFile>,
     source: &SourceFile,
     has_validation: bool,
 ) -> Result<(), TrainError> {
@@ -276,13 +284,12 @@ fn check_monitors(
         ("early_stopping", train.early_stopping.map(|s| s.monitor)),
         ("reduce_lr_on_plateau", train.reduce_lr.map(|s| s.monitor)),
     ];
-    let spec = crate::spec::load(text, "model").0;
     let diagnostics: Vec<Diagnostic> = watched
         .into_iter()
         .filter_map(|(key, monitor)| {
             let monitor = monitor.filter(|m| m.needs_validation())?;
             let path = format!("train.{key}");
-            let span = spec.as_ref().and_then(|spec| {
+            let span = spec.and_then(|spec| {
                 spec.value_span(&format!("{path}.monitor"))
                     .or_else(|| spec.key_span(&path))
             });
