@@ -35,22 +35,17 @@ pub fn flush_everywhere() {
     rayon::broadcast(|_| flush_on_this_thread());
 }
 
-/// Whether flush-to-zero is on for this thread.
-pub fn flushing() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// Whether flush-to-zero is on for this thread.
+    fn flushing() -> bool {
         let mut csr: u32 = 0;
-        // SAFETY: as above; only reads MXCSR.
+        // SAFETY: `stmxcsr` only stores MXCSR to the given address.
         unsafe { std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack)) };
         csr & FTZ_DAZ == FTZ_DAZ
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    true
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn subnormals_flush_to_zero_on_every_pool_thread() {

@@ -1,10 +1,12 @@
 //! Runs hot loops compiled for AVX-512 or AVX2+FMA when the CPU has them, without compiling the
 //! whole crate for them (so the binary still runs on any x86-64).
 //!
-//! `fast(|| body)` calls the closure from a function with those target features enabled; LLVM
-//! inlines the single-use closure (and the `#[inline(always)]` helpers it calls) there, so the
-//! loops are vectorised with 512- or 256-bit registers, and conditional updates become masked
-//! or blended stores. A helper that is not inlined is compiled for plain x86-64 (SSE2).
+//! `fast(|| body)` calls the closure from a function with those target features enabled. Only
+//! code LLVM inlines there gets them: a small closure and the `#[inline(always)]` helpers it
+//! calls are vectorised with 512- or 256-bit registers, but LLVM may keep a large closure as
+//! a function of its own, compiled for plain x86-64 (SSE2) — the fused conv+pool row did, and
+//! is multiversioned instead (`multiversion` crate, in `conv_pool_kernels.rs`). For a large
+//! body, check the profile's instructions (`xmm` only means it was not inlined).
 
 /// Whether the CPU has AVX2 and FMA (checked once).
 #[cfg(target_arch = "x86_64")]
