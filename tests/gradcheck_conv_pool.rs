@@ -193,3 +193,26 @@ fn unfusable_pool_falls_back() {
         2 * 3 * 3 * 3,
     );
 }
+
+#[test]
+fn fused_strided_conv_same_padding() {
+    // Stride differing between the axes and padding on every side, on both ways of reading
+    // patches: 2 channels (rows of 6 values: gathered from a padded copy through offset
+    // tables) and 8 channels (rows of 24: copied out by im2col).
+    let conv = Conv2dConfig {
+        stride: (2, 1),
+        ..conv_cfg((3, 3), Padding::Same, true)
+    };
+    let pool = pool_cfg(2, 2, Padding::Valid);
+    for channels in [2, 8] {
+        // Conv output 4x7 (rows ceil(7 / 2), columns 7), pooled 2x3.
+        case(
+            &format!("fused conv3x3 stride (2, 1) same relu pool2, {channels} channels"),
+            (2, 7, 7, channels),
+            6,
+            conv,
+            pool,
+            2 * 2 * 3 * 6,
+        );
+    }
+}

@@ -31,6 +31,8 @@ pub(crate) struct Scratch {
     pub block: Vec<f32>,
     /// Per-channel winners of a pooling window.
     pub winners: Vec<f32>,
+    /// Where each pixel's patch starts in a padded image.
+    pub offsets: Vec<usize>,
 }
 
 impl Scratch {
@@ -40,6 +42,7 @@ impl Scratch {
             grad_patches: Vec::new(),
             block: Vec::new(),
             winners: Vec::new(),
+            offsets: Vec::new(),
         }
     }
 

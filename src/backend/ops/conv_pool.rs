@@ -9,7 +9,7 @@
 use crate::backend::ops::buffers;
 use crate::backend::ops::conv2d::{conv2d, Conv2dConfig, Conv2dParams};
 use crate::backend::ops::conv_kernels::ConvGeometry;
-use crate::backend::ops::conv_pool_kernels::{self, ConvPoolGeometry};
+use crate::backend::ops::conv_pool_kernels::{self, ConvPoolGeometry, PaddedBatch};
 use crate::backend::ops::geometry::{Padding, Window2};
 use crate::backend::ops::pool2d::{max_pool2d, Pool2dConfig};
 use crate::backend::ops::profile;
@@ -55,7 +55,7 @@ pub fn conv2d_max_pool<T: Tape<f32, Cpu>>(
     let (x, mut tape) = x.split_tape();
     let device = x.device().clone();
     let x_ghost = x.ghost();
-    let input = buffers::read(&x);
+    let input = PaddedBatch::new(&g.conv, buffers::read(&x));
     drop(x);
     let weight = params.weight.as_vec();
     let bias = params.bias.as_ref().map(|b| b.as_vec());
@@ -72,7 +72,7 @@ pub fn conv2d_max_pool<T: Tape<f32, Cpu>>(
     );
     let out = device.tensor_from_vec(out, (batch, pooled.0, pooled.1, filters));
     let Some(argmax) = argmax else {
-        buffers::give(input);
+        buffers::give(input.into_vec());
         return out.put_tape(tape);
     };
     let out_ghost = out.ghost();
@@ -104,7 +104,7 @@ pub fn conv2d_max_pool<T: Tape<f32, Cpu>>(
         if let Some(bias_key) = &bias_key {
             tape::add_into(grads.get_or_alloc_mut(bias_key)?, &grad_bias);
         }
-        buffers::give(input);
+        buffers::give(input.into_vec());
         Ok(())
     });
     out.put_tape(tape)

@@ -1,17 +1,34 @@
 //! The arithmetic of a fused convolution, optional relu and non-overlapping max pooling on NHWC
 //! slices: the convolution output exists only one cache-sized block at a time.
 //!
-//! Blocks are bands of one pooled row by several pooled columns. The backward pass rebuilds a
-//! block's convolution gradient from the pooled gradient and the recorded winner of each
+//! Patches of few values (a model's first layer) are read straight from a zero-padded copy of
+//! the input ([`PaddedBatch`]) through offset tables; longer ones are copied out by im2col.
+//! Forward blocks are one pooled row by several pooled columns. The backward pass rebuilds a
+//! band's convolution gradient from the pooled gradient and the recorded winner of each
 //! window, then runs the same products as [`crate::backend::ops::conv_kernels::backward`].
 
+use crate::backend::ops::buffers;
 use crate::backend::ops::conv_kernels::{col2im, im2col, sized, ConvGeometry, Rect, Scratch};
+use crate::backend::ops::geometry::Axis1;
 use crate::backend::ops::reduce::{add_pairs, fold_in_order};
-use crate::backend::ops::small_gemm::{padded, small_gemm, Lhs};
+use crate::backend::ops::small_gemm::{padded, small_gemm, Lhs, Table};
 use rayon::prelude::*;
 
-/// Convolution pixels per block (rounded to whole pooling windows).
+/// Convolution pixels per forward block (rounded to whole pooling windows).
 const PIXELS_PER_BLOCK: usize = 512;
+/// Convolution pixels per backward band when patches are gathered.
+const PIXELS_PER_BAND: usize = 1024;
+/// Patch rows (`kernel_w * c_in` values) shorter than this are gathered from a padded copy of
+/// the input instead of copied out by im2col, whose short copies then cost more than the
+/// product (the first layer of a model: 3x3 on 1 channel, 2x2 on 3). Longer rows copy at full
+/// speed, and the padded copy would cost more than it saves.
+const GATHER_BELOW: usize = 16;
+
+/// Whether the patches of `g` are gathered through offset tables (see [`GATHER_BELOW`]).
+fn gathers(g: &ConvGeometry) -> bool {
+    g.window.cols.kernel * g.c_in < GATHER_BELOW
+}
+
 /// Marks a window whose winner was not positive after relu: it passes no gradient.
 pub const NO_WINNER: u16 = u16::MAX;
 
@@ -37,14 +54,30 @@ impl ConvPoolGeometry {
         let (h, w) = self.out_size();
         h * w * self.conv.filters
     }
-    /// Pooled columns per block.
+    /// Pooled columns per forward block.
     fn windows_per_block(&self) -> usize {
         (PIXELS_PER_BLOCK / (self.pool.0 * self.pool.1)).max(1)
     }
-    /// The convolution pixels of pooled row `py`, pooled columns `px`.
-    fn rect(&self, py: usize, px: std::ops::Range<usize>) -> Rect {
+    /// Pooled (rows, columns) per backward band. Gathered patches cost nothing to make, so
+    /// bands are whole rows while they fit [`PIXELS_PER_BAND`] (the weight gradient's product
+    /// then runs over many pixels at once); copied patches keep to the forward blocks, so that
+    /// they stay in cache.
+    fn band(&self) -> (usize, usize) {
         let (ph, pw) = self.pool;
-        (py * ph..(py + 1) * ph, px.start * pw..px.end * pw)
+        let (_, out_w) = self.out_size();
+        let row_pixels = ph * pw * out_w;
+        if !gathers(&self.conv) {
+            (1, self.windows_per_block())
+        } else if row_pixels <= PIXELS_PER_BAND {
+            ((PIXELS_PER_BAND / row_pixels.max(1)).max(1), out_w.max(1))
+        } else {
+            (1, (PIXELS_PER_BAND / (ph * pw)).max(1))
+        }
+    }
+    /// The convolution pixels of pooled rows `py`, pooled columns `px`.
+    fn rect(&self, py: std::ops::Range<usize>, px: std::ops::Range<usize>) -> Rect {
+        let (ph, pw) = self.pool;
+        (py.start * ph..py.end * ph, px.start * pw..px.end * pw)
     }
 }
 
@@ -99,6 +132,90 @@ fn pool_window(
     }
 }
 
+/// The input batch of the fused op. Where patches are gathered (see [`gathers`]) it holds the
+/// convolution's zero padding written out, so that every patch lies inside its image and the
+/// products read patches straight from it, forward and backward; otherwise it is the input as
+/// it came.
+pub struct PaddedBatch {
+    data: Vec<f32>,
+    /// Image (rows, columns), padding included.
+    size: (usize, usize),
+}
+
+impl PaddedBatch {
+    /// Pads `input` (the batch of `g`) when its patches are gathered and the convolution reads
+    /// outside it; otherwise keeps the buffer as it is.
+    pub fn new(g: &ConvGeometry, input: Vec<f32>) -> Self {
+        let (rows, cols, c_in) = (g.window.rows, g.window.cols, g.c_in);
+        if !gathers(g) {
+            return Self {
+                data: input,
+                size: (rows.input, cols.input),
+            };
+        }
+        // Rows (columns) the windows span, from the first padding row to the last read.
+        let extent = |a: Axis1| ((a.output - 1) * a.stride + a.kernel).max(a.pad_before + a.input);
+        let size = (extent(rows), extent(cols));
+        if (rows.pad_before, cols.pad_before) == (0, 0) && size == (rows.input, cols.input) {
+            return Self { data: input, size };
+        }
+        let padded_image = size.0 * size.1 * c_in;
+        let mut data = buffers::take(g.batch * padded_image);
+        let row_len = cols.input * c_in;
+        data.par_chunks_mut(padded_image)
+            .zip(input.par_chunks(g.in_image()))
+            .for_each(|(dst, src)| {
+                dst.fill(0.0);
+                for (iy, src_row) in src.chunks_exact(row_len).enumerate() {
+                    let at = ((iy + rows.pad_before) * size.1 + cols.pad_before) * c_in;
+                    dst[at..][..row_len].copy_from_slice(src_row);
+                }
+            });
+        buffers::give(input);
+        Self { data, size }
+    }
+
+    /// The buffer, for [`buffers::give`].
+    pub fn into_vec(self) -> Vec<f32> {
+        self.data
+    }
+
+    /// Elements of one (padded) image.
+    fn image_len(&self, g: &ConvGeometry) -> usize {
+        self.size.0 * self.size.1 * g.c_in
+    }
+
+    /// Image `n`.
+    fn image(&self, g: &ConvGeometry, n: usize) -> &[f32] {
+        let len = self.image_len(g);
+        &self.data[n * len..][..len]
+    }
+
+    /// Where each tap of a patch lies relative to the patch's start, in the weight's (row,
+    /// column, channel) order.
+    fn taps(&self, g: &ConvGeometry) -> Vec<usize> {
+        let (w, c_in) = (g.window, g.c_in);
+        (0..w.rows.kernel)
+            .flat_map(|i| (0..w.cols.kernel).map(move |j| (i, j)))
+            .flat_map(|(i, j)| (0..c_in).map(move |ch| (i * self.size.1 + j) * c_in + ch))
+            .collect()
+    }
+
+    /// Writes where the patch of each convolution pixel of `rect` (row-major) starts in image
+    /// `n`.
+    fn patch_starts(&self, g: &ConvGeometry, n: usize, rect: &Rect, starts: &mut Vec<usize>) {
+        let (w, c_in) = (g.window, g.c_in);
+        let image = n * self.image_len(g);
+        starts.clear();
+        for y in rect.0.clone() {
+            for x in rect.1.clone() {
+                let at = (y * w.rows.stride * self.size.1 + x * w.cols.stride) * c_in;
+                starts.push(image + at);
+            }
+        }
+    }
+}
+
 /// One pooled output row (of one image) and its winners: convolution blocks by small gemm,
 /// then the pooling. Compiled for AVX-512 and AVX2 with run-time dispatch, so the pooling's
 /// compares and selects use wide vectors and masked stores (compiled for plain x86-64 they
@@ -109,7 +226,7 @@ fn pool_window(
 ))]
 fn forward_row(
     g: &ConvPoolGeometry,
-    (input, weight_pad, bias): (&[f32], &[f32], Option<&[f32]>),
+    (input, taps, weight_pad, bias): (&PaddedBatch, &[usize], &[f32], Option<&[f32]>),
     row_idx: usize,
     out_row: &mut [f32],
     mut arg_row: Option<&mut [u16]>,
@@ -121,22 +238,27 @@ fn forward_row(
     let (out_h, out_w) = g.out_size();
     let f_pad = padded(f);
     let (n, py) = (row_idx / out_h, row_idx % out_h);
-    let image = &input[n * c.in_image()..][..c.in_image()];
     let step = g.windows_per_block();
     for px0 in (0..out_w).step_by(step) {
         let px1 = (px0 + step).min(out_w);
-        let rect = g.rect(py, px0..px1);
+        let rect = g.rect(py..py + 1, px0..px1);
         let width = rect.1.len();
         let pixels = ph * width;
-        let patches = sized(&mut scratch.patches, pixels * k);
-        im2col(c, image, rect, patches);
         let block = sized(&mut scratch.block, pixels * f_pad);
-        let lhs = Lhs {
-            data: patches,
-            row_stride: k,
-            col_stride: 1,
-        };
-        small_gemm(pixels, f_pad, k, lhs, weight_pad, block, false);
+        if gathers(c) {
+            input.patch_starts(c, n, &rect, &mut scratch.offsets);
+            let patches = Lhs {
+                data: &input.data,
+                rows: Table(&scratch.offsets),
+                cols: Table(taps),
+            };
+            small_gemm(pixels, f_pad, k, patches, weight_pad, block, false);
+        } else {
+            let patches = sized(&mut scratch.patches, pixels * k);
+            im2col(c, input.image(c, n), rect, patches);
+            let patches = Lhs::strided(patches, k, 1);
+            small_gemm(pixels, f_pad, k, patches, weight_pad, block, false);
+        }
         let taps: Vec<usize> = (0..ph)
             .flat_map(|i| (0..pw).map(move |j| (i * width + j) * f_pad))
             .collect();
@@ -156,7 +278,7 @@ fn forward_row(
 /// [`NO_WINNER`] when relu zeroed it).
 pub fn forward(
     g: &ConvPoolGeometry,
-    input: &[f32],
+    input: &PaddedBatch,
     weight: &[f32],
     bias: Option<&[f32]>,
     out: &mut [f32],
@@ -172,9 +294,10 @@ pub fn forward(
     let row_len = g.out_size().1 * f;
     let f_pad = padded(f);
     let weight_pad = pad_columns(weight, k, f, f_pad);
+    let taps = input.taps(c);
     let body = |row_idx: usize, out_row: &mut [f32], arg_row: Option<&mut [u16]>| {
         let mut scratch = Scratch::take();
-        let operands = (input, weight_pad.as_slice(), bias);
+        let operands = (input, taps.as_slice(), weight_pad.as_slice(), bias);
         forward_row(g, operands, row_idx, out_row, arg_row, &mut scratch);
         scratch.give();
     };
@@ -194,7 +317,9 @@ pub fn forward(
 /// What the backward pass of every image reads.
 #[derive(Clone, Copy)]
 struct BackwardOperands<'a> {
-    input: &'a [f32],
+    input: &'a PaddedBatch,
+    /// Where each tap of a patch lies (see [`PaddedBatch::taps`]).
+    taps: &'a [usize],
     grad_out: &'a [f32],
     argmax: &'a [u16],
     /// The weight transposed (`F x K_pad`).
@@ -202,8 +327,9 @@ struct BackwardOperands<'a> {
 }
 
 /// The gradients of image `n`: adds into `dw` (`K x F_pad`) and `db`, and writes its input
-/// gradient when asked. Compiled for AVX-512 and AVX2 with run-time dispatch (see
-/// [`forward_row`]).
+/// gradient when asked. Works in bands of whole pooled rows (or of pooled columns when one
+/// row is too long), so that the weight gradient's product runs over many pixels at a time.
+/// Compiled for AVX-512 and AVX2 with run-time dispatch (see [`forward_row`]).
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
     "x86_64+avx2+fma"
@@ -221,19 +347,16 @@ fn backward_image(
     let (ph, pw) = g.pool;
     let (out_h, out_w) = g.out_size();
     let (f_pad, k_pad) = (padded(f), padded(k));
-    let image = &operands.input[n * c.in_image()..][..c.in_image()];
     let go_image = &operands.grad_out[n * g.out_image()..][..g.out_image()];
     let arg_image = &operands.argmax[n * g.out_image()..][..g.out_image()];
-    let step = g.windows_per_block();
-    for py in 0..out_h {
-        for px0 in (0..out_w).step_by(step) {
-            let px1 = (px0 + step).min(out_w);
-            let rect = g.rect(py, px0..px1);
-            let width = rect.1.len();
-            let pixels = ph * width;
-            let taps: Vec<usize> = (0..ph)
-                .flat_map(|i| (0..pw).map(move |j| (i * width + j) * f_pad))
-                .collect();
+    let (band_rows, band_cols) = g.band();
+    for py0 in (0..out_h).step_by(band_rows) {
+        let py1 = (py0 + band_rows).min(out_h);
+        for px0 in (0..out_w).step_by(band_cols) {
+            let px1 = (px0 + band_cols).min(out_w);
+            let rect = g.rect(py0..py1, px0..px1);
+            let (y0, x0, width) = (rect.0.start, rect.1.start, rect.1.len());
+            let pixels = rect.0.len() * width;
             let block = sized(&mut scratch.block, pixels * f_pad);
             if f != f_pad {
                 // The padding columns are never written below; they must not carry
@@ -242,36 +365,43 @@ fn backward_image(
             }
             // Every tap of every window is written (the gradient where that tap won, else
             // zero), so the loops are compare-and-select over channels, not scattered stores.
-            for px in px0..px1 {
-                let at = (py * out_w + px) * f;
-                let (go, arg) = (&go_image[at..][..f], &arg_image[at..][..f]);
-                let window = (px - px0) * pw * f_pad;
-                for (t, &tap) in taps.iter().enumerate() {
-                    let t = t as u16;
-                    let dst = &mut block[window + tap..][..f];
-                    for ((d, &g), &a) in dst.iter_mut().zip(go).zip(arg) {
-                        *d = if a == t { g } else { 0.0 };
+            for py in py0..py1 {
+                for px in px0..px1 {
+                    let at = (py * out_w + px) * f;
+                    let (go, arg) = (&go_image[at..][..f], &arg_image[at..][..f]);
+                    for i in 0..ph {
+                        for j in 0..pw {
+                            let t = (i * pw + j) as u16;
+                            let pixel = (py * ph + i - y0) * width + px * pw + j - x0;
+                            let dst = &mut block[pixel * f_pad..][..f];
+                            for ((d, &g), &a) in dst.iter_mut().zip(go).zip(arg) {
+                                *d = if a == t { g } else { 0.0 };
+                            }
+                        }
+                    }
+                    for ((d, &g), &a) in db.iter_mut().zip(go).zip(arg) {
+                        *d += if a == NO_WINNER { 0.0 } else { g };
                     }
                 }
-                for ((d, &g), &a) in db.iter_mut().zip(go).zip(arg) {
-                    *d += if a == NO_WINNER { 0.0 } else { g };
-                }
             }
-            let patches = sized(&mut scratch.patches, pixels * k);
-            im2col(c, image, rect.clone(), patches);
-            let patches_t = Lhs {
-                data: patches,
-                row_stride: 1,
-                col_stride: k,
-            };
-            small_gemm(k, f_pad, pixels, patches_t, block, dw, true);
+            let input = operands.input;
+            if gathers(c) {
+                input.patch_starts(c, n, &rect, &mut scratch.offsets);
+                let patches_t = Lhs {
+                    data: &input.data,
+                    rows: Table(operands.taps),
+                    cols: Table(&scratch.offsets),
+                };
+                small_gemm(k, f_pad, pixels, patches_t, block, dw, true);
+            } else {
+                let patches = sized(&mut scratch.patches, pixels * k);
+                im2col(c, input.image(c, n), rect.clone(), patches);
+                let patches_t = Lhs::strided(patches, 1, k);
+                small_gemm(k, f_pad, pixels, patches_t, block, dw, true);
+            }
             if let Some(grad_image) = grad_image.as_deref_mut() {
                 let grad_patches = sized(&mut scratch.grad_patches, pixels * k_pad);
-                let go = Lhs {
-                    data: block,
-                    row_stride: f_pad,
-                    col_stride: 1,
-                };
+                let go = Lhs::strided(block, f_pad, 1);
                 small_gemm(
                     pixels,
                     k_pad,
@@ -294,7 +424,7 @@ fn backward_image(
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     g: &ConvPoolGeometry,
-    input: &[f32],
+    input: &PaddedBatch,
     weight: &[f32],
     grad_out: &[f32],
     argmax: &[u16],
@@ -306,6 +436,7 @@ pub fn backward(
     let (k, f) = (c.k(), c.filters);
     let (f_pad, k_pad) = (padded(f), padded(k));
     let weight_t_pad = transpose_padded(weight, k, f, k_pad);
+    let taps = input.taps(c);
     let slots: Vec<Option<&mut [f32]>> = match grad_input {
         Some(grad) => grad.chunks_mut(c.in_image()).map(Some).collect(),
         None => (0..c.batch).map(|_| None).collect(),
@@ -318,6 +449,7 @@ pub fn backward(
             let mut scratch = Scratch::take();
             let operands = BackwardOperands {
                 input,
+                taps: &taps,
                 grad_out,
                 argmax,
                 weight_t_pad: &weight_t_pad,

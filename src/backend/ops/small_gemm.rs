@@ -1,7 +1,7 @@
 //! A register-blocked matrix product for the narrow shapes of small convolutions (a few dozen
 //! output columns, K of 4 to a few hundred), with AVX2+FMA when the CPU has it.
 //!
-//! `c (m x n_pad) [+]= a (m x k, strided) * b (k x n_pad)` where `n_pad` is a multiple of 8 and
+//! `c (m x n_pad) [+]= a (m x k, strided or gathered) * b (k x n_pad)` where `n_pad` is a multiple of 8 and
 //! `b`, `c` are row-major with rows of `n_pad`. General gemm libraries tile for large squares
 //! and waste most of a 16-row micro-tile on 20 filters; here a tile is 4 rows by up to 24
 //! columns (AVX2) or up to 12 rows by 64 columns (AVX-512, whose masked loads also take the
@@ -15,23 +15,87 @@ pub fn padded(n: usize) -> usize {
     n.div_ceil(LANES) * LANES
 }
 
-/// A strided `m x k` left operand: element `(r, kk)` is `data[r * row_stride + kk * col_stride]`.
+/// Where the rows, or the reduction steps, of a left operand start in its slice.
+pub trait Offsets: Copy {
+    /// The offset of index `i`.
+    ///
+    /// # Safety
+    /// `i` must be below the count that [`Offsets::max_offset`] was checked for.
+    unsafe fn at(self, i: usize) -> usize;
+    /// The largest offset of the first `n` indexes (`n` > 0), or `None` when there are fewer.
+    fn max_offset(self, n: usize) -> Option<usize>;
+}
+
+/// Offsets `i * step`: a plain strided matrix.
 #[derive(Clone, Copy)]
-pub struct Lhs<'a> {
+pub struct Stride(pub usize);
+
+impl Offsets for Stride {
+    #[inline(always)]
+    unsafe fn at(self, i: usize) -> usize {
+        i * self.0
+    }
+    fn max_offset(self, n: usize) -> Option<usize> {
+        Some((n - 1) * self.0)
+    }
+}
+
+/// Offsets read from a table: a gathered matrix, such as the patches of a convolution read
+/// straight from a padded image (no im2col copy).
+#[derive(Clone, Copy)]
+pub struct Table<'a>(pub &'a [usize]);
+
+impl Offsets for Table<'_> {
+    #[inline(always)]
+    unsafe fn at(self, i: usize) -> usize {
+        // SAFETY: the caller keeps `i` below the length checked by `max_offset`.
+        unsafe { *self.0.get_unchecked(i) }
+    }
+    fn max_offset(self, n: usize) -> Option<usize> {
+        self.0.get(..n)?.iter().copied().max()
+    }
+}
+
+/// An `m x k` left operand: element `(r, kk)` is `data[rows.at(r) + cols.at(kk)]`.
+#[derive(Clone, Copy)]
+pub struct Lhs<'a, R = Stride, C = Stride> {
     /// Backing slice.
     pub data: &'a [f32],
-    /// Step between rows.
-    pub row_stride: usize,
-    /// Step along the reduction.
-    pub col_stride: usize,
+    /// Where each row starts.
+    pub rows: R,
+    /// Where each step of the reduction lies within a row.
+    pub cols: C,
+}
+
+impl<'a> Lhs<'a> {
+    /// A strided operand: element `(r, kk)` is `data[r * row_stride + kk * col_stride]`.
+    pub fn strided(data: &'a [f32], row_stride: usize, col_stride: usize) -> Self {
+        Lhs {
+            data,
+            rows: Stride(row_stride),
+            cols: Stride(col_stride),
+        }
+    }
+}
+
+impl<R: Offsets, C: Offsets> Lhs<'_, R, C> {
+    /// Where row `r` starts; add `cols.at(kk)` for element `(r, kk)`.
+    ///
+    /// # Safety
+    /// `r` must lie within the rows checked by [`small_gemm`].
+    #[inline(always)]
+    unsafe fn row(&self, r: usize) -> *const f32 {
+        // SAFETY: a checked row's offset is at most the checked maximum, below `data.len()`.
+        unsafe { self.data.as_ptr().add(self.rows.at(r)) }
+    }
 }
 
 /// `c [+]= a * b`; see the module doc for the layouts.
-pub fn small_gemm(
+pub fn small_gemm<R: Offsets, C: Offsets>(
     m: usize,
     n_pad: usize,
     k: usize,
-    a: Lhs<'_>,
+    a: Lhs<'_, R, C>,
     b: &[f32],
     c: &mut [f32],
     accumulate: bool,
@@ -42,8 +106,15 @@ pub fn small_gemm(
         "operands too small"
     );
     if m > 0 && k > 0 {
-        let last = (m - 1) * a.row_stride + (k - 1) * a.col_stride;
-        assert!(last < a.data.len(), "left operand out of bounds");
+        let last = a
+            .rows
+            .max_offset(m)
+            .zip(a.cols.max_offset(k))
+            .map(|(r, c)| r + c);
+        assert!(
+            last.is_some_and(|last| last < a.data.len()),
+            "left operand out of bounds"
+        );
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
@@ -62,11 +133,11 @@ pub fn small_gemm(
     portable(m, n_pad, k, a, b, c, accumulate);
 }
 
-fn portable(
+fn portable<R: Offsets, C: Offsets>(
     m: usize,
     n_pad: usize,
     k: usize,
-    a: Lhs<'_>,
+    a: Lhs<'_, R, C>,
     b: &[f32],
     c: &mut [f32],
     accumulate: bool,
@@ -77,7 +148,8 @@ fn portable(
             row.fill(0.0);
         }
         for kk in 0..k {
-            let scale = a.data[r * a.row_stride + kk * a.col_stride];
+            // SAFETY: `r < m` and `kk < k`, the extents `small_gemm` checked.
+            let scale = unsafe { *a.row(r).add(a.cols.at(kk)) };
             row.iter_mut()
                 .zip(&b[kk * n_pad..][..n_pad])
                 .for_each(|(c, b)| *c += scale * b);
@@ -87,18 +159,18 @@ fn portable(
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Lhs, LANES};
+    use super::{Lhs, Offsets, LANES};
     use std::arch::x86_64::*;
 
     /// # Safety
     /// AVX2 and FMA must be available and the operands within the extents checked by the
     /// caller.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn gemm(
+    pub unsafe fn gemm<R: Offsets, C: Offsets>(
         m: usize,
         n_pad: usize,
         k: usize,
-        a: Lhs<'_>,
+        a: Lhs<'_, R, C>,
         b: &[f32],
         c: &mut [f32],
         acc: bool,
@@ -110,17 +182,17 @@ mod avx2 {
             let mut r0 = 0;
             while r0 + 4 <= m {
                 match width {
-                    3 => tile::<4, 3>(r0, v0, k, n_pad, a, b, c, acc),
-                    2 => tile::<4, 2>(r0, v0, k, n_pad, a, b, c, acc),
-                    _ => tile::<4, 1>(r0, v0, k, n_pad, a, b, c, acc),
+                    3 => tile::<4, 3, _, _>(r0, v0, k, n_pad, a, b, c, acc),
+                    2 => tile::<4, 2, _, _>(r0, v0, k, n_pad, a, b, c, acc),
+                    _ => tile::<4, 1, _, _>(r0, v0, k, n_pad, a, b, c, acc),
                 }
                 r0 += 4;
             }
             while r0 < m {
                 match width {
-                    3 => tile::<1, 3>(r0, v0, k, n_pad, a, b, c, acc),
-                    2 => tile::<1, 2>(r0, v0, k, n_pad, a, b, c, acc),
-                    _ => tile::<1, 1>(r0, v0, k, n_pad, a, b, c, acc),
+                    3 => tile::<1, 3, _, _>(r0, v0, k, n_pad, a, b, c, acc),
+                    2 => tile::<1, 2, _, _>(r0, v0, k, n_pad, a, b, c, acc),
+                    _ => tile::<1, 1, _, _>(r0, v0, k, n_pad, a, b, c, acc),
                 }
                 r0 += 1;
             }
@@ -131,17 +203,18 @@ mod avx2 {
     /// One `R x V` tile of vectors: rows `r0..r0+R`, vectors `v0..v0+V`.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const R: usize, const V: usize>(
+    unsafe fn tile<const R: usize, const V: usize, RO: Offsets, CO: Offsets>(
         r0: usize,
         v0: usize,
         k: usize,
         n_pad: usize,
-        a: Lhs<'_>,
+        a: Lhs<'_, RO, CO>,
         b: &[f32],
         c: &mut [f32],
         accumulate: bool,
     ) {
-        let (a_ptr, b_ptr, c_ptr) = (a.data.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+        let (b_ptr, c_ptr) = (b.as_ptr(), c.as_mut_ptr());
+        let rows: [*const f32; R] = std::array::from_fn(|r| a.row(r0 + r));
         let mut sums = [[_mm256_setzero_ps(); V]; R];
         if accumulate {
             for (r, row) in sums.iter_mut().enumerate() {
@@ -156,7 +229,7 @@ mod avx2 {
                 *bv = _mm256_loadu_ps(b_ptr.add(kk * n_pad + (v0 + v) * LANES));
             }
             for (r, row) in sums.iter_mut().enumerate() {
-                let scale = _mm256_set1_ps(*a_ptr.add((r0 + r) * a.row_stride + kk * a.col_stride));
+                let scale = _mm256_set1_ps(*rows[r].add(a.cols.at(kk)));
                 for (sum, bv) in row.iter_mut().zip(&bs) {
                     *sum = _mm256_fmadd_ps(scale, *bv, *sum);
                 }
@@ -172,7 +245,7 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::Lhs;
+    use super::{Lhs, Offsets};
     use std::arch::x86_64::*;
 
     /// Lanes of a 512-bit vector.
@@ -181,11 +254,11 @@ mod avx512 {
     /// # Safety
     /// AVX-512F must be available and the operands within the extents checked by the caller.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn gemm(
+    pub unsafe fn gemm<RO: Offsets, CO: Offsets>(
         m: usize,
         n_pad: usize,
         k: usize,
-        a: Lhs<'_>,
+        a: Lhs<'_, RO, CO>,
         b: &[f32],
         c: &mut [f32],
         acc: bool,
@@ -197,21 +270,21 @@ mod avx512 {
             let width = (vectors - v0).min(4);
             let args = (m, v0, k, n_pad, a, b, c.as_mut_ptr(), acc);
             match width {
-                4 => rows::<6, 4>(args),
-                3 => rows::<8, 3>(args),
-                2 => rows::<12, 2>(args),
-                _ => rows::<12, 1>(args),
+                4 => rows::<6, 4, _, _>(args),
+                3 => rows::<8, 3, _, _>(args),
+                2 => rows::<12, 2, _, _>(args),
+                _ => rows::<12, 1, _, _>(args),
             }
             v0 += width;
         }
     }
 
-    type Args<'a> = (
+    type Args<'a, RO, CO> = (
         usize,
         usize,
         usize,
         usize,
-        Lhs<'a>,
+        Lhs<'a, RO, CO>,
         &'a [f32],
         *mut f32,
         bool,
@@ -219,19 +292,21 @@ mod avx512 {
 
     /// All rows for vectors `v0..v0+V`: tiles of `R` rows, then of 4, then single rows.
     #[target_feature(enable = "avx512f")]
-    unsafe fn rows<const R: usize, const V: usize>(args: Args<'_>) {
+    unsafe fn rows<const R: usize, const V: usize, RO: Offsets, CO: Offsets>(
+        args: Args<'_, RO, CO>,
+    ) {
         let m = args.0;
         let mut r0 = 0;
         while r0 + R <= m {
-            tile::<R, V>(r0, args);
+            tile::<R, V, _, _>(r0, args);
             r0 += R;
         }
         while r0 + 4 <= m {
-            tile::<4, V>(r0, args);
+            tile::<4, V, _, _>(r0, args);
             r0 += 4;
         }
         while r0 < m {
-            tile::<1, V>(r0, args);
+            tile::<1, V, _, _>(r0, args);
             r0 += 1;
         }
     }
@@ -239,12 +314,12 @@ mod avx512 {
     /// One `R x V` tile: rows `r0..r0+R`, vectors `v0..v0+V`; a vector that reaches past
     /// `n_pad` (half of the last one when `n_pad` is an odd multiple of 8) is masked.
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const R: usize, const V: usize>(
+    unsafe fn tile<const R: usize, const V: usize, RO: Offsets, CO: Offsets>(
         r0: usize,
-        (_, v0, k, n_pad, a, b, c_ptr, accumulate): Args<'_>,
+        (_, v0, k, n_pad, a, b, c_ptr, accumulate): Args<'_, RO, CO>,
     ) {
         let b_ptr = b.as_ptr();
-        let a_ptr = a.data.as_ptr();
+        let rows: [*const f32; R] = std::array::from_fn(|r| a.row(r0 + r));
         let mut masks = [0xFFFF_u16; V];
         for (v, mask) in masks.iter_mut().enumerate() {
             let left = n_pad - (v0 + v) * WIDE;
@@ -267,7 +342,7 @@ mod avx512 {
                 *bv = _mm512_maskz_loadu_ps(masks[v], b_ptr.add(kk * n_pad + (v0 + v) * WIDE));
             }
             for (r, row) in sums.iter_mut().enumerate() {
-                let scale = _mm512_set1_ps(*a_ptr.add((r0 + r) * a.row_stride + kk * a.col_stride));
+                let scale = _mm512_set1_ps(*rows[r].add(a.cols.at(kk)));
                 for (sum, bv) in row.iter_mut().zip(&bs) {
                     *sum = _mm512_fmadd_ps(scale, *bv, *sum);
                 }
@@ -293,11 +368,7 @@ mod tests {
                 let k = 11;
                 let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
                 let b: Vec<f32> = (0..k * n_pad).map(|i| (i % 5) as f32 * 0.5).collect();
-                let lhs = Lhs {
-                    data: &a,
-                    row_stride: k,
-                    col_stride: 1,
-                };
+                let lhs = Lhs::strided(&a, k, 1);
                 for accumulate in [true, false] {
                     // One spare row past the product must stay untouched.
                     let mut fast = vec![2.0; (m + 1) * n_pad];
@@ -316,16 +387,49 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
         let b: Vec<f32> = (0..k * n_pad).map(|i| (i % 5) as f32 * 0.5).collect();
         for (row_stride, col_stride) in [(k, 1), (1, m)] {
-            let lhs = Lhs {
-                data: &a,
-                row_stride,
-                col_stride,
-            };
+            let lhs = Lhs::strided(&a, row_stride, col_stride);
             let mut fast = vec![1.0; m * n_pad];
             let mut slow = vec![1.0; m * n_pad];
             small_gemm(m, n_pad, k, lhs, &b, &mut fast, true);
             portable(m, n_pad, k, lhs, &b, &mut slow, true);
             assert_eq!(fast, slow);
         }
+    }
+
+    #[test]
+    fn gathered_operand_reads_through_its_tables() {
+        // A 5 x 4 operand scattered through a larger slice, in no particular order.
+        let (m, n_pad, k) = (5, 40, 4);
+        let data: Vec<f32> = (0..64).map(|i| (i % 9) as f32 - 4.0).collect();
+        let rows = [7, 0, 30, 12, 21];
+        let cols = [3, 1, 20, 0];
+        let gathered = Lhs {
+            data: &data,
+            rows: Table(&rows),
+            cols: Table(&cols),
+        };
+        let dense: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| cols.iter().map(|c| data[r + c]).collect::<Vec<_>>())
+            .collect();
+        let b: Vec<f32> = (0..k * n_pad).map(|i| (i % 5) as f32 * 0.5).collect();
+        let mut fast = vec![1.0; m * n_pad];
+        let mut slow = fast.clone();
+        small_gemm(m, n_pad, k, gathered, &b, &mut fast, true);
+        portable(m, n_pad, k, Lhs::strided(&dense, k, 1), &b, &mut slow, true);
+        assert_eq!(fast, slow);
+    }
+
+    #[test]
+    #[should_panic(expected = "left operand out of bounds")]
+    fn a_table_reaching_past_the_data_is_refused() {
+        let data = [0.0; 16];
+        let lhs = Lhs {
+            data: &data,
+            rows: Table(&[0, 8]),
+            cols: Table(&[0, 8]),
+        };
+        let mut c = [0.0; 16];
+        small_gemm(2, 8, 2, lhs, &[0.0; 16], &mut c, false);
     }
 }
