@@ -193,7 +193,7 @@ impl PaddedBatch {
 
     /// Where each tap of a patch lies relative to the patch's start, in the weight's (row,
     /// column, channel) order.
-    fn taps(&self, g: &ConvGeometry) -> Vec<usize> {
+    fn patch_taps(&self, g: &ConvGeometry) -> Vec<usize> {
         let (w, c_in) = (g.window, g.c_in);
         (0..w.rows.kernel)
             .flat_map(|i| (0..w.cols.kernel).map(move |j| (i, j)))
@@ -226,7 +226,7 @@ impl PaddedBatch {
 ))]
 fn forward_row(
     g: &ConvPoolGeometry,
-    (input, taps, weight_pad, bias): (&PaddedBatch, &[usize], &[f32], Option<&[f32]>),
+    (input, patch_taps, weight_pad, bias): (&PaddedBatch, &[usize], &[f32], Option<&[f32]>),
     row_idx: usize,
     out_row: &mut [f32],
     mut arg_row: Option<&mut [u16]>,
@@ -250,7 +250,7 @@ fn forward_row(
             let patches = Lhs {
                 data: &input.data,
                 rows: Table(&scratch.offsets),
-                cols: Table(taps),
+                cols: Table(patch_taps),
             };
             small_gemm(pixels, f_pad, k, patches, weight_pad, block, false);
         } else {
@@ -294,10 +294,10 @@ pub fn forward(
     let row_len = g.out_size().1 * f;
     let f_pad = padded(f);
     let weight_pad = pad_columns(weight, k, f, f_pad);
-    let taps = input.taps(c);
+    let patch_taps = input.patch_taps(c);
     let body = |row_idx: usize, out_row: &mut [f32], arg_row: Option<&mut [u16]>| {
         let mut scratch = Scratch::take();
-        let operands = (input, taps.as_slice(), weight_pad.as_slice(), bias);
+        let operands = (input, patch_taps.as_slice(), weight_pad.as_slice(), bias);
         forward_row(g, operands, row_idx, out_row, arg_row, &mut scratch);
         scratch.give();
     };
@@ -318,8 +318,8 @@ pub fn forward(
 #[derive(Clone, Copy)]
 struct BackwardOperands<'a> {
     input: &'a PaddedBatch,
-    /// Where each tap of a patch lies (see [`PaddedBatch::taps`]).
-    taps: &'a [usize],
+    /// Where each tap of a patch lies (see [`PaddedBatch::patch_taps`]).
+    patch_taps: &'a [usize],
     grad_out: &'a [f32],
     argmax: &'a [u16],
     /// The weight transposed (`F x K_pad`).
@@ -389,7 +389,7 @@ fn backward_image(
                 input.patch_starts(c, n, &rect, &mut scratch.offsets);
                 let patches_t = Lhs {
                     data: &input.data,
-                    rows: Table(operands.taps),
+                    rows: Table(operands.patch_taps),
                     cols: Table(&scratch.offsets),
                 };
                 small_gemm(k, f_pad, pixels, patches_t, block, dw, true);
@@ -436,7 +436,7 @@ pub fn backward(
     let (k, f) = (c.k(), c.filters);
     let (f_pad, k_pad) = (padded(f), padded(k));
     let weight_t_pad = transpose_padded(weight, k, f, k_pad);
-    let taps = input.taps(c);
+    let patch_taps = input.patch_taps(c);
     let slots: Vec<Option<&mut [f32]>> = match grad_input {
         Some(grad) => grad.chunks_mut(c.in_image()).map(Some).collect(),
         None => (0..c.batch).map(|_| None).collect(),
@@ -449,7 +449,7 @@ pub fn backward(
             let mut scratch = Scratch::take();
             let operands = BackwardOperands {
                 input,
-                taps: &taps,
+                patch_taps: &patch_taps,
                 grad_out,
                 argmax,
                 weight_t_pad: &weight_t_pad,
