@@ -12,6 +12,7 @@ use crate::backend::ops::conv_kernels::{col2im, im2col, sized, ConvGeometry, Rec
 use crate::backend::ops::geometry::Axis1;
 use crate::backend::ops::reduce::{add_pairs, fold_in_order};
 use crate::backend::ops::small_gemm::{padded, small_gemm, Lhs, Table};
+use crate::backend::ops::winograd;
 use rayon::prelude::*;
 
 /// Convolution pixels per forward block (rounded to whole pooling windows).
@@ -291,6 +292,13 @@ pub fn forward(
         ph * pw < usize::from(NO_WINNER),
         "pool window too large for u16 winners"
     );
+    if winograd::applies(g) {
+        // INVARIANT: Winograd needs many channels, so its patches are never gathered and
+        // `input` holds the batch unpadded.
+        debug_assert!(!gathers(c));
+        winograd::forward(g, &input.data, weight, bias, out, argmax);
+        return;
+    }
     let row_len = g.out_size().1 * f;
     let f_pad = padded(f);
     let weight_pad = pad_columns(weight, k, f, f_pad);
@@ -432,6 +440,21 @@ pub fn backward(
     grad_weight: &mut [f32],
     grad_bias: &mut [f32],
 ) {
+    if winograd::applies(g) {
+        debug_assert!(!gathers(&g.conv));
+        let input = &input.data;
+        winograd::backward(
+            g,
+            input,
+            weight,
+            grad_out,
+            argmax,
+            grad_input,
+            grad_weight,
+            grad_bias,
+        );
+        return;
+    }
     let c = &g.conv;
     let (k, f) = (c.k(), c.filters);
     let (f_pad, k_pad) = (padded(f), padded(k));

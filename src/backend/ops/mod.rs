@@ -28,6 +28,7 @@ pub mod reduce;
 pub mod simd;
 pub mod small_gemm;
 pub mod tape;
+pub mod winograd;
 
 use dfdx::tensor::{Cpu, Tensor};
 

@@ -1,0 +1,350 @@
+//! The Winograd F(2x2, 3x3) transforms: `Bᵀ d B` of input tiles, `Aᵀ M A` of output tiles,
+//! `G g Gᵀ` of filters, and their adjoints for the backward pass, on tiles of vectors held in
+//! registers (`pulp` picks the vectors: AVX-512, AVX2, NEON or scalar).
+
+use super::{Tiles, XI};
+use crate::backend::ops::conv_pool_kernels::NO_WINNER;
+use pulp::{Scalar, Simd};
+
+/// One vector's worth of channels or filters: from `start`, `width` lanes of which the first
+/// `len` are real (the rest is padding to a whole vector).
+#[derive(Clone, Copy)]
+pub(super) struct Lanes {
+    start: usize,
+    width: usize,
+    len: usize,
+}
+
+impl Lanes {
+    #[inline(always)]
+    pub(super) fn new(start: usize, width: usize, real: usize) -> Self {
+        let len = real.saturating_sub(start).min(width);
+        Self { start, width, len }
+    }
+}
+
+/// A 4x4 tile of vectors, row-major; the transforms work on it in place.
+type Tile<S> = [<S as Simd>::f32s; XI];
+
+/// A one-axis transform of `IN` points to `OUT`, applied to four slots of a tile (reading
+/// the first `IN`, writing the first `OUT`). A trait rather than closures, so that every
+/// step inlines into the vectorised caller (a closure is its own function, compiled without
+/// the caller's vector features).
+trait Axis {
+    const IN: usize;
+    const OUT: usize;
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, slots: [usize; 4]);
+}
+
+/// `T x Tᵀ` for the matrix `T` of `A`: `A` along the columns of the tile's top-left
+/// `IN x IN` corner, then along the rows; the result is the top-left `OUT x OUT` corner.
+#[inline(always)]
+fn two_d<S: Simd, A: Axis>(s: S, tile: &mut Tile<S>) {
+    for j in 0..A::IN {
+        A::apply(s, tile, [j, 4 + j, 8 + j, 12 + j]);
+    }
+    for i in 0..A::OUT {
+        A::apply(s, tile, [4 * i, 4 * i + 1, 4 * i + 2, 4 * i + 3]);
+    }
+}
+
+/// `Bᵀ d` (4 points to 4).
+struct Bt;
+/// The adjoint of [`Bt`].
+struct BtAdjoint;
+/// `Aᵀ m` (4 points to 2).
+struct At;
+/// The adjoint of [`At`] (2 points to 4).
+struct AtAdjoint;
+/// `G g` (3 points to 4).
+struct Gt;
+/// The adjoint of [`Gt`] (4 points to 3).
+struct GtAdjoint;
+
+impl Axis for Bt {
+    const IN: usize = 4;
+    const OUT: usize = 4;
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3]: [usize; 4]) {
+        let (d0, d1, d2, d3) = (t[p0], t[p1], t[p2], t[p3]);
+        t[p0] = s.sub_f32s(d0, d2);
+        t[p1] = s.add_f32s(d1, d2);
+        t[p2] = s.sub_f32s(d2, d1);
+        t[p3] = s.sub_f32s(d1, d3);
+    }
+}
+
+impl Axis for BtAdjoint {
+    const IN: usize = 4;
+    const OUT: usize = 4;
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3]: [usize; 4]) {
+        let (v0, v1, v2, v3) = (t[p0], t[p1], t[p2], t[p3]);
+        t[p1] = s.add_f32s(s.sub_f32s(v1, v2), v3);
+        t[p2] = s.sub_f32s(s.add_f32s(v1, v2), v0);
+        t[p3] = s.neg_f32s(v3);
+    }
+}
+
+impl Axis for At {
+    const IN: usize = 4;
+    const OUT: usize = 2;
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3]: [usize; 4]) {
+        let (m0, m1, m2, m3) = (t[p0], t[p1], t[p2], t[p3]);
+        t[p0] = s.add_f32s(s.add_f32s(m0, m1), m2);
+        t[p1] = s.sub_f32s(s.sub_f32s(m1, m2), m3);
+    }
+}
+
+impl Axis for AtAdjoint {
+    const IN: usize = 2;
+    const OUT: usize = 4;
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3]: [usize; 4]) {
+        let (y0, y1) = (t[p0], t[p1]);
+        t[p1] = s.add_f32s(y0, y1);
+        t[p2] = s.sub_f32s(y0, y1);
+        t[p3] = s.neg_f32s(y1);
+    }
+}
+
+impl Axis for Gt {
+    const IN: usize = 3;
+    const OUT: usize = 4;
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3]: [usize; 4]) {
+        let (g0, g1, g2) = (t[p0], t[p1], t[p2]);
+        let (outer, half) = (s.add_f32s(g0, g2), s.splat_f32s(0.5));
+        t[p1] = s.mul_f32s(half, s.add_f32s(outer, g1));
+        t[p2] = s.mul_f32s(half, s.sub_f32s(outer, g1));
+        t[p3] = g2;
+    }
+}
+
+impl Axis for GtAdjoint {
+    const IN: usize = 4;
+    const OUT: usize = 3;
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3]: [usize; 4]) {
+        let (u0, u1, u2, u3) = (t[p0], t[p1], t[p2], t[p3]);
+        let half = s.splat_f32s(0.5);
+        let (sum, diff) = (
+            s.mul_f32s(half, s.add_f32s(u1, u2)),
+            s.mul_f32s(half, s.sub_f32s(u1, u2)),
+        );
+        t[p0] = s.add_f32s(u0, sum);
+        t[p1] = diff;
+        t[p2] = s.add_f32s(sum, u3);
+    }
+}
+
+/// `src` (at most one vector) as a vector, zero past its end: a plain load when it fills the
+/// vector (pulp's masked load is a call).
+#[inline(always)]
+fn load<S: Simd>(s: S, src: &[f32]) -> S::f32s {
+    match S::as_simd_f32s(src).0.first() {
+        Some(&full) => full,
+        None => s.partial_load_f32s(src),
+    }
+}
+
+/// Stores the first `dst.len()` lanes of `value` (at most one vector).
+#[inline(always)]
+fn store<S: Simd>(s: S, dst: &mut [f32], value: S::f32s) {
+    match S::as_mut_simd_f32s(dst).0.first_mut() {
+        Some(full) => *full = value,
+        None => s.partial_store_f32s(dst, value),
+    }
+}
+
+/// The transform of one tile's input channels `lanes`, into the tile's `[ξ][c_s]` slice.
+#[inline(always)]
+pub(super) fn input_tile<S: Simd>(
+    s: S,
+    image: &[f32],
+    taps: &[Option<usize>; XI],
+    lanes: Lanes,
+    out: &mut [f32],
+    c_s: usize,
+) {
+    let mut d: Tile<S> = [s.splat_f32s(0.0); XI];
+    for (slot, tap) in d.iter_mut().zip(taps) {
+        if let Some(at) = tap {
+            *slot = load(s, &image[at + lanes.start..][..lanes.len]);
+        }
+    }
+    two_d::<S, Bt>(s, &mut d);
+    for (xi, value) in d.into_iter().enumerate() {
+        store(s, &mut out[xi * c_s + lanes.start..][..lanes.width], value);
+    }
+}
+
+/// Where one tile's rows lie in a `[ξ][tile][len_s]` matrix: (tile, tiles, len_s).
+pub(super) type Place = (usize, usize, usize);
+
+/// The 16 vectors of `lanes` of one tile in a `[ξ][tile][len_s]` matrix.
+#[inline(always)]
+fn load_tile<S: Simd>(s: S, m: &[f32], (tile, n_tiles, len_s): Place, lanes: Lanes) -> Tile<S> {
+    let mut t: Tile<S> = [s.splat_f32s(0.0); XI];
+    for (xi, slot) in t.iter_mut().enumerate() {
+        *slot = load(
+            s,
+            &m[(xi * n_tiles + tile) * len_s + lanes.start..][..lanes.width],
+        );
+    }
+    t
+}
+
+/// Output transform, bias, relu and 2x2 max of one tile's filters `lanes`.
+#[inline(always)]
+pub(super) fn output_tile<S: Simd>(
+    s: S,
+    m: &[f32],
+    place: Place,
+    lanes: Lanes,
+    bias: Option<&[f32]>,
+    (pooled, arg): (&mut [f32], Option<&mut [u16]>),
+    relu: bool,
+) {
+    let mut y = load_tile(s, m, place, lanes);
+    two_d::<S, At>(s, &mut y);
+    // The window's taps in the pool's order (0, 0), (0, 1), (1, 0), (1, 1); ties keep the
+    // first, as the direct path does.
+    let (mut best, mut winner) = (y[0], s.splat_f32s(0.0));
+    for (tap, slot) in [(1.0, 1), (2.0, 4), (3.0, 5)] {
+        let better = s.greater_than_f32s(y[slot], best);
+        best = s.select_f32s(better, y[slot], best);
+        winner = s.select_f32s(better, s.splat_f32s(tap), winner);
+    }
+    let (real, len) = (lanes.start..lanes.start + lanes.len, lanes.len);
+    if let Some(bias) = bias {
+        best = s.add_f32s(best, load(s, &bias[real.clone()]));
+    }
+    if relu {
+        let dead = s.less_than_or_equal_f32s(best, s.splat_f32s(0.0));
+        best = s.select_f32s(dead, s.splat_f32s(0.0), best);
+        winner = s.select_f32s(dead, s.splat_f32s(f32::from(NO_WINNER)), winner);
+    }
+    store(s, &mut pooled[real.clone()], best);
+    if let Some(arg) = arg {
+        let mut winners = [0.0f32; MAX_LANES];
+        store(s, &mut winners[..len.min(MAX_LANES)], winner);
+        for (a, w) in arg[real].iter_mut().zip(winners) {
+            *a = w as u16;
+        }
+    }
+}
+
+/// Lanes of the widest vector [`pulp`] offers (AVX-512: 16 `f32`).
+const MAX_LANES: usize = 16;
+
+/// The pooled gradient of one tile's filters `lanes` spread to its winners (`dY`), into
+/// `dM = A dY Aᵀ`; adds the bias gradient.
+#[inline(always)]
+pub(super) fn grad_tile<S: Simd>(
+    s: S,
+    (go, arg): (&[f32], &[u16]),
+    lanes: Lanes,
+    db: &mut [f32],
+    dm: &mut [f32],
+    (tile, n_tiles, f_s): Place,
+) {
+    let real = lanes.start..lanes.start + lanes.len;
+    let g = load(s, &go[real.clone()]);
+    let mut winners = [f32::from(NO_WINNER); MAX_LANES];
+    for (w, &a) in winners.iter_mut().zip(&arg[real.clone()]) {
+        *w = f32::from(a);
+    }
+    let winner = load(s, &winners[..lanes.width.min(MAX_LANES)]);
+    let zero = s.splat_f32s(0.0);
+    let mut d: Tile<S> = [zero; XI];
+    for (tap, slot) in [(0.0, 0), (1.0, 1), (2.0, 4), (3.0, 5)] {
+        d[slot] = s.select_f32s(s.equal_f32s(winner, s.splat_f32s(tap)), g, zero);
+    }
+    let passed = s.add_f32s(s.add_f32s(d[0], d[1]), s.add_f32s(d[4], d[5]));
+    let db = &mut db[real];
+    store(s, db, s.add_f32s(load(s, db), passed));
+    two_d::<S, AtAdjoint>(s, &mut d);
+    for (xi, value) in d.into_iter().enumerate() {
+        let at = (xi * n_tiles + tile) * f_s + lanes.start;
+        store(s, &mut dm[at..][..lanes.width], value);
+    }
+}
+
+/// `B dV Bᵀ` of one tile's channels `lanes`, added into the input pixels it covers.
+#[inline(always)]
+pub(super) fn input_grad_tile<S: Simd>(
+    s: S,
+    dv: &[f32],
+    place: Place,
+    lanes: Lanes,
+    taps: &[Option<usize>; XI],
+    grad_image: &mut [f32],
+) {
+    let mut d = load_tile(s, dv, place, lanes);
+    two_d::<S, BtAdjoint>(s, &mut d);
+    for (tap, value) in taps.iter().zip(d) {
+        if let Some(at) = tap {
+            let dst = &mut grad_image[at + lanes.start..][..lanes.len];
+            store(s, dst, s.add_f32s(load(s, dst), value));
+        }
+    }
+}
+
+/// The 3x3 filter of input channel `c` and filter `f` from an HWIO `9 c_in x F` weight, in the
+/// top-left corner of a (scalar) tile.
+fn filter(t: &Tiles, weight: &[f32], c: usize, f: usize) -> Tile<Scalar> {
+    let mut tile = [0.0; XI];
+    for k in 0..9 {
+        tile[(k / 3) * 4 + k % 3] = weight[(k * t.c_in + c) * t.filters + f];
+    }
+    tile
+}
+
+/// `G g Gᵀ` of every filter, handed to `put(ξ, input channel, filter, value)`.
+fn transform_filters(t: &Tiles, weight: &[f32], mut put: impl FnMut(usize, usize, usize, f32)) {
+    let s = Scalar::new();
+    for c in 0..t.c_in {
+        for f in 0..t.filters {
+            let mut tile = filter(t, weight, c, f);
+            two_d::<Scalar, Gt>(s, &mut tile);
+            for (xi, value) in tile.into_iter().enumerate() {
+                put(xi, c, f, value);
+            }
+        }
+    }
+}
+
+/// `U = G g Gᵀ` as `[ξ][c_in][f_s]`.
+pub(super) fn transform_weight(t: &Tiles, weight: &[f32]) -> Vec<f32> {
+    let mut u = vec![0.0; XI * t.c_in * t.f_s];
+    transform_filters(t, weight, |xi, c, f, value| {
+        u[(xi * t.c_in + c) * t.f_s + f] = value;
+    });
+    u
+}
+
+/// `Uᵀ` as `[ξ][filters][c_s]`.
+pub(super) fn transform_weight_transposed(t: &Tiles, weight: &[f32]) -> Vec<f32> {
+    let mut u_t = vec![0.0; XI * t.filters * t.c_s];
+    transform_filters(t, weight, |xi, c, f, value| {
+        u_t[(xi * t.filters + f) * t.c_s + c] = value;
+    });
+    u_t
+}
+
+/// Adds `Gᵀ dU G`, the filter gradient, into the HWIO `grad_weight`.
+pub(super) fn add_weight_gradient(t: &Tiles, du: &[f32], grad_weight: &mut [f32]) {
+    let s = Scalar::new();
+    for c in 0..t.c_in {
+        for f in 0..t.filters {
+            let mut tile: Tile<Scalar> =
+                std::array::from_fn(|xi| du[(xi * t.c_in + c) * t.f_s + f]);
+            two_d::<Scalar, GtAdjoint>(s, &mut tile);
+            for k in 0..9 {
+                grad_weight[(k * t.c_in + c) * t.filters + f] += tile[(k / 3) * 4 + k % 3];
+            }
+        }
+    }
+}
