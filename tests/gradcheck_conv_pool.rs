@@ -218,24 +218,28 @@ fn fused_strided_conv_same_padding() {
 }
 
 #[test]
-fn fused_winograd_conv3x3_pool2() {
-    // 3x3 stride-1 convolutions on 8 or more channels, pooled 2x2, run in the Winograd domain
-    // (`backend::ops::winograd`): `same` padding on odd sizes (the pool drops the last conv
-    // row and column), `valid` padding, and channels and filters that fill no whole 16-lane
-    // vector (20: one 16-lane and one 8-lane vector, 4 lanes of padding). The images are kept
+fn fused_winograd_conv_pool2() {
+    // 3x3 and 2x2 stride-1 convolutions on 8 or more channels, pooled 2x2, run in the Winograd
+    // domain (`backend::ops::winograd`): `same` padding on odd sizes (the pool drops the last
+    // conv row and column), `valid` padding, and channels and filters that fill no whole
+    // 16-lane vector (20: one 16-lane and one 8-lane vector, 4 lanes of padding). The images are kept
     // small: `distinct` inputs grow with their count, and Winograd's f32 rounding (about 3e-7
     // of the output scale; `winograd`'s unit test bounds it against f64) must stay below the
     // finite differences' tolerance.
     let pool = pool_cfg(2, 2, Padding::Valid);
-    for (padding, shape, filters, pooled) in [
-        (Padding::Same, (1, 5, 4, 16), 20, (2, 2)),
-        (Padding::Valid, (1, 6, 5, 16), 24, (2, 1)),
-        (Padding::Same, (1, 4, 4, 20), 8, (2, 2)),
-        (Padding::Same, (2, 4, 5, 8), 12, (2, 2)),
+    for (kernel, padding, shape, filters, pooled) in [
+        (3, Padding::Same, (1, 5, 4, 16), 20, (2, 2)),
+        (3, Padding::Valid, (1, 6, 5, 16), 24, (2, 1)),
+        (3, Padding::Same, (1, 4, 4, 20), 8, (2, 2)),
+        (3, Padding::Same, (2, 4, 5, 8), 12, (2, 2)),
+        (2, Padding::Same, (1, 5, 5, 20), 20, (2, 2)),
+        (2, Padding::Valid, (2, 5, 4, 8), 12, (2, 1)),
     ] {
-        let conv = conv_cfg((3, 3), padding, true);
+        let conv = conv_cfg((kernel, kernel), padding, true);
         case(
-            &format!("winograd conv3x3 {padding:?} relu pool2, {shape:?} -> {filters}"),
+            &format!(
+                "winograd conv{kernel}x{kernel} {padding:?} relu pool2, {shape:?} -> {filters}"
+            ),
             shape,
             filters,
             conv,

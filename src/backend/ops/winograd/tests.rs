@@ -7,12 +7,13 @@ use crate::backend::ops::geometry::{Padding, Window2};
 
 fn geometry(
     (batch, h, w, c_in): (usize, usize, usize, usize),
-    filters: usize,
+    (kernel, filters): (usize, usize),
     padding: Padding,
 ) -> ConvPoolGeometry {
-    let window = Window2::new((h, w), (3, 3), (1, 1), padding).expect("kernel fits");
+    let window = Window2::new((h, w), (kernel, kernel), (1, 1), padding).expect("kernel fits");
+    let k = kernel * kernel * c_in;
     ConvPoolGeometry {
-        conv: ConvGeometry::for_weight(batch, c_in, window, (9 * c_in, filters)),
+        conv: ConvGeometry::for_weight(batch, c_in, window, (k, filters)),
         pool: (2, 2),
         relu: true,
     }
@@ -35,15 +36,16 @@ fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
 fn reference(g: &ConvPoolGeometry, input: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f64> {
     let (c, w) = (g.conv, g.conv.window);
     let (out_h, out_w) = g.out_size();
+    let r = w.rows.kernel;
     let conv = |n: usize, y: usize, x: usize, f: usize| -> f64 {
         let mut sum = f64::from(bias[f]);
-        for (i, j) in (0..3).flat_map(|i| (0..3).map(move |j| (i, j))) {
+        for (i, j) in (0..r).flat_map(|i| (0..r).map(move |j| (i, j))) {
             let (Some(iy), Some(ix)) = (w.rows.source(y, i), w.cols.source(x, j)) else {
                 continue;
             };
             for ch in 0..c.c_in {
                 let pixel = ((n * w.rows.input + iy) * w.cols.input + ix) * c.c_in + ch;
-                let tap = ((i * 3 + j) * c.c_in + ch) * c.filters + f;
+                let tap = ((i * r + j) * c.c_in + ch) * c.filters + f;
                 sum += f64::from(input[pixel]) * f64::from(weight[tap]);
             }
         }
@@ -65,16 +67,20 @@ fn reference(g: &ConvPoolGeometry, input: &[f32], weight: &[f32], bias: &[f32]) 
 #[test]
 fn forward_matches_a_direct_f64_reference() {
     for (shape, filters, padding) in [
-        ((2, 9, 7, 16), 24, Padding::Same),
-        ((1, 8, 10, 40), 20, Padding::Valid),
-        ((3, 14, 14, 32), 64, Padding::Same),
+        ((2, 9, 7, 16), (3, 24), Padding::Same),
+        ((1, 8, 10, 40), (3, 20), Padding::Valid),
+        ((3, 14, 14, 32), (3, 64), Padding::Same),
         // 11 x 20 tiles in blocks of 3 tile rows: the last block of each image is short.
-        ((2, 22, 41, 16), 8, Padding::Same),
+        ((2, 22, 41, 16), (3, 8), Padding::Same),
+        // F(2x2, 2x2): `same` pads only after, `valid` drops a row and a column.
+        ((2, 9, 11, 20), (2, 20), Padding::Same),
+        ((1, 10, 7, 8), (2, 12), Padding::Valid),
+        ((2, 24, 40, 20), (2, 20), Padding::Same),
     ] {
         let g = geometry(shape, filters, padding);
         let input = values(shape.0 * shape.1 * shape.2 * shape.3, 1, 3.0);
-        let weight = values(9 * shape.3 * filters, 2, 0.3);
-        let bias = values(filters, 3, 0.1);
+        let weight = values(filters.0 * filters.0 * shape.3 * filters.1, 2, 0.3);
+        let bias = values(filters.1, 3, 0.1);
         let mut out = vec![f32::NAN; shape.0 * g.out_image()];
         forward(&g, &input, &weight, Some(&bias), &mut out, None);
         let expected = reference(&g, &input, &weight, &bias);
@@ -84,7 +90,7 @@ fn forward_matches_a_direct_f64_reference() {
             .zip(&expected)
             .map(|(&o, &e)| (f64::from(o) - e).abs())
             .fold(0.0, f64::max);
-        eprintln!("{shape:?} -> {filters}: worst {worst:e}, scale {scale}");
+        eprintln!("{shape:?} -> {filters:?}: worst {worst:e}, scale {scale}");
         assert!(
             worst <= 1e-6 * scale,
             "{shape:?}: error {worst} at scale {scale}"
@@ -117,13 +123,14 @@ fn reference_grads(
         );
         let (y, x) = (2 * py + usize::from(arg) / 2, 2 * px + usize::from(arg) % 2);
         db[f] += f64::from(go);
-        for (i, j) in (0..3).flat_map(|i| (0..3).map(move |j| (i, j))) {
+        let r = w.rows.kernel;
+        for (i, j) in (0..r).flat_map(|i| (0..r).map(move |j| (i, j))) {
             let (Some(iy), Some(ix)) = (w.rows.source(y, i), w.cols.source(x, j)) else {
                 continue;
             };
             for ch in 0..c.c_in {
                 let src = ((n * w.rows.input + iy) * w.cols.input + ix) * c.c_in + ch;
-                let tap = ((i * 3 + j) * c.c_in + ch) * c.filters + f;
+                let tap = ((i * r + j) * c.c_in + ch) * c.filters + f;
                 dx[src] += f64::from(weight[tap]) * f64::from(go);
                 dw[tap] += f64::from(input[src]) * f64::from(go);
             }
@@ -135,16 +142,20 @@ fn reference_grads(
 #[test]
 fn backward_matches_a_direct_f64_reference() {
     for (shape, filters, padding) in [
-        ((2, 9, 7, 16), 24, Padding::Same),
-        ((1, 8, 10, 40), 20, Padding::Valid),
-        ((3, 14, 14, 32), 64, Padding::Same),
+        ((2, 9, 7, 16), (3, 24), Padding::Same),
+        ((1, 8, 10, 40), (3, 20), Padding::Valid),
+        ((3, 14, 14, 32), (3, 64), Padding::Same),
         // 11 x 20 tiles in blocks of 3 tile rows: the last block of each image is short.
-        ((2, 22, 41, 16), 8, Padding::Same),
+        ((2, 22, 41, 16), (3, 8), Padding::Same),
+        // F(2x2, 2x2): `same` pads only after, `valid` drops a row and a column.
+        ((2, 9, 11, 20), (2, 20), Padding::Same),
+        ((1, 10, 7, 8), (2, 12), Padding::Valid),
+        ((2, 24, 40, 20), (2, 20), Padding::Same),
     ] {
         let g = geometry(shape, filters, padding);
         let input = values(shape.0 * shape.1 * shape.2 * shape.3, 4, 3.0);
-        let weight = values(9 * shape.3 * filters, 5, 0.3);
-        let bias = values(filters, 6, 0.1);
+        let weight = values(filters.0 * filters.0 * shape.3 * filters.1, 5, 0.3);
+        let bias = values(filters.1, 6, 0.1);
         let pooled = shape.0 * g.out_image();
         let (mut out, mut argmax) = (vec![0.0; pooled], vec![0u16; pooled]);
         forward(
@@ -160,7 +171,7 @@ fn backward_matches_a_direct_f64_reference() {
         // Gradients are added to what is already there.
         let mut dx = vec![1.0; input.len()];
         let mut dw = vec![1.0; weight.len()];
-        let mut db = vec![1.0; filters];
+        let mut db = vec![1.0; filters.1];
         backward(
             &g,
             &input,
@@ -183,7 +194,7 @@ fn backward_matches_a_direct_f64_reference() {
                 .zip(expected)
                 .map(|(&o, &e)| (f64::from(o) - 1.0 - e).abs())
                 .fold(0.0, f64::max);
-            eprintln!("{shape:?} -> {filters}: {name} worst {worst:e}, scale {scale}");
+            eprintln!("{shape:?} -> {filters:?}: {name} worst {worst:e}, scale {scale}");
             assert!(
                 worst <= 1e-6 * scale,
                 "{shape:?} {name}: error {worst} at scale {scale}"

@@ -1,8 +1,9 @@
-//! The Winograd F(2x2, 3x3) transforms: `Bᵀ d B` of input tiles, `Aᵀ M A` of output tiles,
-//! `G g Gᵀ` of filters, and their adjoints for the backward pass, on tiles of vectors held in
-//! registers (`pulp` picks the vectors: AVX-512, AVX2, NEON or scalar).
+//! The Winograd transforms of F(2x2, 3x3) and F(2x2, 2x2): `Bᵀ d B` of input tiles, `Aᵀ M A`
+//! of output tiles, `G g Gᵀ` of filters, and their adjoints for the backward pass, on tiles of
+//! vectors held in registers (`pulp` picks the vectors: AVX-512, AVX2, NEON or scalar). A tile
+//! lives in the top-left `α x α` corner of a 4x4 grid of slots (slot `4 i + j`).
 
-use super::{Tiles, XI};
+use super::{Tiles, SLOTS};
 use crate::backend::ops::conv_pool_kernels::NO_WINNER;
 use pulp::{Scalar, Simd};
 
@@ -24,13 +25,61 @@ impl Lanes {
 }
 
 /// A 4x4 tile of vectors, row-major; the transforms work on it in place.
-type Tile<S> = [<S as Simd>::f32s; XI];
+type Tile<S> = [<S as Simd>::f32s; SLOTS];
+
+/// One Winograd algorithm F(2x2, r x r): the kernel size, the tile size `α = r + 1` and the
+/// one-axis transforms.
+pub(super) trait Variant {
+    /// Kernel rows and columns.
+    const R: usize;
+    /// Input tile rows and columns.
+    const ALPHA: usize = Self::R + 1;
+    /// Positions of a transformed tile (`α²`): the products per block.
+    const XI: usize = Self::ALPHA * Self::ALPHA;
+    type Bt: Axis;
+    type BtAdjoint: Axis;
+    type At: Axis;
+    type AtAdjoint: Axis;
+    type Gt: Axis;
+    type GtAdjoint: Axis;
+}
+
+/// F(2x2, 3x3): 16 multiplications per tile and channel pair instead of 36.
+pub(super) struct F23;
+/// F(2x2, 2x2): 9 instead of 16.
+pub(super) struct F22;
+
+impl Variant for F23 {
+    const R: usize = 3;
+    type Bt = BtF23;
+    type BtAdjoint = BtF23Adjoint;
+    type At = AtF23;
+    type AtAdjoint = AtF23Adjoint;
+    type Gt = GtF23;
+    type GtAdjoint = GtF23Adjoint;
+}
+
+impl Variant for F22 {
+    const R: usize = 2;
+    type Bt = BtF22;
+    type BtAdjoint = BtF22Adjoint;
+    type At = AtF22;
+    type AtAdjoint = AtF22Adjoint;
+    type Gt = GtF22;
+    type GtAdjoint = GtF22Adjoint;
+}
+
+/// The slot of transformed position `xi` (row-major over the `α x α` tile).
+#[inline(always)]
+pub(super) fn slot<V: Variant>(xi: usize) -> usize {
+    (xi / V::ALPHA) * 4 + xi % V::ALPHA
+}
 
 /// A one-axis transform of `IN` points to `OUT`, applied to four slots of a tile (reading
 /// the first `IN`, writing the first `OUT`). A trait rather than closures, so that every
 /// step inlines into the vectorised caller (a closure is its own function, compiled without
 /// the caller's vector features).
-trait Axis {
+pub(super) trait Axis {
     const IN: usize;
     const OUT: usize;
     fn apply<S: Simd>(s: S, t: &mut Tile<S>, slots: [usize; 4]);
@@ -48,20 +97,20 @@ fn two_d<S: Simd, A: Axis>(s: S, tile: &mut Tile<S>) {
     }
 }
 
-/// `Bᵀ d` (4 points to 4).
-struct Bt;
-/// The adjoint of [`Bt`].
-struct BtAdjoint;
-/// `Aᵀ m` (4 points to 2).
-struct At;
-/// The adjoint of [`At`] (2 points to 4).
-struct AtAdjoint;
-/// `G g` (3 points to 4).
-struct Gt;
-/// The adjoint of [`Gt`] (4 points to 3).
-struct GtAdjoint;
+/// F(2x2, 3x3)'s `Bᵀ d` (4 points to 4).
+pub(super) struct BtF23;
+/// The adjoint of [`BtF23`].
+pub(super) struct BtF23Adjoint;
+/// F(2x2, 3x3)'s `Aᵀ m` (4 points to 2).
+pub(super) struct AtF23;
+/// The adjoint of [`AtF23`] (2 points to 4).
+pub(super) struct AtF23Adjoint;
+/// F(2x2, 3x3)'s `G g` (3 points to 4).
+pub(super) struct GtF23;
+/// The adjoint of [`GtF23`] (4 points to 3).
+pub(super) struct GtF23Adjoint;
 
-impl Axis for Bt {
+impl Axis for BtF23 {
     const IN: usize = 4;
     const OUT: usize = 4;
     #[inline(always)]
@@ -74,7 +123,7 @@ impl Axis for Bt {
     }
 }
 
-impl Axis for BtAdjoint {
+impl Axis for BtF23Adjoint {
     const IN: usize = 4;
     const OUT: usize = 4;
     #[inline(always)]
@@ -86,7 +135,7 @@ impl Axis for BtAdjoint {
     }
 }
 
-impl Axis for At {
+impl Axis for AtF23 {
     const IN: usize = 4;
     const OUT: usize = 2;
     #[inline(always)]
@@ -97,7 +146,7 @@ impl Axis for At {
     }
 }
 
-impl Axis for AtAdjoint {
+impl Axis for AtF23Adjoint {
     const IN: usize = 2;
     const OUT: usize = 4;
     #[inline(always)]
@@ -109,7 +158,7 @@ impl Axis for AtAdjoint {
     }
 }
 
-impl Axis for Gt {
+impl Axis for GtF23 {
     const IN: usize = 3;
     const OUT: usize = 4;
     #[inline(always)]
@@ -122,7 +171,7 @@ impl Axis for Gt {
     }
 }
 
-impl Axis for GtAdjoint {
+impl Axis for GtF23Adjoint {
     const IN: usize = 4;
     const OUT: usize = 3;
     #[inline(always)]
@@ -136,6 +185,84 @@ impl Axis for GtAdjoint {
         t[p0] = s.add_f32s(u0, sum);
         t[p1] = diff;
         t[p2] = s.add_f32s(sum, u3);
+    }
+}
+
+/// F(2x2, 2x2)'s `Bᵀ d` (3 points to 3).
+pub(super) struct BtF22;
+/// The adjoint of [`BtF22`].
+pub(super) struct BtF22Adjoint;
+/// F(2x2, 2x2)'s `Aᵀ m` (3 points to 2).
+pub(super) struct AtF22;
+/// The adjoint of [`AtF22`] (2 points to 3).
+pub(super) struct AtF22Adjoint;
+/// F(2x2, 2x2)'s `G g` (2 points to 3).
+pub(super) struct GtF22;
+/// The adjoint of [`GtF22`] (3 points to 2).
+pub(super) struct GtF22Adjoint;
+
+impl Axis for BtF22 {
+    const IN: usize = 3;
+    const OUT: usize = 3;
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, _]: [usize; 4]) {
+        let (d0, d1, d2) = (t[p0], t[p1], t[p2]);
+        t[p0] = s.sub_f32s(d0, d1);
+        t[p2] = s.sub_f32s(d2, d1);
+    }
+}
+
+impl Axis for BtF22Adjoint {
+    const IN: usize = 3;
+    const OUT: usize = 3;
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, _]: [usize; 4]) {
+        let (v0, v1, v2) = (t[p0], t[p1], t[p2]);
+        t[p1] = s.sub_f32s(v1, s.add_f32s(v0, v2));
+    }
+}
+
+impl Axis for AtF22 {
+    const IN: usize = 3;
+    const OUT: usize = 2;
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, _]: [usize; 4]) {
+        let (m0, m1, m2) = (t[p0], t[p1], t[p2]);
+        t[p0] = s.add_f32s(m0, m1);
+        t[p1] = s.add_f32s(m1, m2);
+    }
+}
+
+impl Axis for AtF22Adjoint {
+    const IN: usize = 2;
+    const OUT: usize = 3;
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, _]: [usize; 4]) {
+        let (y0, y1) = (t[p0], t[p1]);
+        t[p1] = s.add_f32s(y0, y1);
+        t[p2] = y1;
+    }
+}
+
+impl Axis for GtF22 {
+    const IN: usize = 2;
+    const OUT: usize = 3;
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, _]: [usize; 4]) {
+        let (g0, g1) = (t[p0], t[p1]);
+        t[p1] = s.add_f32s(g0, g1);
+        t[p2] = g1;
+    }
+}
+
+impl Axis for GtF22Adjoint {
+    const IN: usize = 3;
+    const OUT: usize = 2;
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, _]: [usize; 4]) {
+        let (u0, u1, u2) = (t[p0], t[p1], t[p2]);
+        t[p0] = s.add_f32s(u0, u1);
+        t[p1] = s.add_f32s(u1, u2);
     }
 }
 
@@ -160,45 +287,49 @@ fn store<S: Simd>(s: S, dst: &mut [f32], value: S::f32s) {
 
 /// The transform of one tile's input channels `lanes`, into the tile's `[ξ][c_s]` slice.
 #[inline(always)]
-pub(super) fn input_tile<S: Simd>(
+pub(super) fn input_tile<S: Simd, V: Variant>(
     s: S,
     image: &[f32],
-    taps: &[Option<usize>; XI],
+    taps: &[Option<usize>; SLOTS],
     lanes: Lanes,
     out: &mut [f32],
     c_s: usize,
 ) {
-    let mut d: Tile<S> = [s.splat_f32s(0.0); XI];
-    for (slot, tap) in d.iter_mut().zip(taps) {
+    let mut d: Tile<S> = [s.splat_f32s(0.0); SLOTS];
+    for (value, tap) in d.iter_mut().zip(taps) {
         if let Some(at) = tap {
-            *slot = load(s, &image[at + lanes.start..][..lanes.len]);
+            *value = load(s, &image[at + lanes.start..][..lanes.len]);
         }
     }
-    two_d::<S, Bt>(s, &mut d);
-    for (xi, value) in d.into_iter().enumerate() {
-        store(s, &mut out[xi * c_s + lanes.start..][..lanes.width], value);
+    two_d::<S, V::Bt>(s, &mut d);
+    for xi in 0..V::XI {
+        let out = &mut out[xi * c_s + lanes.start..][..lanes.width];
+        store(s, out, d[slot::<V>(xi)]);
     }
 }
 
 /// Where one tile's rows lie in a `[ξ][tile][len_s]` matrix: (tile, tiles, len_s).
 pub(super) type Place = (usize, usize, usize);
 
-/// The 16 vectors of `lanes` of one tile in a `[ξ][tile][len_s]` matrix.
+/// The `α²` vectors of `lanes` of one tile in a `[ξ][tile][len_s]` matrix.
 #[inline(always)]
-fn load_tile<S: Simd>(s: S, m: &[f32], (tile, n_tiles, len_s): Place, lanes: Lanes) -> Tile<S> {
-    let mut t: Tile<S> = [s.splat_f32s(0.0); XI];
-    for (xi, slot) in t.iter_mut().enumerate() {
-        *slot = load(
-            s,
-            &m[(xi * n_tiles + tile) * len_s + lanes.start..][..lanes.width],
-        );
+fn load_tile<S: Simd, V: Variant>(
+    s: S,
+    m: &[f32],
+    (tile, n_tiles, len_s): Place,
+    lanes: Lanes,
+) -> Tile<S> {
+    let mut t: Tile<S> = [s.splat_f32s(0.0); SLOTS];
+    for xi in 0..V::XI {
+        let at = (xi * n_tiles + tile) * len_s + lanes.start;
+        t[slot::<V>(xi)] = load(s, &m[at..][..lanes.width]);
     }
     t
 }
 
 /// Output transform, bias, relu and 2x2 max of one tile's filters `lanes`.
 #[inline(always)]
-pub(super) fn output_tile<S: Simd>(
+pub(super) fn output_tile<S: Simd, V: Variant>(
     s: S,
     m: &[f32],
     place: Place,
@@ -207,8 +338,8 @@ pub(super) fn output_tile<S: Simd>(
     (pooled, arg): (&mut [f32], Option<&mut [u16]>),
     relu: bool,
 ) {
-    let mut y = load_tile(s, m, place, lanes);
-    two_d::<S, At>(s, &mut y);
+    let mut y = load_tile::<S, V>(s, m, place, lanes);
+    two_d::<S, V::At>(s, &mut y);
     // The window's taps in the pool's order (0, 0), (0, 1), (1, 0), (1, 1); ties keep the
     // first, as the direct path does.
     let (mut best, mut winner) = (y[0], s.splat_f32s(0.0));
@@ -242,7 +373,7 @@ const MAX_LANES: usize = 16;
 /// The pooled gradient of one tile's filters `lanes` spread to its winners (`dY`), into
 /// `dM = A dY Aᵀ`; adds the bias gradient.
 #[inline(always)]
-pub(super) fn grad_tile<S: Simd>(
+pub(super) fn grad_tile<S: Simd, V: Variant>(
     s: S,
     (go, arg): (&[f32], &[u16]),
     lanes: Lanes,
@@ -258,32 +389,32 @@ pub(super) fn grad_tile<S: Simd>(
     }
     let winner = load(s, &winners[..lanes.width.min(MAX_LANES)]);
     let zero = s.splat_f32s(0.0);
-    let mut d: Tile<S> = [zero; XI];
+    let mut d: Tile<S> = [zero; SLOTS];
     for (tap, slot) in [(0.0, 0), (1.0, 1), (2.0, 4), (3.0, 5)] {
         d[slot] = s.select_f32s(s.equal_f32s(winner, s.splat_f32s(tap)), g, zero);
     }
     let passed = s.add_f32s(s.add_f32s(d[0], d[1]), s.add_f32s(d[4], d[5]));
     let db = &mut db[real];
     store(s, db, s.add_f32s(load(s, db), passed));
-    two_d::<S, AtAdjoint>(s, &mut d);
-    for (xi, value) in d.into_iter().enumerate() {
+    two_d::<S, V::AtAdjoint>(s, &mut d);
+    for xi in 0..V::XI {
         let at = (xi * n_tiles + tile) * f_s + lanes.start;
-        store(s, &mut dm[at..][..lanes.width], value);
+        store(s, &mut dm[at..][..lanes.width], d[slot::<V>(xi)]);
     }
 }
 
 /// `B dV Bᵀ` of one tile's channels `lanes`, added into the input pixels it covers.
 #[inline(always)]
-pub(super) fn input_grad_tile<S: Simd>(
+pub(super) fn input_grad_tile<S: Simd, V: Variant>(
     s: S,
     dv: &[f32],
     place: Place,
     lanes: Lanes,
-    taps: &[Option<usize>; XI],
+    taps: &[Option<usize>; SLOTS],
     grad_image: &mut [f32],
 ) {
-    let mut d = load_tile(s, dv, place, lanes);
-    two_d::<S, BtAdjoint>(s, &mut d);
+    let mut d = load_tile::<S, V>(s, dv, place, lanes);
+    two_d::<S, V::BtAdjoint>(s, &mut d);
     for (tap, value) in taps.iter().zip(d) {
         if let Some(at) = tap {
             let dst = &mut grad_image[at + lanes.start..][..lanes.len];
@@ -292,58 +423,65 @@ pub(super) fn input_grad_tile<S: Simd>(
     }
 }
 
-/// The 3x3 filter of input channel `c` and filter `f` from an HWIO `9 c_in x F` weight, in the
-/// top-left corner of a (scalar) tile.
-fn filter(t: &Tiles, weight: &[f32], c: usize, f: usize) -> Tile<Scalar> {
-    let mut tile = [0.0; XI];
-    for k in 0..9 {
-        tile[(k / 3) * 4 + k % 3] = weight[(k * t.c_in + c) * t.filters + f];
+/// The `r x r` filter of input channel `c` and filter `f` from an HWIO `r² c_in x F` weight, in
+/// the top-left corner of a (scalar) tile.
+fn filter<V: Variant>(t: &Tiles, weight: &[f32], c: usize, f: usize) -> Tile<Scalar> {
+    let mut tile = [0.0; SLOTS];
+    for k in 0..V::R * V::R {
+        tile[(k / V::R) * 4 + k % V::R] = weight[(k * t.c_in + c) * t.filters + f];
     }
     tile
 }
 
 /// `G g Gᵀ` of every filter, handed to `put(ξ, input channel, filter, value)`.
-fn transform_filters(t: &Tiles, weight: &[f32], mut put: impl FnMut(usize, usize, usize, f32)) {
+fn transform_filters<V: Variant>(
+    t: &Tiles,
+    weight: &[f32],
+    mut put: impl FnMut(usize, usize, usize, f32),
+) {
     let s = Scalar::new();
     for c in 0..t.c_in {
         for f in 0..t.filters {
-            let mut tile = filter(t, weight, c, f);
-            two_d::<Scalar, Gt>(s, &mut tile);
-            for (xi, value) in tile.into_iter().enumerate() {
-                put(xi, c, f, value);
+            let mut tile = filter::<V>(t, weight, c, f);
+            two_d::<Scalar, V::Gt>(s, &mut tile);
+            for xi in 0..V::XI {
+                put(xi, c, f, tile[slot::<V>(xi)]);
             }
         }
     }
 }
 
 /// `U = G g Gᵀ` as `[ξ][c_in][f_s]`.
-pub(super) fn transform_weight(t: &Tiles, weight: &[f32]) -> Vec<f32> {
-    let mut u = vec![0.0; XI * t.c_in * t.f_s];
-    transform_filters(t, weight, |xi, c, f, value| {
+pub(super) fn transform_weight<V: Variant>(t: &Tiles, weight: &[f32]) -> Vec<f32> {
+    let mut u = vec![0.0; V::XI * t.c_in * t.f_s];
+    transform_filters::<V>(t, weight, |xi, c, f, value| {
         u[(xi * t.c_in + c) * t.f_s + f] = value;
     });
     u
 }
 
 /// `Uᵀ` as `[ξ][filters][c_s]`.
-pub(super) fn transform_weight_transposed(t: &Tiles, weight: &[f32]) -> Vec<f32> {
-    let mut u_t = vec![0.0; XI * t.filters * t.c_s];
-    transform_filters(t, weight, |xi, c, f, value| {
+pub(super) fn transform_weight_transposed<V: Variant>(t: &Tiles, weight: &[f32]) -> Vec<f32> {
+    let mut u_t = vec![0.0; V::XI * t.filters * t.c_s];
+    transform_filters::<V>(t, weight, |xi, c, f, value| {
         u_t[(xi * t.filters + f) * t.c_s + c] = value;
     });
     u_t
 }
 
 /// Adds `Gᵀ dU G`, the filter gradient, into the HWIO `grad_weight`.
-pub(super) fn add_weight_gradient(t: &Tiles, du: &[f32], grad_weight: &mut [f32]) {
+pub(super) fn add_weight_gradient<V: Variant>(t: &Tiles, du: &[f32], grad_weight: &mut [f32]) {
     let s = Scalar::new();
     for c in 0..t.c_in {
         for f in 0..t.filters {
-            let mut tile: Tile<Scalar> =
-                std::array::from_fn(|xi| du[(xi * t.c_in + c) * t.f_s + f]);
-            two_d::<Scalar, GtAdjoint>(s, &mut tile);
-            for k in 0..9 {
-                grad_weight[(k * t.c_in + c) * t.filters + f] += tile[(k / 3) * 4 + k % 3];
+            let mut tile: Tile<Scalar> = [0.0; SLOTS];
+            for xi in 0..V::XI {
+                tile[slot::<V>(xi)] = du[(xi * t.c_in + c) * t.f_s + f];
+            }
+            two_d::<Scalar, V::GtAdjoint>(s, &mut tile);
+            for k in 0..V::R * V::R {
+                let value = tile[(k / V::R) * 4 + k % V::R];
+                grad_weight[(k * t.c_in + c) * t.filters + f] += value;
             }
         }
     }
