@@ -128,7 +128,7 @@ fn forward_with<V: Variant>(
 }
 
 /// Gradients from the pooled output gradient and the recorded winners: adds into
-/// `grad_weight` (`9 c_in x F`, HWIO), `grad_bias` and, when given, `grad_input`.
+/// `grad_weight` (`r² c_in x F`, HWIO), `grad_bias` and, when given, `grad_input`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     g: &ConvPoolGeometry,

@@ -5,8 +5,24 @@ use crate::backend::ops::conv_kernels::ConvGeometry;
 use crate::backend::ops::conv_pool_kernels::NO_WINNER;
 use crate::backend::ops::geometry::{Padding, Window2};
 
+/// A batch's shape `(n, h, w, c)`.
+type Shape4 = (usize, usize, usize, usize);
+
+/// Input shape, `(kernel, filters)` and padding of the cases both tests run.
+const CASES: [(Shape4, (usize, usize), Padding); 7] = [
+    ((2, 9, 7, 16), (3, 24), Padding::Same),
+    ((1, 8, 10, 40), (3, 20), Padding::Valid),
+    ((3, 14, 14, 32), (3, 64), Padding::Same),
+    // 11 x 20 tiles in blocks of 3 tile rows: the last block of each image is short.
+    ((2, 22, 41, 16), (3, 8), Padding::Same),
+    // F(2x2, 2x2): `same` pads only after, `valid` drops a row and a column.
+    ((2, 9, 11, 20), (2, 20), Padding::Same),
+    ((1, 10, 7, 8), (2, 12), Padding::Valid),
+    ((2, 24, 40, 20), (2, 20), Padding::Same),
+];
+
 fn geometry(
-    (batch, h, w, c_in): (usize, usize, usize, usize),
+    (batch, h, w, c_in): Shape4,
     (kernel, filters): (usize, usize),
     padding: Padding,
 ) -> ConvPoolGeometry {
@@ -66,17 +82,7 @@ fn reference(g: &ConvPoolGeometry, input: &[f32], weight: &[f32], bias: &[f32]) 
 
 #[test]
 fn forward_matches_a_direct_f64_reference() {
-    for (shape, filters, padding) in [
-        ((2, 9, 7, 16), (3, 24), Padding::Same),
-        ((1, 8, 10, 40), (3, 20), Padding::Valid),
-        ((3, 14, 14, 32), (3, 64), Padding::Same),
-        // 11 x 20 tiles in blocks of 3 tile rows: the last block of each image is short.
-        ((2, 22, 41, 16), (3, 8), Padding::Same),
-        // F(2x2, 2x2): `same` pads only after, `valid` drops a row and a column.
-        ((2, 9, 11, 20), (2, 20), Padding::Same),
-        ((1, 10, 7, 8), (2, 12), Padding::Valid),
-        ((2, 24, 40, 20), (2, 20), Padding::Same),
-    ] {
+    for (shape, filters, padding) in CASES {
         let g = geometry(shape, filters, padding);
         let input = values(shape.0 * shape.1 * shape.2 * shape.3, 1, 3.0);
         let weight = values(filters.0 * filters.0 * shape.3 * filters.1, 2, 0.3);
@@ -141,17 +147,7 @@ fn reference_grads(
 
 #[test]
 fn backward_matches_a_direct_f64_reference() {
-    for (shape, filters, padding) in [
-        ((2, 9, 7, 16), (3, 24), Padding::Same),
-        ((1, 8, 10, 40), (3, 20), Padding::Valid),
-        ((3, 14, 14, 32), (3, 64), Padding::Same),
-        // 11 x 20 tiles in blocks of 3 tile rows: the last block of each image is short.
-        ((2, 22, 41, 16), (3, 8), Padding::Same),
-        // F(2x2, 2x2): `same` pads only after, `valid` drops a row and a column.
-        ((2, 9, 11, 20), (2, 20), Padding::Same),
-        ((1, 10, 7, 8), (2, 12), Padding::Valid),
-        ((2, 24, 40, 20), (2, 20), Padding::Same),
-    ] {
+    for (shape, filters, padding) in CASES {
         let g = geometry(shape, filters, padding);
         let input = values(shape.0 * shape.1 * shape.2 * shape.3, 4, 3.0);
         let weight = values(filters.0 * filters.0 * shape.3 * filters.1, 5, 0.3);
