@@ -3,6 +3,8 @@
 //!
 //! Patches of few values (a model's first layer) are read straight from a zero-padded copy of
 //! the input ([`PaddedBatch`]) through offset tables; longer ones are copied out by im2col.
+//! 3x3 and 2x2 stride-1 convolutions on enough channels, pooled 2x2, go to
+//! [`crate::backend::ops::winograd`] instead.
 //! Forward blocks are one pooled row by several pooled columns. The backward pass rebuilds a
 //! band's convolution gradient from the pooled gradient and the recorded winner of each
 //! window, then runs the same products as [`crate::backend::ops::conv_kernels::backward`].
@@ -176,6 +178,13 @@ impl PaddedBatch {
         Self { data, size }
     }
 
+    /// The batch as it came (never padded), when the fused op of `g` runs in the Winograd
+    /// domain; `None` when it runs here. Winograd reads its own tiles from the unpadded batch,
+    /// so a batch padded for gathering never goes there, whatever the channel thresholds.
+    fn winograd(&self, g: &ConvPoolGeometry) -> Option<&[f32]> {
+        (winograd::applies(g) && !gathers(&g.conv)).then_some(self.data.as_slice())
+    }
+
     /// The buffer, for [`buffers::give`].
     pub fn into_vec(self) -> Vec<f32> {
         self.data
@@ -292,11 +301,8 @@ pub fn forward(
         ph * pw < usize::from(NO_WINNER),
         "pool window too large for u16 winners"
     );
-    if winograd::applies(g) {
-        // INVARIANT: Winograd needs many channels, so its patches are never gathered and
-        // `input` holds the batch unpadded.
-        debug_assert!(!gathers(c));
-        winograd::forward(g, &input.data, weight, bias, out, argmax);
+    if let Some(unpadded) = input.winograd(g) {
+        winograd::forward(g, unpadded, weight, bias, out, argmax);
         return;
     }
     let row_len = g.out_size().1 * f;
@@ -440,12 +446,10 @@ pub fn backward(
     grad_weight: &mut [f32],
     grad_bias: &mut [f32],
 ) {
-    if winograd::applies(g) {
-        debug_assert!(!gathers(&g.conv));
-        let input = &input.data;
+    if let Some(unpadded) = input.winograd(g) {
         winograd::backward(
             g,
-            input,
+            unpadded,
             weight,
             grad_out,
             argmax,
