@@ -119,6 +119,17 @@ impl ConvGeometry {
     pub fn out_image(&self) -> usize {
         self.window.rows.output * self.window.cols.output * self.filters
     }
+    /// One slot per image: its slice of `grad_input` (`in_image` elements each) when the input
+    /// gradient is wanted, else `None`; for backward passes that work image by image.
+    pub(crate) fn image_slots<'a>(
+        &self,
+        grad_input: Option<&'a mut [f32]>,
+    ) -> Vec<Option<&'a mut [f32]>> {
+        match grad_input {
+            Some(grad) => grad.chunks_mut(self.in_image()).map(Some).collect(),
+            None => (0..self.batch).map(|_| None).collect(),
+        }
+    }
     /// Output rows per im2col block.
     fn rows_per_block(&self) -> usize {
         (PIXELS_PER_BLOCK / self.window.cols.output.max(1)).max(1)
@@ -317,10 +328,7 @@ pub fn backward(
     let (k, f, wo, ho) = (g.k(), g.filters, g.window.cols.output, g.window.rows.output);
     let block_rows = g.rows_per_block();
     let want_input = grad_input.is_some();
-    let slots: Vec<Option<&mut [f32]>> = match grad_input {
-        Some(grad) => grad.chunks_mut(g.in_image()).map(Some).collect(),
-        None => (0..g.batch).map(|_| None).collect(),
-    };
+    let slots = g.image_slots(grad_input);
     let (dw, db) = fold_in_order(
         slots,
         || (vec![0.0f32; k * f], vec![0.0f32; f]),

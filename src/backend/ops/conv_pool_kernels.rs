@@ -464,10 +464,7 @@ pub fn backward(
     let (f_pad, k_pad) = (padded(f), padded(k));
     let weight_t_pad = transpose_padded(weight, k, f, k_pad);
     let patch_taps = input.patch_taps(c);
-    let slots: Vec<Option<&mut [f32]>> = match grad_input {
-        Some(grad) => grad.chunks_mut(c.in_image()).map(Some).collect(),
-        None => (0..c.batch).map(|_| None).collect(),
-    };
+    let slots = c.image_slots(grad_input);
     let zero = || (vec![0.0f32; k * f_pad], vec![0.0f32; f]);
     let (dw, db) = fold_in_order(
         slots,

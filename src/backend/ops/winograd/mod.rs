@@ -159,10 +159,7 @@ fn backward_with<V: Variant>(
 ) {
     let tiles = Tiles::new(g);
     let u_t = transform_weight_transposed::<V>(&tiles, weight);
-    let slots: Vec<Option<&mut [f32]>> = match grad_input {
-        Some(grad) => grad.chunks_mut(g.conv.in_image()).map(Some).collect(),
-        None => (0..g.conv.batch).map(|_| None).collect(),
-    };
+    let slots = g.conv.image_slots(grad_input);
     let zero = || {
         let du = vec![0.0f32; V::XI * tiles.c_in * tiles.f_s];
         (du, vec![0.0f32; tiles.filters])
