@@ -15,10 +15,12 @@ pub mod infer;
 pub mod ir;
 pub mod lsp;
 pub mod plot;
+pub mod settings;
 pub mod spec;
 pub mod suggest;
 pub mod summary;
 pub mod syntax;
+pub mod text;
 pub mod train;
 
 pub use compile::{compile, Compiled};

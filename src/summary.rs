@@ -1,8 +1,10 @@
-//! The Keras-style summary of a checked model: a table of layer, output shape and parameters,
-//! with totals, as text or as DESIGN §4's JSON.
+//! The Keras-style summary of a checked model: a table of layer, output shape, parameters and,
+//! for graphs, the layers each one reads ("Connected to", as Keras prints it for functional
+//! models), with totals; or the same as JSON (docs/commands.md).
 
 use crate::catalogue::decl_of;
 use crate::ir::{Layer, Model, Shape};
+use crate::suggest::grouped;
 use serde::Serialize;
 
 /// The JSON shape of `strata summary --format json`.
@@ -41,6 +43,8 @@ pub struct LayerJson {
     pub activation: Option<&'static str>,
     /// Whether the compiler inserted the layer (an implicit flatten).
     pub implicit: bool,
+    /// The layers it reads, by name (`"input"` for the model's input), in order.
+    pub inputs: Vec<String>,
 }
 
 /// The JSON summary of `model`.
@@ -60,6 +64,11 @@ pub fn to_json(model: &Model) -> SummaryJson {
                 trainable: layer.params.trainable,
                 activation: layer.activation.map(|activation| activation.name()),
                 implicit: layer.origin.implicit,
+                inputs: layer
+                    .inputs
+                    .iter()
+                    .map(|edge| model.source_name(edge.source).to_string())
+                    .collect(),
             })
             .collect(),
         total_params: model.params.total(),
@@ -68,17 +77,28 @@ pub fn to_json(model: &Model) -> SummaryJson {
     }
 }
 
-/// The summary table as text.
+/// The summary table as text. A graph (a model whose layers do not all read the row above)
+/// gets a "Connected to" column, filled where a layer reads something else.
 pub fn render_table(model: &Model) -> String {
-    let header = ["Layer (type)", "Output Shape", "Param #", "Spec"];
-    let mut rows: Vec<[String; 4]> = vec![[
+    let graph = !model.is_chain();
+    let mut header = vec!["Layer (type)", "Output Shape", "Param #"];
+    if graph {
+        header.push("Connected to");
+    }
+    header.push("Spec");
+    let mut input_row = vec![
         "input (InputLayer)".to_string(),
         shape_text(model.input),
         "0".to_string(),
-        String::new(),
-    ]];
-    rows.extend(model.layers.iter().map(row));
-    let widths: Vec<usize> = (0..4)
+    ];
+    if graph {
+        input_row.push(String::new());
+    }
+    input_row.push(String::new());
+    let mut rows: Vec<Vec<String>> = vec![input_row];
+    rows.extend(model.layers.iter().map(|layer| row(model, layer, graph)));
+    let n_columns = header.len();
+    let widths: Vec<usize> = (0..n_columns)
         .map(|col| {
             rows.iter()
                 .map(|row| row[col].chars().count())
@@ -87,30 +107,36 @@ pub fn render_table(model: &Model) -> String {
                 .unwrap_or(0)
         })
         .collect();
-    let line_width = widths.iter().sum::<usize>() + 3 * 3;
-    let format_row = |cells: [&str; 4]| {
-        format!(
-            "{:<w0$}   {:<w1$}   {:>w2$}   {}",
-            cells[0],
-            cells[1],
-            cells[2],
-            cells[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2]
-        )
-        .trim_end()
-        .to_string()
+    let line_width = widths.iter().sum::<usize>() + 3 * (n_columns - 1);
+    let format_row = |cells: &[&str]| {
+        let mut line = String::new();
+        for (col, cell) in cells.iter().enumerate() {
+            if col > 0 {
+                line.push_str("   ");
+            }
+            let pad = widths[col].saturating_sub(cell.chars().count());
+            if col == 2 {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                if col + 1 < cells.len() {
+                    line.push_str(&" ".repeat(pad));
+                }
+            }
+        }
+        line.trim_end().to_string()
     };
     let mut out = format!("Model: \"{}\"\n", model.name);
     out.push_str(&"─".repeat(line_width));
     out.push('\n');
-    out.push_str(&format_row(header));
+    out.push_str(&format_row(&header));
     out.push('\n');
     out.push_str(&"═".repeat(line_width));
     out.push('\n');
     for cells in &rows {
-        out.push_str(&format_row([&cells[0], &cells[1], &cells[2], &cells[3]]));
+        let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
+        out.push_str(&format_row(&cells));
         out.push('\n');
     }
     out.push_str(&"═".repeat(line_width));
@@ -119,60 +145,61 @@ pub fn render_table(model: &Model) -> String {
     out.push_str(&format!(
         "Total params: {} ({})\n",
         grouped(params.total()),
-        bytes_text(params.total() * 4)
+        bytes_text(params.total().saturating_mul(4))
     ));
     out.push_str(&format!(
         "Trainable params: {} ({})\n",
         grouped(params.trainable),
-        bytes_text(params.trainable * 4)
+        bytes_text(params.trainable.saturating_mul(4))
     ));
     out.push_str(&format!(
         "Non-trainable params: {} ({})\n",
         grouped(params.non_trainable),
-        bytes_text(params.non_trainable * 4)
+        bytes_text(params.non_trainable.saturating_mul(4))
     ));
     out
 }
 
-fn row(layer: &Layer) -> [String; 4] {
+fn row(model: &Model, layer: &Layer, graph: bool) -> Vec<String> {
     let decl = decl_of(layer.op.kind());
     let spec = if layer.origin.implicit {
         format!("(implicit, before {})", layer.origin.text)
     } else {
         let activation = layer
             .activation
-            .map(|activation| format!(" {}", activation.name()))
+            .map(|activation| format!(" {}", activation.text()))
             .unwrap_or_default();
         format!(
             "{}{activation}{}",
             layer.origin.text,
-            layer.origin.repetition_text()
+            layer.origin.context()
         )
     };
-    [
+    let mut row = vec![
         format!("{} ({})", layer.name, decl.keras),
         shape_text(layer.output),
         grouped(layer.params.total()),
-        spec,
-    ]
+    ];
+    if graph {
+        let connected = if layer.reads_previous() {
+            String::new()
+        } else {
+            layer
+                .inputs
+                .iter()
+                .map(|edge| model.source_name(edge.source))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        row.push(connected);
+    }
+    row.push(spec);
+    row
 }
 
 /// `224x224x3` for images, `100352` once flat.
 pub fn shape_text(shape: Shape) -> String {
     shape.to_string()
-}
-
-/// `301,070`.
-pub fn grouped(value: u64) -> String {
-    let digits = value.to_string();
-    let mut out = String::new();
-    for (idx, ch) in digits.chars().enumerate() {
-        if idx > 0 && (digits.len() - idx).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
 }
 
 /// `1.15 MB`, as Keras 3 prints parameter memory (f32).

@@ -16,7 +16,9 @@ fn every_layer_name_and_alias_compiles() {
     for decl in LAYERS {
         for name in decl.names() {
             let call = match decl.kind {
-                LayerKind::Conv => format!("{name}3(4)"),
+                LayerKind::Conv | LayerKind::SeparableConv => format!("{name}3(4)"),
+                LayerKind::DepthwiseConv => format!("{name}3"),
+                LayerKind::Merge(_) => format!("{name}(identity, identity)"),
                 LayerKind::MaxPool | LayerKind::AvgPool => format!("{name}2"),
                 LayerKind::Dense => format!("{name}8"),
                 LayerKind::Dropout => format!("{name}(0.5)"),
@@ -49,7 +51,8 @@ fn shorthands_arguments_and_defaults_resolve() {
             kernel: (3, 5),
             stride: (2, 1),
             pad: Padding::Valid,
-            bias: false
+            bias: false,
+            groups: 1
         }
     );
     assert_eq!(
@@ -59,7 +62,8 @@ fn shorthands_arguments_and_defaults_resolve() {
             kernel: (3, 3),
             stride: (1, 1),
             pad: Padding::Valid,
-            bias: false
+            bias: false,
+            groups: 1
         }
     );
     assert_eq!(

@@ -46,6 +46,7 @@ fn layer_shape_and_param_table() {
         stride,
         pad,
         bias,
+        groups: 1,
     };
     let pool = |kind, size, stride, pad| Op::Pool {
         kind,
@@ -110,7 +111,66 @@ fn layer_shape_and_param_table() {
             0,
             0,
         ),
-        (Op::GlobalAvgPool, image(8, 8, 128), Shape::Flat(128), 0, 0),
+        (
+            Op::GlobalPool {
+                kind: PoolKind::Avg,
+            },
+            image(8, 8, 128),
+            Shape::Flat(128),
+            0,
+            0,
+        ),
+        (
+            Op::GlobalPool {
+                kind: PoolKind::Max,
+            },
+            image(8, 8, 128),
+            Shape::Flat(128),
+            0,
+            0,
+        ),
+        (Op::Identity, image(8, 8, 128), image(8, 8, 128), 0, 0),
+        (
+            Op::Conv {
+                filters: 64,
+                kernel: (3, 3),
+                stride: (2, 2),
+                pad: Padding::Same,
+                bias: true,
+                groups: 4,
+            },
+            image(15, 15, 32),
+            image(8, 8, 64),
+            3 * 3 * 8 * 64 + 64,
+            0,
+        ),
+        (
+            Op::DepthwiseConv {
+                multiplier: 2,
+                kernel: (3, 3),
+                stride: (2, 2),
+                pad: Padding::Valid,
+                bias: true,
+            },
+            image(15, 15, 32),
+            image(7, 7, 64),
+            3 * 3 * 32 * 2 + 64,
+            0,
+        ),
+        (
+            Op::SeparableConv {
+                filters: 128,
+                multiplier: 1,
+                kernel: (3, 3),
+                stride: (1, 1),
+                pad: Padding::Same,
+                bias: false,
+            },
+            image(15, 15, 32),
+            image(15, 15, 128),
+            3 * 3 * 32 + 32 * 128,
+            0,
+        ),
         (Op::Flatten, image(13, 13, 100), Shape::Flat(16900), 0, 0),
         (
             Op::Dense {
@@ -142,7 +202,7 @@ fn layer_shape_and_param_table() {
     ];
     for (op, input, output, trainable, non_trainable) in table {
         assert_eq!(output_shape(&op, input), Ok(output), "{op:?} on {input}");
-        let counted = params(&op, input);
+        let counted = params(&op, input).expect("fits");
         assert_eq!(
             (counted.trainable, counted.non_trainable),
             (trainable, non_trainable),
@@ -178,7 +238,12 @@ fn shape_errors_table() {
         Err(ShapeError::NeedsImage)
     );
     assert_eq!(
-        output_shape(&Op::GlobalAvgPool, Shape::Flat(20)),
+        output_shape(
+            &Op::GlobalPool {
+                kind: PoolKind::Avg
+            },
+            Shape::Flat(20)
+        ),
         Err(ShapeError::NeedsImage)
     );
     let huge = Op::Conv {
@@ -187,9 +252,49 @@ fn shape_errors_table() {
         stride: (1, 1),
         pad: Padding::Same,
         bias: true,
+        groups: 1,
     };
     assert_eq!(
         output_shape(&huge, image(1024, 1024, 3)),
         Err(ShapeError::TooLarge)
+    );
+}
+
+#[test]
+fn merge_shape_table() {
+    use strata::compile::shapes::merge_shape;
+    use strata::ir::MergeKind::{Add, Concat, Mul};
+    let a = image(8, 8, 16);
+    assert_eq!(merge_shape(Add, &[a, a, a]), Ok(a));
+    assert_eq!(
+        merge_shape(Add, &[a, image(8, 8, 32)]),
+        Err(ShapeError::Mismatch(Add))
+    );
+    assert_eq!(
+        merge_shape(Concat, &[a, image(8, 8, 32)]),
+        Ok(image(8, 8, 48))
+    );
+    assert_eq!(
+        merge_shape(Concat, &[a, image(4, 8, 16)]),
+        Err(ShapeError::Mismatch(Concat))
+    );
+    assert_eq!(
+        merge_shape(Concat, &[Shape::Flat(3), Shape::Flat(4)]),
+        Ok(Shape::Flat(7))
+    );
+    assert_eq!(
+        merge_shape(Concat, &[a, Shape::Flat(16)]),
+        Err(ShapeError::Mismatch(Concat))
+    );
+    assert_eq!(merge_shape(Mul, &[a, Shape::Flat(16)]), Ok(a));
+    assert_eq!(merge_shape(Mul, &[Shape::Flat(16), a]), Ok(a));
+    assert_eq!(merge_shape(Mul, &[a, a]), Ok(a));
+    assert_eq!(
+        merge_shape(Mul, &[a, Shape::Flat(8)]),
+        Err(ShapeError::Mismatch(Mul))
+    );
+    assert_eq!(
+        merge_shape(Mul, &[Shape::Flat(5), Shape::Flat(5)]),
+        Ok(Shape::Flat(5))
     );
 }

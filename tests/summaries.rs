@@ -106,8 +106,8 @@ fn deep_bn_shapes_equal_keras() {
         .filter(|l| matches!(l.op, Op::Conv { .. }))
         .nth(2)
         .expect("conv");
-    assert_eq!(third_conv.origin.repeats[0].repetition, 3);
-    assert_eq!(third_conv.origin.repeats[0].count, 7);
+    assert_eq!(third_conv.origin.frames[0].repetition, 3);
+    assert_eq!(third_conv.origin.frames[0].count, 7);
 }
 
 #[test]

@@ -1,11 +1,11 @@
-//! Checkpoints in safetensors (DESIGN §4): tensors named `layers.<i>.<param>` in the
-//! checkpoint layouts (conv `weight` [filters, c_in, k_h, k_w], dense `weight` [units, in] with
-//! the input in channel, row, column order, bn `gamma` `beta` `moving_mean`
-//! `moving_variance`), and metadata `strata.spec` (the spec file's text) and `strata.classes`
+//! Checkpoints in safetensors: tensors named `layers.<i>.<param>` in the checkpoint layouts of
+//! [`crate::ir::layout`] (conv `weight` [filters, c_in/groups, k_h, k_w], dense `weight`
+//! [units, in] with the input in channel, row, column order, bn `gamma` `beta` `moving_mean`
+//! `moving_variance`, …; docs/checkpoints.md), and metadata `strata.spec` (the spec file's text) and `strata.classes`
 //! (a JSON array of class names). Files are written atomically: a temporary file in the same
 //! folder, synced, then renamed over the target, so a crash never leaves a half-written one.
 
-use crate::ir::{Model, Op};
+use crate::ir::Model;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Write;
@@ -53,6 +53,8 @@ pub enum CheckpointError {
     Metadata(String),
     /// Tensor names or shapes differ from what the compiled spec needs.
     Mismatch(Vec<String>),
+    /// The checkpoint's model has a layer the backend cannot run yet.
+    Unsupported(String),
 }
 
 impl fmt::Display for CheckpointError {
@@ -63,6 +65,7 @@ impl fmt::Display for CheckpointError {
                 write!(f, "not a readable safetensors checkpoint: {err}")
             }
             CheckpointError::Metadata(err) => write!(f, "checkpoint metadata: {err}"),
+            CheckpointError::Unsupported(reason) => write!(f, "{reason}"),
             CheckpointError::Mismatch(lines) => {
                 write!(f, "the checkpoint does not fit the model:")?;
                 for line in lines {
@@ -76,42 +79,19 @@ impl fmt::Display for CheckpointError {
 
 impl std::error::Error for CheckpointError {}
 
-/// The tensors a model's checkpoint holds, with their shapes, in layer order.
+/// The tensors a model's checkpoint holds, with their shapes, in layer order: each layer's
+/// layout, named `layers.<i>.<param>`.
 pub fn expected_tensors(model: &Model) -> Vec<(String, Vec<usize>)> {
-    let mut out = Vec::new();
-    for layer in &model.layers {
-        let name = |param: &str| format!("layers.{}.{param}", layer.index);
-        let channels = match layer.input {
-            crate::ir::Shape::Image { channels, .. } => channels,
-            crate::ir::Shape::Flat(n) => n,
-        };
-        match layer.op {
-            Op::Conv {
-                filters,
-                kernel,
-                bias,
-                ..
-            } => {
-                out.push((name("weight"), vec![filters, channels, kernel.0, kernel.1]));
-                if bias {
-                    out.push((name("bias"), vec![filters]));
-                }
-            }
-            Op::Dense { units, bias } => {
-                out.push((name("weight"), vec![units, layer.input.len()]));
-                if bias {
-                    out.push((name("bias"), vec![units]));
-                }
-            }
-            Op::BatchNorm { .. } => {
-                for param in ["gamma", "beta", "moving_mean", "moving_variance"] {
-                    out.push((name(param), vec![channels]));
-                }
-            }
-            _ => {}
-        }
-    }
-    out
+    model
+        .layers
+        .iter()
+        .flat_map(|layer| {
+            layer
+                .layout()
+                .into_iter()
+                .map(move |spec| (format!("layers.{}.{}", layer.index, spec.name), spec.shape))
+        })
+        .collect()
 }
 
 /// Checks the checkpoint's tensor names and shapes against `model`; lists every difference.

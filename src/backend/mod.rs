@@ -6,3 +6,4 @@ pub mod network;
 pub mod ops;
 pub mod optimizer;
 pub mod params;
+pub mod support;

@@ -2,6 +2,7 @@
 //! training and inference steps. A conv (with or without relu) feeding a max pool whose stride
 //! is its size runs as one fused op. The model's final softmax is fused into the loss as
 //! log-softmax; `predict` applies it.
+#![deny(clippy::wildcard_enum_match_arm)]
 
 use super::checkpoint::{check_against, Checkpoint, CheckpointError};
 use super::ops::activation::{gelu, leaky_relu, relu};
@@ -15,6 +16,7 @@ use super::ops::pool2d::{avg_pool2d, global_avg_pool, max_pool2d, Pool2dConfig};
 use super::ops::{Flat, Image};
 use super::optimizer::Optimizer;
 use super::params::{self, LayerParams};
+use super::support::{self, Unsupported};
 use crate::ir::{Activation, Layer, Model, Op, Padding, PoolKind};
 use dfdx::prelude::*;
 
@@ -47,15 +49,17 @@ enum Act<T: Tape<f32, Cpu>> {
 
 impl Network {
     /// A Keras-initialised network; all randomness (initialisation, dropout) flows from `seed`.
-    pub fn new(model: &Model, seed: u64) -> Network {
+    /// Refuses a model with a layer the backend cannot run yet ([`support::check`]).
+    pub fn new(model: &Model, seed: u64) -> Result<Network, Unsupported> {
+        support::check(model)?;
         crate::backend::ops::denormals::flush_everywhere();
         let device = Cpu::seed_from_u64(seed ^ 0x5EED_D20F);
         let params = params::initialise(model, &device, seed);
-        Network {
+        Ok(Network {
             model: model.clone(),
             params,
             device,
-        }
+        })
     }
 
     /// A network with the parameters of `checkpoint`, checked against `model`.
@@ -64,6 +68,7 @@ impl Network {
         checkpoint: &Checkpoint,
     ) -> Result<Network, CheckpointError> {
         check_against(checkpoint, model)?;
+        support::check(model).map_err(|err| CheckpointError::Unsupported(err.to_string()))?;
         crate::backend::ops::denormals::flush_everywhere();
         let device = Cpu::seed_from_u64(0);
         let params = params::from_tensors(model, &device, &checkpoint.tensors);
@@ -268,7 +273,13 @@ impl Network {
                     PoolKind::Avg => avg_pool2d(x, &cfg),
                 })
             }
-            (Op::GlobalAvgPool, Act::Image(x), _) => Act::Flat(global_avg_pool(x)),
+            (
+                Op::GlobalPool {
+                    kind: PoolKind::Avg,
+                },
+                Act::Image(x),
+                _,
+            ) => Act::Flat(global_avg_pool(x)),
             (Op::Flatten, Act::Image(x), _) => Act::Flat(flatten(x)),
             (Op::Dense { .. }, Act::Flat(x), LayerParams::Dense(params)) => {
                 Act::Flat(dense(x, params))
@@ -279,9 +290,24 @@ impl Network {
             },
             (Op::Activation(Activation::Softmax), act, _) if is_last => act,
             (Op::Activation(activation), act, _) => activate(act, activation),
-            // INVARIANT: the compiler's shape inference guarantees each op gets the rank it
-            // needs (flatten before dense, images for conv and pool) and the params match.
-            (_, act, _) => act,
+            (Op::Dropout { .. } | Op::Identity, act, _) => act,
+            // INVARIANT: the compiler's shape inference gives each op the rank it needs
+            // (flatten before dense, images for conv and pool) and the params match;
+            // `support::check` refused every op this backend cannot run before the network
+            // was made.
+            (
+                Op::BatchNorm { .. }
+                | Op::Conv { .. }
+                | Op::DepthwiseConv { .. }
+                | Op::SeparableConv { .. }
+                | Op::Pool { .. }
+                | Op::GlobalPool { .. }
+                | Op::Flatten
+                | Op::Dense { .. }
+                | Op::Merge(_),
+                act,
+                _,
+            ) => act,
         }
     }
 }
@@ -324,14 +350,16 @@ fn fusable_pool(layers: &[Layer], idx: usize) -> Option<Pool2dConfig> {
 }
 
 fn conv_config(layer: &Layer, idx: usize) -> Conv2dConfig {
-    let (kernel, stride, pad) = match layer.op {
-        Op::Conv {
-            kernel,
-            stride,
-            pad,
-            ..
-        } => (kernel, stride, pad),
-        _ => ((1, 1), (1, 1), Padding::Valid),
+    let (kernel, stride, pad) = if let Op::Conv {
+        kernel,
+        stride,
+        pad,
+        ..
+    } = layer.op
+    {
+        (kernel, stride, pad)
+    } else {
+        ((1, 1), (1, 1), Padding::Valid)
     };
     Conv2dConfig {
         kernel,
@@ -364,6 +392,12 @@ fn apply_image<T: Tape<f32, Cpu>>(x: Image<T>, activation: Activation) -> Image<
         Activation::Softmax => x.softmax::<Axis<3>>(),
         Activation::Gelu => gelu(x),
         Activation::LeakyRelu { alpha } => leaky_relu(x, alpha as f32),
+        // INVARIANT: `support::check` refused these before the network was made.
+        Activation::Relu6
+        | Activation::Silu
+        | Activation::HardSwish
+        | Activation::HardSigmoid
+        | Activation::Elu { .. } => x,
     }
 }
 
@@ -375,6 +409,12 @@ fn apply_flat<T: Tape<f32, Cpu>>(x: Flat<T>, activation: Activation) -> Flat<T> 
         Activation::Softmax => x.softmax::<Axis<1>>(),
         Activation::Gelu => gelu(x),
         Activation::LeakyRelu { alpha } => leaky_relu(x, alpha as f32),
+        // INVARIANT: `support::check` refused these before the network was made.
+        Activation::Relu6
+        | Activation::Silu
+        | Activation::HardSwish
+        | Activation::HardSigmoid
+        | Activation::Elu { .. } => x,
     }
 }
 

@@ -3,7 +3,7 @@
 //! with moment buffers of our own, keyed by parameter.
 
 use super::ops::tape::Grads;
-use crate::spec::{OptimizerKind, TrainConfig};
+use crate::settings::{OptimizerKind, TrainConfig};
 use dfdx::optim::{AdamConfig, Momentum, RMSpropConfig, SgdConfig};
 use dfdx::shapes::Shape;
 use dfdx::tensor::{Cpu, CpuError, Gradients, Tensor};

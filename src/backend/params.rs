@@ -1,13 +1,16 @@
-//! A network's parameters: built from the IR with Keras's initialisation (Glorot-uniform
-//! kernels, zero biases, batch norm γ 1, β 0, moving mean 0 and variance 1) drawn from the
-//! spec's seed, and converted to and from checkpoint tensors.
+//! A network's parameters. Names, checkpoint shapes and Keras initialisers come from each op's
+//! layout ([`crate::ir::layout`]), the one place that declares them; this file only turns them
+//! into the backend's tensors (conv weights as an HWIO matrix, the rest as laid out) and back.
+//! Initial values are drawn from the spec's seed (Glorot-uniform kernels, zero biases, batch
+//! norm γ 1, β 0, moving mean 0 and variance 1).
+#![deny(clippy::wildcard_enum_match_arm)]
 
 use super::checkpoint::NamedTensor;
 use super::ops::batch_norm::BatchNormParams;
 use super::ops::buffers;
 use super::ops::conv2d::{weight_from_checkpoint, weight_to_checkpoint, Conv2dParams};
 use super::ops::dense::DenseParams;
-use crate::ir::{Model, Op, Shape};
+use crate::ir::{Init, Layer, Model, Op, ParamSpec};
 use dfdx::tensor::{Cpu, TensorFromVec};
 use rand::distributions::{Distribution, Uniform};
 use rand::SeedableRng;
@@ -27,106 +30,120 @@ pub enum LayerParams {
     BatchNorm(BatchNormParams),
 }
 
-/// Channels (or features) of a layer's input.
-fn features(shape: Shape) -> usize {
-    match shape {
-        Shape::Image { channels, .. } => channels,
-        Shape::Flat(n) => n,
-    }
-}
-
-/// Keras-initialised parameters for every layer of `model`, from `seed`.
+/// Keras-initialised parameters for every layer of `model`, from `seed`. Values are drawn in
+/// the backend's layout, layer by layer, in the order of each layout.
 pub fn initialise(model: &Model, device: &Cpu, seed: u64) -> Vec<LayerParams> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut glorot = |fan_in: usize, fan_out: usize, len: usize| -> Vec<f32> {
-        let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
-        let uniform = Uniform::new_inclusive(-limit, limit);
-        (0..len).map(|_| uniform.sample(&mut rng)).collect()
-    };
-    let vector = |value: f32, len: usize| device.tensor_from_vec(vec![value; len], (len,));
     model
         .layers
         .iter()
-        .map(|layer| match layer.op {
-            Op::Conv {
-                filters,
-                kernel,
-                bias,
-                ..
-            } => {
-                let c_in = features(layer.input);
-                let taps = kernel.0 * kernel.1;
-                let rows = taps * c_in;
-                let weight = glorot(rows, taps * filters, rows * filters);
-                LayerParams::Conv(Conv2dParams {
-                    weight: device.tensor_from_vec(weight, (rows, filters)),
-                    bias: bias.then(|| vector(0.0, filters)),
-                })
-            }
-            Op::Dense { units, bias } => {
-                let inputs = layer.input.len();
-                let weight = glorot(inputs, units, inputs * units);
-                LayerParams::Dense(DenseParams {
-                    weight: device.tensor_from_vec(weight, (units, inputs)),
-                    bias: bias.then(|| vector(0.0, units)),
-                })
-            }
-            Op::BatchNorm { .. } => {
-                let c = features(layer.input);
-                LayerParams::BatchNorm(BatchNormParams {
-                    gamma: vector(1.0, c),
-                    beta: vector(0.0, c),
-                    moving_mean: vector(0.0, c),
-                    moving_variance: vector(1.0, c),
-                })
-            }
-            _ => LayerParams::None,
+        .map(|layer| {
+            let values = layer
+                .layout()
+                .iter()
+                .map(|spec| draw(spec, &mut rng))
+                .collect();
+            build(layer, values, device)
         })
         .collect()
 }
 
-/// The checkpoint tensors of `params` (DESIGN §4 names and layouts).
+/// The values of one parameter tensor drawn as Keras initialises it.
+fn draw(spec: &ParamSpec, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    let len = spec.len();
+    match spec.init {
+        Init::GlorotUniform { fan_in, fan_out } => {
+            let limit = (6.0 / (fan_in + fan_out).max(1) as f64).sqrt() as f32;
+            let uniform = Uniform::new_inclusive(-limit, limit);
+            (0..len).map(|_| uniform.sample(rng)).collect()
+        }
+        Init::Zeros => vec![0.0; len],
+        Init::Ones => vec![1.0; len],
+    }
+}
+
+/// The backend tensors of `layer` from one value list per layout entry, each in the backend's
+/// layout (conv weights HWIO).
+fn build(layer: &Layer, mut values: Vec<Vec<f32>>, device: &Cpu) -> LayerParams {
+    let vector = |data: Vec<f32>| {
+        let len = data.len();
+        device.tensor_from_vec(data, (len,))
+    };
+    let mut take = |idx: usize| std::mem::take(values.get_mut(idx).unwrap_or(&mut Vec::new()));
+    match layer.op {
+        Op::Conv {
+            filters,
+            kernel,
+            bias,
+            ..
+        } => {
+            let rows = kernel.0 * kernel.1 * layer.input().features();
+            LayerParams::Conv(Conv2dParams {
+                weight: device.tensor_from_vec(take(0), (rows, filters)),
+                bias: bias.then(|| vector(take(1))),
+            })
+        }
+        Op::Dense { units, bias } => LayerParams::Dense(DenseParams {
+            weight: device.tensor_from_vec(take(0), (units, layer.input().len())),
+            bias: bias.then(|| vector(take(1))),
+        }),
+        Op::BatchNorm { .. } => LayerParams::BatchNorm(BatchNormParams {
+            gamma: vector(take(0)),
+            beta: vector(take(1)),
+            moving_mean: vector(take(2)),
+            moving_variance: vector(take(3)),
+        }),
+        Op::DepthwiseConv { .. }
+        | Op::SeparableConv { .. }
+        | Op::Pool { .. }
+        | Op::GlobalPool { .. }
+        | Op::Flatten
+        | Op::Dropout { .. }
+        | Op::Identity
+        | Op::Merge(_)
+        | Op::Activation(_) => LayerParams::None,
+    }
+}
+
+/// The dims of a conv weight in checkpoint order: `(filters, c_in, k_h, k_w)`.
+fn conv_dims(spec: &ParamSpec) -> (usize, usize, usize, usize) {
+    match spec.shape.as_slice() {
+        [filters, c_in, k_h, k_w] => (*filters, *c_in, *k_h, *k_w),
+        _ => (0, 0, 0, 0),
+    }
+}
+
+/// The checkpoint tensors of `params`, named `layers.<i>.<param>` in the layouts' order and
+/// shapes.
 pub fn to_tensors(model: &Model, params: &[LayerParams]) -> Vec<NamedTensor> {
     let mut out = Vec::new();
     for (layer, params) in model.layers.iter().zip(params) {
-        let mut push = |name: &str, shape: Vec<usize>, data: Vec<f32>| {
+        let data: Vec<Vec<f32>> = match params {
+            LayerParams::Conv(p) => {
+                let dims = layer.layout().first().map(conv_dims).unwrap_or_default();
+                let mut data = vec![weight_to_checkpoint(&buffers::read(&p.weight), dims)];
+                data.extend(p.bias.as_ref().map(|bias| bias.as_vec()));
+                data
+            }
+            LayerParams::Dense(p) => {
+                let mut data = vec![p.weight.as_vec()];
+                data.extend(p.bias.as_ref().map(|bias| bias.as_vec()));
+                data
+            }
+            LayerParams::BatchNorm(p) => vec![
+                p.gamma.as_vec(),
+                p.beta.as_vec(),
+                p.moving_mean.as_vec(),
+                p.moving_variance.as_vec(),
+            ],
+            LayerParams::None => Vec::new(),
+        };
+        for (spec, data) in layer.layout().into_iter().zip(data) {
             out.push(NamedTensor {
-                name: format!("layers.{}.{name}", layer.index),
-                shape,
+                name: format!("layers.{}.{}", layer.index, spec.name),
+                shape: spec.shape,
                 data,
             });
-        };
-        match (params, layer.op) {
-            (
-                LayerParams::Conv(p),
-                Op::Conv {
-                    filters, kernel, ..
-                },
-            ) => {
-                let dims = (filters, features(layer.input), kernel.0, kernel.1);
-                push(
-                    "weight",
-                    vec![dims.0, dims.1, dims.2, dims.3],
-                    weight_to_checkpoint(&buffers::read(&p.weight), dims),
-                );
-                if let Some(bias) = &p.bias {
-                    push("bias", vec![filters], bias.as_vec());
-                }
-            }
-            (LayerParams::Dense(p), Op::Dense { units, .. }) => {
-                push("weight", vec![units, layer.input.len()], p.weight.as_vec());
-                if let Some(bias) = &p.bias {
-                    push("bias", vec![units], bias.as_vec());
-                }
-            }
-            (LayerParams::BatchNorm(p), _) => {
-                let c = features(layer.input);
-                push("gamma", vec![c], p.gamma.as_vec());
-                push("beta", vec![c], p.beta.as_vec());
-                push("moving_mean", vec![c], p.moving_mean.as_vec());
-                push("moving_variance", vec![c], p.moving_variance.as_vec());
-            }
-            _ => {}
         }
     }
     out
@@ -137,58 +154,28 @@ pub fn to_tensors(model: &Model, params: &[LayerParams]) -> Vec<NamedTensor> {
 pub fn from_tensors(model: &Model, device: &Cpu, tensors: &[NamedTensor]) -> Vec<LayerParams> {
     let by_name: HashMap<&str, &NamedTensor> =
         tensors.iter().map(|t| (t.name.as_str(), t)).collect();
-    let mut params = initialise(model, device, 0);
-    for (layer, params) in model.layers.iter().zip(params.iter_mut()) {
-        let get = |name: &str| {
-            by_name
-                .get(format!("layers.{}.{name}", layer.index).as_str())
-                .map(|t| t.data.clone())
-        };
-        let vector = |data: Vec<f32>| {
-            let len = data.len();
-            device.tensor_from_vec(data, (len,))
-        };
-        match (params, layer.op) {
-            (
-                LayerParams::Conv(p),
-                Op::Conv {
-                    filters, kernel, ..
-                },
-            ) => {
-                if let Some(weight) = get("weight") {
-                    let dims = (filters, features(layer.input), kernel.0, kernel.1);
-                    let rows = kernel.0 * kernel.1 * dims.1;
-                    p.weight = device
-                        .tensor_from_vec(weight_from_checkpoint(&weight, dims), (rows, filters));
-                }
-                if let (Some(bias), Some(_)) = (get("bias"), &p.bias) {
-                    p.bias = Some(vector(bias));
-                }
-            }
-            (LayerParams::Dense(p), Op::Dense { units, .. }) => {
-                if let Some(weight) = get("weight") {
-                    p.weight = device.tensor_from_vec(weight, (units, layer.input.len()));
-                }
-                if let (Some(bias), Some(_)) = (get("bias"), &p.bias) {
-                    p.bias = Some(vector(bias));
-                }
-            }
-            (LayerParams::BatchNorm(p), _) => {
-                for (name, slot) in [
-                    ("gamma", &mut p.gamma),
-                    ("beta", &mut p.beta),
-                    ("moving_mean", &mut p.moving_mean),
-                    ("moving_variance", &mut p.moving_variance),
-                ] {
-                    if let Some(data) = get(name) {
-                        *slot = vector(data);
+    model
+        .layers
+        .iter()
+        .map(|layer| {
+            let values = layer
+                .layout()
+                .iter()
+                .map(|spec| {
+                    let name = format!("layers.{}.{}", layer.index, spec.name);
+                    let data = by_name
+                        .get(name.as_str())
+                        .map_or_else(|| vec![0.0; spec.len()], |t| t.data.clone());
+                    if matches!(layer.op, Op::Conv { .. }) && spec.name == "weight" {
+                        weight_from_checkpoint(&data, conv_dims(spec))
+                    } else {
+                        data
                     }
-                }
-            }
-            _ => {}
-        }
-    }
-    params
+                })
+                .collect();
+            build(layer, values, device)
+        })
+        .collect()
 }
 
 /// A trainable parameter tensor of either rank.

@@ -3,7 +3,7 @@
 use super::output::{file_stem, read_spec, DiagnosticPrinter, OutputFormat};
 use super::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
 use crate::compile::compile;
-use crate::summary::grouped;
+use crate::suggest::grouped;
 use std::path::PathBuf;
 
 /// Runs the command; returns the exit status.

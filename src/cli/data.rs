@@ -7,7 +7,7 @@ use super::{EXIT_ERROR, EXIT_OK};
 use crate::data::check::{scan_images, FolderReport};
 use crate::data::{errors, folder};
 use crate::diagnostics::SourceFile;
-use crate::summary::grouped;
+use crate::suggest::grouped;
 use std::path::{Path, PathBuf};
 
 /// Runs `strata data check`; returns the exit status.

@@ -1,4 +1,6 @@
-//! `strata summary SPEC`: the Keras-style table, or its JSON.
+//! `strata summary SPEC`: the Keras-style table, or its JSON. A model whose shapes all check
+//! but whose head (or a later check) fails still gets its table, then the diagnostics, so a
+//! backbone can be looked at before it has a classifier.
 
 use super::output::{file_stem, read_spec, DiagnosticPrinter, OutputFormat};
 use super::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
@@ -13,9 +15,14 @@ pub fn run(path: &Path, format: OutputFormat) -> u8 {
     };
     let compiled = compile(&source.text, &file_stem(path));
     let mut printer = DiagnosticPrinter::new(format);
-    printer.print(&compiled.diagnostics, &source);
-    let Some(model) = compiled.model else {
+    let Some(model) = compiled.summary_model() else {
+        printer.print(&compiled.diagnostics, &source);
         return EXIT_ERROR;
+    };
+    let status = if compiled.has_errors() {
+        EXIT_ERROR
+    } else {
+        EXIT_OK
     };
     match format {
         OutputFormat::Json => match serde_json::to_string(&to_json(&model)) {
@@ -27,5 +34,6 @@ pub fn run(path: &Path, format: OutputFormat) -> u8 {
         },
         _ => print!("{}", render_table(&model)),
     }
-    EXIT_OK
+    printer.print(&compiled.diagnostics, &source);
+    status
 }

@@ -1,15 +1,26 @@
-//! Repeat expansion: the resolved tree of stages → a flat list of layers, each knowing its
-//! group and repetition. The expanded size is computed before anything is expanded, so a
-//! `x1000000000` is refused at once.
+//! Expansion: the model's chain → the layers in expansion order, each naming its inputs.
+//!
+//! Groups and repeated stages are copied, block calls are expanded with their arguments bound
+//! (blocks are macros), and a merge's branches are expanded left to right before the merge
+//! itself, so the list is in topological order. Every layer records the repetitions and calls
+//! that produced it ([`Frame`]). The expanded size is computed before anything is expanded,
+//! so `x1000000000` or blocks that multiply past the limit are refused at once.
 
-use super::args::{resolve_call, Defaults, Resolved};
-use crate::catalogue::LayerDecl;
-use crate::diagnostics::{codes, Diagnostic, Span};
-use crate::ir::{Activation, Op, Origin, RepeatFrame};
-use crate::syntax::ast::{Chain, LayerStage, Stage};
+use super::args::{self, resolve_call, Defaults, Resolution, Resolved};
+use super::blocks::{Block, Blocks};
+use super::eval::{evaluate, Bound, Scope, Value};
+use crate::catalogue::{self, LayerDecl};
+use crate::diagnostics::{codes, Diagnostic};
+use crate::ir::{Activation, Frame, FrameKind, Op, Origin, Source};
+use crate::suggest;
+use crate::syntax::ast::{self, ArgValue, Call, CallStage, Chain, Stage};
+use crate::text::{folded, Span};
 
 /// The most layers a model may expand to.
 pub const MAX_LAYERS: u64 = 10_000;
+
+/// The longest call or group text quoted in a message or a summary row.
+const MAX_QUOTED: usize = 48;
 
 /// A layer before shape inference.
 #[derive(Clone, Debug)]
@@ -18,21 +29,23 @@ pub struct Pending {
     pub op: Option<Op>,
     /// The suffix activation.
     pub activation: Option<Activation>,
+    /// What it reads: the input, or earlier pending layers (by position in the list).
+    pub inputs: Vec<Source>,
     /// Where it came from.
     pub origin: Origin,
-    /// The suffix activation's characters.
-    pub activation_span: Option<Span>,
+    /// For a merge: the characters of each branch, in input order.
+    pub branches: Vec<Span>,
+    /// How its positional arguments were read, when that may surprise.
+    pub reading: Option<String>,
 }
 
-/// A stage after name and argument resolution, before expansion.
-enum TreeStage {
-    Layer(Box<Pending>),
-    Group {
-        stages: Vec<TreeStage>,
-        count: u64,
-        group_span: Span,
-        count_span: Span,
-    },
+/// The expanded model.
+#[derive(Clone, Debug, Default)]
+pub struct Expansion {
+    /// The layers in expansion order.
+    pub layers: Vec<Pending>,
+    /// Which blocks (by position in [`Blocks::list`]) a call expanded.
+    pub used_blocks: Vec<bool>,
 }
 
 /// Resolves and expands `chain`. Returns `None` (after reporting) when a repeat count is
@@ -41,178 +54,749 @@ pub fn expand(
     chain: &Chain,
     source: &str,
     defaults: &Defaults,
+    blocks: &Blocks,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Option<Vec<Pending>> {
-    let mut counts_ok = true;
-    let tree = resolve_chain(chain, source, defaults, diagnostics, &mut counts_ok);
-    if !counts_ok {
+) -> Option<Expansion> {
+    let mut sizer = Sizer {
+        blocks,
+        memo: vec![None; blocks.list.len()],
+    };
+    if !valid_counts(chain, blocks, diagnostics) {
         return None;
     }
-    let total = expanded_len(&tree);
+    let total = sizer.chain(chain);
     if total > MAX_LAYERS {
-        diagnostics.push(too_many_layers(&tree, chain.span, total));
+        diagnostics.push(too_many_layers(&mut sizer, chain, source, total));
         return None;
     }
-    let mut layers = Vec::new();
-    flatten_into(&tree, &mut Vec::new(), &mut layers);
-    Some(layers)
+    let mut expander = Expander {
+        source,
+        defaults,
+        blocks,
+        diagnostics,
+        layers: Vec::new(),
+        frames: Vec::new(),
+        used: vec![false; blocks.list.len()],
+    };
+    expander.chain(chain, Source::Input, &Scope::default());
+    Some(Expansion {
+        layers: expander.layers,
+        used_blocks: expander.used,
+    })
 }
 
-fn resolve_chain(
-    chain: &Chain,
-    source: &str,
-    defaults: &Defaults,
-    diagnostics: &mut Vec<Diagnostic>,
-    counts_ok: &mut bool,
-) -> Vec<TreeStage> {
-    chain
-        .stages
-        .iter()
-        .map(|stage| match stage {
-            Stage::Layer(layer) => TreeStage::Layer(Box::new(resolve_stage(
-                layer,
-                source,
-                defaults,
-                diagnostics,
-            ))),
+/// What a call names.
+enum Callee {
+    /// A catalogue entry (layer, activation or merge), and whether its shorthand is part of
+    /// the name (`relu6`) rather than an argument (`conv3`).
+    Catalogue(&'static LayerDecl, bool),
+    /// A block, by position.
+    Block(usize),
+    /// Nothing (reported).
+    Unknown,
+}
+
+struct Expander<'a> {
+    source: &'a str,
+    defaults: &'a Defaults,
+    blocks: &'a Blocks,
+    diagnostics: &'a mut Vec<Diagnostic>,
+    layers: Vec<Pending>,
+    frames: Vec<Frame>,
+    used: Vec<bool>,
+}
+
+impl Expander<'_> {
+    fn chain(&mut self, chain: &Chain, input: Source, scope: &Scope) -> Source {
+        chain
+            .stages
+            .iter()
+            .fold(input, |x, stage| self.stage(stage, x, scope))
+    }
+
+    fn stage(&mut self, stage: &Stage, mut x: Source, scope: &Scope) -> Source {
+        match stage {
             Stage::Group(group) => {
-                let stages = resolve_chain(&group.chain, source, defaults, diagnostics, counts_ok);
-                let (count, count_span) = match &group.repeat {
-                    None => (1, group.span),
-                    Some(repeat) => {
-                        match repeat.count {
-                            Some(0) | None => {
-                                *counts_ok = false;
-                                diagnostics.push(bad_count(repeat.count, repeat.span, group.span));
-                            }
-                            _ => {}
-                        }
-                        (repeat.count.unwrap_or(0), repeat.span)
-                    }
-                };
-                TreeStage::Group {
-                    stages,
-                    count,
-                    group_span: group.span,
-                    count_span,
+                let count = repeat_count(group.repeat.as_ref());
+                let text = self.quoted(group.span);
+                let count_span = group.repeat.as_ref().map_or(group.span, |r| r.span);
+                for repetition in 1..=count {
+                    self.frames.push(Frame {
+                        kind: FrameKind::Repeat,
+                        text: text.clone(),
+                        span: group.span,
+                        count_span,
+                        repetition,
+                        count,
+                    });
+                    x = self.chain(&group.chain, x, scope);
+                    self.frames.pop();
+                }
+                x
+            }
+            Stage::Call(stage) => self.call_stage(stage, x, scope),
+        }
+    }
+
+    fn call_stage(&mut self, stage: &CallStage, x: Source, scope: &Scope) -> Source {
+        match self.callee(&stage.call, scope) {
+            Callee::Unknown => self.unresolved(&stage.call, x),
+            Callee::Block(idx) => self.block_call(stage, idx, x, scope),
+            Callee::Catalogue(decl, _) if decl.is_merge() => self.merge(stage, decl, x, scope),
+            Callee::Catalogue(decl, whole_word) => self.layer(stage, decl, whole_word, x, scope),
+        }
+    }
+
+    /// Runs `body` once per repetition of `stage`, with a repeat frame when it repeats.
+    fn repeated(
+        &mut self,
+        stage: &CallStage,
+        mut x: Source,
+        mut body: impl FnMut(&mut Self, Source) -> Source,
+    ) -> Source {
+        let count = repeat_count(stage.repeat.as_ref());
+        if count == 1 {
+            return body(self, x);
+        }
+        let text = self.quoted(stage.span);
+        let count_span = stage.repeat.as_ref().map_or(stage.span, |r| r.span);
+        for repetition in 1..=count {
+            self.frames.push(Frame {
+                kind: FrameKind::Repeat,
+                text: text.clone(),
+                span: stage.span,
+                count_span,
+                repetition,
+                count,
+            });
+            x = body(self, x);
+            self.frames.pop();
+        }
+        x
+    }
+
+    fn layer(
+        &mut self,
+        stage: &CallStage,
+        decl: &'static LayerDecl,
+        whole_word: bool,
+        x: Source,
+        scope: &Scope,
+    ) -> Source {
+        let call = &stage.call;
+        let shorthand = if whole_word {
+            None
+        } else {
+            call.shorthand.as_ref()
+        };
+        let n_before = self.diagnostics.len();
+        let resolution = resolve_call(
+            decl,
+            call,
+            shorthand,
+            scope,
+            self.defaults,
+            self.diagnostics,
+        );
+        let suffix = self.suffix(stage, decl, scope);
+        self.label_calls(n_before);
+        let (op, reading) = match resolution {
+            Some(Resolution {
+                resolved: Resolved::Op(op),
+                reading,
+            }) => (Some(op), reading),
+            Some(Resolution {
+                resolved: Resolved::Activation(activation),
+                reading,
+            }) => {
+                if let Some(activation_call) = &stage.activation {
+                    self.diagnostics
+                        .push(activation_with_suffix(decl, activation_call.span));
+                }
+                (Some(Op::Activation(activation)), reading)
+            }
+            None => (None, None),
+        };
+        let mut origin = self.origin(call, call.span);
+        if !whole_word {
+            // `dense` of `dense2`: the name, so that a fix can rewrite the shorthand after it.
+            origin.name_span = call.name.span;
+        }
+        self.repeated(stage, x, |this, x| {
+            this.push(Pending {
+                op,
+                activation: suffix,
+                inputs: vec![x],
+                origin: Origin {
+                    frames: this.frames.clone(),
+                    ..origin.clone()
+                },
+                branches: Vec::new(),
+                reading: reading.clone(),
+            })
+        })
+    }
+
+    fn merge(
+        &mut self,
+        stage: &CallStage,
+        decl: &'static LayerDecl,
+        x: Source,
+        scope: &Scope,
+    ) -> Source {
+        let call = &stage.call;
+        if let Some(shorthand) = &call.shorthand {
+            self.diagnostics
+                .push(args::bad_shorthand(decl, call, shorthand.span));
+        }
+        let mut ok = call.shorthand.is_none();
+        let mut branches: Vec<&Chain> = Vec::new();
+        for (position, arg) in call.args.iter().enumerate() {
+            match (&arg.name, &arg.value) {
+                (Some(name), _) => {
+                    ok = false;
+                    self.diagnostics.push(named_merge_argument(decl, name.span));
+                }
+                (None, ArgValue::Branch(chain)) => branches.push(chain),
+                (None, ArgValue::Expr(expr)) => {
+                    ok = false;
+                    self.diagnostics
+                        .push(value_as_branch(decl, position, expr.span, self.source));
                 }
             }
+        }
+        if branches.len() < 2 && ok {
+            ok = false;
+            self.diagnostics.push(too_few_branches(decl, call));
+        }
+        let suffix = self.suffix(stage, decl, scope);
+        if !ok {
+            return self.unresolved(call, x);
+        }
+        let origin = self.origin(call, call.span);
+        let kind = match decl.kind {
+            catalogue::LayerKind::Merge(kind) => kind,
+            _ => return self.unresolved(call, x),
+        };
+        self.repeated(stage, x, |this, x| {
+            let inputs: Vec<Source> = branches
+                .iter()
+                .map(|branch| this.chain(branch, x, scope))
+                .collect();
+            this.push(Pending {
+                op: Some(Op::Merge(kind)),
+                activation: suffix,
+                inputs,
+                origin: Origin {
+                    frames: this.frames.clone(),
+                    ..origin.clone()
+                },
+                branches: branches.iter().map(|branch| branch.span).collect(),
+                reading: None,
+            })
         })
-        .collect()
-}
+    }
 
-fn resolve_stage(
-    stage: &LayerStage,
-    source: &str,
-    defaults: &Defaults,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> Pending {
-    let resolved = resolve_call(&stage.layer, defaults, diagnostics);
-    let activation = stage.activation.as_ref().and_then(|call| {
-        match resolve_call(call, defaults, diagnostics) {
-            Some((_, Resolved::Activation(activation))) => Some(activation),
-            Some((decl, Resolved::Op(_))) => {
-                diagnostics.push(not_an_activation(
+    fn block_call(
+        &mut self,
+        stage: &CallStage,
+        idx: usize,
+        mut x: Source,
+        scope: &Scope,
+    ) -> Source {
+        let blocks = self.blocks;
+        let Some(block) = blocks.list.get(idx) else {
+            return self.unresolved(&stage.call, x);
+        };
+        self.used[idx] = true;
+        let call = &stage.call;
+        let n_before = self.diagnostics.len();
+        let bound = self.bind(block, call, scope);
+        self.label_calls(n_before);
+        let suffix = stage
+            .activation
+            .as_ref()
+            .and_then(|activation| self.activation(activation, block.name(), scope));
+        let (Some(bound), Some(body), true) = (bound, &block.body, block.usable) else {
+            return self.unresolved(call, x);
+        };
+        let count = repeat_count(stage.repeat.as_ref());
+        let text = self.quoted(call.span);
+        let count_span = stage.repeat.as_ref().map_or(call.span, |r| r.span);
+        for repetition in 1..=count {
+            self.frames.push(Frame {
+                kind: FrameKind::Call {
+                    block: block.name().to_string(),
+                },
+                text: text.clone(),
+                span: call.span,
+                count_span,
+                repetition,
+                count,
+            });
+            x = self.chain(body, x, &bound);
+            if let (Some(activation), Some(activation_call)) = (suffix, &stage.activation) {
+                let origin = self.origin(activation_call, activation_call.span);
+                x = self.push(Pending {
+                    op: Some(Op::Activation(activation)),
+                    activation: None,
+                    inputs: vec![x],
+                    origin: Origin {
+                        frames: self.frames.clone(),
+                        ..origin
+                    },
+                    branches: Vec::new(),
+                    reading: None,
+                });
+            }
+            self.frames.pop();
+        }
+        x
+    }
+
+    /// Binds a block call's arguments to the block's parameters, in a new scope; `None` after
+    /// reporting a missing, unknown, duplicate or mistyped argument.
+    fn bind(&mut self, block: &Block, call: &Call, scope: &Scope) -> Option<Scope> {
+        let name = block.name();
+        let params = &block.signature.params;
+        let mut ok = true;
+        if let Some(shorthand) = &call.shorthand {
+            ok = false;
+            self.diagnostics.push(
+                Diagnostic::error(
+                    codes::BLOCK_ARGUMENT,
+                    format!("block `{name}` takes no shorthand"),
+                )
+                .with_primary(shorthand.span, "a shorthand")
+                .with_help(format!(
+                    "pass it as an argument: `{name}({})`",
+                    shorthand.first
+                )),
+            );
+        }
+        let mut given: Vec<Option<(Bound, Span)>> = vec![None; params.len()];
+        let mut seen_named: Option<Span> = None;
+        let mut position = 0;
+        for arg in &call.args {
+            let slot = match &arg.name {
+                Some(arg_name) => {
+                    seen_named.get_or_insert(arg.span);
+                    match params.iter().position(|p| p.name.text == arg_name.text) {
+                        Some(slot) => slot,
+                        None => {
+                            ok = false;
+                            self.diagnostics.push(unknown_parameter(
+                                block,
+                                &arg_name.text,
+                                arg_name.span,
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                None => {
+                    if let Some(named) = seen_named {
+                        ok = false;
+                        self.diagnostics.push(
+                            Diagnostic::error(
+                                codes::BLOCK_ARGUMENT,
+                                format!("positional argument after a named one in `{name}`"),
+                            )
+                            .with_primary(arg.span, "positional argument")
+                            .with_secondary(named, "named argument before it")
+                            .with_help("put positional arguments first, or name this one"),
+                        );
+                        continue;
+                    }
+                    position += 1;
+                    if position > params.len() {
+                        ok = false;
+                        self.diagnostics
+                            .push(too_many_block_arguments(block, arg.span));
+                        continue;
+                    }
+                    position - 1
+                }
+            };
+            if let Some((_, first)) = &given[slot] {
+                ok = false;
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        codes::BLOCK_ARGUMENT,
+                        format!("`{}` is given twice to `{name}`", params[slot].name.text),
+                    )
+                    .with_primary(arg.span, "given again here")
+                    .with_secondary(*first, "first given here")
+                    .with_help("keep one of them"),
+                );
+                continue;
+            }
+            match args::item_value(&arg.value, scope, name) {
+                Ok(value) => {
+                    given[slot] = Some((
+                        Bound {
+                            value: value.value,
+                            span: arg.span,
+                        },
+                        arg.span,
+                    ))
+                }
+                Err(diagnostic) => {
+                    ok = false;
+                    self.diagnostics.push(*diagnostic);
+                }
+            }
+        }
+        let mut bound = Scope::default();
+        for (param, value) in params.iter().zip(given) {
+            match (value, &param.default) {
+                (Some((value, _)), _) => bound.bind(&param.name.text, value),
+                (None, Some(default)) => match evaluate(default, &bound) {
+                    Ok(value) => bound.bind(
+                        &param.name.text,
+                        Bound {
+                            value: value.value,
+                            span: default.span,
+                        },
+                    ),
+                    Err(diagnostic) => {
+                        ok = false;
+                        self.diagnostics.push(*diagnostic);
+                    }
+                },
+                (None, None) => {
+                    ok = false;
+                    self.diagnostics
+                        .push(missing_parameter(block, &param.name, call));
+                }
+            }
+        }
+        ok.then_some(bound)
+    }
+
+    /// The suffix activation of a layer or merge stage.
+    fn suffix(&mut self, stage: &CallStage, decl: &LayerDecl, scope: &Scope) -> Option<Activation> {
+        let activation = stage.activation.as_ref()?;
+        self.activation(activation, decl.name, scope)
+    }
+
+    /// Resolves the activation call written after `after`.
+    fn activation(&mut self, call: &Call, after: &str, scope: &Scope) -> Option<Activation> {
+        match self.callee(call, scope) {
+            Callee::Catalogue(decl, whole_word) if decl.is_activation() => {
+                let shorthand = if whole_word {
+                    None
+                } else {
+                    call.shorthand.as_ref()
+                };
+                match resolve_call(
                     decl,
-                    &stage.layer.name.text,
-                    call.name.text.as_str(),
+                    call,
+                    shorthand,
+                    scope,
+                    self.defaults,
+                    self.diagnostics,
+                )?
+                .resolved
+                {
+                    Resolved::Activation(activation) => Some(activation),
+                    Resolved::Op(_) => None,
+                }
+            }
+            Callee::Catalogue(decl, _) => {
+                self.diagnostics.push(not_an_activation(
+                    decl.name,
+                    after,
+                    &call.word.text,
                     call.span,
                 ));
                 None
             }
-            None => None,
-        }
-    });
-    let op = match resolved {
-        Some((_, Resolved::Op(op))) => Some(op),
-        Some((decl, Resolved::Activation(activation))) => {
-            if let Some(call) = &stage.activation {
-                diagnostics.push(activation_with_suffix(decl, call.span));
+            Callee::Block(idx) => {
+                let name = self.blocks.list.get(idx).map_or("", Block::name);
+                self.diagnostics
+                    .push(not_an_activation(name, after, &call.word.text, call.span));
+                None
             }
-            Some(Op::Activation(activation))
+            Callee::Unknown => None,
         }
-        None => None,
-    };
-    let written = written_text(source, stage.layer.span, &stage.layer.name.text);
-    Pending {
-        op,
-        activation,
-        origin: Origin {
-            text: written,
-            span: stage.layer.span,
-            name_span: stage.layer.name.span,
-            repeats: Vec::new(),
-            implicit: false,
-        },
-        activation_span: stage.activation.as_ref().map(|call| call.span),
     }
-}
 
-/// The characters of `span` with whitespace folded, or `fallback`.
-fn written_text(source: &str, span: Span, fallback: &str) -> String {
-    source
-        .get(span.offset..span.end())
-        .unwrap_or(fallback)
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The number of layers `stages` expand to, saturating.
-fn expanded_len(stages: &[TreeStage]) -> u64 {
-    stages.iter().fold(0u64, |total, stage| {
-        let len = match stage {
-            TreeStage::Layer(_) => 1,
-            TreeStage::Group { stages, count, .. } => count.saturating_mul(expanded_len(stages)),
-        };
-        total.saturating_add(len)
-    })
-}
-
-fn flatten_into(stages: &[TreeStage], frames: &mut Vec<RepeatFrame>, out: &mut Vec<Pending>) {
-    for stage in stages {
-        match stage {
-            TreeStage::Layer(pending) => {
-                let mut pending = (**pending).clone();
-                pending.origin.repeats = frames.clone();
-                out.push(pending);
+    /// What `call` names, after a bare parameter is replaced by its word; reports unknown
+    /// names.
+    fn callee(&mut self, call: &Call, scope: &Scope) -> Callee {
+        let mut word = call.word.text.as_str();
+        if call.is_bare() && call.shorthand.is_none() {
+            if let Some(bound) = scope.get(word) {
+                match &bound.value {
+                    Value::Word(value) => word = value,
+                    other => {
+                        self.diagnostics
+                            .push(parameter_not_a_layer(word, other, call.span, bound.span));
+                        return Callee::Unknown;
+                    }
+                }
+                return match catalogue::lookup(word) {
+                    Some(decl) => Callee::Catalogue(decl, true),
+                    None => {
+                        self.diagnostics.push(
+                            args::unknown_layer(word, call.span, &[]).with_secondary(
+                                bound.span,
+                                format!("`{}` is `{word}`, given here", call.word.text),
+                            ),
+                        );
+                        Callee::Unknown
+                    }
+                };
             }
-            TreeStage::Group {
-                stages,
-                count,
-                group_span,
-                count_span,
-            } => {
-                for repetition in 1..=*count as usize {
-                    frames.push(RepeatFrame {
-                        group_span: *group_span,
-                        count_span: *count_span,
-                        repetition,
-                        count: *count as usize,
+        }
+        if let Some(decl) = catalogue::lookup(word) {
+            return Callee::Catalogue(decl, true);
+        }
+        if let Some(idx) = self.blocks.position(word) {
+            return Callee::Block(idx);
+        }
+        if call.shorthand.is_some() {
+            if let Some(decl) = catalogue::lookup(&call.name.text) {
+                return Callee::Catalogue(decl, false);
+            }
+            if let Some(idx) = self.blocks.position(&call.name.text) {
+                return Callee::Block(idx);
+            }
+        }
+        // `maxpol2`: the name is what is misspelt; the shorthand stays as written.
+        let name = if call.shorthand.is_some() {
+            &call.name
+        } else {
+            &call.word
+        };
+        let names = self.blocks.names();
+        self.diagnostics
+            .push(args::unknown_layer(&name.text, name.span, &names));
+        Callee::Unknown
+    }
+
+    /// Adds the block calls that led here as secondary labels to the diagnostics reported
+    /// since `n_before`: inside a block body, the values come from the calls.
+    fn label_calls(&mut self, n_before: usize) {
+        let calls: Vec<(Span, String)> = self
+            .frames
+            .iter()
+            .rev()
+            .filter(|frame| matches!(frame.kind, FrameKind::Call { .. }))
+            .filter_map(Frame::label)
+            .collect();
+        if calls.is_empty() {
+            return;
+        }
+        for diagnostic in self.diagnostics.iter_mut().skip(n_before) {
+            for (span, label) in &calls {
+                if !diagnostic.labels.iter().any(|known| known.span == *span) {
+                    diagnostic.labels.push(crate::diagnostics::Label {
+                        span: *span,
+                        message: label.clone(),
+                        primary: false,
                     });
-                    flatten_into(stages, frames, out);
-                    frames.pop();
                 }
             }
         }
     }
+
+    /// A placeholder for a call that did not resolve, so that shape inference stops there.
+    fn unresolved(&mut self, call: &Call, x: Source) -> Source {
+        let origin = Origin {
+            frames: self.frames.clone(),
+            ..self.origin(call, call.span)
+        };
+        self.push(Pending {
+            op: None,
+            activation: None,
+            inputs: vec![x],
+            origin,
+            branches: Vec::new(),
+            reading: None,
+        })
+    }
+
+    fn origin(&self, call: &Call, span: Span) -> Origin {
+        Origin {
+            text: self.quoted(span),
+            span,
+            name_span: call.word.span,
+            frames: Vec::new(),
+            implicit: false,
+        }
+    }
+
+    /// The characters of `span`, whitespace folded and shortened for messages.
+    fn quoted(&self, span: Span) -> String {
+        shorten(&folded(self.source, span, ""))
+    }
+
+    fn push(&mut self, pending: Pending) -> Source {
+        self.layers.push(pending);
+        Source::Layer(self.layers.len() - 1)
+    }
 }
 
-/// The diagnostic for a model past [`MAX_LAYERS`], at the innermost group that alone is too big.
-fn too_many_layers(stages: &[TreeStage], model_span: Span, total: u64) -> Diagnostic {
-    fn oversized(stages: &[TreeStage]) -> Option<(Span, Span, u64)> {
-        stages.iter().find_map(|stage| match stage {
-            TreeStage::Group {
-                stages,
-                count,
-                group_span,
-                count_span,
-            } => {
-                let len = count.saturating_mul(expanded_len(stages));
-                oversized(stages).or((len > MAX_LAYERS).then_some((*group_span, *count_span, len)))
+/// `text` cut to [`MAX_QUOTED`] characters with `…` where it was cut.
+pub fn shorten(text: &str) -> String {
+    if text.chars().count() <= MAX_QUOTED {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(MAX_QUOTED - 1).collect();
+    cut.truncate(cut.trim_end().len());
+    cut.push('…');
+    cut
+}
+
+/// The count of a repeat (1 without one; counts were checked by [`valid_counts`]).
+fn repeat_count(repeat: Option<&ast::Repeat>) -> usize {
+    repeat
+        .and_then(|repeat| repeat.count)
+        .map_or(1, |count| usize::try_from(count).unwrap_or(usize::MAX))
+}
+
+/// Checks every repeat count in the model and in the block bodies; reports counts of 0 and
+/// counts too large to read.
+fn valid_counts(chain: &Chain, blocks: &Blocks, diagnostics: &mut Vec<Diagnostic>) -> bool {
+    fn walk(chain: &Chain, diagnostics: &mut Vec<Diagnostic>, ok: &mut bool) {
+        for stage in &chain.stages {
+            let (repeat, span, what) = match stage {
+                Stage::Group(group) => {
+                    walk(&group.chain, diagnostics, ok);
+                    (group.repeat.as_ref(), group.span, "group")
+                }
+                Stage::Call(stage) => {
+                    for arg in &stage.call.args {
+                        if let ArgValue::Branch(branch) = &arg.value {
+                            walk(branch, diagnostics, ok);
+                        }
+                    }
+                    (stage.repeat.as_ref(), stage.span, "stage")
+                }
+            };
+            if let Some(repeat) = repeat {
+                if matches!(repeat.count, Some(0) | None) {
+                    *ok = false;
+                    diagnostics.push(bad_count(repeat.count, repeat.span, span, what));
+                }
             }
-            TreeStage::Layer(_) => None,
+        }
+    }
+    let mut ok = true;
+    walk(chain, diagnostics, &mut ok);
+    for block in &blocks.list {
+        if let Some(body) = &block.body {
+            walk(body, diagnostics, &mut ok);
+        }
+    }
+    ok
+}
+
+/// Expanded sizes, saturating; a block's size does not depend on its arguments (repeat counts
+/// are numbers), so it is computed once.
+struct Sizer<'a> {
+    blocks: &'a Blocks,
+    memo: Vec<Option<u64>>,
+}
+
+impl Sizer<'_> {
+    fn chain(&mut self, chain: &Chain) -> u64 {
+        chain
+            .stages
+            .iter()
+            .fold(0u64, |total, stage| total.saturating_add(self.stage(stage)))
+    }
+
+    fn stage(&mut self, stage: &Stage) -> u64 {
+        match stage {
+            Stage::Group(group) => {
+                count_of(group.repeat.as_ref()).saturating_mul(self.chain(&group.chain))
+            }
+            Stage::Call(stage) => {
+                count_of(stage.repeat.as_ref()).saturating_mul(self.call_stage(stage))
+            }
+        }
+    }
+
+    fn call_stage(&mut self, stage: &CallStage) -> u64 {
+        let call = &stage.call;
+        if let Some(idx) = self.blocks.position(&call.word.text) {
+            let suffix = u64::from(stage.activation.is_some());
+            return self.block(idx).saturating_add(suffix);
+        }
+        if !catalogue::lookup(&call.word.text).is_some_and(LayerDecl::is_merge) {
+            return 1;
+        }
+        call.args.iter().fold(1u64, |total, arg| match &arg.value {
+            ArgValue::Branch(branch) => total.saturating_add(self.chain(branch)),
+            ArgValue::Expr(_) => total,
         })
+    }
+
+    fn block(&mut self, idx: usize) -> u64 {
+        if let Some(Some(size)) = self.memo.get(idx) {
+            return *size;
+        }
+        // A recursive block expands to nothing (reported); the placeholder stops recursion
+        // here.
+        if let Some(slot) = self.memo.get_mut(idx) {
+            *slot = Some(1);
+        }
+        let blocks = self.blocks;
+        let size = match blocks.list.get(idx) {
+            Some(Block {
+                body: Some(body),
+                usable: true,
+                ..
+            }) => self.chain(body),
+            _ => 1,
+        };
+        if let Some(slot) = self.memo.get_mut(idx) {
+            *slot = Some(size);
+        }
+        size
+    }
+}
+
+fn count_of(repeat: Option<&ast::Repeat>) -> u64 {
+    repeat.and_then(|repeat| repeat.count).unwrap_or(1)
+}
+
+/// The diagnostic for a model past [`MAX_LAYERS`], at the innermost repeat or call that alone
+/// makes too many layers.
+fn too_many_layers(sizer: &mut Sizer<'_>, chain: &Chain, source: &str, total: u64) -> Diagnostic {
+    fn oversized(sizer: &mut Sizer<'_>, chain: &Chain) -> Option<(Span, Span, u64, bool)> {
+        for stage in &chain.stages {
+            let (inner, repeat, span, is_call) = match stage {
+                Stage::Group(group) => (
+                    oversized(sizer, &group.chain),
+                    group.repeat.as_ref(),
+                    group.span,
+                    false,
+                ),
+                Stage::Call(stage) => {
+                    let mut inner = None;
+                    for arg in &stage.call.args {
+                        if let ArgValue::Branch(branch) = &arg.value {
+                            inner = inner.or_else(|| oversized(sizer, branch));
+                        }
+                    }
+                    let is_call = sizer.blocks.position(&stage.call.word.text).is_some();
+                    (inner, stage.repeat.as_ref(), stage.call.span, is_call)
+                }
+            };
+            if inner.is_some() {
+                return inner;
+            }
+            let len = sizer.stage(stage);
+            if len > MAX_LAYERS {
+                let count_span = repeat.map_or(span, |repeat| repeat.span);
+                return Some((count_span, span, len, is_call && repeat.is_none()));
+            }
+        }
+        None
     }
     let shown = |n: u64| {
         if n == u64::MAX {
@@ -228,41 +812,59 @@ fn too_many_layers(stages: &[TreeStage], model_span: Span, total: u64) -> Diagno
             shown(total)
         ),
     );
-    match oversized(stages) {
-        Some((group_span, count_span, len)) => diagnostic
+    match oversized(sizer, chain) {
+        Some((count_span, span, len, true)) => diagnostic
+            .with_primary(count_span, format!("this call makes {} layers", shown(len)))
+            .with_help(format!(
+                "`{}` expands to too many layers: use smaller repeat counts in its block",
+                shorten(&folded(source, span, ""))
+            )),
+        Some((count_span, span, len, false)) => diagnostic
             .with_primary(
                 count_span,
                 format!("this repeat makes {} layers", shown(len)),
             )
-            .with_secondary(group_span, "the group repeated")
+            .with_secondary(
+                span,
+                if count_span == span {
+                    "this stage"
+                } else {
+                    "the group repeated"
+                },
+            )
             .with_help("use a smaller repeat count"),
         None => diagnostic
-            .with_primary(model_span, "this model")
+            .with_primary(chain.span, "this model")
             .with_help("use smaller repeat counts"),
     }
 }
 
-fn bad_count(count: Option<u64>, span: Span, group_span: Span) -> Diagnostic {
+fn bad_count(count: Option<u64>, span: Span, group_span: Span, what: &str) -> Diagnostic {
     let (message, label) = match count {
         Some(_) => (
-            "a group repeated 0 times".to_string(),
-            "`x0` removes the group",
+            format!("a {what} repeated 0 times"),
+            format!("`x0` removes the {what}"),
         ),
-        None => ("a repeat count too large to read".to_string(), "this count"),
+        None => (
+            "a repeat count too large to read".to_string(),
+            "this count".to_string(),
+        ),
     };
     Diagnostic::error(codes::REPEAT_COUNT, message)
         .with_primary(span, label)
-        .with_secondary(group_span, "the group")
-        .with_help("repeat a group at least once (`x1`), or delete it")
+        .with_secondary(group_span, format!("the {what}"))
+        .with_help(format!(
+            "repeat a {what} at least once (`x1`), or delete it"
+        ))
 }
 
-fn not_an_activation(decl: &LayerDecl, layer: &str, written: &str, span: Span) -> Diagnostic {
+fn not_an_activation(decl: &str, after: &str, written: &str, span: Span) -> Diagnostic {
     Diagnostic::error(
         codes::LAYER_UNKNOWN,
-        format!("`{written}` after `{layer}` is not an activation"),
+        format!("`{written}` after `{after}` is not an activation"),
     )
-    .with_primary(span, format!("`{}` is a layer", decl.name))
-    .with_help(format!("join stages with `->`: `{layer} -> {written}`"))
+    .with_primary(span, format!("`{decl}` is not an activation"))
+    .with_help(format!("join stages with `->`: `{after} -> {written}`"))
 }
 
 fn activation_with_suffix(decl: &LayerDecl, span: Span) -> Diagnostic {
@@ -275,4 +877,131 @@ fn activation_with_suffix(decl: &LayerDecl, span: Span) -> Diagnostic {
     )
     .with_primary(span, "a second activation")
     .with_help("join stages with `->` or keep one activation")
+}
+
+fn named_merge_argument(decl: &LayerDecl, span: Span) -> Diagnostic {
+    Diagnostic::error(
+        codes::LAYER_ARGUMENT,
+        format!("`{}` takes branches, not named arguments", decl.name),
+    )
+    .with_primary(span, "a named argument")
+    .with_help(format!(
+        "write the branches as chains: `{}(identity, conv3(64) -> bn)`",
+        decl.name
+    ))
+}
+
+fn value_as_branch(decl: &LayerDecl, position: usize, span: Span, source: &str) -> Diagnostic {
+    let written = folded(source, span, "");
+    Diagnostic::error(
+        codes::LAYER_ARGUMENT,
+        format!(
+            "branch {} of `{}` is the value `{written}`, not a chain of layers",
+            position + 1,
+            decl.name
+        ),
+    )
+    .with_primary(span, "a value")
+    .with_help(format!(
+        "each branch of `{}` is a chain such as `identity` or `conv3(64) -> bn`",
+        decl.name
+    ))
+}
+
+fn too_few_branches(decl: &LayerDecl, call: &Call) -> Diagnostic {
+    let n = call.args.len();
+    Diagnostic::error(
+        codes::LAYER_ARGUMENT,
+        format!(
+            "`{}` needs at least two branches, but has {}",
+            decl.name,
+            if n == 0 {
+                "none".to_string()
+            } else {
+                n.to_string()
+            }
+        ),
+    )
+    .with_primary(call.span, "too few branches")
+    .with_help(format!(
+        "a residual connection is `{}(identity, conv3(64) -> bn)`",
+        decl.name
+    ))
+}
+
+fn parameter_not_a_layer(name: &str, value: &Value, span: Span, given: Span) -> Diagnostic {
+    Diagnostic::error(
+        codes::LAYER_UNKNOWN,
+        format!(
+            "`{name}` is a parameter bound to `{}`, not a layer or activation",
+            value.display()
+        ),
+    )
+    .with_primary(span, "used as a stage here")
+    .with_secondary(
+        given,
+        format!("`{name}` is `{}`, given here", value.display()),
+    )
+    .with_help("pass a word such as `relu` to use a parameter as an activation")
+}
+
+fn unknown_parameter(block: &Block, name: &str, span: Span) -> Diagnostic {
+    let params: Vec<&str> = block
+        .signature
+        .params
+        .iter()
+        .map(|param| param.name.text.as_str())
+        .collect();
+    let diagnostic = Diagnostic::error(
+        codes::BLOCK_ARGUMENT,
+        format!("block `{}` has no parameter `{name}`", block.name()),
+    )
+    .with_primary(span, "unknown parameter")
+    .with_secondary(block.signature.span, "declared here");
+    match suggest::did_you_mean(name, params.iter().copied()) {
+        Some(best) if best.certain => diagnostic
+            .with_help(format!("did you mean `{}`?", best.word))
+            .with_replacement(span, best.word),
+        Some(best) => diagnostic.with_help(format!("did you mean `{}`?", best.word)),
+        None if params.is_empty() => {
+            diagnostic.with_help(format!("`{}` takes no arguments", block.name()))
+        }
+        None => diagnostic.with_help(format!(
+            "the parameters of `{}` are {}",
+            block.name(),
+            suggest::one_of(&params)
+        )),
+    }
+}
+
+fn too_many_block_arguments(block: &Block, span: Span) -> Diagnostic {
+    let n = block.signature.params.len();
+    Diagnostic::error(
+        codes::BLOCK_ARGUMENT,
+        format!("too many arguments for `{}`", block.name()),
+    )
+    .with_primary(
+        span,
+        format!(
+            "`{}` takes {n} parameter{}",
+            block.signature_text(),
+            if n == 1 { "" } else { "s" }
+        ),
+    )
+    .with_secondary(block.signature.span, "declared here")
+    .with_help("remove the extra arguments")
+}
+
+fn missing_parameter(block: &Block, param: &crate::text::Ident, call: &Call) -> Diagnostic {
+    Diagnostic::error(
+        codes::BLOCK_ARGUMENT,
+        format!("`{}` needs `{}`", block.name(), param.text),
+    )
+    .with_primary(call.span, format!("no `{}` given", param.text))
+    .with_secondary(param.span, "declared without a default here")
+    .with_help(format!(
+        "write `{}({}=…)`, or give the parameter a default in the signature",
+        block.name(),
+        param.text
+    ))
 }

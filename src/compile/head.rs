@@ -1,18 +1,24 @@
-//! The head check: the last layer against the loss and the class count.
+//! The head check: the last layer against the loss and the class count. A model ends in one
+//! softmax probability per class (categorical cross-entropy), or, for two classes, in one
+//! sigmoid probability (`dense1 sigmoid`, binary cross-entropy, as Keras's
+//! `class_mode="binary"`).
 
 use crate::diagnostics::{codes, Diagnostic, Span};
-use crate::ir::{Activation, Layer, Op, Shape};
+use crate::ir::{Activation, Head, Layer, Op, Shape};
+use crate::settings::LossKind;
 use crate::spec::SpecFile;
 
-/// Checks that the model ends in one softmax probability per class. Returns the class count
-/// when it does.
+/// Checks the model's last layer. Returns the class count and the head when it fits.
 pub fn check_head(
     layers: &[Layer],
     spec: &SpecFile,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Option<usize> {
+) -> Option<(usize, Head)> {
     let last = layers.last()?;
     let classes_span = spec.value_span("classes");
+    let loss_given = spec
+        .value_span("train.loss")
+        .map(|span| (spec.train.loss, span));
     let suggestion = spec
         .classes
         .map_or("dense10".to_string(), |classes| format!("dense{classes}"));
@@ -20,21 +26,41 @@ pub fn check_head(
         diagnostics.push(
             Diagnostic::error(
                 codes::MODEL_HEAD,
-                format!("the model ends in a {} image, but categorical_crossentropy needs one probability per class", last.output),
+                format!("the model ends in a {} image, but a classifier needs one probability per class", last.output),
             )
             .with_primary(last.origin.span, format!("outputs {}", last.output))
-            .with_help(format!("end the model with `-> {suggestion} softmax`")),
+            .with_help(format!("end the model with `-> gap -> {suggestion} softmax` (or `-> flatten -> …`)")),
         );
         return None;
     };
-    let ends_in_softmax = last.activation == Some(Activation::Softmax)
-        || last.op == Op::Activation(Activation::Softmax);
+    let final_activation = match last.op {
+        Op::Activation(activation) => Some(activation),
+        _ => last.activation,
+    };
+    if final_activation == Some(Activation::Sigmoid) {
+        return sigmoid_head(last, units, spec, loss_given, diagnostics);
+    }
+    if let (Some(Activation::Softmax), Some((LossKind::BinaryCrossentropy, loss_span))) =
+        (final_activation, loss_given)
+    {
+        diagnostics.push(
+            Diagnostic::error(
+                codes::MODEL_HEAD,
+                "binary_crossentropy needs a `dense1 sigmoid` head, but the model ends in softmax",
+            )
+            .with_primary(last.origin.span, "softmax head")
+            .with_secondary(loss_span, "the loss")
+            .with_help("remove `loss:` (a softmax head trains with categorical_crossentropy), or end in `dense1 sigmoid`"),
+        );
+        return None;
+    }
+    let ends_in_softmax = final_activation == Some(Activation::Softmax);
     if !ends_in_softmax {
         let plain_layer = last.activation.is_none() && !matches!(last.op, Op::Activation(_));
         let insert_at = Span::new(last.origin.span.end(), last.origin.span.end());
         let diagnostic = Diagnostic::error(
             codes::MODEL_HEAD,
-            "the model does not end in softmax, which categorical_crossentropy expects",
+            "the model does not end in softmax (or, for two classes, `dense1 sigmoid`)",
         )
         .with_primary(
             last.origin.span,
@@ -87,8 +113,56 @@ pub fn check_head(
             );
             None
         }
-        _ => Some(units),
+        _ => Some((units, Head::Softmax)),
     }
+}
+
+/// A sigmoid head: `dense1 sigmoid` for two classes.
+fn sigmoid_head(
+    last: &Layer,
+    units: usize,
+    spec: &SpecFile,
+    loss_given: Option<(LossKind, Span)>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<(usize, Head)> {
+    if units != 1 {
+        let classes = spec.classes.unwrap_or(units as u64);
+        diagnostics.push(
+            Diagnostic::error(
+                codes::MODEL_HEAD,
+                format!("the model ends in {units} sigmoid units, but a sigmoid head has one unit for two classes"),
+            )
+            .with_primary(last.origin.span, format!("{units} sigmoid units"))
+            .with_help(format!("for {classes} classes end in `dense{classes} softmax`; for two classes, `dense1 sigmoid`")),
+        );
+        return None;
+    }
+    if let Some(classes) = spec.classes.filter(|classes| *classes != 2) {
+        let mut diagnostic = Diagnostic::error(
+            codes::MODEL_HEAD,
+            format!("a `dense1 sigmoid` head tells two classes apart, but `classes` is {classes}"),
+        )
+        .with_primary(last.origin.span, "one probability: the second class's")
+        .with_help(format!("end the model in `dense{classes} softmax`"));
+        if let Some(span) = spec.value_span("classes") {
+            diagnostic = diagnostic.with_secondary(span, format!("{classes} classes"));
+        }
+        diagnostics.push(diagnostic);
+        return None;
+    }
+    if let Some((LossKind::CategoricalCrossentropy, loss_span)) = loss_given {
+        diagnostics.push(
+            Diagnostic::error(
+                codes::MODEL_HEAD,
+                "categorical_crossentropy needs a softmax head, but the model ends in `dense1 sigmoid`",
+            )
+            .with_primary(last.origin.span, "sigmoid head")
+            .with_secondary(loss_span, "the loss")
+            .with_help("write `loss: binary_crossentropy` (or leave `loss:` out), or end in `dense2 softmax`"),
+        );
+        return None;
+    }
+    Some((2, Head::Sigmoid))
 }
 
 /// The characters of `dense` and its units shorthand (`dense2` in `dense2(bias=false)`), or of

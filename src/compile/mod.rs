@@ -1,22 +1,27 @@
 //! The checker: spec file text → checked [`ir::Model`] and diagnostics.
 //!
-//! Passes, in order: load the spec ([`crate::spec`]), parse the model text
-//! ([`crate::syntax`]), check `defaults:`, resolve names and arguments and expand repeats
-//! ([`expand`]), infer shapes and parameters ([`shapes`]), check the head ([`head`]) and run
-//! the lints ([`lints`]). Each pass reports what it finds and the next runs on what is left,
-//! so one run reports every problem it can.
+//! Passes, in order: load the spec ([`crate::spec`]), parse the model text and the blocks
+//! ([`crate::syntax`], [`blocks`]), check `defaults:`, resolve names and arguments, expand
+//! groups, repeats, merges and block calls into a graph ([`expand`]), infer shapes and
+//! parameters ([`shapes`]), check the head ([`head`]) and run the lints ([`lints`]). Each pass
+//! reports what it finds and the next runs on what is left, so one run reports every problem
+//! it can.
 
 pub mod args;
+pub mod blocks;
+pub mod eval;
 pub mod expand;
 pub mod head;
 pub mod lints;
 pub mod shapes;
 
 use crate::catalogue::decl_of;
-use crate::diagnostics::{has_errors, Diagnostic};
-use crate::ir::{self, Layer, Shape};
+use crate::diagnostics::{codes, has_errors, Diagnostic};
+use crate::ir::{self, Head, Layer, Shape, MAX_VALUES};
+use crate::settings::LossKind;
 use crate::spec::{self, SpecFile};
 use crate::syntax::{self, ast};
+use blocks::Blocks;
 use std::collections::{HashMap, HashSet};
 
 /// Everything the checker learned about one spec file.
@@ -26,9 +31,13 @@ pub struct Compiled {
     pub spec: Option<SpecFile>,
     /// The model text's syntax tree, when it parses.
     pub ast: Option<ast::Chain>,
-    /// The layers whose shapes are known (all of them when the model checks), for the
-    /// summary and the editor even when a later layer fails.
+    /// The declared blocks, with their parsed signatures and bodies.
+    pub blocks: Blocks,
+    /// The layers whose shapes are known (all of them when shape inference got through), for
+    /// the summary and the editor even when a later layer fails.
     pub layers: Vec<Layer>,
+    /// Whether every layer's shape is known (the head may still be wrong).
+    pub shapes_complete: bool,
     /// The checked model, when there are no errors.
     pub model: Option<ir::Model>,
     /// Errors and warnings, in the order of their place in the file.
@@ -40,6 +49,28 @@ impl Compiled {
     pub fn has_errors(&self) -> bool {
         has_errors(&self.diagnostics)
     }
+
+    /// The checked model, or, when only its head or a later check failed, the model as far as
+    /// its shapes go (for the summary of a backbone); `classes` is then 0.
+    pub fn summary_model(&self) -> Option<ir::Model> {
+        if let Some(model) = &self.model {
+            return Some(model.clone());
+        }
+        let spec = self.spec.as_ref()?;
+        if !self.shapes_complete || self.layers.is_empty() {
+            return None;
+        }
+        Some(ir::Model {
+            name: spec.name.clone(),
+            input: input_shape(spec)?,
+            classes: 0,
+            head: Head::Softmax,
+            layers: self.layers.clone(),
+            train: spec.train.clone(),
+            data: spec.data.clone(),
+            params: total_params(&self.layers),
+        })
+    }
 }
 
 /// Checks the spec file `text`; `default_name` (the file stem) names a model without `name`.
@@ -48,7 +79,9 @@ pub fn compile(text: &str, default_name: &str) -> Compiled {
     let mut compiled = Compiled {
         spec: None,
         ast: None,
+        blocks: Blocks::default(),
         layers: Vec::new(),
+        shapes_complete: false,
         model: None,
         diagnostics: Vec::new(),
     };
@@ -60,6 +93,37 @@ pub fn compile(text: &str, default_name: &str) -> Compiled {
     compiled
 }
 
+fn input_shape(spec: &SpecFile) -> Option<Shape> {
+    let input = spec.input?;
+    Some(Shape::Image {
+        height: usize::try_from(input.height).ok()?,
+        width: usize::try_from(input.width).ok()?,
+        channels: usize::try_from(input.channels).ok()?,
+    })
+}
+
+/// The input shape, checked against the per-layer value limit.
+fn checked_input(spec: &SpecFile, diagnostics: &mut Vec<Diagnostic>) -> Option<Shape> {
+    let input = spec.input?;
+    let values = u128::from(input.height) * u128::from(input.width) * u128::from(input.channels);
+    if values > MAX_VALUES as u128 {
+        let span = spec.value_span("input").unwrap_or_default();
+        diagnostics.push(
+            Diagnostic::error(
+                codes::SPEC_INVALID_VALUE,
+                format!(
+                    "`input` {}x{}x{} has {values} values, more than the limit of {MAX_VALUES} per image",
+                    input.height, input.width, input.channels
+                ),
+            )
+            .with_primary(span, "too large")
+            .with_help("train on smaller images: resize them, as `input` does for every image it reads"),
+        );
+        return None;
+    }
+    input_shape(spec)
+}
+
 fn check_model(
     spec: &SpecFile,
     text: &str,
@@ -67,9 +131,17 @@ fn check_model(
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     let defaults = args::check_defaults(&spec.defaults, diagnostics);
+    compiled.blocks = blocks::collect(spec, diagnostics);
+    for block in &spec.blocks {
+        if let Some(body) = &block.body {
+            lints::folded_comment(body, text, diagnostics);
+        }
+    }
+    let input = checked_input(spec, diagnostics);
     let Some(model_text) = &spec.model else {
         return;
     };
+    lints::folded_comment(model_text, text, diagnostics);
     let chain = match syntax::parse(model_text) {
         Ok(chain) => chain,
         Err(diagnostic) => {
@@ -77,41 +149,72 @@ fn check_model(
             return;
         }
     };
-    let pending = expand::expand(&chain, text, &defaults, diagnostics);
+    let expansion = expand::expand(&chain, text, &defaults, &compiled.blocks, diagnostics);
     compiled.ast = Some(chain);
-    let (Some(pending), Some(input)) = (pending, spec.input) else {
+    let Some(expansion) = expansion else {
         return;
     };
-    let input = Shape::Image {
-        height: input.height as usize,
-        width: input.width as usize,
-        channels: input.channels as usize,
+    unused_blocks(&compiled.blocks, &expansion.used_blocks, diagnostics);
+    let Some(input) = input else {
+        return;
     };
-    let (mut layers, complete) = shapes::infer(&pending, input, diagnostics);
+    let (mut layers, complete) = shapes::infer(&expansion.layers, input, diagnostics);
     name_layers(&mut layers);
     lints::lint(&layers, diagnostics);
-    let classes = if complete {
+    compiled.shapes_complete = complete;
+    let head = if complete {
         head::check_head(&layers, spec, diagnostics)
     } else {
         None
     };
-    if let (Some(classes), false) = (classes, has_errors(diagnostics)) {
-        let params = layers
-            .iter()
-            .fold(ir::ParamCount::default(), |total, layer| {
-                total + layer.params
-            });
+    if let (Some((classes, head)), false) = (head, has_errors(diagnostics)) {
+        let mut train = spec.train.clone();
+        train.loss = match head {
+            Head::Softmax => LossKind::CategoricalCrossentropy,
+            Head::Sigmoid => LossKind::BinaryCrossentropy,
+        };
         compiled.model = Some(ir::Model {
             name: spec.name.clone(),
             input,
             classes,
+            head,
             layers: layers.clone(),
-            train: spec.train.clone(),
+            train,
             data: spec.data.clone(),
-            params,
+            params: total_params(&layers),
         });
     }
     compiled.layers = layers;
+}
+
+fn total_params(layers: &[Layer]) -> ir::ParamCount {
+    layers
+        .iter()
+        .fold(ir::ParamCount::default(), |total, layer| {
+            total.checked_add(layer.params).unwrap_or(ir::ParamCount {
+                trainable: u64::MAX,
+                non_trainable: u64::MAX,
+            })
+        })
+}
+
+/// Warns about blocks no call expands.
+fn unused_blocks(blocks: &Blocks, used: &[bool], diagnostics: &mut Vec<Diagnostic>) {
+    for (block, used) in blocks.list.iter().zip(used) {
+        if !used && block.usable {
+            diagnostics.push(
+                Diagnostic::warning(
+                    codes::LINT_UNUSED_BLOCK,
+                    format!("block `{}` is never called", block.name()),
+                )
+                .with_primary(block.signature.name.span, "declared here")
+                .with_help(format!(
+                    "call it in the model (`-> {}`), or remove it",
+                    block.signature_text()
+                )),
+            );
+        }
+    }
 }
 
 /// Numbers the layers and names them as Keras does: `conv`, `conv_1`, `conv_2`, …

@@ -2,7 +2,7 @@
 //! folder, or `--data DIR` (DESIGN §1): `DIR/train` and `DIR/validation` when `DIR/train`
 //! exists, else `DIR` itself as the training folder (with the spec's `validation_split`).
 
-use crate::spec::DataConfig;
+use crate::settings::DataConfig;
 use std::path::{Path, PathBuf};
 
 /// The resolved folders.

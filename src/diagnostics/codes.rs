@@ -1,4 +1,5 @@
-//! The stable diagnostic codes (DESIGN §5). Codes are never renamed; new ones are added here.
+//! The stable diagnostic codes (docs/diagnostics.md). Codes are never renamed; new ones are
+//! added here.
 
 /// The file is not valid YAML.
 pub const YAML_SYNTAX: &str = "strata::yaml::syntax";
@@ -20,6 +21,16 @@ pub const REPEAT_COUNT: &str = "strata::repeat::count";
 pub const SHAPE_VANISHED: &str = "strata::shape::vanished";
 /// A conv, pool or gap after the input was flattened.
 pub const SHAPE_RANK: &str = "strata::shape::rank";
+/// The branches of a merge end in shapes it cannot combine.
+pub const SHAPE_MISMATCH: &str = "strata::shape::mismatch";
+/// A block that calls itself, directly or through others.
+pub const BLOCK_RECURSION: &str = "strata::block::recursion";
+/// A block call with a missing, unknown or duplicate parameter.
+pub const BLOCK_ARGUMENT: &str = "strata::block::argument";
+/// A block declared twice, or named like a layer, activation, merge or value.
+pub const BLOCK_NAME: &str = "strata::block::name";
+/// A block key that is not a signature, or whose parameters clash.
+pub const BLOCK_SIGNATURE: &str = "strata::block::signature";
 /// The last layer does not fit the loss or the class count.
 pub const MODEL_HEAD: &str = "strata::model::head";
 /// Warning: softmax somewhere other than the last layer.
@@ -30,6 +41,14 @@ pub const LINT_DOUBLE_ACTIVATION: &str = "strata::lint::double_activation";
 pub const LINT_ACTIVATION_AFTER_SOFTMAX: &str = "strata::lint::activation_after_softmax";
 /// Warning: a dense layer on a huge flattened input.
 pub const LINT_HUGE_DENSE_INPUT: &str = "strata::lint::huge_dense_input";
+/// Warning: a block no call expands.
+pub const LINT_UNUSED_BLOCK: &str = "strata::lint::unused_block";
+/// Warning: a block parameter its body never uses.
+pub const LINT_UNUSED_PARAMETER: &str = "strata::lint::unused_parameter";
+/// Warning: a `#` comment in a folded or plain scalar that hides the lines after it.
+pub const LINT_FOLDED_COMMENT: &str = "strata::lint::folded_comment";
+/// Warning: a large kernel given by position, probably a filter count in PyTorch's order.
+pub const LINT_LARGE_POSITIONAL_KERNEL: &str = "strata::lint::large_positional_kernel";
 
 /// The image folder does not exist or cannot be listed.
 pub const DATA_MISSING_FOLDER: &str = "strata::data::missing_folder";
@@ -67,9 +86,18 @@ pub const ALL: &[&str] = &[
     REPEAT_COUNT,
     SHAPE_VANISHED,
     SHAPE_RANK,
+    SHAPE_MISMATCH,
+    BLOCK_RECURSION,
+    BLOCK_ARGUMENT,
+    BLOCK_NAME,
+    BLOCK_SIGNATURE,
     MODEL_HEAD,
     LINT_SOFTMAX_NOT_LAST,
     LINT_DOUBLE_ACTIVATION,
     LINT_ACTIVATION_AFTER_SOFTMAX,
     LINT_HUGE_DENSE_INPUT,
+    LINT_UNUSED_BLOCK,
+    LINT_UNUSED_PARAMETER,
+    LINT_FOLDED_COMMENT,
+    LINT_LARGE_POSITIONAL_KERNEL,
 ];

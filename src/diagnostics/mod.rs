@@ -11,41 +11,13 @@ mod human;
 mod json;
 mod source;
 
+pub use crate::text::{LineIndex, Span};
 pub use github::render_github;
 pub use human::{render_human, HumanStyle};
 pub use json::{render_json, JsonDiagnostic, JsonSuggestion};
-pub use source::{LineIndex, SourceFile};
+pub use source::SourceFile;
 
 use std::fmt;
-
-/// A byte range of the spec file: `offset` bytes from its start, `len` bytes long.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Span {
-    /// Byte offset of the first byte.
-    pub offset: usize,
-    /// Length in bytes (0 for a point).
-    pub len: usize,
-}
-
-impl Span {
-    /// A span from `start` (inclusive) to `end` (exclusive) byte offsets.
-    pub fn new(start: usize, end: usize) -> Span {
-        Span {
-            offset: start,
-            len: end.saturating_sub(start),
-        }
-    }
-
-    /// The byte offset one past the last byte.
-    pub fn end(&self) -> usize {
-        self.offset + self.len
-    }
-
-    /// The smallest span covering both.
-    pub fn cover(self, other: Span) -> Span {
-        Span::new(self.offset.min(other.offset), self.end().max(other.end()))
-    }
-}
 
 /// Whether a diagnostic stops the compile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,6 +1,7 @@
 //! Code actions: each machine-applicable [`Suggestion`](crate::diagnostics::Suggestion) of a
 //! diagnostic in the requested range becomes a quick fix.
 
+use super::convert::Positions;
 use super::document::Document;
 use super::locate::touches;
 use super::publish::to_lsp;

@@ -268,7 +268,7 @@ fn defaults_argument_items(decl: &LayerDecl, segment: &str) -> Vec<CompletionIte
 fn value_items(key: &str) -> Vec<CompletionItem> {
     let words: &[&str] = match key {
         "optimizer" => &["adam", "sgd", "rmsprop"],
-        "loss" => &["categorical_crossentropy"],
+        "loss" => &["categorical_crossentropy", "binary_crossentropy"],
         "nesterov" | "early_stopping" | "reduce_lr_on_plateau" => &["true", "false"],
         "monitor" => MONITORS,
         _ => &[],

@@ -4,40 +4,19 @@
 //! while in the file's bytes they are two and four. Every span the compiler reports is a byte
 //! range, so each one is converted here and nowhere else.
 
-use crate::diagnostics::Span;
+use crate::text::Span;
 use lsp_types::{Position, Range};
 
-/// The line starts of one text, for converting between byte offsets and positions.
-#[derive(Clone, Debug)]
-pub struct LineIndex {
-    line_starts: Vec<usize>,
-}
+pub use crate::text::LineIndex;
 
-impl LineIndex {
-    /// Indexes the line starts of `text`.
-    pub fn new(text: &str) -> LineIndex {
-        let mut line_starts = vec![0];
-        line_starts.extend(text.match_indices('\n').map(|(idx, _)| idx + 1));
-        LineIndex { line_starts }
-    }
-
+/// LSP positions for the shared [`LineIndex`]: UTF-16 code units within a line.
+pub trait Positions {
     /// The position of byte `offset` in `text`; an offset inside a character counts from that
     /// character's start, one past the end clamps to the end.
-    pub fn position(&self, text: &str, offset: usize) -> Position {
-        let offset = char_floor(text, offset.min(text.len()));
-        let line = match self.line_starts.binary_search(&offset) {
-            Ok(line) => line,
-            Err(next) => next.saturating_sub(1),
-        };
-        let start = self.line_starts.get(line).copied().unwrap_or(0);
-        let character = text
-            .get(start..offset)
-            .map_or(0, |prefix| prefix.encode_utf16().count());
-        Position::new(to_u32(line), to_u32(character))
-    }
+    fn position(&self, text: &str, offset: usize) -> Position;
 
     /// The range of a byte span.
-    pub fn range(&self, text: &str, span: Span) -> Range {
+    fn range(&self, text: &str, span: Span) -> Range {
         Range::new(
             self.position(text, span.offset),
             self.position(text, span.end()),
@@ -47,13 +26,25 @@ impl LineIndex {
     /// The byte offset of `position` in `text`. A character past the end of its line clamps to
     /// the line's end (before its line break); a line past the last clamps to the text's end;
     /// a position inside a surrogate pair counts from the start of its character.
-    pub fn offset(&self, text: &str, position: Position) -> usize {
-        let Some(&start) = self.line_starts.get(position.line as usize) else {
+    fn offset(&self, text: &str, position: Position) -> usize;
+}
+
+impl Positions for LineIndex {
+    fn position(&self, text: &str, offset: usize) -> Position {
+        let offset = char_floor(text, offset.min(text.len()));
+        let (line, start) = self.line_of(offset);
+        let character = text
+            .get(start..offset)
+            .map_or(0, |prefix| prefix.encode_utf16().count());
+        Position::new(to_u32(line), to_u32(character))
+    }
+
+    fn offset(&self, text: &str, position: Position) -> usize {
+        let Some(start) = self.line_start(position.line as usize) else {
             return text.len();
         };
         let line_end = self
-            .line_starts
-            .get(position.line as usize + 1)
+            .line_start(position.line as usize + 1)
             .map_or(text.len(), |next| next - 1);
         let line = text.get(start..line_end).unwrap_or_default();
         let line = line.strip_suffix('\r').unwrap_or(line);

@@ -1,23 +1,42 @@
-//! Hover: a layer's kind, resolved arguments, shapes and parameters; what a group expands to;
-//! what a spec key means. Everything is read from the catalogue, the key tables and the IR.
+//! Hover: a layer's kind, resolved arguments, shapes and parameters; what a group or a block
+//! call expands to; a block's signature; what a spec key means. Everything is read from the
+//! catalogue, the blocks, the key tables and the IR.
 
+use super::convert::Positions;
 use super::document::Document;
-use super::locate::{defaults_key_at, key_at, layers_of_call, layers_of_group, node_at, ModelNode};
+use super::locate::{
+    block_name_at, defaults_key_at, key_at, layers_of_block_call, layers_of_call, layers_of_group,
+    node_in_spec, ModelNode,
+};
 use crate::catalogue::{lookup, LayerDecl};
-use crate::ir::{Activation, Layer, Op, Padding, PoolKind};
+use crate::compile::blocks::Block;
+use crate::ir::Layer;
 use crate::spec::{KeyDoc, DATA_KEYS, EARLY_STOPPING_KEYS, REDUCE_LR_KEYS, TOP_KEYS, TRAIN_KEYS};
-use crate::syntax::ast::{Group, LayerCall};
+use crate::syntax::ast::{Call, Group};
 use lsp_types::{Hover, HoverContents, MarkupContent, MarkupKind};
 
 /// The hover at byte `offset` of `document`, if there is something to say.
 pub fn hover(document: &Document, offset: usize) -> Option<Hover> {
     let compiled = &document.compiled;
-    let (markdown, span) = match compiled.ast.as_ref().and_then(|ast| node_at(ast, offset)) {
-        Some(ModelNode::Layer(call)) => (layer_hover(call, &compiled.layers), call.span),
-        Some(ModelNode::Activation(layer, activation)) => {
+    let (markdown, span) = match node_in_spec(compiled, offset) {
+        Some((ModelNode::Call(call), _)) => match compiled.blocks.get(&call.word.text) {
+            Some(block) => (
+                block_call_hover(block, call, &compiled.layers),
+                call.word.span,
+            ),
+            None => (layer_hover(call, &compiled.layers), call.span),
+        },
+        Some((ModelNode::Activation(layer, activation), _)) => {
             (activation_hover(layer, activation), activation.span)
         }
-        Some(ModelNode::Group(group)) => (group_hover(group, &compiled.layers), group.span),
+        Some((ModelNode::Group(group), _)) => (group_hover(group, &compiled.layers), group.span),
+        None if block_name_at(compiled, offset).is_some() => {
+            let block = block_name_at(compiled, offset)?;
+            (
+                block_hover(block, &compiled.layers),
+                block.signature.name.span,
+            )
+        }
         None => {
             let spec = compiled.spec.as_ref()?;
             match key_at(spec, offset) {
@@ -47,9 +66,9 @@ fn title(decl: &LayerDecl) -> String {
     format!("**{}** — {}{keras}", decl.name, decl.doc)
 }
 
-fn layer_hover(call: &LayerCall, layers: &[Layer]) -> String {
-    let Some(decl) = lookup(&call.name.text) else {
-        return format!("`{}` is not a layer or activation", call.name.text);
+fn layer_hover(call: &Call, layers: &[Layer]) -> String {
+    let Some(decl) = lookup(&call.word.text).or_else(|| lookup(&call.name.text)) else {
+        return format!("`{}` is not a layer, activation or block", call.word.text);
     };
     let mut out = title(decl);
     let made = layers_of_call(layers, call.span);
@@ -60,9 +79,9 @@ fn layer_hover(call: &LayerCall, layers: &[Layer]) -> String {
     };
     out.push_str(&format!("\n\n`{}` as `{}`", first.origin.text, first.name));
     if let Some(activation) = first.activation {
-        out.push_str(&format!(", then `{}`", activation_text(activation)));
+        out.push_str(&format!(", then `{}`", activation.text()));
     }
-    let args = resolved_args(&first.op);
+    let args = first.op.arguments();
     if !args.is_empty() {
         out.push_str("\n\n| argument | value |\n|---|---|\n");
         for (name, value) in args {
@@ -71,30 +90,100 @@ fn layer_hover(call: &LayerCall, layers: &[Layer]) -> String {
     }
     out.push_str(&format!(
         "\n**shape** {} → {}  \n**params** {}",
-        first.input,
+        inputs_text(first),
         first.output,
         params_text(first)
     ));
     if made.len() > 1 {
         let last = made[made.len() - 1];
         out.push_str(&format!(
-            "\n\n{} copies (one per repetition); the last: {} → {}",
+            "\n\n{} copies (one per repetition or block call); the last: {} → {}",
             made.len(),
-            last.input,
+            inputs_text(last),
             last.output
         ));
     }
     out
 }
 
-fn activation_hover(layer: &LayerCall, activation: &LayerCall) -> String {
-    match lookup(&activation.name.text) {
+/// The input shapes of a layer: one, or a merge's branches.
+fn inputs_text(layer: &Layer) -> String {
+    let shapes: Vec<String> = layer
+        .inputs
+        .iter()
+        .map(|edge| edge.shape.to_string())
+        .collect();
+    match shapes.as_slice() {
+        [one] => one.clone(),
+        many => format!("({})", many.join(", ")),
+    }
+}
+
+/// A block call: the signature, what the call expanded to, shapes and parameters.
+fn block_call_hover(block: &Block, call: &Call, layers: &[Layer]) -> String {
+    let mut out = format!("**block** `{}`", block.signature_text());
+    let made = layers_of_block_call(layers, call.span);
+    let (Some(first), Some(last)) = (made.first(), made.last()) else {
+        out.push_str("\n\nshape unknown: an error stops shape inference before this call");
+        return out;
+    };
+    let params: u64 = made.iter().map(|layer| layer.params.total()).sum();
+    let trainable: u64 = made.iter().map(|layer| layer.params.trainable).sum();
+    out.push_str(&format!(
+        "\n\n`{}` → {} layers\n\n**shape** {} → {}  \n**params** {}",
+        first
+            .origin
+            .frames
+            .iter()
+            .find(|frame| frame.span == call.span)
+            .map_or(call.word.text.clone(), |frame| frame.text.clone()),
+        made.len(),
+        first.input(),
+        last.output,
+        if params == trainable {
+            params.to_string()
+        } else {
+            format!(
+                "{params} ({trainable} trainable, {} non-trainable)",
+                params - trainable
+            )
+        }
+    ));
+    out
+}
+
+/// A block's signature under the cursor: its parameters and every call's shapes.
+fn block_hover(block: &Block, layers: &[Layer]) -> String {
+    let mut out = format!("**block** `{}`", block.signature_text());
+    for param in &block.signature.params {
+        match &param.default {
+            Some(_) => out.push_str(&format!("\n- `{}` (has a default)", param.name.text)),
+            None => out.push_str(&format!("\n- `{}`", param.name.text)),
+        }
+    }
+    let calls: Vec<&Layer> = layers
+        .iter()
+        .filter(|layer| {
+            layer.origin.frames.iter().any(|frame| {
+                matches!(&frame.kind, crate::ir::FrameKind::Call { block: name } if name == block.name())
+            })
+        })
+        .collect();
+    out.push_str(&format!(
+        "\n\nexpands to {} layers in this model",
+        calls.len()
+    ));
+    out
+}
+
+fn activation_hover(layer: &Call, activation: &Call) -> String {
+    match lookup(&activation.word.text) {
         Some(decl) => format!(
             "{}\n\nactivation applied to the output of `{}`",
             title(decl),
-            layer.name.text
+            layer.word.text
         ),
-        None => format!("`{}` is not an activation", activation.name.text),
+        None => format!("`{}` is not an activation", activation.word.text),
     }
 }
 
@@ -119,7 +208,7 @@ fn group_hover(group: &Group, layers: &[Layer]) -> String {
         " → {} layers: {} …\n\n**shape** {} → {}  \n**params** {}",
         made.len(),
         first_repetition.join(", "),
-        first.input,
+        first.input(),
         last.output,
         made.iter().map(|layer| layer.params.total()).sum::<u64>()
     ));
@@ -130,9 +219,9 @@ fn same_repetition(layer: &Layer, first: &Layer, group: &Group) -> bool {
     let repetition = |layer: &Layer| {
         layer
             .origin
-            .repeats
+            .frames
             .iter()
-            .find(|frame| frame.group_span == group.span)
+            .find(|frame| frame.span == group.span)
             .map(|frame| frame.repetition)
     };
     repetition(layer) == repetition(first)
@@ -140,15 +229,8 @@ fn same_repetition(layer: &Layer, first: &Layer, group: &Group) -> bool {
 
 fn stage_text(layer: &Layer) -> String {
     match layer.activation {
-        Some(activation) => format!("{} {}", layer.origin.text, activation_text(activation)),
+        Some(activation) => format!("{} {}", layer.origin.text, activation.text()),
         None => layer.origin.text.clone(),
-    }
-}
-
-fn activation_text(activation: Activation) -> String {
-    match activation {
-        Activation::LeakyRelu { alpha } => format!("leakyrelu(alpha={alpha})"),
-        other => other.name().to_string(),
     }
 }
 
@@ -163,49 +245,6 @@ fn params_text(layer: &Layer) -> String {
         )
     } else {
         params.total().to_string()
-    }
-}
-
-/// The arguments of a resolved op, defaults filled in, as the language writes them.
-pub fn resolved_args(op: &Op) -> Vec<(&'static str, String)> {
-    let window = |(h, w): (usize, usize)| format!("{h}x{w}");
-    let pad = |pad: Padding| match pad {
-        Padding::Valid => "valid".to_string(),
-        Padding::Same => "same".to_string(),
-    };
-    match *op {
-        Op::BatchNorm { momentum, eps } => {
-            vec![("momentum", momentum.to_string()), ("eps", eps.to_string())]
-        }
-        Op::Conv {
-            filters,
-            kernel,
-            stride,
-            pad: padding,
-            bias,
-        } => vec![
-            ("filters", filters.to_string()),
-            ("kernel", window(kernel)),
-            ("stride", window(stride)),
-            ("pad", pad(padding)),
-            ("bias", bias.to_string()),
-        ],
-        Op::Pool {
-            kind: PoolKind::Max | PoolKind::Avg,
-            size,
-            stride,
-            pad: padding,
-        } => vec![
-            ("size", window(size)),
-            ("stride", window(stride)),
-            ("pad", pad(padding)),
-        ],
-        Op::Dense { units, bias } => {
-            vec![("units", units.to_string()), ("bias", bias.to_string())]
-        }
-        Op::Dropout { rate } => vec![("rate", rate.to_string())],
-        Op::Activation(Activation::LeakyRelu { alpha }) => vec![("alpha", alpha.to_string())],
-        Op::GlobalAvgPool | Op::Flatten | Op::Activation(_) => Vec::new(),
     }
 }
 

@@ -1,22 +1,30 @@
-//! Inlay hints: the output shape after each stage of the model (`: 112x112x20` after
-//! `pool2`); for a repeated group, the shape after the whole group.
+//! Inlay hints: the output shape after each stage (`: 112x112x20` after `pool2`), inside
+//! merges' branches too; for a repeated group or stage, the shape after its last repetition;
+//! after a merge or a block call, the shape it makes. Inside a block body, a hint shows when
+//! every call of the block gives that stage the same shape.
 
+use super::convert::Positions;
 use super::document::Document;
-use crate::diagnostics::Span;
-use crate::ir::{Layer, Shape};
-use crate::syntax::ast::{Chain, Stage};
+use crate::catalogue;
+use crate::ir::{FrameKind, Layer, Shape};
+use crate::syntax::ast::{ArgValue, Chain, Stage};
+use crate::text::Span;
 use lsp_types::{InlayHint, InlayHintKind, InlayHintLabel, Range};
 use std::collections::HashMap;
 
 /// The shape hints of `document` whose place lies in `range`.
 pub fn inlay_hints(document: &Document, range: Range) -> Vec<InlayHint> {
     let compiled = &document.compiled;
-    let Some(chain) = &compiled.ast else {
-        return Vec::new();
-    };
     let outputs = last_outputs(&compiled.layers);
     let mut hints = Vec::new();
-    collect(chain, &outputs, &mut hints);
+    if let Some(chain) = &compiled.ast {
+        collect(chain, &outputs, &mut hints);
+    }
+    for block in &compiled.blocks.list {
+        if let Some(body) = &block.body {
+            collect(body, &outputs, &mut hints);
+        }
+    }
     let start = document.index.offset(&document.text, range.start);
     let end = document.index.offset(&document.text, range.end);
     hints
@@ -35,27 +43,77 @@ pub fn inlay_hints(document: &Document, range: Range) -> Vec<InlayHint> {
         .collect()
 }
 
-/// Output shapes by the span they end: a layer call's span, and every enclosing group's span
-/// (the last layer of the group wins, so a repeated group gets the shape after its last
-/// repetition).
-fn last_outputs(layers: &[Layer]) -> HashMap<Span, Shape> {
-    let mut outputs = HashMap::new();
+/// The shape a span ends in, or `None` when its expansions disagree (a block body called with
+/// different arguments).
+type Outputs = HashMap<Span, Option<Shape>>;
+
+/// Output shapes by the span that makes them: a call's span (the last layer made there wins
+/// within one expansion), every enclosing repeat, and every block call. Spans expanded more
+/// than once with different results map to `None`.
+fn last_outputs(layers: &[Layer]) -> Outputs {
+    // The output of each expansion instance: (span, frames that led there) → shape.
+    let mut instances: HashMap<(Span, Vec<(Span, usize)>), Shape> = HashMap::new();
     for layer in layers {
-        outputs.insert(layer.origin.span, layer.output);
-        for frame in &layer.origin.repeats {
-            outputs.insert(frame.group_span, layer.output);
+        let path: Vec<(Span, usize)> = layer
+            .origin
+            .frames
+            .iter()
+            .map(|frame| (frame.span, frame.repetition))
+            .collect();
+        instances.insert((layer.origin.span, path.clone()), layer.output);
+        for (depth, frame) in layer.origin.frames.iter().enumerate() {
+            let key = match frame.kind {
+                FrameKind::Repeat | FrameKind::Call { .. } => (frame.span, path[..depth].to_vec()),
+            };
+            instances.insert(key, layer.output);
         }
+    }
+    let mut outputs: Outputs = HashMap::new();
+    for ((span, _), shape) in instances {
+        outputs
+            .entry(span)
+            .and_modify(|known| {
+                if *known != Some(shape) {
+                    *known = None;
+                }
+            })
+            .or_insert(Some(shape));
     }
     outputs
 }
 
-/// (offset, shape) after each stage of `chain`; groups repeated more than once get one hint
-/// after the group, groups written once get hints inside too.
-fn collect(chain: &Chain, outputs: &HashMap<Span, Shape>, hints: &mut Vec<(usize, Shape)>) {
+/// (offset, shape) after each stage of `chain` and of merges' branches; groups repeated more
+/// than once get one hint after the group, groups written once get hints inside too.
+fn collect(chain: &Chain, outputs: &Outputs, hints: &mut Vec<(usize, Shape)>) {
     for stage in &chain.stages {
         match stage {
-            Stage::Layer(stage) => {
-                if let Some(shape) = outputs.get(&stage.layer.span) {
+            Stage::Call(stage) => {
+                let is_merge =
+                    catalogue::lookup(&stage.call.word.text).is_some_and(|decl| decl.is_merge());
+                if is_merge {
+                    for arg in &stage.call.args {
+                        if let ArgValue::Branch(branch) = &arg.value {
+                            collect(branch, outputs, hints);
+                        }
+                    }
+                }
+                let repeated = stage
+                    .repeat
+                    .as_ref()
+                    .and_then(|repeat| repeat.count)
+                    .is_some_and(|count| count > 1);
+                let made = if repeated {
+                    outputs.get(&stage.span)
+                } else {
+                    outputs
+                        .get(&stage.call.span)
+                        .or_else(|| outputs.get(&stage.span))
+                };
+                let after_activation = stage
+                    .activation
+                    .as_ref()
+                    .and_then(|activation| outputs.get(&activation.span));
+                if let Some(Some(shape)) = after_activation.or(made) {
                     hints.push((stage.span.end(), *shape));
                 }
             }
@@ -63,7 +121,7 @@ fn collect(chain: &Chain, outputs: &HashMap<Span, Shape>, hints: &mut Vec<(usize
                 let count = group.repeat.as_ref().and_then(|repeat| repeat.count);
                 if count.is_none_or(|count| count == 1) {
                     collect(&group.chain, outputs, hints);
-                } else if let Some(shape) = outputs.get(&group.span) {
+                } else if let Some(Some(shape)) = outputs.get(&group.span) {
                     hints.push((group.span.end(), *shape));
                 }
             }

@@ -19,6 +19,7 @@ pub mod transport;
 pub use document::Document;
 pub use publish::{anchor, docs_link, DIAGNOSTICS_DOCS_URL};
 
+use convert::Positions;
 use lsp_server::{ErrorCode, Message, Notification, Request, Response};
 use lsp_types::notification::{
     DidChangeTextDocument, DidCloseTextDocument, DidOpenTextDocument, DidSaveTextDocument,

@@ -2,6 +2,7 @@
 //! ranges, severity, code, a link to the code's documentation and related information for the
 //! secondary labels.
 
+use super::convert::Positions;
 use super::document::Document;
 use crate::diagnostics::{Diagnostic, Severity};
 use lsp_types::{

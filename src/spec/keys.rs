@@ -16,6 +16,7 @@ pub const TOP_KEYS: &[KeyDoc] = &[
     KeyDoc { key: "input", doc: "input shape HxWxC, e.g. `224x224x3`; channels 1 (grayscale) or 3 (rgb)" },
     KeyDoc { key: "classes", doc: "number of classes; checked against the last layer and the data" },
     KeyDoc { key: "defaults", doc: "arguments a layer kind gets when the model omits them, e.g. `conv: {filters: 20, pad: same}`" },
+    KeyDoc { key: "blocks", doc: "named blocks called like layers: `basic(f, stride=1): add(identity, conv3(f, stride=stride) -> bn relu -> conv3(f) -> bn) relu`" },
     KeyDoc { key: "model", doc: "the layer stack, e.g. `bn -> (conv2x2 relu -> pool2)x7 -> dense2 softmax`" },
     KeyDoc { key: "train", doc: "training settings: optimizer, lr, epochs, batch_size, loss, seed, early_stopping, reduce_lr_on_plateau" },
     KeyDoc { key: "data", doc: "image folders: train, validation or validation_split, rescale" },
@@ -49,7 +50,7 @@ pub const TRAIN_KEYS: &[KeyDoc] = &[
     },
     KeyDoc {
         key: "loss",
-        doc: "categorical_crossentropy (the default and only loss)",
+        doc: "categorical_crossentropy for a softmax head, binary_crossentropy for `dense1 sigmoid` (default: the one the head needs)",
     },
     KeyDoc {
         key: "seed",

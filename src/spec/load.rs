@@ -7,13 +7,11 @@ use super::keys::{
 };
 use super::typed::{describe, invalid_value, number_in, typed};
 use super::yaml::{parse_tree, syntax_error, Node};
-use super::{
-    DataConfig, EarlyStopping, InputShape, LayerDefaults, MappedText, ReduceLr, SpecFile,
-    TrainConfig,
-};
-use crate::diagnostics::{codes, Diagnostic, Span};
+use super::{BlockSource, DefaultArg, InputShape, LayerDefaults, SpecFile};
+use crate::diagnostics::{codes, Diagnostic};
+use crate::settings::{DataConfig, EarlyStopping, ReduceLr, TrainConfig};
 use crate::suggest;
-use crate::syntax::ast::{Ident, Value, ValueKind};
+use crate::text::{parse_literal, Ident, MappedText, Span};
 use saphyr_parser::ScalarStyle;
 
 /// Reads a spec file's `text`. `default_name` (the file stem) names the model when the file
@@ -33,6 +31,7 @@ pub fn load(text: &str, default_name: &str) -> (Option<SpecFile>, Vec<Diagnostic
             input: None,
             classes: None,
             defaults: Vec::new(),
+            blocks: Vec::new(),
             model: None,
             train: TrainConfig::default(),
             data: DataConfig::default(),
@@ -100,7 +99,10 @@ impl Loader<'_> {
                         .map(|v| self.spec.classes = Some(v))
                 }
                 "defaults" => self.defaults(value),
-                "model" => model_text(self.text, value).map(|v| self.spec.model = Some(v)),
+                "blocks" => self.blocks(value),
+                "model" => {
+                    scalar_text(self.text, value, "model").map(|v| self.spec.model = Some(v))
+                }
                 "train" => self.section(value, "train", TRAIN_KEYS, Self::train_key),
                 "data" => self.section(value, "data", DATA_KEYS, Self::data_key),
                 _ => Ok(()),
@@ -134,9 +136,11 @@ impl Loader<'_> {
             .map(|(_, note)| note.to_string());
         diagnostic.help = note
             .or_else(|| suggest::help_for(&text, known))
-            .or_else(|| Some(format!("the keys{place} are {}", backticked(known))));
+            .or_else(|| Some(format!("the keys{place} are {}", suggest::one_of(known))));
         if let Some(best) = suggest::did_you_mean(&text, known.iter().copied()) {
-            diagnostic = diagnostic.with_replacement(key.span(), best);
+            if best.certain {
+                diagnostic = diagnostic.with_replacement(key.span(), best.word);
+            }
         }
         self.diagnostics.push(diagnostic);
         None
@@ -221,7 +225,13 @@ impl Loader<'_> {
                     |v: u64| v >= 1,
                 )?
             }
-            "loss" => train.loss = choice(value, "loss", &["categorical_crossentropy"])?,
+            "loss" => {
+                train.loss = choice(
+                    value,
+                    "loss",
+                    &["categorical_crossentropy", "binary_crossentropy"],
+                )?
+            }
             "seed" => train.seed = typed(value, "seed", "a whole number of at least 0")?,
             _ => {}
         }
@@ -322,11 +332,70 @@ impl Loader<'_> {
                 );
                 continue;
             };
-            let args = arg_entries
-                .iter()
-                .map(|(name, value)| (ident(name), default_value(value)))
-                .collect();
+            let mut args = Vec::new();
+            for (name, value) in arg_entries {
+                match value {
+                    Node::Scalar { value: text, .. } => args.push(DefaultArg {
+                        name: ident(name),
+                        value: parse_literal(text),
+                        span: value.span(),
+                    }),
+                    _ => self.diagnostics.push(
+                        invalid_value(
+                            value,
+                            format!(
+                                "`defaults.{}.{}` must be a single value",
+                                layer.text,
+                                name.as_scalar().unwrap_or_default()
+                            ),
+                            format!("found {}", describe(value)),
+                        )
+                        .with_help("write it like `pad: same` or `filters: 32`"),
+                    ),
+                }
+            }
             self.spec.defaults.push(LayerDefaults { layer, args });
+        }
+        Ok(())
+    }
+
+    /// `blocks:`: a mapping of signature keys to bodies, each kept as text mapped to the file
+    /// (the compiler parses them).
+    fn blocks(&mut self, value: &Node) -> Result<(), Box<Diagnostic>> {
+        if value.is_null() {
+            return Ok(());
+        }
+        let Node::Map { entries, .. } = value else {
+            return Err(Box::new(
+                invalid_value(
+                    value,
+                    "`blocks` must be a mapping of block signatures to bodies".to_string(),
+                    format!("found {}", describe(value)),
+                )
+                .with_help("write `blocks:` then lines like `  basic(f): conv3(f) -> bn relu`"),
+            ));
+        };
+        for (key, body) in entries {
+            let signature = match scalar_text(self.text, key, "a block signature") {
+                Ok(signature) => signature,
+                Err(diagnostic) => {
+                    self.diagnostics.push(*diagnostic);
+                    continue;
+                }
+            };
+            let body_text = match scalar_text(self.text, body, "a block body") {
+                Ok(text) => Some(text),
+                Err(diagnostic) => {
+                    self.diagnostics.push(*diagnostic);
+                    None
+                }
+            };
+            self.spec.blocks.push(BlockSource {
+                signature,
+                signature_span: key.span(),
+                body: body_text,
+                body_span: body.span(),
+            });
         }
         Ok(())
     }
@@ -460,8 +529,9 @@ fn input_shape(value: &Node) -> Result<InputShape, Box<Diagnostic>> {
     }
 }
 
-/// `model`: any scalar style, mapped to file offsets.
-fn model_text(text: &str, value: &Node) -> Result<MappedText, Box<Diagnostic>> {
+/// A text scalar in any style (`model`, a block's signature or body), mapped to file offsets;
+/// `what` names it in the message when the node is not text.
+fn scalar_text(text: &str, value: &Node, what: &str) -> Result<MappedText, Box<Diagnostic>> {
     match value {
         Node::Scalar {
             value: decoded,
@@ -477,14 +547,21 @@ fn model_text(text: &str, value: &Node) -> Result<MappedText, Box<Diagnostic>> {
             };
             Ok(MappedText::new(text, inner, decoded))
         }
-        _ => Err(Box::new(
-            invalid_value(
-                value,
-                "`model` must be the layer-stack text".to_string(),
-                format!("found {}", describe(value)),
-            )
-            .with_help("write it like `model: bn -> conv3(32) relu -> pool2 -> dense10 softmax`"),
-        )),
+        _ => {
+            let (message, help) = match what {
+                "model" => (
+                    "`model` must be the layer-stack text".to_string(),
+                    "write it like `model: bn -> conv3(32) relu -> pool2 -> dense10 softmax`",
+                ),
+                _ => (
+                    format!("{what} must be text"),
+                    "write a block like `basic(f): conv3(f) -> bn relu`",
+                ),
+            };
+            Err(Box::new(
+                invalid_value(value, message, format!("found {}", describe(value))).with_help(help),
+            ))
+        }
     }
 }
 
@@ -494,14 +571,16 @@ fn choice<T: serde::de::DeserializeOwned>(
     key: &str,
     options: &[&'static str],
 ) -> Result<T, Box<Diagnostic>> {
-    typed(value, key, &format!("one of {}", backticked(options))).map_err(|mut diagnostic| {
+    typed(value, key, &format!("one of {}", suggest::one_of(options))).map_err(|mut diagnostic| {
         let written = value.as_scalar().unwrap_or_default();
         if let Some(help) = suggest::help_for(written, options) {
             diagnostic.help = Some(help);
         }
         match suggest::did_you_mean(written, options.iter().copied()) {
-            Some(best) => Box::new(diagnostic.with_replacement(value.span(), best)),
-            None => diagnostic,
+            Some(best) if best.certain => {
+                Box::new(diagnostic.with_replacement(value.span(), best.word))
+            }
+            _ => diagnostic,
         }
     })
 }
@@ -531,46 +610,5 @@ fn ident(node: &Node) -> Ident {
     Ident {
         text: node.as_scalar().unwrap_or_default().to_string(),
         span: node.span(),
-    }
-}
-
-/// A `defaults` value in the layer language's value kinds.
-fn default_value(node: &Node) -> Value {
-    let kind = match super::typed::to_value(node) {
-        serde_yaml::Value::Number(number) => match number.as_u64() {
-            Some(int) => ValueKind::Int(int),
-            None => ValueKind::Float(number.as_f64().unwrap_or(f64::NAN)),
-        },
-        serde_yaml::Value::Bool(flag) => ValueKind::Name(flag.to_string()),
-        serde_yaml::Value::String(text) => parse_word(&text),
-        _ => ValueKind::Name(node.as_scalar().unwrap_or_default().to_string()),
-    };
-    Value {
-        kind,
-        span: node.span(),
-    }
-}
-
-/// `3x3` → pair, `1/255` → fraction, anything else → a name.
-fn parse_word(text: &str) -> ValueKind {
-    let pair = |sep: char| {
-        let (a, b) = text.split_once(sep)?;
-        Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?))
-    };
-    if let Some((first, second)) = pair('x') {
-        ValueKind::Pair(first, second)
-    } else if let Some((num, den)) = pair('/') {
-        ValueKind::Fraction(num, den)
-    } else {
-        ValueKind::Name(text.to_string())
-    }
-}
-
-/// `` `a`, `b` or `c` `` for messages.
-fn backticked(options: &[&str]) -> String {
-    let quoted: Vec<String> = options.iter().map(|option| format!("`{option}`")).collect();
-    match quoted.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
-        _ => quoted.join(""),
     }
 }

@@ -1,14 +1,15 @@
 //! pest pairs → AST, rebasing every span onto the spec file as it is made.
 
 use super::ast::{
-    Arg, Chain, Group, Ident, LayerCall, LayerStage, Repeat, Shorthand, Stage, Value, ValueKind,
+    Arg, ArgValue, BinaryOp, Call, CallStage, Chain, Expr, ExprKind, Group, Param, Repeat,
+    Shorthand, Signature, Stage,
 };
 use super::Rule;
-use crate::diagnostics::{codes, Diagnostic, Span};
-use crate::spec::MappedText;
+use crate::diagnostics::{codes, Diagnostic};
+use crate::text::{parse_literal, Ident, Literal, MappedText, Span};
 use pest::iterators::{Pair, Pairs};
 
-/// Builds the model's chain from the pairs of `Rule::model`.
+/// Builds the chain from the pairs of `Rule::model`.
 pub fn model(text: &MappedText, mut pairs: Pairs<'_, Rule>) -> Result<Chain, Diagnostic> {
     let chain = pairs
         .next()
@@ -19,6 +20,32 @@ pub fn model(text: &MappedText, mut pairs: Pairs<'_, Rule>) -> Result<Chain, Dia
         })
         .ok_or_else(|| Diagnostic::error(codes::SYNTAX_PARSE, "the model is empty"))?;
     Ok(Builder { text }.chain(chain))
+}
+
+/// Builds a block signature from the pairs of `Rule::signature`.
+pub fn signature(text: &MappedText, mut pairs: Pairs<'_, Rule>) -> Option<Signature> {
+    let pair = pairs.next()?;
+    let builder = Builder { text };
+    let span = builder.span(&pair);
+    let mut name = None;
+    let mut params = Vec::new();
+    for inner in pair.into_inner() {
+        match inner.as_rule() {
+            Rule::word => name = Some(builder.ident(&inner)),
+            Rule::params => {
+                params = inner
+                    .into_inner()
+                    .map(|param| builder.param(param))
+                    .collect()
+            }
+            _ => {}
+        }
+    }
+    Some(Signature {
+        name: name?,
+        params,
+        span,
+    })
 }
 
 struct Builder<'a> {
@@ -39,7 +66,7 @@ impl Builder<'_> {
             .into_inner()
             .filter_map(|stage| match stage.as_rule() {
                 Rule::group => Some(Stage::Group(self.group(stage))),
-                Rule::layer_stage => Some(Stage::Layer(Box::new(self.layer_stage(stage)))),
+                Rule::call_stage => Some(Stage::Call(Box::new(self.call_stage(stage)))),
                 _ => None,
             })
             .collect();
@@ -53,85 +80,91 @@ impl Builder<'_> {
         for inner in pair.into_inner() {
             match inner.as_rule() {
                 Rule::chain => chain = Some(self.chain(inner)),
-                Rule::repeat => {
-                    let count = inner
-                        .clone()
-                        .into_inner()
-                        .next()
-                        .and_then(|digits| digits.as_str().parse().ok());
-                    repeat = Some(Repeat {
-                        count,
-                        span: self.span(&inner),
-                    });
-                }
+                Rule::repeat => repeat = Some(self.repeat(inner)),
                 _ => {}
             }
         }
-        let chain = chain.unwrap_or(Chain {
-            stages: Vec::new(),
-            span,
-        });
         Group {
-            chain,
+            chain: chain.unwrap_or(Chain {
+                stages: Vec::new(),
+                span,
+            }),
             repeat,
             span,
         }
     }
 
-    fn layer_stage(&self, pair: Pair<'_, Rule>) -> LayerStage {
+    fn repeat(&self, pair: Pair<'_, Rule>) -> Repeat {
+        let count = pair
+            .clone()
+            .into_inner()
+            .next()
+            .and_then(|digits| digits.as_str().parse().ok());
+        Repeat {
+            count,
+            span: self.span(&pair),
+        }
+    }
+
+    fn call_stage(&self, pair: Pair<'_, Rule>) -> CallStage {
         let span = self.span(&pair);
-        let mut calls = pair.into_inner().map(|call| self.call(call));
-        let layer = calls.next().unwrap_or_else(|| LayerCall {
-            name: Ident {
-                text: String::new(),
-                span,
-            },
-            shorthand: None,
-            args: Vec::new(),
-            args_span: None,
-            span,
-        });
-        LayerStage {
-            layer,
-            activation: calls.next(),
+        let mut call = None;
+        let mut repeat = None;
+        let mut activation = None;
+        for inner in pair.into_inner() {
+            match inner.as_rule() {
+                Rule::call => call = Some(self.call(inner)),
+                Rule::repeat => repeat = Some(self.repeat(inner)),
+                Rule::activation => activation = inner.into_inner().next().map(|c| self.call(c)),
+                _ => {}
+            }
+        }
+        CallStage {
+            call: call.unwrap_or_else(|| self.empty_call(span)),
+            repeat,
+            activation,
             span,
         }
     }
 
-    fn call(&self, pair: Pair<'_, Rule>) -> LayerCall {
-        let span = self.span(&pair);
-        let mut name = Ident {
+    fn empty_call(&self, span: Span) -> Call {
+        let ident = Ident {
             text: String::new(),
             span,
         };
-        let mut shorthand = None;
-        let mut args = Vec::new();
-        let mut args_span = None;
+        Call {
+            name: ident.clone(),
+            word: ident,
+            shorthand: None,
+            args: Vec::new(),
+            args_span: None,
+            span,
+        }
+    }
+
+    fn call(&self, pair: Pair<'_, Rule>) -> Call {
+        let span = self.span(&pair);
+        let mut call = self.empty_call(span);
         for inner in pair.into_inner() {
             match inner.as_rule() {
                 Rule::head => {
+                    call.word = self.ident(&inner);
                     for part in inner.into_inner() {
                         match part.as_rule() {
-                            Rule::name | Rule::word => name = self.ident(&part),
-                            Rule::shorthand => shorthand = Some(self.shorthand(part)),
+                            Rule::name | Rule::word => call.name = self.ident(&part),
+                            Rule::shorthand => call.shorthand = Some(self.shorthand(part)),
                             _ => {}
                         }
                     }
                 }
                 Rule::args => {
-                    args_span = Some(self.span(&inner));
-                    args = inner.into_inner().map(|arg| self.arg(arg)).collect();
+                    call.args_span = Some(self.span(&inner));
+                    call.args = inner.into_inner().map(|arg| self.arg(arg)).collect();
                 }
                 _ => {}
             }
         }
-        LayerCall {
-            name,
-            shorthand,
-            args,
-            args_span,
-            span,
-        }
+        call
     }
 
     fn ident(&self, pair: &Pair<'_, Rule>) -> Ident {
@@ -153,43 +186,116 @@ impl Builder<'_> {
 
     fn arg(&self, pair: Pair<'_, Rule>) -> Arg {
         let span = self.span(&pair);
-        let mut name = None;
-        let mut value = Value {
-            kind: ValueKind::Name(String::new()),
-            span,
-        };
-        for inner in pair.into_inner() {
-            match inner.as_rule() {
-                Rule::arg_name => name = Some(self.ident(&inner)),
-                _ => value = self.value(inner),
+        let rule = pair.as_rule();
+        let mut inner = pair.into_inner();
+        match rule {
+            Rule::named => {
+                let name = inner.next().map(|name| self.ident(&name));
+                let value = inner
+                    .next()
+                    .map_or_else(|| self.word_expr("", span), |expr| self.expr(expr));
+                Arg {
+                    name,
+                    value: ArgValue::Expr(value),
+                    span,
+                }
             }
+            Rule::value => Arg {
+                name: None,
+                value: ArgValue::Expr(
+                    inner
+                        .next()
+                        .map_or_else(|| self.word_expr("", span), |expr| self.expr(expr)),
+                ),
+                span,
+            },
+            _ => Arg {
+                name: None,
+                value: ArgValue::Branch(inner.next().map_or_else(
+                    || Chain {
+                        stages: Vec::new(),
+                        span,
+                    },
+                    |chain| self.chain(chain),
+                )),
+                span,
+            },
         }
-        Arg { name, value, span }
     }
 
-    fn value(&self, pair: Pair<'_, Rule>) -> Value {
+    fn word_expr(&self, word: &str, span: Span) -> Expr {
+        Expr {
+            kind: ExprKind::Literal(Literal::Word(word.to_string())),
+            span,
+        }
+    }
+
+    /// An `expr` or `term` pair: operands folded left to right.
+    fn expr(&self, pair: Pair<'_, Rule>) -> Expr {
         let span = self.span(&pair);
-        let text = pair.as_str();
-        let two = |pair: Pair<'_, Rule>| {
-            let mut ints = pair.into_inner().map(|int| saturating_int(int.as_str()));
-            (ints.next().unwrap_or(0), ints.next().unwrap_or(0))
-        };
-        let kind = match pair.as_rule() {
-            Rule::pair => {
-                let (first, second) = two(pair);
-                ValueKind::Pair(first, second)
+        match pair.as_rule() {
+            Rule::expr | Rule::term => {
+                let mut inner = pair.into_inner();
+                let Some(first) = inner.next() else {
+                    return self.word_expr("", span);
+                };
+                let mut lhs = self.expr(first);
+                while let (Some(op), Some(rhs)) = (inner.next(), inner.next()) {
+                    let op = match op.as_str().trim() {
+                        "+" => BinaryOp::Add,
+                        "-" => BinaryOp::Sub,
+                        "*" => BinaryOp::Mul,
+                        _ => BinaryOp::Div,
+                    };
+                    let rhs = self.expr(rhs);
+                    let span = lhs.span.cover(rhs.span);
+                    lhs = Expr {
+                        kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
+                        span,
+                    };
+                }
+                lhs
             }
-            Rule::fraction => {
-                let (num, den) = two(pair);
-                ValueKind::Fraction(num, den)
-            }
-            Rule::number => match text.parse::<u64>() {
-                Ok(int) => ValueKind::Int(int),
-                Err(_) => ValueKind::Float(text.parse().unwrap_or(f64::INFINITY)),
+            Rule::paren => match pair.into_inner().next() {
+                Some(inner) => Expr {
+                    span,
+                    ..self.expr(inner)
+                },
+                None => self.word_expr("", span),
             },
-            _ => ValueKind::Name(text.to_string()),
-        };
-        Value { kind, span }
+            Rule::negate => {
+                let operand = pair
+                    .into_inner()
+                    .next()
+                    .map_or_else(|| self.word_expr("", span), |inner| self.expr(inner));
+                Expr {
+                    kind: ExprKind::Negate(Box::new(operand)),
+                    span,
+                }
+            }
+            _ => Expr {
+                kind: ExprKind::Literal(parse_literal(pair.as_str())),
+                span,
+            },
+        }
+    }
+
+    fn param(&self, pair: Pair<'_, Rule>) -> Param {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner();
+        let name = inner.next().map_or_else(
+            || Ident {
+                text: String::new(),
+                span,
+            },
+            |word| self.ident(&word),
+        );
+        let default = inner.next().map(|expr| self.expr(expr));
+        Param {
+            name,
+            default,
+            span,
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 
 use super::Rule;
 use crate::diagnostics::{codes, Diagnostic};
-use crate::spec::MappedText;
+use crate::suggest;
+use crate::text::MappedText;
 use pest::error::{ErrorVariant, InputLocation};
 
 /// The diagnostic for a pest error in the model text.
@@ -12,7 +13,11 @@ pub fn from_pest(model: &MappedText, err: &pest::error::Error<Rule>) -> Diagnost
         InputLocation::Span((start, end)) => (start, end),
     };
     let found = describe_found(&model.text, start);
+    let before = model.text[..start.min(model.text.len())].trim_end();
     let expected = match &err.variant {
+        _ if before.ends_with(['(', ',']) && inside_arguments(before) => {
+            "an argument (a value, `name=value` or a branch)".to_string()
+        }
         ErrorVariant::ParsingError { positives, .. } => expected_list(positives),
         ErrorVariant::CustomError { message } => message.clone(),
     };
@@ -63,14 +68,20 @@ fn expected_list(positives: &[Rule]) -> String {
     for rule in positives {
         let word = match rule {
             Rule::arrow | Rule::chain | Rule::EOI => "`->`",
-            Rule::stage | Rule::layer_stage | Rule::call | Rule::head | Rule::name | Rule::word => {
-                "a layer name"
-            }
-            Rule::group => "`(`",
+            Rule::stage
+            | Rule::call_stage
+            | Rule::call
+            | Rule::head
+            | Rule::name
+            | Rule::word
+            | Rule::branch
+            | Rule::activation => "a layer name",
+            Rule::group | Rule::args | Rule::paren | Rule::params => "`(`",
             Rule::repeat => "a repeat `xN`",
-            Rule::args => "`(`",
-            Rule::arg | Rule::arg_name => "an argument",
-            Rule::pair | Rule::fraction | Rule::number | Rule::int | Rule::count => "a number",
+            Rule::named | Rule::arg_name | Rule::value | Rule::param => "an argument",
+            Rule::expr | Rule::term | Rule::negate => "a value",
+            Rule::add_op | Rule::mul_op => "an operator",
+            Rule::pair | Rule::number | Rule::int | Rule::count => "a number",
             Rule::shorthand => "a shorthand such as `3` or `2x2`",
             _ => "more text",
         };
@@ -78,18 +89,43 @@ fn expected_list(positives: &[Rule]) -> String {
             words.push(word);
         }
     }
-    match words.split_last() {
-        None => "something else".to_string(),
-        Some((last, [])) => (*last).to_string(),
-        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    if words.is_empty() {
+        "something else".to_string()
+    } else {
+        suggest::either(&words)
     }
+}
+
+/// The diagnostic for a block key that is not a signature.
+pub fn signature_error(key: &MappedText, err: &pest::error::Error<Rule>) -> Diagnostic {
+    let start = match err.location {
+        InputLocation::Pos(pos) => pos,
+        InputLocation::Span((start, _)) => start,
+    };
+    let found = describe_found(&key.text, start);
+    let end = next_token_end(&key.text, start);
+    Diagnostic::error(
+        codes::BLOCK_SIGNATURE,
+        format!("`{}` is not a block signature: unexpected {found}", key.text.trim()),
+    )
+    .with_primary(key.span(start, end), "unexpected here")
+    .with_help("a block is declared as `name(param, param=default): body`, e.g. `basic(f, stride=1): conv3(f, stride=stride) -> bn relu`")
+}
+
+/// The diagnostic for an empty block key.
+pub fn empty_signature(key: &MappedText) -> Diagnostic {
+    Diagnostic::error(codes::BLOCK_SIGNATURE, "a block without a name")
+        .with_primary(key.span(0, key.text.len()), "no name here")
+        .with_help("write `name(param, …): body`")
 }
 
 /// A likely fix for a parse error at `pos`.
 fn help_for(text: &str, pos: usize) -> String {
     let before = text[..pos.min(text.len())].trim_end();
     if inside_arguments(before) {
-        "arguments look like `conv3(32, stride=2, pad=same)`: values, then `name=value`".to_string()
+        "arguments look like `conv3(32, stride=2, pad=same)`: values, then `name=value`; \
+         branches like `add(identity, conv3(32) -> bn)`"
+            .to_string()
     } else if before.ends_with("->") {
         "a stage must follow `->`: a layer such as `dense10` or a group `( … )`".to_string()
     } else if before.is_empty() {

@@ -1,17 +1,19 @@
-//! The layer-stack language: model text → [`ast::Chain`] with spans in the spec file.
+//! The layer-stack language: model and block text → [`ast::Chain`], block keys →
+//! [`ast::Signature`], with spans in the spec file.
 //!
 //! pest does the parsing (`grammar/strata.pest`). Before pest runs, a linear scan checks the
 //! parentheses: unbalanced ones get a precise diagnostic, and nesting deeper than
-//! [`MAX_NESTING`] is refused, so that neither pest nor the tree builder can overflow the stack.
+//! [`MAX_NESTING`] is refused, so that neither pest, the tree builder nor the compiler's
+//! recursion can overflow the stack.
 
 pub mod ast;
 mod build;
 mod errors;
 
 use crate::diagnostics::{codes, Diagnostic};
-use crate::spec::MappedText;
+use crate::text::MappedText;
 
-/// The deepest group nesting the parser accepts.
+/// The deepest nesting of parentheses (groups, merges, argument lists) the parser accepts.
 pub const MAX_NESTING: usize = 64;
 
 /// The pest parser generated from the grammar file.
@@ -19,13 +21,24 @@ pub const MAX_NESTING: usize = 64;
 #[grammar = "../grammar/strata.pest"]
 pub struct StrataParser;
 
-/// Parses the model text. Returns the chain when it parses, else one `strata::syntax::parse`
-/// diagnostic (pest does not recover, so one syntax error per model text).
+/// Parses a model or block body. Returns the chain when it parses, else one
+/// `strata::syntax::parse` diagnostic (pest does not recover, so one syntax error per text).
 pub fn parse(model: &MappedText) -> Result<ast::Chain, Diagnostic> {
     check_parentheses(model)?;
     let pairs = <StrataParser as pest::Parser<Rule>>::parse(Rule::model, &model.text)
         .map_err(|err| errors::from_pest(model, &err))?;
     build::model(model, pairs)
+}
+
+/// Parses a block signature (`down(f, stride=2)`), or says why it does not parse.
+pub fn parse_signature(key: &MappedText) -> Result<ast::Signature, Diagnostic> {
+    check_parentheses(key).map_err(|diagnostic| Diagnostic {
+        code: codes::BLOCK_SIGNATURE,
+        ..diagnostic
+    })?;
+    let pairs = <StrataParser as pest::Parser<Rule>>::parse(Rule::signature, &key.text)
+        .map_err(|err| errors::signature_error(key, &err))?;
+    build::signature(key, pairs).ok_or_else(|| errors::empty_signature(key))
 }
 
 /// Checks that parentheses balance and nest at most [`MAX_NESTING`] deep.
@@ -42,10 +55,13 @@ fn check_parentheses(model: &MappedText) -> Result<(), Diagnostic> {
                 if open.len() > MAX_NESTING {
                     return Err(Diagnostic::error(
                         codes::SYNTAX_PARSE,
-                        format!("groups nest more than {MAX_NESTING} deep"),
+                        format!("parentheses nest more than {MAX_NESTING} deep"),
                     )
                     .with_primary(model.span(idx, idx + 1), "too deep here")
-                    .with_help("flatten the groups; a repeat `(…)xN` does not need nesting"));
+                    .with_help(
+                        "flatten the groups (a repeat `(…)xN` does not need nesting), or move \
+                         a deep branch into a block under `blocks:`",
+                    ));
                 }
             }
             ')' if open.pop().is_none() => {
@@ -59,7 +75,7 @@ fn check_parentheses(model: &MappedText) -> Result<(), Diagnostic> {
     match open.last() {
         Some(&idx) => Err(Diagnostic::error(codes::SYNTAX_PARSE, "unclosed `(`")
             .with_primary(model.span(idx, idx + 1), "this `(` is never closed")
-            .with_help("add the `)` that closes the group")),
+            .with_help("add the `)` that closes it")),
         None => Ok(()),
     }
 }

@@ -5,7 +5,7 @@
 //! carries on counting where it stopped.
 
 use super::history::EpochRecord;
-use crate::spec::{EarlyStopping, Monitor, ReduceLr};
+use crate::settings::{EarlyStopping, Monitor, ReduceLr};
 use serde::{Deserialize, Serialize};
 
 /// The counters of one watched metric.

@@ -84,7 +84,10 @@ fn compile_model(
     let compiled = compile(text, name);
     let has_errors = compiled.has_errors();
     match compiled.model {
-        Some(model) if !has_errors => Ok((model, compiled.spec)),
+        Some(model) if !has_errors => {
+            crate::backend::support::check(&model).map_err(TrainError::Unsupported)?;
+            Ok((model, compiled.spec))
+        }
         _ => Err(TrainError::Diagnostics(
             source.clone(),
             compiled.diagnostics,
@@ -333,7 +336,7 @@ pub(super) fn start(prep: &Prepared) -> Result<Start, TrainError> {
     let state = prep.state.clone();
     let Some(checkpoint) = &prep.resume else {
         return Ok(Start {
-            network: Network::new(&prep.model, state.seed),
+            network: Network::new(&prep.model, state.seed).map_err(TrainError::Unsupported)?,
             optimizer,
             history: Vec::new(),
             state,

@@ -6,7 +6,7 @@
 //! folding, chomping), escapes (`\t`, `\x41`, `\"`) and doubled quotes (`''`). The mapping
 //! walks both in step: every other character appears verbatim and in order in the source.
 
-use crate::diagnostics::Span;
+use super::Span;
 
 /// A decoded scalar with the file offset of each of its bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,7 +118,7 @@ fn escape_len(rest: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::MappedText;
-    use crate::diagnostics::Span;
+    use crate::text::Span;
 
     fn span_of(source: &str, decoded: &str, word: &str) -> String {
         let quoted = source.starts_with(['\'', '"']);
