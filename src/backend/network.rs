@@ -1,23 +1,17 @@
-//! The network: the IR's layers with their parameters, a forward pass on a dfdx tape, and the
-//! training and inference steps. A conv (with or without relu) feeding a max pool whose stride
-//! is its size runs as one fused op. The model's final softmax is fused into the loss as
-//! log-softmax; `predict` applies it.
+//! The network: the IR's layers with their parameters, the forward pass over the graph
+//! (`forward.rs`), and the training and inference steps. The model's final softmax is fused
+//! into the loss as log-softmax; `predict` applies it.
 #![deny(clippy::wildcard_enum_match_arm)]
 
+use super::checkpoint::NamedTensor;
 use super::checkpoint::{check_against, Checkpoint, CheckpointError};
-use super::ops::activation::{gelu, leaky_relu, relu};
-use super::ops::batch_norm::{batch_norm, BatchNormConfig};
-use super::ops::conv2d::{conv2d, Conv2dConfig};
-use super::ops::conv_pool::{conv2d_max_pool, fusable};
-use super::ops::dense::dense;
-use super::ops::flatten::flatten;
-use super::ops::geometry::Padding as OpPadding;
-use super::ops::pool2d::{avg_pool2d, global_avg_pool, max_pool2d, Pool2dConfig};
+use super::forward::{self, PassConfig};
+use super::ops::loss::{binary_cross_entropy, BceMode};
 use super::ops::{Flat, Image};
 use super::optimizer::Optimizer;
-use super::params::{self, LayerParams};
+use super::params::{self, LayerParams, ParamMut};
 use super::support::{self, Unsupported};
-use crate::ir::{Activation, Layer, Model, Op, Padding, PoolKind};
+use crate::ir::{Head, Model};
 use dfdx::prelude::*;
 
 /// A trainable network for a checked model.
@@ -39,12 +33,6 @@ pub struct BatchStats {
     pub correct: usize,
     /// Images in the batch.
     pub count: usize,
-}
-
-/// An activation between layers.
-enum Act<T: Tape<f32, Cpu>> {
-    Image(Image<T>),
-    Flat(Flat<T>),
 }
 
 impl Network {
@@ -111,30 +99,14 @@ impl Network {
     ) -> Result<BatchStats, CpuError> {
         let x = self.input_tensor(images, labels.len());
         let logits = self.forward(x.leaky_trace(), true);
-        let stats_correct = correct(&logits.retaped::<NoneTape>(), labels);
-        let loss = cross_entropy_with_logits_loss(logits, self.targets(labels));
+        let (loss, stats_correct) = self.loss(logits, labels);
         let value = loss.array();
         let mut grads = loss.backward();
         optimizer.begin_step();
-        for params in &mut self.params {
-            match params {
-                LayerParams::Conv(p) => {
-                    optimizer.update(&mut p.weight, &mut grads)?;
-                    if let Some(bias) = &mut p.bias {
-                        optimizer.update(bias, &mut grads)?;
-                    }
-                }
-                LayerParams::Dense(p) => {
-                    optimizer.update(&mut p.weight, &mut grads)?;
-                    if let Some(bias) = &mut p.bias {
-                        optimizer.update(bias, &mut grads)?;
-                    }
-                }
-                LayerParams::BatchNorm(p) => {
-                    optimizer.update(&mut p.gamma, &mut grads)?;
-                    optimizer.update(&mut p.beta, &mut grads)?;
-                }
-                LayerParams::None => {}
+        for (_, param) in params::trainables(&self.model, &mut self.params) {
+            match param {
+                ParamMut::Vector(tensor) => optimizer.update(tensor, &mut grads)?,
+                ParamMut::Matrix(tensor) => optimizer.update(tensor, &mut grads)?,
             }
         }
         Ok(BatchStats {
@@ -144,12 +116,33 @@ impl Network {
         })
     }
 
+    /// The loss of a batch in training mode and the gradient of every parameter, in the
+    /// checkpoint's names and layouts (moving statistics get zeros), without an update; for
+    /// gradient checks of whole networks and for combining gradients across processes.
+    pub fn loss_and_gradients(
+        &mut self,
+        images: Vec<f32>,
+        labels: &[usize],
+    ) -> (BatchStats, Vec<NamedTensor>) {
+        let x = self.input_tensor(images, labels.len());
+        let logits = self.forward(x.leaky_trace(), true);
+        let (loss, correct) = self.loss(logits, labels);
+        let value = loss.array();
+        let grads = loss.backward();
+        let gradients = params::gradient_tensors(&self.model, &self.params, &grads);
+        let stats = BatchStats {
+            loss: f64::from(value),
+            correct,
+            count: labels.len(),
+        };
+        (stats, gradients)
+    }
+
     /// Loss and accuracy of a batch in inference mode (no update).
     pub fn evaluate(&mut self, images: Vec<f32>, labels: &[usize]) -> BatchStats {
         let x = self.input_tensor(images, labels.len());
         let logits = self.forward(x, false);
-        let right = correct(&logits, labels);
-        let loss = cross_entropy_with_logits_loss(logits, self.targets(labels));
+        let (loss, right) = self.loss(logits, labels);
         BatchStats {
             loss: f64::from(loss.array()),
             correct: right,
@@ -157,19 +150,56 @@ impl Network {
         }
     }
 
-    /// Class probabilities of each image, in inference mode.
+    /// Class probabilities of each image, in inference mode. A binary head's one probability
+    /// `p` (of the second class) is reported as both classes' `[1 - p, p]`.
     pub fn predict(&mut self, images: Vec<f32>, count: usize) -> Vec<Vec<f32>> {
         let x = self.input_tensor(images, count);
-        let probabilities = self.forward(x, false).softmax::<Axis<1>>().as_vec();
-        probabilities
-            .chunks(self.model.classes.max(1))
-            .map(<[f32]>::to_vec)
-            .collect()
+        let logits = self.forward(x, false);
+        match self.model.head {
+            Head::Softmax => logits
+                .softmax::<Axis<1>>()
+                .as_vec()
+                .chunks(self.model.classes.max(1))
+                .map(<[f32]>::to_vec)
+                .collect(),
+            Head::Sigmoid => logits
+                .sigmoid()
+                .as_vec()
+                .into_iter()
+                .map(|p| vec![1.0 - p, p])
+                .collect(),
+        }
     }
 
-    /// Logits of a batch: every layer, the final softmax left to the loss.
+    /// The loss of a batch's logits (the head's activation not yet applied) and how many
+    /// images are classified right: categorical cross-entropy on softmax, or binary
+    /// cross-entropy on the sigmoid as Keras computes it in `fit` (from the logits).
+    fn loss<T: Tape<f32, Cpu>>(
+        &self,
+        logits: Flat<T>,
+        labels: &[usize],
+    ) -> (Tensor<(), f32, Cpu, T>, usize) {
+        match self.model.head {
+            Head::Softmax => {
+                let right = correct(&logits.retaped::<NoneTape>(), labels);
+                let loss = cross_entropy_with_logits_loss(logits, self.targets(labels));
+                (loss, right)
+            }
+            Head::Sigmoid => {
+                let (loss, stats) = binary_cross_entropy(logits, labels, BceMode::Logits);
+                (loss, stats.correct)
+            }
+        }
+    }
+
+    /// Logits of a batch: every layer, the final softmax (or sigmoid) left to the loss.
     pub fn forward<T: Tape<f32, Cpu>>(&mut self, x: Image<T>, training: bool) -> Flat<T> {
-        self.forward_observed(x, training, true, &mut |_, _| {})
+        let cfg = PassConfig {
+            training,
+            fuse: true,
+            activation_to_loss: true,
+        };
+        forward::run(&self.model.layers, &mut self.params, x, cfg, &mut |_, _| {})
     }
 
     /// The real output shape of every layer (without the batch axis) for one batch, running
@@ -177,244 +207,19 @@ impl Network {
     pub fn layer_shapes(&mut self, images: Vec<f32>, count: usize) -> Vec<Vec<usize>> {
         let x = self.input_tensor(images, count);
         let mut shapes = Vec::new();
-        self.forward_observed(x, false, false, &mut |_, dims| shapes.push(dims));
+        let cfg = PassConfig {
+            training: false,
+            fuse: false,
+            activation_to_loss: true,
+        };
+        forward::run(
+            &self.model.layers,
+            &mut self.params,
+            x,
+            cfg,
+            &mut |_, dims| shapes.push(dims),
+        );
         shapes
-    }
-
-    /// The forward pass; `fuse` allows fused conv + pool; `observe` sees each layer's index
-    /// and output dims (not called for the conv inside a fused pair).
-    fn forward_observed<T: Tape<f32, Cpu>>(
-        &mut self,
-        x: Image<T>,
-        training: bool,
-        fuse: bool,
-        observe: &mut dyn FnMut(usize, Vec<usize>),
-    ) -> Flat<T> {
-        let layers = self.model.layers.clone();
-        let mut act = Act::Image(x);
-        let mut idx = 0;
-        while idx < layers.len() {
-            let layer = &layers[idx];
-            let is_last = idx + 1 == layers.len();
-            if let (Some(pool), Act::Image(_), true) = (fusable_pool(&layers, idx), &act, fuse) {
-                let Act::Image(x) = act else {
-                    unreachable!("matched an image above")
-                };
-                let LayerParams::Conv(params) = &self.params[idx] else {
-                    unreachable!("IR conv has conv params")
-                };
-                act = Act::Image(conv2d_max_pool(x, params, &conv_config(layer, idx), &pool));
-                observe(idx + 1, dims(&act));
-                idx += 2;
-                continue;
-            }
-            act = self.layer_forward(idx, layer, act, training);
-            if let Some(activation) = layer.activation {
-                let fused_relu =
-                    matches!(layer.op, Op::Conv { .. }) && activation == Activation::Relu;
-                let fused_into_loss = is_last && activation == Activation::Softmax;
-                if !(fused_relu || fused_into_loss) {
-                    act = activate(act, activation);
-                }
-            }
-            observe(idx, dims(&act));
-            idx += 1;
-        }
-        match act {
-            Act::Flat(logits) => logits,
-            Act::Image(x) => {
-                let (n, h, w, c) = *x.shape();
-                x.reshape_like(&(n, h * w * c))
-            }
-        }
-    }
-
-    fn layer_forward<T: Tape<f32, Cpu>>(
-        &mut self,
-        idx: usize,
-        layer: &Layer,
-        act: Act<T>,
-        training: bool,
-    ) -> Act<T> {
-        let is_last = idx + 1 == self.model.layers.len();
-        match (layer.op, act, &mut self.params[idx]) {
-            (Op::BatchNorm { momentum, eps }, act, LayerParams::BatchNorm(params)) => {
-                let cfg = BatchNormConfig {
-                    momentum: momentum as f32,
-                    eps: eps as f32,
-                    training,
-                    input_grad: idx > 0,
-                };
-                match act {
-                    Act::Image(x) => Act::Image(batch_norm(x, params, &cfg)),
-                    Act::Flat(x) => Act::Flat(batch_norm(x, params, &cfg)),
-                }
-            }
-            (Op::Conv { .. }, Act::Image(x), LayerParams::Conv(params)) => {
-                Act::Image(conv2d(x, params, &conv_config(layer, idx)))
-            }
-            (
-                Op::Pool {
-                    kind,
-                    size,
-                    stride,
-                    pad,
-                },
-                Act::Image(x),
-                _,
-            ) => {
-                let cfg = Pool2dConfig {
-                    size,
-                    stride,
-                    padding: op_padding(pad),
-                };
-                Act::Image(match kind {
-                    PoolKind::Max => max_pool2d(x, &cfg),
-                    PoolKind::Avg => avg_pool2d(x, &cfg),
-                })
-            }
-            (
-                Op::GlobalPool {
-                    kind: PoolKind::Avg,
-                },
-                Act::Image(x),
-                _,
-            ) => Act::Flat(global_avg_pool(x)),
-            (Op::Flatten, Act::Image(x), _) => Act::Flat(flatten(x)),
-            (Op::Dense { .. }, Act::Flat(x), LayerParams::Dense(params)) => {
-                Act::Flat(dense(x, params))
-            }
-            (Op::Dropout { rate }, act, _) if training && rate > 0.0 => match act {
-                Act::Image(x) => Act::Image(x.dropout(rate)),
-                Act::Flat(x) => Act::Flat(x.dropout(rate)),
-            },
-            (Op::Activation(Activation::Softmax), act, _) if is_last => act,
-            (Op::Activation(activation), act, _) => activate(act, activation),
-            (Op::Dropout { .. } | Op::Identity, act, _) => act,
-            // INVARIANT: the compiler's shape inference gives each op the rank it needs
-            // (flatten before dense, images for conv and pool) and the params match;
-            // `support::check` refused every op this backend cannot run before the network
-            // was made.
-            (
-                Op::BatchNorm { .. }
-                | Op::Conv { .. }
-                | Op::DepthwiseConv { .. }
-                | Op::SeparableConv { .. }
-                | Op::Pool { .. }
-                | Op::GlobalPool { .. }
-                | Op::Flatten
-                | Op::Dense { .. }
-                | Op::Merge(_),
-                act,
-                _,
-            ) => act,
-        }
-    }
-}
-
-/// An activation's dims without the batch axis.
-fn dims<T: Tape<f32, Cpu>>(act: &Act<T>) -> Vec<usize> {
-    match act {
-        Act::Image(x) => {
-            let (_, h, w, c) = *x.shape();
-            vec![h, w, c]
-        }
-        Act::Flat(x) => vec![x.shape().1],
-    }
-}
-
-/// The max pool right after conv `idx`, when the two can run fused.
-fn fusable_pool(layers: &[Layer], idx: usize) -> Option<Pool2dConfig> {
-    let conv = layers.get(idx)?;
-    let next = layers.get(idx + 1)?;
-    let relu_or_none = matches!(conv.activation, None | Some(Activation::Relu));
-    match (conv.op, next.op) {
-        (
-            Op::Conv { .. },
-            Op::Pool {
-                kind: PoolKind::Max,
-                size,
-                stride,
-                pad,
-            },
-        ) if relu_or_none && next.activation.is_none() => {
-            let cfg = Pool2dConfig {
-                size,
-                stride,
-                padding: op_padding(pad),
-            };
-            fusable(&cfg).then_some(cfg)
-        }
-        _ => None,
-    }
-}
-
-fn conv_config(layer: &Layer, idx: usize) -> Conv2dConfig {
-    let (kernel, stride, pad) = if let Op::Conv {
-        kernel,
-        stride,
-        pad,
-        ..
-    } = layer.op
-    {
-        (kernel, stride, pad)
-    } else {
-        ((1, 1), (1, 1), Padding::Valid)
-    };
-    Conv2dConfig {
-        kernel,
-        stride,
-        padding: op_padding(pad),
-        relu: layer.activation == Some(Activation::Relu),
-        input_grad: idx > 0,
-    }
-}
-
-fn op_padding(pad: Padding) -> OpPadding {
-    match pad {
-        Padding::Valid => OpPadding::Valid,
-        Padding::Same => OpPadding::Same,
-    }
-}
-
-fn activate<T: Tape<f32, Cpu>>(act: Act<T>, activation: Activation) -> Act<T> {
-    match act {
-        Act::Image(x) => Act::Image(apply_image(x, activation)),
-        Act::Flat(x) => Act::Flat(apply_flat(x, activation)),
-    }
-}
-
-fn apply_image<T: Tape<f32, Cpu>>(x: Image<T>, activation: Activation) -> Image<T> {
-    match activation {
-        Activation::Relu => relu(x),
-        Activation::Sigmoid => x.sigmoid(),
-        Activation::Tanh => x.tanh(),
-        Activation::Softmax => x.softmax::<Axis<3>>(),
-        Activation::Gelu => gelu(x),
-        Activation::LeakyRelu { alpha } => leaky_relu(x, alpha as f32),
-        // INVARIANT: `support::check` refused these before the network was made.
-        Activation::Relu6
-        | Activation::Silu
-        | Activation::HardSwish
-        | Activation::HardSigmoid
-        | Activation::Elu { .. } => x,
-    }
-}
-
-fn apply_flat<T: Tape<f32, Cpu>>(x: Flat<T>, activation: Activation) -> Flat<T> {
-    match activation {
-        Activation::Relu => relu(x),
-        Activation::Sigmoid => x.sigmoid(),
-        Activation::Tanh => x.tanh(),
-        Activation::Softmax => x.softmax::<Axis<1>>(),
-        Activation::Gelu => gelu(x),
-        Activation::LeakyRelu { alpha } => leaky_relu(x, alpha as f32),
-        // INVARIANT: `support::check` refused these before the network was made.
-        Activation::Relu6
-        | Activation::Silu
-        | Activation::HardSwish
-        | Activation::HardSigmoid
-        | Activation::Elu { .. } => x,
     }
 }
 

@@ -11,6 +11,7 @@ use super::ops::buffers;
 use super::ops::conv2d::{weight_from_checkpoint, weight_to_checkpoint, Conv2dParams};
 use super::ops::dense::DenseParams;
 use crate::ir::{Init, Layer, Model, Op, ParamSpec};
+use dfdx::shapes::HasShape;
 use dfdx::tensor::{Cpu, TensorFromVec};
 use rand::distributions::{Distribution, Uniform};
 use rand::SeedableRng;
@@ -176,6 +177,40 @@ pub fn from_tensors(model: &Model, device: &Cpu, tensors: &[NamedTensor]) -> Vec
             build(layer, values, device)
         })
         .collect()
+}
+
+/// The gradients of `params` in `grads`, as checkpoint tensors (names and layouts of
+/// [`to_tensors`]); parameters without a gradient (moving statistics) get zeros.
+pub fn gradient_tensors(
+    model: &Model,
+    params: &[LayerParams],
+    grads: &dfdx::tensor::Gradients<f32, Cpu>,
+) -> Vec<NamedTensor> {
+    let zero = |v: &super::ops::Vector| {
+        let len = v.shape().0;
+        v.device().tensor_from_vec(vec![0.0; len], (len,))
+    };
+    let gradients: Vec<LayerParams> = params
+        .iter()
+        .map(|params| match params {
+            LayerParams::Conv(p) => LayerParams::Conv(Conv2dParams {
+                weight: grads.get(&p.weight),
+                bias: p.bias.as_ref().map(|bias| grads.get(bias)),
+            }),
+            LayerParams::Dense(p) => LayerParams::Dense(DenseParams {
+                weight: grads.get(&p.weight),
+                bias: p.bias.as_ref().map(|bias| grads.get(bias)),
+            }),
+            LayerParams::BatchNorm(p) => LayerParams::BatchNorm(BatchNormParams {
+                gamma: grads.get(&p.gamma),
+                beta: grads.get(&p.beta),
+                moving_mean: zero(&p.moving_mean),
+                moving_variance: zero(&p.moving_variance),
+            }),
+            LayerParams::None => LayerParams::None,
+        })
+        .collect();
+    to_tensors(model, &gradients)
 }
 
 /// A trainable parameter tensor of either rank.

@@ -5,7 +5,7 @@
 #![deny(clippy::wildcard_enum_match_arm)]
 
 use crate::catalogue::decl_of;
-use crate::ir::{Activation, Head, Layer, Model, Op, PoolKind};
+use crate::ir::{Activation, Layer, Model, Op};
 use std::fmt;
 
 /// A layer the backend cannot run yet.
@@ -34,24 +34,7 @@ impl std::error::Error for Unsupported {}
 
 /// Checks that the backend can run every layer of `model`.
 pub fn check(model: &Model) -> Result<(), Unsupported> {
-    if model.head == Head::Sigmoid {
-        let last = model.layers.last();
-        return Err(Unsupported {
-            layer: last.map_or_else(String::new, |layer| layer.name.clone()),
-            written: last.map_or_else(String::new, |layer| layer.origin.text.clone()),
-            reason: "the binary head `dense1 sigmoid` (binary cross-entropy) is not supported by \
-                     the backend yet; end in `dense2 softmax` meanwhile"
-                .to_string(),
-        });
-    }
     for layer in &model.layers {
-        if !layer.reads_previous() {
-            return Err(unsupported(
-                layer,
-                "it reads other layers than the one before it, and the backend runs only \
-                 plain stacks so far",
-            ));
-        }
         if let Some(reason) = op_reason(&layer.op) {
             return Err(unsupported(layer, &reason));
         }
@@ -77,42 +60,35 @@ fn op_reason(op: &Op) -> Option<String> {
     let not_yet = |what: &str| Some(format!("{what} is not supported by the backend yet"));
     match op {
         Op::Conv { groups, .. } if *groups > 1 => not_yet("a grouped convolution (`groups`)"),
-        Op::DepthwiseConv { .. } | Op::SeparableConv { .. } | Op::Merge(_) => {
+        Op::DepthwiseConv { .. } | Op::SeparableConv { .. } => {
             not_yet(&format!("`{}`", decl_of(op.kind()).name))
         }
-        Op::GlobalPool {
-            kind: PoolKind::Max,
-        } => not_yet("`gmp`"),
         Op::Activation(activation) => activation_reason(*activation),
         Op::Conv { .. }
         | Op::BatchNorm { .. }
         | Op::Pool { .. }
-        | Op::GlobalPool {
-            kind: PoolKind::Avg,
-        }
+        | Op::GlobalPool { .. }
         | Op::Flatten
         | Op::Dense { .. }
         | Op::Dropout { .. }
-        | Op::Identity => None,
+        | Op::Identity
+        | Op::Merge(_) => None,
     }
 }
 
 /// Why the backend cannot run `activation`, or `None` when it can.
 fn activation_reason(activation: Activation) -> Option<String> {
     match activation {
-        Activation::Relu6
-        | Activation::Silu
-        | Activation::HardSwish
-        | Activation::HardSigmoid
-        | Activation::Elu { .. } => Some(format!(
-            "the activation `{}` is not supported by the backend yet",
-            activation.name()
-        )),
         Activation::Relu
+        | Activation::Relu6
         | Activation::Sigmoid
         | Activation::Tanh
         | Activation::Softmax
         | Activation::Gelu
-        | Activation::LeakyRelu { .. } => None,
+        | Activation::LeakyRelu { .. }
+        | Activation::Silu
+        | Activation::HardSwish
+        | Activation::HardSigmoid
+        | Activation::Elu { .. } => None,
     }
 }

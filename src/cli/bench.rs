@@ -1,6 +1,6 @@
 //! `strata bench SPEC [--batch-size N] [--steps N]`: training and inference throughput in
-//! images/s on synthetic input of the spec's shape (DESIGN §4). Warm-up steps first, then the
-//! median of several timed repeats.
+//! images/s on synthetic input of the spec's shape (docs/commands.md). Warm-up steps first, then
+//! the median of several timed repeats.
 
 use super::output::{file_stem, read_spec, DiagnosticPrinter, OutputFormat};
 use super::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};

@@ -5,6 +5,8 @@ mod bench;
 mod check;
 mod data;
 mod evaluate;
+mod explain;
+mod layers;
 mod lsp;
 mod output;
 mod predict;
@@ -65,6 +67,14 @@ pub enum Command {
     Lsp,
     /// Print the JSON Schema of the spec file (for yaml-language-server).
     Schema,
+    /// List every layer, merge and activation: aliases, shorthand, arguments and defaults,
+    /// Keras class, parameter rule.
+    Layers,
+    /// Explain a diagnostic code (`strata explain layer::unknown`); without one, list them.
+    Explain {
+        /// The code, with or without `strata::`, with `::` or `.`.
+        code: Option<String>,
+    },
     /// Draw a labelled grid of sample images after preprocessing.
     Preview {
         /// A spec (its training folder, converted as the model sees it) or an image folder.
@@ -312,5 +322,7 @@ pub fn run(cli: Cli) -> u8 {
         }
         Command::Lsp => lsp::run(),
         Command::Schema => schema::run(),
+        Command::Layers => layers::run(format),
+        Command::Explain { code } => explain::run(code.as_deref(), format),
     }
 }

@@ -5,6 +5,7 @@
 
 use super::output::{DiagnosticPrinter, OutputFormat};
 use super::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
+use crate::backend::checkpoint::CheckpointError;
 use crate::diagnostics::SourceFile;
 use crate::infer::{errors, image_files, predict_files, LoadError, Prediction, Trained};
 use serde::ser::{SerializeMap, Serializer};
@@ -83,6 +84,10 @@ pub(super) fn load_trained(run: &Path, printer: &mut DiagnosticPrinter) -> Resul
             );
             Err(EXIT_ERROR)
         }
+        Err(err @ LoadError::Checkpoint(_, CheckpointError::Unsupported(_))) => {
+            eprintln!("error: {err}");
+            Err(EXIT_ERROR)
+        }
         Err(err) => {
             eprintln!("error: {err}");
             Err(EXIT_USAGE)
@@ -109,7 +114,7 @@ fn human_line(prediction: &Prediction, classes: &[String], width: usize, top: us
     line
 }
 
-/// One JSON object (DESIGN §4), classes in output order.
+/// One JSON object (docs/commands.md), classes in output order.
 fn json_line(prediction: &Prediction, classes: &[String]) -> String {
     let json = PredictionJson {
         path: prediction.path.display().to_string(),

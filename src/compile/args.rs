@@ -93,7 +93,7 @@ pub fn resolve_call(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Resolution> {
     let n_before = diagnostics.len();
-    let given = given_args(decl, call, shorthand, scope, diagnostics);
+    let (given, failed) = given_args(decl, call, shorthand, scope, diagnostics);
     let mut values: HashMap<&'static str, ArgValue> = HashMap::new();
     for (arg, value) in &given {
         match check_value(arg, value, decl.name) {
@@ -107,7 +107,10 @@ pub fn resolve_call(
         values.entry(name).or_insert(*value);
     }
     for arg in decl.args {
-        if values.contains_key(arg.name) || given.iter().any(|(given, _)| given.name == arg.name) {
+        if values.contains_key(arg.name)
+            || given.iter().any(|(given, _)| given.name == arg.name)
+            || failed.contains(&arg.name)
+        {
             continue;
         }
         match arg
@@ -134,15 +137,18 @@ pub fn resolve_call(
 }
 
 /// The arguments written at the call — shorthand, positional, named — each with its
-/// declaration and value; reports misplaced, unknown and duplicate ones.
+/// declaration and value; reports misplaced, unknown and duplicate ones. Also returns the
+/// arguments that were written but whose value failed (reported), so that they are not
+/// reported again as missing.
 fn given_args(
     decl: &'static LayerDecl,
     call: &Call,
     shorthand: Option<&Shorthand>,
     scope: &Scope,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Vec<(&'static ArgDecl, Evaluated)> {
+) -> (Vec<(&'static ArgDecl, Evaluated)>, Vec<&'static str>) {
     let mut given: Vec<(&'static ArgDecl, Evaluated, Span)> = Vec::new();
+    let mut failed = Vec::new();
     if let Some(shorthand) = shorthand {
         let value = match (decl.shorthand, shorthand.second) {
             (ShorthandRole::Window(name), Some(second)) => {
@@ -196,6 +202,7 @@ fn given_args(
             Ok(value) => value,
             Err(diagnostic) => {
                 diagnostics.push(*diagnostic);
+                failed.push(arg.name);
                 continue;
             }
         };
@@ -205,10 +212,11 @@ fn given_args(
         }
         given.push((arg, value, written.span));
     }
-    given
+    let given = given
         .into_iter()
         .map(|(arg, value, _)| (arg, value))
-        .collect()
+        .collect();
+    (given, failed)
 }
 
 /// The value of an item given to a callee that takes values: an expression, or a lone word

@@ -49,6 +49,9 @@ pub struct Blocks {
     /// The blocks in file order (those whose signature parses and whose name is free).
     pub list: Vec<Block>,
     index: HashMap<String, usize>,
+    /// Names of blocks whose signature did not parse (reported), so that their calls are not
+    /// reported again as unknown layers.
+    broken: Vec<String>,
 }
 
 impl Blocks {
@@ -66,6 +69,11 @@ impl Blocks {
     pub fn names(&self) -> Vec<&str> {
         self.list.iter().map(Block::name).collect()
     }
+
+    /// Whether `name` is a block whose signature did not parse.
+    pub fn is_broken(&self, name: &str) -> bool {
+        self.broken.iter().any(|broken| broken == name)
+    }
 }
 
 /// Reads and checks the spec's `blocks:`.
@@ -76,6 +84,14 @@ pub fn collect(spec: &SpecFile, diagnostics: &mut Vec<Diagnostic>) -> Blocks {
             Ok(signature) => signature,
             Err(diagnostic) => {
                 diagnostics.push(diagnostic);
+                let name: String = source
+                    .signature
+                    .text
+                    .trim_start()
+                    .chars()
+                    .take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_')
+                    .collect();
+                blocks.broken.push(name);
                 continue;
             }
         };
@@ -104,7 +120,8 @@ pub fn collect(spec: &SpecFile, diagnostics: &mut Vec<Diagnostic>) -> Blocks {
             usable: true,
         });
     }
-    for diagnostic in find_recursion(&mut blocks) {
+    shadowed_blocks(&blocks, diagnostics);
+    for diagnostic in check_calls(&mut blocks) {
         diagnostics.push(diagnostic);
     }
     unused_parameters(&blocks, diagnostics);
@@ -222,11 +239,49 @@ fn check_params(signature: &ast::Signature, diagnostics: &mut Vec<Diagnostic>) {
     }
 }
 
-/// The blocks each block's body calls: (callee position, the call's name).
+/// Which blocks `model` calls, directly or through other blocks' bodies (by position in
+/// [`Blocks::list`]).
+pub fn reachable(blocks: &Blocks, model: &ast::Chain) -> Vec<bool> {
+    let mut reached = vec![false; blocks.list.len()];
+    let mut work = Vec::new();
+    ast::for_each_call(model, &mut |call| {
+        if let Some(idx) = blocks.position(&call.word.text) {
+            work.push(idx);
+        }
+    });
+    while let Some(idx) = work.pop() {
+        if std::mem::replace(&mut reached[idx], true) {
+            continue;
+        }
+        if let Some(block) = blocks.list.get(idx) {
+            work.extend(
+                calls_of(blocks, block)
+                    .into_iter()
+                    .map(|(callee, _)| callee),
+            );
+        }
+    }
+    reached
+}
+
+/// The deepest chain of block calls a model may use (a block calling a block calling …).
+pub const MAX_CALL_DEPTH: usize = 32;
+
+/// The blocks each block's body calls: (callee position, the call's name). A bare word that
+/// names one of the block's own parameters is the parameter, not a call.
 fn calls_of(blocks: &Blocks, block: &Block) -> Vec<(usize, Ident)> {
     let mut calls = Vec::new();
     if let Some(body) = &block.body {
         ast::for_each_call(body, &mut |call| {
+            let is_param = call.is_bare()
+                && block
+                    .signature
+                    .params
+                    .iter()
+                    .any(|param| param.name.text == call.word.text);
+            if is_param {
+                return;
+            }
             if let Some(idx) = blocks.position(&call.word.text) {
                 calls.push((idx, call.word.clone()));
             }
@@ -235,61 +290,193 @@ fn calls_of(blocks: &Blocks, block: &Block) -> Vec<(usize, Ident)> {
     calls
 }
 
-/// Reports every block that calls itself, directly or through others, at the call that closes
-/// the loop, and marks the blocks of each loop unusable.
-fn find_recursion(blocks: &mut Blocks) -> Vec<Diagnostic> {
+/// Reports every loop of calls (a block that calls itself, directly or through others) at the
+/// call that closes it, and every block whose calls nest deeper than [`MAX_CALL_DEPTH`]; marks
+/// those blocks unusable. Linear in the number of blocks and calls.
+fn check_calls(blocks: &mut Blocks) -> Vec<Diagnostic> {
     let edges: Vec<Vec<(usize, Ident)>> = blocks
         .list
         .iter()
         .map(|block| calls_of(blocks, block))
         .collect();
     let mut diagnostics = Vec::new();
-    let mut in_loop = vec![false; blocks.list.len()];
-    for start in 0..blocks.list.len() {
-        if in_loop[start] {
+    let mut unusable = vec![false; blocks.list.len()];
+    for component in strongly_connected(&edges) {
+        let looped = component.len() > 1
+            || component
+                .first()
+                .is_some_and(|&idx| edges[idx].iter().any(|(callee, _)| *callee == idx));
+        if !looped {
             continue;
         }
-        let Some(path) = path_back(&edges, start) else {
-            continue;
-        };
-        for (idx, _) in &path {
-            in_loop[*idx] = true;
+        let start = component.iter().copied().min().unwrap_or(0);
+        for &idx in &component {
+            unusable[idx] = true;
         }
-        in_loop[start] = true;
-        diagnostics.push(recursion(blocks, start, &path));
+        if let Some(path) = path_back(&edges, start, &component) {
+            diagnostics.push(recursion(blocks, start, &path));
+        }
     }
-    for (block, recursive) in blocks.list.iter_mut().zip(in_loop) {
-        block.usable = !recursive;
+    diagnostics.extend(too_deep(blocks, &edges, &mut unusable));
+    for (block, unusable) in blocks.list.iter_mut().zip(unusable) {
+        block.usable = !unusable;
     }
     diagnostics
 }
 
-/// The shortest chain of calls from `start` back to itself: (callee, call) steps.
-fn path_back(edges: &[Vec<(usize, Ident)>], start: usize) -> Option<Vec<(usize, Ident)>> {
-    let mut previous: Vec<Option<(usize, Ident)>> = vec![None; edges.len()];
+/// Tarjan's strongly connected components of the call graph, without recursion.
+fn strongly_connected(edges: &[Vec<(usize, Ident)>]) -> Vec<Vec<usize>> {
+    let n = edges.len();
+    let mut index = vec![usize::MAX; n];
+    let mut low = vec![0; n];
+    let mut on_stack = vec![false; n];
+    let mut stack = Vec::new();
+    let mut components = Vec::new();
+    let mut next_index = 0;
+    for root in 0..n {
+        if index[root] != usize::MAX {
+            continue;
+        }
+        // (node, next edge to look at)
+        let mut work = vec![(root, 0usize)];
+        while let Some(&mut (node, ref mut edge)) = work.last_mut() {
+            if *edge == 0 && index[node] == usize::MAX {
+                index[node] = next_index;
+                low[node] = next_index;
+                next_index += 1;
+                stack.push(node);
+                on_stack[node] = true;
+            }
+            if let Some((callee, _)) = edges[node].get(*edge) {
+                *edge += 1;
+                let callee = *callee;
+                if index[callee] == usize::MAX {
+                    work.push((callee, 0));
+                } else if on_stack[callee] {
+                    low[node] = low[node].min(index[callee]);
+                }
+                continue;
+            }
+            work.pop();
+            if let Some(&(parent, _)) = work.last() {
+                low[parent] = low[parent].min(low[node]);
+            }
+            if low[node] == index[node] {
+                let mut component = Vec::new();
+                while let Some(member) = stack.pop() {
+                    on_stack[member] = false;
+                    component.push(member);
+                    if member == node {
+                        break;
+                    }
+                }
+                components.push(component);
+            }
+        }
+    }
+    components
+}
+
+/// The shortest chain of calls from `start` back to itself inside `component`: (callee, call)
+/// steps.
+fn path_back(
+    edges: &[Vec<(usize, Ident)>],
+    start: usize,
+    component: &[usize],
+) -> Option<Vec<(usize, Ident)>> {
+    let inside = |idx: usize| component.contains(&idx);
+    let mut previous: std::collections::HashMap<usize, (usize, Ident)> = Default::default();
     let mut queue = std::collections::VecDeque::from([start]);
-    let mut seen = vec![false; edges.len()];
+    let mut seen = std::collections::HashSet::from([start]);
     while let Some(node) = queue.pop_front() {
         for (callee, call) in &edges[node] {
             if *callee == start {
                 let mut path = vec![(*callee, call.clone())];
                 let mut at = node;
                 while at != start {
-                    let (from, call) = previous[at].clone()?;
+                    let (from, call) = previous.get(&at)?.clone();
                     path.push((at, call));
                     at = from;
                 }
                 path.reverse();
                 return Some(path);
             }
-            if !seen[*callee] {
-                seen[*callee] = true;
-                previous[*callee] = Some((node, call.clone()));
+            if inside(*callee) && seen.insert(*callee) {
+                previous.insert(*callee, (node, call.clone()));
                 queue.push_back(*callee);
             }
         }
     }
     None
+}
+
+/// Reports the blocks whose calls nest deeper than [`MAX_CALL_DEPTH`] and marks them unusable.
+fn too_deep(
+    blocks: &Blocks,
+    edges: &[Vec<(usize, Ident)>],
+    unusable: &mut [bool],
+) -> Vec<Diagnostic> {
+    // The depth of every usable block: 1 + the deepest usable callee, in post-order.
+    let n = edges.len();
+    let mut depth = vec![0usize; n];
+    for root in 0..n {
+        if depth[root] != 0 || unusable[root] {
+            continue;
+        }
+        let mut work = vec![(root, 0usize)];
+        while let Some(&mut (node, ref mut edge)) = work.last_mut() {
+            if let Some((callee, _)) = edges[node].get(*edge) {
+                *edge += 1;
+                if depth[*callee] == 0 && !unusable[*callee] && *callee != node {
+                    work.push((*callee, 0));
+                }
+                continue;
+            }
+            work.pop();
+            let deepest = edges[node]
+                .iter()
+                .filter(|(callee, _)| !unusable[*callee])
+                .map(|(callee, _)| depth[*callee])
+                .max()
+                .unwrap_or(0);
+            depth[node] = deepest + 1;
+        }
+    }
+    let mut diagnostics = Vec::new();
+    // Report the blocks just past the limit, at their call of a block at the limit.
+    for (idx, block) in blocks.list.iter().enumerate() {
+        if depth[idx] != MAX_CALL_DEPTH + 1 {
+            continue;
+        }
+        let call = edges[idx]
+            .iter()
+            .find(|(callee, _)| depth[*callee] == MAX_CALL_DEPTH)
+            .map_or(block.signature.name.span, |(_, call)| call.span);
+        diagnostics.push(
+            Diagnostic::error(
+                codes::BLOCK_DEPTH,
+                format!(
+                    "block `{}` starts a chain of more than {MAX_CALL_DEPTH} nested block calls",
+                    block.name()
+                ),
+            )
+            .with_primary(
+                call,
+                format!("this call nests {MAX_CALL_DEPTH} more levels of blocks"),
+            )
+            .with_secondary(block.signature.name.span, "declared here")
+            .with_help(
+                "flatten the blocks: a chain of calls that deep is hard to read and to check; \
+                 repeat with `xN` instead of nesting",
+            ),
+        );
+    }
+    for (idx, depth) in depth.iter().enumerate() {
+        if *depth > MAX_CALL_DEPTH {
+            unusable[idx] = true;
+        }
+    }
+    diagnostics
 }
 
 fn recursion(blocks: &Blocks, start: usize, path: &[(usize, Ident)]) -> Diagnostic {
@@ -322,6 +509,27 @@ fn recursion(blocks: &Blocks, start: usize, path: &[(usize, Ident)]) -> Diagnost
     )
 }
 
+/// Reports parameters named like a block: inside the body, a bare use could not say whether
+/// it means the parameter or a call of the block.
+fn shadowed_blocks(blocks: &Blocks, diagnostics: &mut Vec<Diagnostic>) {
+    for block in &blocks.list {
+        for param in &block.signature.params {
+            if blocks.get(&param.name.text).is_some() {
+                diagnostics.push(
+                    Diagnostic::error(
+                        codes::BLOCK_SIGNATURE,
+                        format!("parameter `{}` has the name of a block", param.name.text),
+                    )
+                    .with_primary(param.name.span, format!("`{}` is a block", param.name.text))
+                    .with_help(
+                        "rename the parameter: inside the body the two could not be told apart",
+                    ),
+                );
+            }
+        }
+    }
+}
+
 fn unused_parameters(blocks: &Blocks, diagnostics: &mut Vec<Diagnostic>) {
     for block in &blocks.list {
         let Some(body) = &block.body else {
@@ -329,6 +537,11 @@ fn unused_parameters(blocks: &Blocks, diagnostics: &mut Vec<Diagnostic>) {
         };
         let mut used: Vec<&str> = Vec::new();
         ast::for_each_word(body, &mut |word, _| used.push(word));
+        for param in &block.signature.params {
+            if let Some(default) = &param.default {
+                ast::expr_words(default, &mut |word, _| used.push(word));
+            }
+        }
         for param in &block.signature.params {
             if !used.contains(&param.name.text.as_str()) {
                 diagnostics.push(

@@ -25,7 +25,7 @@ impl Value {
         match self {
             Value::Number(num, 1) => num.to_string(),
             Value::Number(num, den) => format!("{num}/{den}"),
-            Value::Float(value) => value.to_string(),
+            Value::Float(value) => format!("{value:?}"),
             Value::Pair(first, second) => format!("{first}x{second}"),
             Value::Word(word) => word.clone(),
         }

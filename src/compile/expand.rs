@@ -44,8 +44,6 @@ pub struct Pending {
 pub struct Expansion {
     /// The layers in expansion order.
     pub layers: Vec<Pending>,
-    /// Which blocks (by position in [`Blocks::list`]) a call expanded.
-    pub used_blocks: Vec<bool>,
 }
 
 /// Resolves and expands `chain`. Returns `None` (after reporting) when a repeat count is
@@ -76,12 +74,10 @@ pub fn expand(
         diagnostics,
         layers: Vec::new(),
         frames: Vec::new(),
-        used: vec![false; blocks.list.len()],
     };
     expander.chain(chain, Source::Input, &Scope::default());
     Some(Expansion {
         layers: expander.layers,
-        used_blocks: expander.used,
     })
 }
 
@@ -90,8 +86,8 @@ enum Callee {
     /// A catalogue entry (layer, activation or merge), and whether its shorthand is part of
     /// the name (`relu6`) rather than an argument (`conv3`).
     Catalogue(&'static LayerDecl, bool),
-    /// A block, by position.
-    Block(usize),
+    /// A block, by position, and whether its name's digits are part of the name (`stage2`).
+    Block(usize, bool),
     /// Nothing (reported).
     Unknown,
 }
@@ -103,7 +99,6 @@ struct Expander<'a> {
     diagnostics: &'a mut Vec<Diagnostic>,
     layers: Vec<Pending>,
     frames: Vec<Frame>,
-    used: Vec<bool>,
 }
 
 impl Expander<'_> {
@@ -141,7 +136,7 @@ impl Expander<'_> {
     fn call_stage(&mut self, stage: &CallStage, x: Source, scope: &Scope) -> Source {
         match self.callee(&stage.call, scope) {
             Callee::Unknown => self.unresolved(&stage.call, x),
-            Callee::Block(idx) => self.block_call(stage, idx, x, scope),
+            Callee::Block(idx, whole_word) => self.block_call(stage, idx, whole_word, x, scope),
             Callee::Catalogue(decl, _) if decl.is_merge() => self.merge(stage, decl, x, scope),
             Callee::Catalogue(decl, whole_word) => self.layer(stage, decl, whole_word, x, scope),
         }
@@ -301,6 +296,7 @@ impl Expander<'_> {
         &mut self,
         stage: &CallStage,
         idx: usize,
+        whole_word: bool,
         mut x: Source,
         scope: &Scope,
     ) -> Source {
@@ -308,10 +304,9 @@ impl Expander<'_> {
         let Some(block) = blocks.list.get(idx) else {
             return self.unresolved(&stage.call, x);
         };
-        self.used[idx] = true;
         let call = &stage.call;
         let n_before = self.diagnostics.len();
-        let bound = self.bind(block, call, scope);
+        let bound = self.bind(block, call, whole_word, scope);
         self.label_calls(n_before);
         let suffix = stage
             .activation
@@ -356,11 +351,17 @@ impl Expander<'_> {
 
     /// Binds a block call's arguments to the block's parameters, in a new scope; `None` after
     /// reporting a missing, unknown, duplicate or mistyped argument.
-    fn bind(&mut self, block: &Block, call: &Call, scope: &Scope) -> Option<Scope> {
+    fn bind(
+        &mut self,
+        block: &Block,
+        call: &Call,
+        whole_word: bool,
+        scope: &Scope,
+    ) -> Option<Scope> {
         let name = block.name();
         let params = &block.signature.params;
         let mut ok = true;
-        if let Some(shorthand) = &call.shorthand {
+        if let (Some(shorthand), false) = (&call.shorthand, whole_word) {
             ok = false;
             self.diagnostics.push(
                 Diagnostic::error(
@@ -375,6 +376,7 @@ impl Expander<'_> {
             );
         }
         let mut given: Vec<Option<(Bound, Span)>> = vec![None; params.len()];
+        let mut failed = vec![false; params.len()];
         let mut seen_named: Option<Span> = None;
         let mut position = 0;
         for arg in &call.args {
@@ -443,13 +445,16 @@ impl Expander<'_> {
                 }
                 Err(diagnostic) => {
                     ok = false;
+                    failed[slot] = true;
                     self.diagnostics.push(*diagnostic);
                 }
             }
         }
         let mut bound = Scope::default();
-        for (param, value) in params.iter().zip(given) {
+        for ((param, value), failed) in params.iter().zip(given).zip(failed) {
             match (value, &param.default) {
+                // Written, but its value failed (reported): not missing too.
+                (None, _) if failed => {}
                 (Some((value, _)), _) => bound.bind(&param.name.text, value),
                 (None, Some(default)) => match evaluate(default, &bound) {
                     Ok(value) => bound.bind(
@@ -512,7 +517,7 @@ impl Expander<'_> {
                 ));
                 None
             }
-            Callee::Block(idx) => {
+            Callee::Block(idx, _) => {
                 let name = self.blocks.list.get(idx).map_or("", Block::name);
                 self.diagnostics
                     .push(not_an_activation(name, after, &call.word.text, call.span));
@@ -554,15 +559,19 @@ impl Expander<'_> {
             return Callee::Catalogue(decl, true);
         }
         if let Some(idx) = self.blocks.position(word) {
-            return Callee::Block(idx);
+            return Callee::Block(idx, true);
         }
         if call.shorthand.is_some() {
             if let Some(decl) = catalogue::lookup(&call.name.text) {
                 return Callee::Catalogue(decl, false);
             }
             if let Some(idx) = self.blocks.position(&call.name.text) {
-                return Callee::Block(idx);
+                return Callee::Block(idx, false);
             }
+        }
+        if self.blocks.is_broken(word) || self.blocks.is_broken(&call.name.text) {
+            // A block whose signature did not parse: reported there, not at every call.
+            return Callee::Unknown;
         }
         // `maxpol2`: the name is what is misspelt; the shorthand stays as written.
         let name = if call.shorthand.is_some() {

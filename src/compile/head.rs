@@ -74,11 +74,7 @@ pub fn check_head(
         });
         return None;
     }
-    let units_layer = layers
-        .iter()
-        .rev()
-        .find(|layer| matches!(layer.op, Op::Dense { .. }))
-        .unwrap_or(last);
+    let units_layer = units_layer(layers, last);
     match spec.classes {
         Some(classes) if classes as usize != units => {
             let mut diagnostic = Diagnostic::error(
@@ -163,6 +159,38 @@ fn sigmoid_head(
         return None;
     }
     Some((2, Head::Sigmoid))
+}
+
+/// The layer whose units the head outputs: the last layer, or the dense layer it reads through
+/// activations and dropouts. A merge (`concat(dense1, dense1)`) is its own units layer: no one
+/// dense layer decides its width.
+fn units_layer<'a>(layers: &'a [Layer], last: &'a Layer) -> &'a Layer {
+    let mut layer = last;
+    loop {
+        match layer.op {
+            Op::Activation(_) | Op::Dropout { .. } | Op::Identity => {
+                match layer.inputs.as_slice() {
+                    [edge] => match edge.source {
+                        crate::ir::Source::Layer(idx) => match layers.get(idx) {
+                            Some(previous) => layer = previous,
+                            None => return layer,
+                        },
+                        crate::ir::Source::Input => return layer,
+                    },
+                    _ => return layer,
+                }
+            }
+            Op::BatchNorm { .. }
+            | Op::Conv { .. }
+            | Op::DepthwiseConv { .. }
+            | Op::SeparableConv { .. }
+            | Op::Pool { .. }
+            | Op::GlobalPool { .. }
+            | Op::Flatten
+            | Op::Dense { .. }
+            | Op::Merge(_) => return layer,
+        }
+    }
 }
 
 /// The characters of `dense` and its units shorthand (`dense2` in `dense2(bias=false)`), or of

@@ -38,8 +38,10 @@ pub fn lint(layers: &[Layer], diagnostics: &mut Vec<Diagnostic>) {
 
 /// Warns when a `#` in a folded or plain `model:` (or block body) swallows what was written on
 /// the lines after it: YAML joins those lines into one, and the comment runs to its end.
-pub fn folded_comment(text: &MappedText, source: &str, diagnostics: &mut Vec<Diagnostic>) {
-    let index = LineIndex::new(source);
+pub fn folded_comment(text: &MappedText, index: &LineIndex, diagnostics: &mut Vec<Diagnostic>) {
+    if !text.text.contains('#') {
+        return;
+    }
     let mut from = 0;
     while let Some(found) = text.text[from..].find('#') {
         let hash = from + found;

@@ -132,16 +132,17 @@ fn check_model(
 ) {
     let defaults = args::check_defaults(&spec.defaults, diagnostics);
     compiled.blocks = blocks::collect(spec, diagnostics);
+    let lines = crate::text::LineIndex::new(text);
     for block in &spec.blocks {
         if let Some(body) = &block.body {
-            lints::folded_comment(body, text, diagnostics);
+            lints::folded_comment(body, &lines, diagnostics);
         }
     }
     let input = checked_input(spec, diagnostics);
     let Some(model_text) = &spec.model else {
         return;
     };
-    lints::folded_comment(model_text, text, diagnostics);
+    lints::folded_comment(model_text, &lines, diagnostics);
     let chain = match syntax::parse(model_text) {
         Ok(chain) => chain,
         Err(diagnostic) => {
@@ -150,15 +151,32 @@ fn check_model(
         }
     };
     let expansion = expand::expand(&chain, text, &defaults, &compiled.blocks, diagnostics);
+    let reached = blocks::reachable(&compiled.blocks, &chain);
     compiled.ast = Some(chain);
+    unused_blocks(&compiled.blocks, &reached, diagnostics);
     let Some(expansion) = expansion else {
         return;
     };
-    unused_blocks(&compiled.blocks, &expansion.used_blocks, diagnostics);
     let Some(input) = input else {
         return;
     };
     let (mut layers, complete) = shapes::infer(&expansion.layers, input, diagnostics);
+    if layers.len() as u64 > expand::MAX_LAYERS {
+        // The expanded size is checked before expansion; implicit flattens can add more.
+        diagnostics.push(
+            Diagnostic::error(
+                codes::REPEAT_COUNT,
+                format!(
+                    "the model expands to {} layers with its implicit flattens, more than the limit of {}",
+                    layers.len(),
+                    expand::MAX_LAYERS
+                ),
+            )
+            .with_primary(model_text.span(0, model_text.text.len()), "this model")
+            .with_help("use smaller repeat counts, or `flatten`/`gap` once before repeated dense layers"),
+        );
+        return;
+    }
     name_layers(&mut layers);
     lints::lint(&layers, diagnostics);
     compiled.shapes_complete = complete;
@@ -198,7 +216,7 @@ fn total_params(layers: &[Layer]) -> ir::ParamCount {
         })
 }
 
-/// Warns about blocks no call expands.
+/// Warns about blocks the model never calls, directly or through other blocks.
 fn unused_blocks(blocks: &Blocks, used: &[bool], diagnostics: &mut Vec<Diagnostic>) {
     for (block, used) in blocks.list.iter().zip(used) {
         if !used && block.usable {

@@ -417,7 +417,7 @@ fn shape_error(
     inputs: &[Shape],
     flattened_at: Option<Span>,
 ) -> Diagnostic {
-    let where_ = item.origin.context();
+    let where_ = item.origin.context_before_verb();
     let written = &item.origin.text;
     let input = inputs.first().copied().unwrap_or(Shape::Flat(0));
     let mut diagnostic = match err {

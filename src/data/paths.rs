@@ -1,5 +1,5 @@
 //! Where a spec's images are: `data.train` and `data.validation` relative to the spec file's
-//! folder, or `--data DIR` (DESIGN §1): `DIR/train` and `DIR/validation` when `DIR/train`
+//! folder, or `--data DIR` (docs/commands.md): `DIR/train` and `DIR/validation` when `DIR/train`
 //! exists, else `DIR` itself as the training folder (with the spec's `validation_split`).
 
 use crate::settings::DataConfig;

@@ -25,6 +25,8 @@ pub const SHAPE_RANK: &str = "strata::shape::rank";
 pub const SHAPE_MISMATCH: &str = "strata::shape::mismatch";
 /// A block that calls itself, directly or through others.
 pub const BLOCK_RECURSION: &str = "strata::block::recursion";
+/// Blocks that call blocks more than 32 deep.
+pub const BLOCK_DEPTH: &str = "strata::block::depth";
 /// A block call with a missing, unknown or duplicate parameter.
 pub const BLOCK_ARGUMENT: &str = "strata::block::argument";
 /// A block declared twice, or named like a layer, activation, merge or value.
@@ -88,6 +90,7 @@ pub const ALL: &[&str] = &[
     SHAPE_RANK,
     SHAPE_MISMATCH,
     BLOCK_RECURSION,
+    BLOCK_DEPTH,
     BLOCK_ARGUMENT,
     BLOCK_NAME,
     BLOCK_SIGNATURE,

@@ -1,4 +1,4 @@
-//! JSON Lines rendering (DESIGN §4): one object per diagnostic, byte offsets into the file.
+//! JSON Lines rendering (docs/ci.md): one object per diagnostic, byte offsets into the file.
 
 use super::{Diagnostic, LineIndex, SourceFile};
 use serde::Serialize;

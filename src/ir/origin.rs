@@ -16,8 +16,7 @@ pub struct Origin {
     pub name_span: Span,
     /// The enclosing repetitions and block calls, outermost first.
     pub frames: Vec<Frame>,
-    /// Whether the compiler inserted it (an implicit flatten, or the activation after a block
-    /// call).
+    /// Whether the compiler inserted it (an implicit flatten before `dense`).
     pub implicit: bool,
 }
 
@@ -96,6 +95,17 @@ impl Frame {
 }
 
 impl Origin {
+    /// [`Origin::context`] ready to be followed by a verb: with a closing comma when the
+    /// fragment has commas of its own (`in `shrink(8)`, call 3 of 3, gets …`).
+    pub fn context_before_verb(&self) -> String {
+        let context = self.context();
+        if context.contains(',') {
+            format!("{context},")
+        } else {
+            context
+        }
+    }
+
     /// The chain of expansion steps, innermost first, as a message fragment with a leading
     /// space: ` in `shrink(8)`, call 3 of 3, in repetition 2 of 2`; empty outside groups and
     /// blocks. When several repetitions enclose the layer, each names its group.

@@ -1,11 +1,14 @@
 //! Inlay hints: the output shape after each stage (`: 112x112x20` after `pool2`), inside
 //! merges' branches too; for a repeated group or stage, the shape after its last repetition;
-//! after a merge or a block call, the shape it makes. Inside a block body, a hint shows when
-//! every call of the block gives that stage the same shape.
+//! after a merge or a block call (`basic(16)x3`, all its calls), the shape it makes. Inside a
+//! block body, a hint shows when every call of the block gives that stage the same shape, and
+//! only when shape inference got through the whole model (so that every call is counted).
 
 use super::convert::Positions;
+use super::definition::called_block;
 use super::document::Document;
 use crate::catalogue;
+use crate::compile::blocks::Blocks;
 use crate::ir::{FrameKind, Layer, Shape};
 use crate::syntax::ast::{ArgValue, Chain, Stage};
 use crate::text::Span;
@@ -18,11 +21,13 @@ pub fn inlay_hints(document: &Document, range: Range) -> Vec<InlayHint> {
     let outputs = last_outputs(&compiled.layers);
     let mut hints = Vec::new();
     if let Some(chain) = &compiled.ast {
-        collect(chain, &outputs, &mut hints);
+        collect(chain, &compiled.blocks, &outputs, &mut hints);
     }
-    for block in &compiled.blocks.list {
-        if let Some(body) = &block.body {
-            collect(body, &outputs, &mut hints);
+    if compiled.shapes_complete {
+        for block in &compiled.blocks.list {
+            if let Some(body) = &block.body {
+                collect(body, &compiled.blocks, &outputs, &mut hints);
+            }
         }
     }
     let start = document.index.offset(&document.text, range.start);
@@ -84,7 +89,7 @@ fn last_outputs(layers: &[Layer]) -> Outputs {
 
 /// (offset, shape) after each stage of `chain` and of merges' branches; groups repeated more
 /// than once get one hint after the group, groups written once get hints inside too.
-fn collect(chain: &Chain, outputs: &Outputs, hints: &mut Vec<(usize, Shape)>) {
+fn collect(chain: &Chain, blocks: &Blocks, outputs: &Outputs, hints: &mut Vec<(usize, Shape)>) {
     for stage in &chain.stages {
         match stage {
             Stage::Call(stage) => {
@@ -93,9 +98,16 @@ fn collect(chain: &Chain, outputs: &Outputs, hints: &mut Vec<(usize, Shape)>) {
                 if is_merge {
                     for arg in &stage.call.args {
                         if let ArgValue::Branch(branch) = &arg.value {
-                            collect(branch, outputs, hints);
+                            collect(branch, blocks, outputs, hints);
                         }
                     }
+                }
+                if called_block(blocks, &stage.call).is_some() {
+                    // A block call's frame covers all its repetitions and its activation.
+                    if let Some(Some(shape)) = outputs.get(&stage.call.span) {
+                        hints.push((stage.span.end(), *shape));
+                    }
+                    continue;
                 }
                 let repeated = stage
                     .repeat
@@ -120,7 +132,7 @@ fn collect(chain: &Chain, outputs: &Outputs, hints: &mut Vec<(usize, Shape)>) {
             Stage::Group(group) => {
                 let count = group.repeat.as_ref().and_then(|repeat| repeat.count);
                 if count.is_none_or(|count| count == 1) {
-                    collect(&group.chain, outputs, hints);
+                    collect(&group.chain, blocks, outputs, hints);
                 } else if let Some(Some(shape)) = outputs.get(&group.span) {
                     hints.push((group.span.end(), *shape));
                 }

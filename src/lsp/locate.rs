@@ -4,7 +4,7 @@
 use crate::catalogue;
 use crate::compile::blocks::Block;
 use crate::compile::Compiled;
-use crate::ir::{FrameKind, Layer};
+use crate::ir::{Frame, FrameKind, Layer};
 use crate::spec::SpecFile;
 use crate::syntax::ast::{ArgValue, Call, Chain, Group, Stage};
 use crate::text::Span;
@@ -92,26 +92,95 @@ pub fn layers_of_call(layers: &[Layer], span: Span) -> Vec<&Layer> {
         .collect()
 }
 
-/// The IR layers a block call at `span` expanded, all repetitions.
-pub fn layers_of_block_call(layers: &[Layer], span: Span) -> Vec<&Layer> {
-    layers
-        .iter()
-        .filter(|layer| {
-            layer
-                .origin
-                .frames
-                .iter()
-                .any(|frame| frame.span == span && matches!(frame.kind, FrameKind::Call { .. }))
-        })
-        .collect()
+/// The layers one expansion of a frame made, with that frame (as the first layer records it).
+#[derive(Clone, Debug)]
+pub struct Expansion<'a> {
+    /// The frame (a block call or a repetition) of the first layer.
+    pub frame: &'a Frame,
+    /// The frames that enclose it, outermost first.
+    pub outer: &'a [Frame],
+    /// The layers, in expansion order.
+    pub layers: Vec<&'a Layer>,
 }
 
-/// The IR layers made from a group, all repetitions, implicit flattens included.
-pub fn layers_of_group(layers: &[Layer], group_span: Span) -> Vec<&Layer> {
-    layers
-        .iter()
-        .filter(|layer| layer.origin.within(group_span))
-        .collect()
+impl Expansion<'_> {
+    /// The shape the expansion reads (its first layer's first input).
+    pub fn input(&self) -> Option<crate::ir::Shape> {
+        self.layers.first().map(|layer| layer.input())
+    }
+
+    /// The shape it makes (its last layer's output).
+    pub fn output(&self) -> Option<crate::ir::Shape> {
+        self.layers.last().map(|layer| layer.output)
+    }
+
+    /// Its parameters, all layers together.
+    pub fn params(&self) -> crate::ir::ParamCount {
+        self.layers
+            .iter()
+            .fold(crate::ir::ParamCount::default(), |total, layer| {
+                total
+                    .checked_add(layer.params)
+                    .unwrap_or(crate::ir::ParamCount {
+                        trainable: u64::MAX,
+                        non_trainable: u64::MAX,
+                    })
+            })
+    }
+}
+
+/// The expansions of the frames that `pick` chooses (the outermost such frame of each layer),
+/// in expansion order. With `per_repetition`, each repetition of a frame (each call of
+/// `basic(16)x3`) is its own expansion; without, one expansion holds all the repetitions made
+/// in one place (a call site in the model makes one; a call site in a block body makes one
+/// per call of that block).
+pub fn expansions<'a>(
+    layers: &'a [Layer],
+    pick: impl Fn(&Frame) -> bool,
+    per_repetition: bool,
+) -> Vec<Expansion<'a>> {
+    let mut found: Vec<Expansion<'a>> = Vec::new();
+    let mut open = false;
+    for layer in layers {
+        let frames = layer.origin.frames.as_slice();
+        let Some(depth) = frames.iter().position(&pick) else {
+            open = false;
+            continue;
+        };
+        let (frame, outer) = (&frames[depth], &frames[..depth]);
+        let continues = open
+            && found.last().is_some_and(|last| {
+                last.frame.span == frame.span
+                    && (!per_repetition || last.frame.repetition == frame.repetition)
+                    && same_frames(last.outer, outer)
+            });
+        if continues {
+            if let Some(last) = found.last_mut() {
+                last.layers.push(layer);
+            }
+        } else {
+            found.push(Expansion {
+                frame,
+                outer,
+                layers: vec![layer],
+            });
+        }
+        open = true;
+    }
+    found
+}
+
+/// Whether two chains of frames are the same expansion steps (places and repetitions).
+fn same_frames(a: &[Frame], b: &[Frame]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(a, b)| a.span == b.span && a.repetition == b.repetition)
+}
+
+/// Whether a frame is a call of the block `name`.
+pub fn is_call_of(frame: &Frame, name: &str) -> bool {
+    matches!(&frame.kind, FrameKind::Call { block } if block == name)
 }
 
 /// The dotted path of the spec key whose name is at `offset` (`train.lr`).

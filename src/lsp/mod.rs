@@ -1,5 +1,6 @@
-//! The language server (`strata lsp`): diagnostics as you type, hover, completion, shape inlay
-//! hints and quick fixes, over JSON-RPC on stdio.
+//! The language server (`strata lsp`): diagnostics as you type, hover, completion, go to
+//! definition (block calls and block parameters), shape inlay hints and quick fixes, over
+//! JSON-RPC on stdio.
 //!
 //! [`Server::handle`] turns one incoming message into the messages to send back; [`run`] is
 //! the loop that reads framed messages, calls it and writes the answers. Every document is
@@ -9,11 +10,13 @@
 mod actions;
 mod completion;
 pub mod convert;
+mod definition;
 mod document;
 mod hover;
 mod inlay;
 mod locate;
 mod publish;
+mod scan;
 pub mod transport;
 
 pub use document::Document;
@@ -26,7 +29,7 @@ use lsp_types::notification::{
     Notification as _, PublishDiagnostics,
 };
 use lsp_types::request::{
-    CodeActionRequest, Completion, HoverRequest, InlayHintRequest, Request as _,
+    CodeActionRequest, Completion, GotoDefinition, HoverRequest, InlayHintRequest, Request as _,
 };
 use lsp_types::{
     CodeActionProviderCapability, CompletionOptions, CompletionResponse, HoverProviderCapability,
@@ -148,6 +151,11 @@ impl Server {
                 Some(CompletionResponse::Array(completion::completion(
                     doc, offset,
                 )))
+            }),
+            GotoDefinition::METHOD => self.answer::<GotoDefinition>(request, |doc, params| {
+                let position = params.text_document_position_params;
+                let offset = doc.index.offset(&doc.text, position.position);
+                definition::definition(&position.text_document.uri, doc, offset)
             }),
             InlayHintRequest::METHOD => self.answer::<InlayHintRequest>(request, |doc, params| {
                 Some(inlay::inlay_hints(doc, params.range))
@@ -272,6 +280,12 @@ impl DocumentParams for lsp_types::CompletionParams {
     }
 }
 
+impl DocumentParams for lsp_types::GotoDefinitionParams {
+    fn uri(&self) -> &Uri {
+        &self.text_document_position_params.text_document.uri
+    }
+}
+
 impl DocumentParams for lsp_types::InlayHintParams {
     fn uri(&self) -> &Uri {
         &self.text_document.uri
@@ -302,6 +316,7 @@ pub fn initialize_result() -> InitializeResult {
             trigger_characters: Some(["(", ",", "=", " ", ">"].map(str::to_string).to_vec()),
             ..CompletionOptions::default()
         }),
+        definition_provider: Some(OneOf::Left(true)),
         inlay_hint_provider: Some(OneOf::Left(true)),
         code_action_provider: Some(CodeActionProviderCapability::Simple(true)),
         ..ServerCapabilities::default()

@@ -233,25 +233,27 @@ pub fn for_each_call<'a>(chain: &'a Chain, visit: &mut dyn FnMut(&'a Call)) {
 /// Calls `visit` on every word in `chain` that may name a block parameter: words inside
 /// expressions, and bare calls (`act` in `conv3 act`, `f` in `conv3(f)`).
 pub fn for_each_word<'a>(chain: &'a Chain, visit: &mut dyn FnMut(&'a str, Span)) {
-    fn in_expr<'a>(expr: &'a Expr, visit: &mut dyn FnMut(&'a str, Span)) {
-        match &expr.kind {
-            ExprKind::Literal(Literal::Word(word)) => visit(word, expr.span),
-            ExprKind::Literal(_) => {}
-            ExprKind::Negate(inner) => in_expr(inner, visit),
-            ExprKind::Binary(_, lhs, rhs) => {
-                in_expr(lhs, visit);
-                in_expr(rhs, visit);
-            }
-        }
-    }
     for_each_call(chain, &mut |call| {
         if call.shorthand.is_none() {
             visit(&call.word.text, call.word.span);
         }
         for arg in &call.args {
             if let ArgValue::Expr(expr) = &arg.value {
-                in_expr(expr, visit);
+                expr_words(expr, visit);
             }
         }
     });
+}
+
+/// Calls `visit` on every word of an expression (`f` and `r` in `f/r`).
+pub fn expr_words<'a>(expr: &'a Expr, visit: &mut dyn FnMut(&'a str, Span)) {
+    match &expr.kind {
+        ExprKind::Literal(Literal::Word(word)) => visit(word, expr.span),
+        ExprKind::Literal(_) => {}
+        ExprKind::Negate(inner) => expr_words(inner, visit),
+        ExprKind::Binary(_, lhs, rhs) => {
+            expr_words(lhs, visit);
+            expr_words(rhs, visit);
+        }
+    }
 }

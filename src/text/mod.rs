@@ -62,13 +62,16 @@ pub struct Ident {
     pub span: Span,
 }
 
-/// The text of `span` in `source` with runs of whitespace folded to one space, or `fallback`
-/// when the span is not inside the source; for messages that quote what the user wrote.
+/// The text of `span` in `source` with `#` comments dropped and runs of whitespace folded to
+/// one space, or `fallback` when the span is not inside the source; for messages that quote
+/// what the user wrote.
 pub fn folded(source: &str, span: Span, fallback: &str) -> String {
     source
         .get(span.offset..span.end())
         .unwrap_or(fallback)
-        .split_whitespace()
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default())
+        .flat_map(str::split_whitespace)
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -22,7 +22,7 @@ pub struct EpochRecord {
     /// Wall-clock seconds of the epoch.
     pub seconds: f64,
     /// The learning rate the epoch trained with (in `history.json`, as Keras's history has
-    /// `learning_rate`; `history.csv` keeps DESIGN's columns).
+    /// `learning_rate`; `history.csv` keeps the columns of docs/commands.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lr: Option<f64>,
 }

@@ -1,7 +1,8 @@
 //! The training loop: image folders → epochs of shuffled batches → a run folder with
 //! `spec.yaml`, `summary.txt`, `history.csv`, `history.json`, `curves.png`, `last.safetensors`,
-//! `best.safetensors` and `state.json` (DESIGN §4). Interrupts finish the batch, keep the last
-//! finished epoch and tell how to resume; `--resume` continues exactly where that epoch ended.
+//! `best.safetensors` and `state.json` (docs/commands.md). Interrupts finish the batch, keep the
+//! last finished epoch and tell how to resume; `--resume` continues exactly where that epoch
+//! ended.
 
 pub mod history;
 pub mod plateau;

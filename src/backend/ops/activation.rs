@@ -1,6 +1,10 @@
-//! Differentiable element-wise activations on all cores: relu, leaky relu, gelu (exact).
+//! Differentiable element-wise activations on all cores: relu, leaky relu, gelu (exact), relu6,
+//! silu (swish), hard swish, hard sigmoid and elu.
 //!
-//! dfdx has relu and gelu, but its CPU element-wise ops run on one thread.
+//! dfdx has relu and gelu, but its CPU element-wise ops run on one thread. Each function's doc
+//! gives the forward formula and the derivative it uses, both as Keras 3 on TensorFlow computes
+//! them (`keras/src/backend/tensorflow/nn.py` and the TensorFlow gradients it relies on), kinks
+//! included.
 
 use crate::backend::ops::buffers;
 use crate::backend::ops::profile;
@@ -40,6 +44,109 @@ pub fn gelu<S: Shape, T: Tape<f32, Cpu>>(x: Tensor<S, f32, Cpu, T>) -> Tensor<S,
                     / (2.0 * std::f32::consts::SQRT_2)
         },
     )
+}
+
+/// Keras 3's `relu6` (`tf.nn.relu6`): `min(max(x, 0), 6)`.
+///
+/// Derivative: 1 for `0 < x < 6`, else 0, so 0 at both kinks (TensorFlow's `Relu6Grad`, which
+/// tests `0 < y < 6` on the output).
+pub fn relu6<S: Shape, T: Tape<f32, Cpu>>(x: Tensor<S, f32, Cpu, T>) -> Tensor<S, f32, Cpu, T> {
+    elementwise(x, relu6_value, |v| f32::from(u8::from(v > 0.0 && v < 6.0)))
+}
+
+/// Keras 3's `silu` / `swish` (`tf.nn.silu`): `x * sigmoid(x)` with `sigmoid(x) = 1 / (1 + e^-x)`.
+///
+/// Derivative: `s * (1 + x * (1 - s))` with `s = sigmoid(x)` (the custom gradient of
+/// `tf.nn.silu`).
+pub fn silu<S: Shape, T: Tape<f32, Cpu>>(x: Tensor<S, f32, Cpu, T>) -> Tensor<S, f32, Cpu, T> {
+    elementwise(
+        x,
+        |v| v * sigmoid(v),
+        |v| {
+            let s = sigmoid(v);
+            s * (1.0 + v * (1.0 - s))
+        },
+    )
+}
+
+/// Keras 3's `hard_sigmoid`: `relu6(x + 3) / 6` (the TensorFlow backend's definition; the same
+/// as `0` for `x <= -3`, `1` for `x >= 3`, else `x / 6 + 1/2` up to rounding).
+///
+/// Derivative: `1/6` for `-3 < x < 3` (strictly: `0 < x + 3 < 6` in f32), else 0, so 0 at both
+/// kinks.
+pub fn hard_sigmoid<S: Shape, T: Tape<f32, Cpu>>(
+    x: Tensor<S, f32, Cpu, T>,
+) -> Tensor<S, f32, Cpu, T> {
+    elementwise(x, hard_sigmoid_value, |v| {
+        if hard_sigmoid_slope(v) {
+            1.0 / 6.0
+        } else {
+            0.0
+        }
+    })
+}
+
+/// Keras 3's `hard_silu` / `hard_swish`: `x * hard_sigmoid(x) = x * relu6(x + 3) / 6`.
+///
+/// Derivative (product rule through [`hard_sigmoid`], as TensorFlow differentiates it):
+/// `hard_sigmoid(x) + x / 6` for `-3 < x < 3`, else `hard_sigmoid(x)`: 0 for `x <= -3` and 1 for
+/// `x >= 3`, kinks included.
+pub fn hard_swish<S: Shape, T: Tape<f32, Cpu>>(
+    x: Tensor<S, f32, Cpu, T>,
+) -> Tensor<S, f32, Cpu, T> {
+    elementwise(
+        x,
+        |v| v * hard_sigmoid_value(v),
+        |v| {
+            let slope = if hard_sigmoid_slope(v) { v / 6.0 } else { 0.0 };
+            hard_sigmoid_value(v) + slope
+        },
+    )
+}
+
+/// Keras 3's `elu(x, alpha)`: `x` for `x > 0`, else `alpha * (e^x - 1)` (computed as
+/// `alpha * expm1(x)`, as `tf.nn.elu` does; Keras applies `alpha` with
+/// `tf.where(x > 0, elu(x), alpha * elu(x))` when it is not 1).
+///
+/// Derivative: 1 for `x > 0`, else `alpha * (expm1(x) + 1)` (TensorFlow's `EluGrad` reads the
+/// output: `y + 1` where `y < 0`). At `x = 0` that is `alpha`; far below 0 it is exactly 0 once
+/// `expm1(x)` rounds to -1 in f32.
+pub fn elu<S: Shape, T: Tape<f32, Cpu>>(
+    x: Tensor<S, f32, Cpu, T>,
+    alpha: f32,
+) -> Tensor<S, f32, Cpu, T> {
+    elementwise(
+        x,
+        move |v| if v > 0.0 { v } else { alpha * v.exp_m1() },
+        move |v| {
+            if v > 0.0 {
+                1.0
+            } else {
+                alpha * (v.exp_m1() + 1.0)
+            }
+        },
+    )
+}
+
+/// `min(max(x, 0), 6)`.
+fn relu6_value(x: f32) -> f32 {
+    x.clamp(0.0, 6.0)
+}
+
+/// `relu6(x + 3) / 6`.
+fn hard_sigmoid_value(x: f32) -> f32 {
+    relu6_value(x + 3.0) / 6.0
+}
+
+/// Whether `relu6(x + 3)` has slope 1 at `x` (strictly inside its linear part).
+fn hard_sigmoid_slope(x: f32) -> bool {
+    let shifted = x + 3.0;
+    shifted > 0.0 && shifted < 6.0
+}
+
+/// The logistic function `1 / (1 + e^-x)`; 0 (not NaN) far below 0, 1 far above.
+pub(crate) fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
 }
 
 /// The standard normal CDF `0.5 * (1 + erf(x / sqrt 2))`.

@@ -1,4 +1,5 @@
-//! The differentiable pooling ops: max pool, average pool (NHWC) and global average pool.
+//! The differentiable pooling ops: max pool, average pool (NHWC), global average pool and global
+//! max pool.
 
 use crate::backend::ops::buffers;
 use crate::backend::ops::geometry::{Padding, Window2};
@@ -138,6 +139,80 @@ pub fn global_avg_pool<T: Tape<f32, Cpu>>(x: Image<T>) -> Flat<T> {
                     .for_each(|px| px.iter_mut().zip(go).for_each(|(d, g)| *d += g * scale));
             });
         tape::restore(grads.get_or_alloc_mut(&out_ghost)?, grad_out);
+        Ok(())
+    });
+    out.put_tape(tape)
+}
+
+/// Global max pooling: `(n, h, w, c)` to `(n, c)`, the largest value of each channel (Keras
+/// `GlobalMaxPooling2D`, `tf.reduce_max` over rows and columns).
+///
+/// Gradient as TensorFlow's `reduce_max` gradient (`_MinOrMaxGrad` in
+/// `tensorflow/python/ops/math_grad.py`): every input equal to the maximum gets
+/// `grad / count`, where `count` is how many inputs equal it, so ties share the gradient
+/// equally instead of the first one taking it all. NaN inputs are skipped (a channel of only
+/// NaN gives -inf and no gradient); an empty image gives -inf.
+pub fn global_max_pool<T: Tape<f32, Cpu>>(x: Image<T>) -> Flat<T> {
+    let _timer = profile::scope("global_max_pool.forward");
+    let (batch, h, w, c) = *x.shape();
+    let (x, mut tape) = x.split_tape();
+    let device = x.device().clone();
+    let x_ghost = x.ghost();
+    let input = buffers::read(&x);
+    drop(x);
+    let image = h * w * c;
+    let mut out = vec![f32::NEG_INFINITY; batch * c];
+    if c > 0 && image > 0 {
+        out.par_chunks_mut(c)
+            .zip(input.par_chunks(image))
+            .for_each(|(best, image)| {
+                for px in image.chunks_exact(c) {
+                    for (b, &v) in best.iter_mut().zip(px) {
+                        if v > *b {
+                            *b = v;
+                        }
+                    }
+                }
+            });
+    }
+    let maxima = out.clone();
+    let out = device.tensor_from_vec(out, (batch, c));
+    if !T::OWNS_TAPE || c == 0 || image == 0 {
+        buffers::give(input);
+        return out.put_tape(tape);
+    }
+    let out_ghost = out.ghost();
+    tape.add_backward_op(move |grads| {
+        let _timer = profile::scope("global_max_pool.backward");
+        let grad_out = tape::take(grads.get_or_alloc_mut(&out_ghost)?);
+        let grad_input: &mut [f32] = grads.get_or_alloc_mut(&x_ghost)?;
+        grad_input
+            .par_chunks_mut(image)
+            .zip(input.par_chunks(image))
+            .zip(grad_out.par_chunks(c).zip(maxima.par_chunks(c)))
+            .for_each(|((gi, image), (go, best))| {
+                let mut count = vec![0u32; c];
+                for px in image.chunks_exact(c) {
+                    for ((n, &v), &b) in count.iter_mut().zip(px).zip(best) {
+                        *n += u32::from(v == b);
+                    }
+                }
+                // TensorFlow: (indicator / count) * grad.
+                let share: Vec<f32> = count
+                    .iter()
+                    .zip(go)
+                    .map(|(&n, &g)| if n > 0 { (1.0 / n as f32) * g } else { 0.0 })
+                    .collect();
+                for (gpx, px) in gi.chunks_exact_mut(c).zip(image.chunks_exact(c)) {
+                    for (((d, &v), &b), &s) in gpx.iter_mut().zip(px).zip(best).zip(&share) {
+                        if v == b {
+                            *d += s;
+                        }
+                    }
+                }
+            });
+        tape::restore(grads.get_or_alloc_mut(&out_ghost)?, grad_out);
+        buffers::give(input);
         Ok(())
     });
     out.put_tape(tape)

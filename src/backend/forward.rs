@@ -1,0 +1,446 @@
+//! The forward pass over the IR's graph. Layers run in expansion order (a topological order);
+//! each output is kept, without a tape, until its last consumer has read it, then dropped. The
+//! one tape of the pass travels through every op in that order, so backward runs the ops in
+//! reverse, and a tensor read by several layers gets the sum of their gradients (every op adds
+//! into its inputs' gradient slots).
+//!
+//! Fusions: a conv whose only reader is a max pool with stride equal to its size runs as one
+//! op (`conv_pool`); a conv's `relu` suffix runs inside the conv; the model's final softmax is
+//! left to the loss.
+#![deny(clippy::wildcard_enum_match_arm)]
+
+use super::ops::activation::{elu, gelu, hard_sigmoid, hard_swish, leaky_relu, relu, relu6, silu};
+use super::ops::batch_norm::{batch_norm, BatchNormConfig};
+use super::ops::conv2d::{conv2d, Conv2dConfig};
+use super::ops::conv_pool::{conv2d_max_pool, fusable};
+use super::ops::dense::dense;
+use super::ops::flatten::flatten;
+use super::ops::geometry::Padding as OpPadding;
+use super::ops::merge::{merge, Merged, Operand};
+use super::ops::pool2d::{avg_pool2d, global_avg_pool, global_max_pool, max_pool2d, Pool2dConfig};
+use super::ops::{Flat, Image};
+use super::params::LayerParams;
+use crate::ir::{Activation, Layer, Op, Padding, PoolKind, Source};
+use dfdx::prelude::*;
+
+/// An activation between layers, as an image batch or a flat batch.
+pub enum Act<T: Tape<f32, Cpu>> {
+    /// `(n, h, w, c)`.
+    Image(Image<T>),
+    /// `(n, features)`.
+    Flat(Flat<T>),
+}
+
+/// A stored activation: no tape (the pass holds the one tape).
+pub type Value = Act<NoneTape>;
+
+impl Clone for Act<NoneTape> {
+    fn clone(&self) -> Self {
+        match self {
+            Act::Image(x) => Act::Image(x.clone()),
+            Act::Flat(x) => Act::Flat(x.clone()),
+        }
+    }
+}
+
+impl Act<NoneTape> {
+    /// The value carrying `tape`.
+    pub fn with_tape<T: Tape<f32, Cpu>>(self, tape: T) -> Act<T> {
+        match self {
+            Act::Image(x) => Act::Image(x.put_tape(tape)),
+            Act::Flat(x) => Act::Flat(x.put_tape(tape)),
+        }
+    }
+}
+
+impl<T: Tape<f32, Cpu>> Act<T> {
+    /// The value without its tape, and the tape.
+    pub fn split(self) -> (Value, T) {
+        match self {
+            Act::Image(x) => {
+                let (x, tape) = x.split_tape();
+                (Act::Image(x), tape)
+            }
+            Act::Flat(x) => {
+                let (x, tape) = x.split_tape();
+                (Act::Flat(x), tape)
+            }
+        }
+    }
+
+    /// The dims without the batch axis.
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            Act::Image(x) => {
+                let (_, h, w, c) = *x.shape();
+                vec![h, w, c]
+            }
+            Act::Flat(x) => vec![x.shape().1],
+        }
+    }
+
+    /// A flat batch: an image is reshaped in its NHWC order.
+    pub fn into_flat(self) -> Flat<T> {
+        match self {
+            Act::Flat(x) => x,
+            Act::Image(x) => {
+                let (n, h, w, c) = *x.shape();
+                x.reshape_like(&(n, h * w * c))
+            }
+        }
+    }
+}
+
+/// How a pass runs.
+#[derive(Clone, Copy, Debug)]
+pub struct PassConfig {
+    /// Batch statistics, dropout and moving-statistics updates.
+    pub training: bool,
+    /// Run fusable conv + pool pairs as one op.
+    pub fuse: bool,
+    /// Leave the last layer's activation to the loss (softmax or sigmoid).
+    pub activation_to_loss: bool,
+}
+
+/// The outputs of the layers of one pass, each kept until its last reader has read it.
+struct Store {
+    values: Vec<Option<Value>>,
+    input: Option<Value>,
+    /// Readers still to come, per layer; the last entry counts the model input's readers.
+    uses: Vec<usize>,
+}
+
+impl Store {
+    fn new(layers: &[Layer], input: Value) -> Store {
+        let mut uses = vec![0; layers.len() + 1];
+        for layer in layers {
+            for edge in &layer.inputs {
+                let slot = match edge.source {
+                    Source::Input => layers.len(),
+                    Source::Layer(idx) => idx,
+                };
+                if let Some(count) = uses.get_mut(slot) {
+                    *count += 1;
+                }
+            }
+        }
+        Store {
+            values: vec![None; layers.len()],
+            input: Some(input),
+            uses,
+        }
+    }
+
+    /// The value of `source` for one reader: moved out at its last read, cloned before.
+    fn read(&mut self, source: Source) -> Option<Value> {
+        let n = self.values.len();
+        let (slot, value) = match source {
+            Source::Input => (n, &mut self.input),
+            Source::Layer(idx) => (idx, self.values.get_mut(idx)?),
+        };
+        let uses = self.uses.get_mut(slot)?;
+        *uses = uses.saturating_sub(1);
+        if *uses == 0 {
+            value.take()
+        } else {
+            value.clone()
+        }
+    }
+
+    fn readers(&self, idx: usize) -> usize {
+        self.uses.get(idx).copied().unwrap_or(0)
+    }
+
+    fn put(&mut self, idx: usize, value: Value) {
+        if let Some(slot) = self.values.get_mut(idx) {
+            *slot = Some(value);
+        }
+    }
+}
+
+/// Runs `layers` on `x`; `observe` sees each layer's index and output dims (not the conv of a
+/// fused conv + pool). Returns the last layer's output as a flat batch.
+///
+/// # Panics
+/// When a layer's input is missing or its params do not match its op: the compiler orders the
+/// graph and `support::check` refused every op this pass cannot run.
+pub fn run<T: Tape<f32, Cpu>>(
+    layers: &[Layer],
+    params: &mut [LayerParams],
+    x: Image<T>,
+    cfg: PassConfig,
+    observe: &mut dyn FnMut(usize, Vec<usize>),
+) -> Flat<T> {
+    let (x, mut tape) = x.split_tape();
+    let mut store = Store::new(layers, Act::Image(x));
+    let mut last: Option<Value> = None;
+    let mut idx = 0;
+    while idx < layers.len() {
+        let layer = &layers[idx];
+        let inputs: Vec<Value> = layer
+            .inputs
+            .iter()
+            .map(|edge| {
+                store
+                    .read(edge.source)
+                    .expect("INVARIANT: the compiler orders every layer after its inputs")
+            })
+            .collect();
+        let is_last = idx + 1 == layers.len();
+        let pool = (cfg.fuse && store.readers(idx) == 1)
+            .then(|| fusable_pool(layers, idx))
+            .flatten();
+        let (out, next_tape, ran) = match (pool, &mut params[idx]) {
+            (Some(pool), LayerParams::Conv(conv)) => {
+                let Some(Act::Image(x)) = inputs.into_iter().next() else {
+                    unreachable!("fusable_pool checked that the conv reads one image")
+                };
+                let out = conv2d_max_pool(x.put_tape(tape), conv, &conv_config(layer), &pool);
+                let (out, tape) = Act::Image(out).split();
+                (out, tape, 2)
+            }
+            _ => {
+                let (out, tape) =
+                    layer_forward(layer, inputs, &mut params[idx], tape, cfg, is_last);
+                (out, tape, 1)
+            }
+        };
+        tape = next_tape;
+        let at = idx + ran - 1;
+        observe(at, out.dims());
+        if at + 1 == layers.len() {
+            last = Some(out);
+        } else {
+            store.put(at, out);
+        }
+        idx += ran;
+    }
+    let last = last.expect("INVARIANT: a checked model has at least one layer");
+    last.with_tape(tape).into_flat()
+}
+
+/// One layer: its op, then its suffix activation (unless fused into the op or left to the
+/// loss).
+fn layer_forward<T: Tape<f32, Cpu>>(
+    layer: &Layer,
+    inputs: Vec<Value>,
+    params: &mut LayerParams,
+    tape: T,
+    cfg: PassConfig,
+    is_last: bool,
+) -> (Value, T) {
+    let reads_input = layer.inputs.iter().any(|edge| edge.source == Source::Input);
+    if let Op::Merge(kind) = layer.op {
+        let operands = inputs
+            .into_iter()
+            .map(|value| match value {
+                Act::Image(x) => Operand::Image(x),
+                Act::Flat(x) => Operand::Flat(x),
+            })
+            .collect();
+        let out = match merge(kind, operands, tape) {
+            Merged::Image(x) => Act::Image(x),
+            Merged::Flat(x) => Act::Flat(x),
+        };
+        let out = match layer.activation {
+            Some(activation)
+                if !(is_last && cfg.activation_to_loss && is_loss_activation(activation)) =>
+            {
+                activate(out, activation)
+            }
+            Some(_) | None => out,
+        };
+        return out.split();
+    }
+    let mut inputs = inputs.into_iter();
+    let first = inputs
+        .next()
+        .expect("INVARIANT: every layer of a checked model has an input");
+    let x = first.with_tape(tape);
+    let out = match (layer.op, x, params) {
+        (Op::BatchNorm { momentum, eps }, act, LayerParams::BatchNorm(params)) => {
+            let bn = BatchNormConfig {
+                momentum: momentum as f32,
+                eps: eps as f32,
+                training: cfg.training,
+                input_grad: !reads_input,
+            };
+            match act {
+                Act::Image(x) => Act::Image(batch_norm(x, params, &bn)),
+                Act::Flat(x) => Act::Flat(batch_norm(x, params, &bn)),
+            }
+        }
+        (Op::Conv { .. }, Act::Image(x), LayerParams::Conv(params)) => {
+            let mut conv = conv_config(layer);
+            conv.input_grad = !reads_input;
+            Act::Image(conv2d(x, params, &conv))
+        }
+        (
+            Op::Pool {
+                kind,
+                size,
+                stride,
+                pad,
+            },
+            Act::Image(x),
+            _,
+        ) => {
+            let pool = Pool2dConfig {
+                size,
+                stride,
+                padding: op_padding(pad),
+            };
+            Act::Image(match kind {
+                PoolKind::Max => max_pool2d(x, &pool),
+                PoolKind::Avg => avg_pool2d(x, &pool),
+            })
+        }
+        (
+            Op::GlobalPool {
+                kind: PoolKind::Avg,
+            },
+            Act::Image(x),
+            _,
+        ) => Act::Flat(global_avg_pool(x)),
+        (
+            Op::GlobalPool {
+                kind: PoolKind::Max,
+            },
+            Act::Image(x),
+            _,
+        ) => Act::Flat(global_max_pool(x)),
+        (Op::Flatten, Act::Image(x), _) => Act::Flat(flatten(x)),
+        (Op::Dense { .. }, Act::Flat(x), LayerParams::Dense(params)) => Act::Flat(dense(x, params)),
+        (Op::Dropout { rate }, act, _) if cfg.training && rate > 0.0 => match act {
+            Act::Image(x) => Act::Image(x.dropout(rate)),
+            Act::Flat(x) => Act::Flat(x.dropout(rate)),
+        },
+        (Op::Activation(activation), act, _)
+            if is_last && cfg.activation_to_loss && is_loss_activation(activation) =>
+        {
+            act
+        }
+        (Op::Activation(activation), act, _) => activate(act, activation),
+        (Op::Dropout { .. } | Op::Identity, act, _) => act,
+        // INVARIANT: the compiler gives each op the rank it needs (flatten before dense,
+        // images for conv and pool) and the params match; `support::check` refused every op
+        // this pass cannot run before the network was made.
+        (
+            Op::BatchNorm { .. }
+            | Op::Conv { .. }
+            | Op::DepthwiseConv { .. }
+            | Op::SeparableConv { .. }
+            | Op::Pool { .. }
+            | Op::GlobalPool { .. }
+            | Op::Flatten
+            | Op::Dense { .. }
+            | Op::Merge(_),
+            _,
+            _,
+        ) => unreachable!(
+            "`support::check` refuses `{}` before a pass runs",
+            layer.name
+        ),
+    };
+    let out = match layer.activation {
+        Some(Activation::Relu) if matches!(layer.op, Op::Conv { .. }) => out,
+        Some(activation) if is_last && cfg.activation_to_loss && is_loss_activation(activation) => {
+            out
+        }
+        Some(activation) => activate(out, activation),
+        None => out,
+    };
+    drop(inputs);
+    out.split()
+}
+
+/// Whether the loss applies this activation itself (softmax or sigmoid on the logits).
+fn is_loss_activation(activation: Activation) -> bool {
+    matches!(activation, Activation::Softmax | Activation::Sigmoid)
+}
+
+/// The max pool that alone reads conv `idx`, when the two can run fused.
+fn fusable_pool(layers: &[Layer], idx: usize) -> Option<Pool2dConfig> {
+    let conv = layers.get(idx)?;
+    let next = layers.get(idx + 1)?;
+    let relu_or_none = matches!(conv.activation, None | Some(Activation::Relu));
+    let reads_conv = matches!(next.inputs.as_slice(), [edge] if edge.source == Source::Layer(idx));
+    let image_in = matches!(conv.input(), crate::ir::Shape::Image { .. });
+    let Op::Conv { groups: 1, .. } = conv.op else {
+        return None;
+    };
+    let Op::Pool {
+        kind: PoolKind::Max,
+        size,
+        stride,
+        pad,
+    } = next.op
+    else {
+        return None;
+    };
+    if !(relu_or_none && reads_conv && image_in && next.activation.is_none()) {
+        return None;
+    }
+    let pool = Pool2dConfig {
+        size,
+        stride,
+        padding: op_padding(pad),
+    };
+    fusable(&pool).then_some(pool)
+}
+
+fn conv_config(layer: &Layer) -> Conv2dConfig {
+    let (kernel, stride, pad) = if let Op::Conv {
+        kernel,
+        stride,
+        pad,
+        ..
+    } = layer.op
+    {
+        (kernel, stride, pad)
+    } else {
+        ((1, 1), (1, 1), Padding::Valid)
+    };
+    Conv2dConfig {
+        kernel,
+        stride,
+        padding: op_padding(pad),
+        relu: layer.activation == Some(Activation::Relu),
+        input_grad: !layer.inputs.iter().any(|edge| edge.source == Source::Input),
+    }
+}
+
+fn op_padding(pad: Padding) -> OpPadding {
+    match pad {
+        Padding::Valid => OpPadding::Valid,
+        Padding::Same => OpPadding::Same,
+    }
+}
+
+/// Applies an activation to either rank.
+pub fn activate<T: Tape<f32, Cpu>>(act: Act<T>, activation: Activation) -> Act<T> {
+    match act {
+        Act::Image(x) => Act::Image(apply(x, activation, |x| x.softmax::<Axis<3>>())),
+        Act::Flat(x) => Act::Flat(apply(x, activation, |x| x.softmax::<Axis<1>>())),
+    }
+}
+
+fn apply<S: Shape, T: Tape<f32, Cpu>>(
+    x: Tensor<S, f32, Cpu, T>,
+    activation: Activation,
+    softmax: impl FnOnce(Tensor<S, f32, Cpu, T>) -> Tensor<S, f32, Cpu, T>,
+) -> Tensor<S, f32, Cpu, T> {
+    match activation {
+        Activation::Relu => relu(x),
+        Activation::Sigmoid => x.sigmoid(),
+        Activation::Tanh => x.tanh(),
+        Activation::Softmax => softmax(x),
+        Activation::Gelu => gelu(x),
+        Activation::LeakyRelu { alpha } => leaky_relu(x, alpha as f32),
+        Activation::Relu6 => relu6(x),
+        Activation::Silu => silu(x),
+        Activation::HardSwish => hard_swish(x),
+        Activation::HardSigmoid => hard_sigmoid(x),
+        Activation::Elu { alpha } => elu(x, alpha as f32),
+    }
+}
