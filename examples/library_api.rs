@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let loader = Loader::new(found.samples(), image_spec, 64 << 20);
 
     // 3. Train: shuffled batches, one optimiser step each (the loader decodes ahead).
-    let mut network = Network::new(&model, model.train.seed)?;
+    let mut network = Network::new(&model, model.train.seed);
     let mut optimizer = Optimizer::new(&model.train);
     let batch_size = model.train.batch_size as usize;
     let order = loader.order(model.train.seed, 0, true);

@@ -10,17 +10,11 @@
 //! reference describes the model strata compiles (tensor names and shapes, layer arguments,
 //! the regenerated values' sums), builds the network from the checkpoint and compares
 //! `predict` with Keras within the file's tolerance (2e-4).
-//!
-//! FIXME: while `Network::from_checkpoint` refuses graph models (merges, dwconv, sepconv, the
-//! binary head) with `CheckpointError::Unsupported`, a model's test checks the refusal instead
-//! of parity and prints a FIXME line; once the backend runs graphs every model is compared
-//! automatically. Set `STRATA_REQUIRE_GRAPH_PARITY=1` to make a refusal fail the test; when the
-//! backend has landed, delete the refusal branch in `check_model`.
 
 mod common;
 
 use serde_json::{json, Value};
-use strata::backend::checkpoint::{expected_tensors, Checkpoint, CheckpointError, NamedTensor};
+use strata::backend::checkpoint::{expected_tensors, Checkpoint, NamedTensor};
 use strata::backend::network::Network;
 use strata::ir::{Head, Model, Op, PoolKind};
 
@@ -246,30 +240,8 @@ fn check_model(example: &str) {
         classes,
         extra: Default::default(),
     };
-    let mut network = match Network::from_checkpoint(&model, &checkpoint) {
-        Ok(network) => network,
-        Err(CheckpointError::Unsupported(reason)) => {
-            // FIXME: the backend does not run this graph model yet; delete this branch when it
-            // does (see the module documentation).
-            assert!(
-                model
-                    .layers
-                    .iter()
-                    .any(|layer| reason.contains(&format!("`{}`", layer.name))),
-                "{example}: the refusal names no layer of the model: {reason}"
-            );
-            assert!(
-                std::env::var("STRATA_REQUIRE_GRAPH_PARITY").map_or(true, |v| v != "1"),
-                "{example}: STRATA_REQUIRE_GRAPH_PARITY=1 but the backend refuses: {reason}"
-            );
-            eprintln!(
-                "FIXME graph_parity {example}: Keras parity not checked, the backend refuses \
-                 the model: {reason}"
-            );
-            return;
-        }
-        Err(other) => panic!("{example}: {other}"),
-    };
+    let mut network = Network::from_checkpoint(&model, &checkpoint)
+        .unwrap_or_else(|err| panic!("{example}: {err}"));
     let got = network.predict(images, count);
     assert_eq!(got.len(), count, "{example}: one row per image");
     let mut worst = 0.0f64;

@@ -75,7 +75,7 @@ impl Fixture {
         };
         let loader = Loader::new(found.samples(), spec, 1 << 20);
         let batch = loader.batch_now(&loader.order(0, 0, false));
-        let mut network = Network::new(&model, 1).expect("supported");
+        let mut network = Network::new(&model, 1);
         let mut optimizer = Optimizer::new(&model.train);
         for _ in 0..40 {
             network

@@ -19,7 +19,7 @@ fn restored_network_and_optimizer_take_the_same_step() {
     for optimizer in ["adam", "sgd\n  momentum: 0.9", "rmsprop"] {
         let spec = format!("input: 8x8x1\nmodel: bn -> conv3(4, pad=same) relu -> pool2 -> dense2 softmax\ntrain:\n  optimizer: {optimizer}\n  lr: 0.01\n");
         let model = strata::compile(&spec, "resume").model.expect("model");
-        let mut network = Network::new(&model, 1).expect("supported");
+        let mut network = Network::new(&model, 1);
         let mut opt = Optimizer::new(&model.train);
         for step in 0..5 {
             let (images, labels) = batch(step);

@@ -53,8 +53,6 @@ pub enum CheckpointError {
     Metadata(String),
     /// Tensor names or shapes differ from what the compiled spec needs.
     Mismatch(Vec<String>),
-    /// The checkpoint's model has a layer the backend cannot run yet.
-    Unsupported(String),
 }
 
 impl fmt::Display for CheckpointError {
@@ -65,7 +63,6 @@ impl fmt::Display for CheckpointError {
                 write!(f, "not a readable safetensors checkpoint: {err}")
             }
             CheckpointError::Metadata(err) => write!(f, "checkpoint metadata: {err}"),
-            CheckpointError::Unsupported(reason) => write!(f, "{reason}"),
             CheckpointError::Mismatch(lines) => {
                 write!(f, "the checkpoint does not fit the model:")?;
                 for line in lines {

@@ -14,10 +14,14 @@ use super::ops::batch_norm::{batch_norm, BatchNormConfig};
 use super::ops::conv2d::{conv2d, Conv2dConfig};
 use super::ops::conv_pool::{conv2d_max_pool, fusable};
 use super::ops::dense::dense;
+use super::ops::depthwise::{depthwise_conv2d, DepthwiseConfig};
+use super::ops::depthwise_kernels::FusedActivation;
 use super::ops::flatten::flatten;
 use super::ops::geometry::Padding as OpPadding;
+use super::ops::grouped::{grouped_conv2d, GroupedConfig};
 use super::ops::merge::{merge, Merged, Operand};
 use super::ops::pool2d::{avg_pool2d, global_avg_pool, global_max_pool, max_pool2d, Pool2dConfig};
+use super::ops::separable::{separable_conv2d, SeparableConfig};
 use super::ops::{Flat, Image};
 use super::params::LayerParams;
 use crate::ir::{Activation, Layer, Op, Padding, PoolKind, Source};
@@ -163,7 +167,7 @@ impl Store {
 ///
 /// # Panics
 /// When a layer's input is missing or its params do not match its op: the compiler orders the
-/// graph and `support::check` refused every op this pass cannot run.
+/// graph and `params` gives every layer the params of its op.
 pub fn run<T: Tape<f32, Cpu>>(
     layers: &[Layer],
     params: &mut [LayerParams],
@@ -276,6 +280,69 @@ fn layer_forward<T: Tape<f32, Cpu>>(
             Act::Image(conv2d(x, params, &conv))
         }
         (
+            Op::Conv {
+                kernel,
+                stride,
+                pad,
+                groups,
+                ..
+            },
+            Act::Image(x),
+            LayerParams::Grouped(params),
+        ) => {
+            let cfg = GroupedConfig {
+                kernel,
+                stride,
+                padding: op_padding(pad),
+                groups,
+                activation: fused_activation(layer),
+                input_grad: !reads_input,
+            };
+            Act::Image(grouped_conv2d(x, params, &cfg))
+        }
+        (
+            Op::DepthwiseConv {
+                multiplier,
+                kernel,
+                stride,
+                pad,
+                ..
+            },
+            Act::Image(x),
+            LayerParams::Depthwise(params),
+        ) => {
+            let cfg = DepthwiseConfig {
+                kernel,
+                stride,
+                padding: op_padding(pad),
+                multiplier,
+                activation: fused_activation(layer),
+                input_grad: !reads_input,
+            };
+            Act::Image(depthwise_conv2d(x, params, &cfg))
+        }
+        (
+            Op::SeparableConv {
+                multiplier,
+                kernel,
+                stride,
+                pad,
+                ..
+            },
+            Act::Image(x),
+            LayerParams::Separable(params),
+        ) => {
+            let cfg = SeparableConfig {
+                kernel,
+                stride,
+                padding: op_padding(pad),
+                multiplier,
+                activation: fused_activation(layer),
+                input_grad: !reads_input,
+            };
+            Act::Image(separable_conv2d(x, params, &cfg))
+        }
+        (
             Op::Pool {
                 kind,
                 size,
@@ -323,8 +390,8 @@ fn layer_forward<T: Tape<f32, Cpu>>(
         (Op::Activation(activation), act, _) => activate(act, activation),
         (Op::Dropout { .. } | Op::Identity, act, _) => act,
         // INVARIANT: the compiler gives each op the rank it needs (flatten before dense,
-        // images for conv and pool) and the params match; `support::check` refused every op
-        // this pass cannot run before the network was made.
+        // images for conv and pool), and `params::initialise` / `from_tensors` give each op
+        // the params of its kind.
         (
             Op::BatchNorm { .. }
             | Op::Conv { .. }
@@ -338,12 +405,13 @@ fn layer_forward<T: Tape<f32, Cpu>>(
             _,
             _,
         ) => unreachable!(
-            "`support::check` refuses `{}` before a pass runs",
+            "layer `{}` got an input of the wrong rank or params of another op",
             layer.name
         ),
     };
     let out = match layer.activation {
-        Some(Activation::Relu) if matches!(layer.op, Op::Conv { .. }) => out,
+        Some(Activation::Relu) if matches!(layer.op, Op::Conv { groups: 1, .. }) => out,
+        Some(_) if fused_activation(layer) != FusedActivation::Linear => out,
         Some(activation) if is_last && cfg.activation_to_loss && is_loss_activation(activation) => {
             out
         }
@@ -352,6 +420,19 @@ fn layer_forward<T: Tape<f32, Cpu>>(
     };
     drop(inputs);
     out.split()
+}
+
+/// The suffix activation a depthwise, separable or grouped convolution runs inside itself.
+fn fused_activation(layer: &Layer) -> FusedActivation {
+    let fuses = matches!(
+        layer.op,
+        Op::DepthwiseConv { .. } | Op::SeparableConv { .. }
+    ) || matches!(layer.op, Op::Conv { groups, .. } if groups > 1);
+    match layer.activation {
+        Some(Activation::Relu) if fuses => FusedActivation::Relu,
+        Some(Activation::Relu6) if fuses => FusedActivation::Relu6,
+        Some(_) | None => FusedActivation::Linear,
+    }
 }
 
 /// Whether the loss applies this activation itself (softmax or sigmoid on the logits).

@@ -7,4 +7,3 @@ pub mod network;
 pub mod ops;
 pub mod optimizer;
 pub mod params;
-pub mod support;

@@ -10,7 +10,6 @@ use super::ops::loss::{binary_cross_entropy, BceMode};
 use super::ops::{Flat, Image};
 use super::optimizer::Optimizer;
 use super::params::{self, LayerParams, ParamMut};
-use super::support::{self, Unsupported};
 use crate::ir::{Head, Model};
 use dfdx::prelude::*;
 
@@ -37,17 +36,15 @@ pub struct BatchStats {
 
 impl Network {
     /// A Keras-initialised network; all randomness (initialisation, dropout) flows from `seed`.
-    /// Refuses a model with a layer the backend cannot run yet ([`support::check`]).
-    pub fn new(model: &Model, seed: u64) -> Result<Network, Unsupported> {
-        support::check(model)?;
+    pub fn new(model: &Model, seed: u64) -> Network {
         crate::backend::ops::denormals::flush_everywhere();
         let device = Cpu::seed_from_u64(seed ^ 0x5EED_D20F);
         let params = params::initialise(model, &device, seed);
-        Ok(Network {
+        Network {
             model: model.clone(),
             params,
             device,
-        })
+        }
     }
 
     /// A network with the parameters of `checkpoint`, checked against `model`.
@@ -56,7 +53,6 @@ impl Network {
         checkpoint: &Checkpoint,
     ) -> Result<Network, CheckpointError> {
         check_against(checkpoint, model)?;
-        support::check(model).map_err(|err| CheckpointError::Unsupported(err.to_string()))?;
         crate::backend::ops::denormals::flush_everywhere();
         let device = Cpu::seed_from_u64(0);
         let params = params::from_tensors(model, &device, &checkpoint.tensors);

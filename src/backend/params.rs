@@ -10,6 +10,9 @@ use super::ops::batch_norm::BatchNormParams;
 use super::ops::buffers;
 use super::ops::conv2d::{weight_from_checkpoint, weight_to_checkpoint, Conv2dParams};
 use super::ops::dense::DenseParams;
+use super::ops::depthwise::{self, DepthwiseParams};
+use super::ops::grouped::{self, GroupedParams};
+use super::ops::separable::{self, SeparableParams};
 use crate::ir::{Init, Layer, Model, Op, ParamSpec};
 use dfdx::shapes::HasShape;
 use dfdx::tensor::{Cpu, TensorFromVec};
@@ -29,6 +32,12 @@ pub enum LayerParams {
     Dense(DenseParams),
     /// Batch norm scale, shift and moving statistics.
     BatchNorm(BatchNormParams),
+    /// Depthwise weights (`(k_h * k_w, c * m)`) and bias.
+    Depthwise(DepthwiseParams),
+    /// Separable weights (depthwise, pointwise) and bias.
+    Separable(SeparableParams),
+    /// Grouped convolution weights (one HWIO matrix per group, stacked) and bias.
+    Grouped(GroupedParams),
 }
 
 /// Keras-initialised parameters for every layer of `model`, from `seed`. Values are drawn in
@@ -71,19 +80,53 @@ fn build(layer: &Layer, mut values: Vec<Vec<f32>>, device: &Cpu) -> LayerParams 
         device.tensor_from_vec(data, (len,))
     };
     let mut take = |idx: usize| std::mem::take(values.get_mut(idx).unwrap_or(&mut Vec::new()));
+    let c = layer.input().features();
     match layer.op {
+        Op::Conv {
+            filters,
+            kernel,
+            bias,
+            groups,
+            ..
+        } if groups > 1 => {
+            let rows = kernel.0 * kernel.1 * c;
+            LayerParams::Grouped(GroupedParams {
+                weight: device.tensor_from_vec(take(0), (rows, filters / groups)),
+                bias: bias.then(|| vector(take(1))),
+            })
+        }
         Op::Conv {
             filters,
             kernel,
             bias,
             ..
         } => {
-            let rows = kernel.0 * kernel.1 * layer.input().features();
+            let rows = kernel.0 * kernel.1 * c;
             LayerParams::Conv(Conv2dParams {
                 weight: device.tensor_from_vec(take(0), (rows, filters)),
                 bias: bias.then(|| vector(take(1))),
             })
         }
+        Op::DepthwiseConv {
+            multiplier,
+            kernel,
+            bias,
+            ..
+        } => LayerParams::Depthwise(DepthwiseParams {
+            weight: device.tensor_from_vec(take(0), (kernel.0 * kernel.1, c * multiplier)),
+            bias: bias.then(|| vector(take(1))),
+        }),
+        Op::SeparableConv {
+            filters,
+            multiplier,
+            kernel,
+            bias,
+            ..
+        } => LayerParams::Separable(SeparableParams {
+            depthwise: device.tensor_from_vec(take(0), (kernel.0 * kernel.1, c * multiplier)),
+            pointwise: device.tensor_from_vec(take(1), (c * multiplier, filters)),
+            bias: bias.then(|| vector(take(2))),
+        }),
         Op::Dense { units, bias } => LayerParams::Dense(DenseParams {
             weight: device.tensor_from_vec(take(0), (units, layer.input().len())),
             bias: bias.then(|| vector(take(1))),
@@ -94,9 +137,7 @@ fn build(layer: &Layer, mut values: Vec<Vec<f32>>, device: &Cpu) -> LayerParams 
             moving_mean: vector(take(2)),
             moving_variance: vector(take(3)),
         }),
-        Op::DepthwiseConv { .. }
-        | Op::SeparableConv { .. }
-        | Op::Pool { .. }
+        Op::Pool { .. }
         | Op::GlobalPool { .. }
         | Op::Flatten
         | Op::Dropout { .. }
@@ -104,6 +145,86 @@ fn build(layer: &Layer, mut values: Vec<Vec<f32>>, device: &Cpu) -> LayerParams 
         | Op::Merge(_)
         | Op::Activation(_) => LayerParams::None,
     }
+}
+
+/// A checkpoint tensor of `spec` converted into the backend's layout for `layer`.
+fn into_backend(layer: &Layer, spec: &ParamSpec, data: Vec<f32>) -> Vec<f32> {
+    let dims3 = |shape: &[usize]| match shape {
+        [out, _, k_h, k_w] => (*out, *k_h, *k_w),
+        _ => (0, 0, 0),
+    };
+    match (layer.op, spec.name) {
+        (Op::Conv { groups, .. }, "weight") if groups > 1 => {
+            grouped::weight_from_checkpoint(&data, conv_dims(spec), groups)
+        }
+        (Op::Conv { .. }, "weight") => weight_from_checkpoint(&data, conv_dims(spec)),
+        (Op::DepthwiseConv { .. }, "weight") | (Op::SeparableConv { .. }, "depthwise") => {
+            depthwise::weight_from_checkpoint(&data, dims3(&spec.shape))
+        }
+        (Op::SeparableConv { .. }, "pointwise") => {
+            let (filters, channels, _, _) = conv_dims(spec);
+            separable::pointwise_from_checkpoint(&data, (filters, channels))
+        }
+        _ => data,
+    }
+}
+
+/// A backend tensor of `spec` converted into the checkpoint's layout.
+fn into_checkpoint(layer: &Layer, spec: &ParamSpec, data: Vec<f32>) -> Vec<f32> {
+    let dims3 = |shape: &[usize]| match shape {
+        [out, _, k_h, k_w] => (*out, *k_h, *k_w),
+        _ => (0, 0, 0),
+    };
+    match (layer.op, spec.name) {
+        (Op::Conv { groups, .. }, "weight") if groups > 1 => {
+            grouped::weight_to_checkpoint(&data, conv_dims(spec), groups)
+        }
+        (Op::Conv { .. }, "weight") => weight_to_checkpoint(&data, conv_dims(spec)),
+        (Op::DepthwiseConv { .. }, "weight") | (Op::SeparableConv { .. }, "depthwise") => {
+            depthwise::weight_to_checkpoint(&data, dims3(&spec.shape))
+        }
+        (Op::SeparableConv { .. }, "pointwise") => {
+            let (filters, channels, _, _) = conv_dims(spec);
+            separable::pointwise_to_checkpoint(&data, (filters, channels))
+        }
+        _ => data,
+    }
+}
+
+/// The backend tensors of one layer's parameters, in layout order.
+fn backend_data(params: &LayerParams) -> Vec<Vec<f32>> {
+    let mut data = Vec::new();
+    match params {
+        LayerParams::Conv(p) => {
+            data.push(buffers::read(&p.weight));
+            data.extend(p.bias.as_ref().map(|bias| bias.as_vec()));
+        }
+        LayerParams::Grouped(p) => {
+            data.push(buffers::read(&p.weight));
+            data.extend(p.bias.as_ref().map(|bias| bias.as_vec()));
+        }
+        LayerParams::Depthwise(p) => {
+            data.push(p.weight.as_vec());
+            data.extend(p.bias.as_ref().map(|bias| bias.as_vec()));
+        }
+        LayerParams::Separable(p) => {
+            data.push(p.depthwise.as_vec());
+            data.push(p.pointwise.as_vec());
+            data.extend(p.bias.as_ref().map(|bias| bias.as_vec()));
+        }
+        LayerParams::Dense(p) => {
+            data.push(p.weight.as_vec());
+            data.extend(p.bias.as_ref().map(|bias| bias.as_vec()));
+        }
+        LayerParams::BatchNorm(p) => {
+            data.push(p.gamma.as_vec());
+            data.push(p.beta.as_vec());
+            data.push(p.moving_mean.as_vec());
+            data.push(p.moving_variance.as_vec());
+        }
+        LayerParams::None => {}
+    }
+    data
 }
 
 /// The dims of a conv weight in checkpoint order: `(filters, c_in, k_h, k_w)`.
@@ -119,31 +240,11 @@ fn conv_dims(spec: &ParamSpec) -> (usize, usize, usize, usize) {
 pub fn to_tensors(model: &Model, params: &[LayerParams]) -> Vec<NamedTensor> {
     let mut out = Vec::new();
     for (layer, params) in model.layers.iter().zip(params) {
-        let data: Vec<Vec<f32>> = match params {
-            LayerParams::Conv(p) => {
-                let dims = layer.layout().first().map(conv_dims).unwrap_or_default();
-                let mut data = vec![weight_to_checkpoint(&buffers::read(&p.weight), dims)];
-                data.extend(p.bias.as_ref().map(|bias| bias.as_vec()));
-                data
-            }
-            LayerParams::Dense(p) => {
-                let mut data = vec![p.weight.as_vec()];
-                data.extend(p.bias.as_ref().map(|bias| bias.as_vec()));
-                data
-            }
-            LayerParams::BatchNorm(p) => vec![
-                p.gamma.as_vec(),
-                p.beta.as_vec(),
-                p.moving_mean.as_vec(),
-                p.moving_variance.as_vec(),
-            ],
-            LayerParams::None => Vec::new(),
-        };
-        for (spec, data) in layer.layout().into_iter().zip(data) {
+        for (spec, data) in layer.layout().into_iter().zip(backend_data(params)) {
             out.push(NamedTensor {
                 name: format!("layers.{}.{}", layer.index, spec.name),
+                data: into_checkpoint(layer, &spec, data),
                 shape: spec.shape,
-                data,
             });
         }
     }
@@ -167,11 +268,7 @@ pub fn from_tensors(model: &Model, device: &Cpu, tensors: &[NamedTensor]) -> Vec
                     let data = by_name
                         .get(name.as_str())
                         .map_or_else(|| vec![0.0; spec.len()], |t| t.data.clone());
-                    if matches!(layer.op, Op::Conv { .. }) && spec.name == "weight" {
-                        weight_from_checkpoint(&data, conv_dims(spec))
-                    } else {
-                        data
-                    }
+                    into_backend(layer, spec, data)
                 })
                 .collect();
             build(layer, values, device)
@@ -207,6 +304,19 @@ pub fn gradient_tensors(
                 moving_mean: zero(&p.moving_mean),
                 moving_variance: zero(&p.moving_variance),
             }),
+            LayerParams::Depthwise(p) => LayerParams::Depthwise(DepthwiseParams {
+                weight: grads.get(&p.weight),
+                bias: p.bias.as_ref().map(|bias| grads.get(bias)),
+            }),
+            LayerParams::Separable(p) => LayerParams::Separable(SeparableParams {
+                depthwise: grads.get(&p.depthwise),
+                pointwise: grads.get(&p.pointwise),
+                bias: p.bias.as_ref().map(|bias| grads.get(bias)),
+            }),
+            LayerParams::Grouped(p) => LayerParams::Grouped(GroupedParams {
+                weight: grads.get(&p.weight),
+                bias: p.bias.as_ref().map(|bias| grads.get(bias)),
+            }),
             LayerParams::None => LayerParams::None,
         })
         .collect();
@@ -229,9 +339,18 @@ pub fn trainables<'a>(model: &Model, params: &'a mut [LayerParams]) -> Vec<(Stri
         let name = |param: &str| format!("layers.{}.{param}", layer.index);
         match params {
             LayerParams::Conv(Conv2dParams { weight, bias })
-            | LayerParams::Dense(DenseParams { weight, bias }) => {
+            | LayerParams::Dense(DenseParams { weight, bias })
+            | LayerParams::Depthwise(DepthwiseParams { weight, bias })
+            | LayerParams::Grouped(GroupedParams { weight, bias }) => {
                 out.push((name("weight"), ParamMut::Matrix(weight)));
                 if let Some(bias) = bias {
+                    out.push((name("bias"), ParamMut::Vector(bias)));
+                }
+            }
+            LayerParams::Separable(p) => {
+                out.push((name("depthwise"), ParamMut::Matrix(&mut p.depthwise)));
+                out.push((name("pointwise"), ParamMut::Matrix(&mut p.pointwise)));
+                if let Some(bias) = &mut p.bias {
                     out.push((name("bias"), ParamMut::Vector(bias)));
                 }
             }

@@ -55,13 +55,7 @@ pub fn run(path: &Path, args: BenchArgs, format: OutputFormat) -> u8 {
         .batch_size
         .unwrap_or(model.train.batch_size as usize)
         .max(1);
-    let mut network = match Network::new(&model, model.train.seed) {
-        Ok(network) => network,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return EXIT_ERROR;
-        }
-    };
+    let mut network = Network::new(&model, model.train.seed);
     let mut optimizer = Optimizer::new(&model.train);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let per_image = model.input.len();
@@ -84,9 +78,7 @@ pub fn run(path: &Path, args: BenchArgs, format: OutputFormat) -> u8 {
     if args.profile {
         print_profile("training steps", args);
     }
-    let Ok(mut network) = Network::new(&model, model.train.seed) else {
-        return EXIT_ERROR;
-    };
+    let mut network = Network::new(&model, model.train.seed);
     let mut infer = || {
         network.predict(images.clone(), batch);
         Ok::<(), std::convert::Infallible>(())

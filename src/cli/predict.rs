@@ -5,7 +5,6 @@
 
 use super::output::{DiagnosticPrinter, OutputFormat};
 use super::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
-use crate::backend::checkpoint::CheckpointError;
 use crate::diagnostics::SourceFile;
 use crate::infer::{errors, image_files, predict_files, LoadError, Prediction, Trained};
 use serde::ser::{SerializeMap, Serializer};
@@ -82,10 +81,6 @@ pub(super) fn load_trained(run: &Path, printer: &mut DiagnosticPrinter) -> Resul
                 "error: the spec inside `{}` no longer compiles",
                 run.display()
             );
-            Err(EXIT_ERROR)
-        }
-        Err(err @ LoadError::Checkpoint(_, CheckpointError::Unsupported(_))) => {
-            eprintln!("error: {err}");
             Err(EXIT_ERROR)
         }
         Err(err) => {

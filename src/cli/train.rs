@@ -98,10 +98,6 @@ fn report(
             eprintln!("error: the loss became NaN or infinite in epoch {epoch}, batch {batch}{saved}\n  help: lower the learning rate (`--lr`), e.g. by 10x");
             EXIT_ERROR
         }
-        TrainError::Unsupported(err) => {
-            eprintln!("error: {err}");
-            EXIT_ERROR
-        }
         TrainError::Io(message) => {
             eprintln!("error: {message}");
             EXIT_USAGE

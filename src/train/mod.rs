@@ -43,8 +43,6 @@ pub enum TrainError {
     Diagnostics(crate::diagnostics::SourceFile, Vec<Diagnostic>),
     /// `--resume` found the spec file changed since the run started.
     SpecChanged(PathBuf),
-    /// The model has a layer the backend cannot run yet.
-    Unsupported(crate::backend::support::Unsupported),
     /// Reading or writing failed.
     Io(String),
     /// The loss became NaN or infinite.

@@ -84,10 +84,7 @@ fn compile_model(
     let compiled = compile(text, name);
     let has_errors = compiled.has_errors();
     match compiled.model {
-        Some(model) if !has_errors => {
-            crate::backend::support::check(&model).map_err(TrainError::Unsupported)?;
-            Ok((model, compiled.spec))
-        }
+        Some(model) if !has_errors => Ok((model, compiled.spec)),
         _ => Err(TrainError::Diagnostics(
             source.clone(),
             compiled.diagnostics,
@@ -336,7 +333,7 @@ pub(super) fn start(prep: &Prepared) -> Result<Start, TrainError> {
     let state = prep.state.clone();
     let Some(checkpoint) = &prep.resume else {
         return Ok(Start {
-            network: Network::new(&prep.model, state.seed).map_err(TrainError::Unsupported)?,
+            network: Network::new(&prep.model, state.seed),
             optimizer,
             history: Vec::new(),
             state,
