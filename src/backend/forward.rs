@@ -19,12 +19,12 @@ use super::ops::depthwise_kernels::FusedActivation;
 use super::ops::flatten::flatten;
 use super::ops::geometry::Padding as OpPadding;
 use super::ops::grouped::{grouped_conv2d, GroupedConfig};
-use super::ops::merge::{merge, Merged, Operand};
+use super::ops::merge::{add_activated, merge, Merged, Operand};
 use super::ops::pool2d::{avg_pool2d, global_avg_pool, global_max_pool, max_pool2d, Pool2dConfig};
 use super::ops::separable::{separable_conv2d, SeparableConfig};
 use super::ops::{Flat, Image};
 use super::params::LayerParams;
-use crate::ir::{Activation, Layer, Op, Padding, PoolKind, Source};
+use crate::ir::{Activation, Layer, MergeKind, Op, Padding, PoolKind, Source};
 use dfdx::prelude::*;
 
 /// An activation between layers, as an image batch or a flat batch.
@@ -242,13 +242,19 @@ fn layer_forward<T: Tape<f32, Cpu>>(
                 Act::Flat(x) => Operand::Flat(x),
             })
             .collect();
-        let out = match merge(kind, operands, tape) {
+        let fused = fused_activation(layer);
+        let merged = match kind {
+            MergeKind::Add => add_activated(operands, fused, tape),
+            MergeKind::Concat | MergeKind::Mul => merge(kind, operands, tape),
+        };
+        let out = match merged {
             Merged::Image(x) => Act::Image(x),
             Merged::Flat(x) => Act::Flat(x),
         };
         let out = match layer.activation {
             Some(activation)
-                if !(is_last && cfg.activation_to_loss && is_loss_activation(activation)) =>
+                if fused == FusedActivation::Linear
+                    && !(is_last && cfg.activation_to_loss && is_loss_activation(activation)) =>
             {
                 activate(out, activation)
             }
@@ -268,6 +274,7 @@ fn layer_forward<T: Tape<f32, Cpu>>(
                 eps: eps as f32,
                 training: cfg.training,
                 input_grad: !reads_input,
+                activation: fused_activation(layer),
             };
             match act {
                 Act::Image(x) => Act::Image(batch_norm(x, params, &bn)),
@@ -422,11 +429,15 @@ fn layer_forward<T: Tape<f32, Cpu>>(
     out.split()
 }
 
-/// The suffix activation a depthwise, separable or grouped convolution runs inside itself.
+/// The suffix activation a depthwise, separable or grouped convolution, a batch norm or an
+/// `add` runs inside itself.
 fn fused_activation(layer: &Layer) -> FusedActivation {
     let fuses = matches!(
         layer.op,
-        Op::DepthwiseConv { .. } | Op::SeparableConv { .. }
+        Op::DepthwiseConv { .. }
+            | Op::SeparableConv { .. }
+            | Op::BatchNorm { .. }
+            | Op::Merge(MergeKind::Add)
     ) || matches!(layer.op, Op::Conv { groups, .. } if groups > 1);
     match layer.activation {
         Some(Activation::Relu) if fuses => FusedActivation::Relu,

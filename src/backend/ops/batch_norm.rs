@@ -5,9 +5,15 @@
 //! biased batch variance (as Keras's `ops.moments`) and updates the moving statistics with
 //! `moving = moving * momentum + batch * (1 - momentum)`; inference mode uses the moving
 //! statistics. Keras defaults: momentum 0.99, eps 1e-3.
+//!
+//! A `relu` or `relu6` after the normalisation (`bn relu`) runs inside the op
+//! ([`BatchNormConfig::activation`]): the forward clamps as it writes, and the backward masks
+//! the output gradient by the activation's derivative at the recomputed pre-activation (the
+//! same arithmetic as the forward, so the same bits), with no tensor in between.
 
 use crate::backend::ops::batch_norm_kernels::Periods;
 use crate::backend::ops::buffers;
+use crate::backend::ops::depthwise_kernels::FusedActivation;
 use crate::backend::ops::profile;
 use crate::backend::ops::tape;
 use crate::backend::ops::Vector;
@@ -25,6 +31,8 @@ pub struct BatchNormConfig {
     pub training: bool,
     /// Compute the gradient of the input; `false` for a first layer fed by data.
     pub input_grad: bool,
+    /// The activation applied to the normalised output inside the op.
+    pub activation: FusedActivation,
 }
 
 impl Default for BatchNormConfig {
@@ -34,6 +42,7 @@ impl Default for BatchNormConfig {
             eps: 1e-3,
             training: true,
             input_grad: true,
+            activation: FusedActivation::Linear,
         }
     }
 }
@@ -106,13 +115,23 @@ pub fn batch_norm<S: Shape, T: Tape<f32, Cpu>>(
         .collect();
     let mut out = buffers::take(input.len());
     let (scale_p, shift_p) = (layout.pattern(&scale), layout.pattern(&shift));
-    layout.map(
-        &mut out,
-        &input,
-        &input,
-        (&scale_p, &shift_p, &shift_p),
-        |_, x, _, a, b, _| x * a + b,
-    );
+    let activation = cfg.activation;
+    match activation.bounds() {
+        None => layout.map(
+            &mut out,
+            &input,
+            &input,
+            (&scale_p, &shift_p, &shift_p),
+            |_, x, _, a, b, _| x * a + b,
+        ),
+        Some((lo, hi)) => layout.map(
+            &mut out,
+            &input,
+            &input,
+            (&scale_p, &shift_p, &shift_p),
+            move |_, x, _, a, b, _| (x * a + b).max(lo).min(hi),
+        ),
+    }
     let out = device.tensor_from_vec(out, shape);
     if !T::OWNS_TAPE {
         buffers::give(input);
@@ -124,8 +143,26 @@ pub fn batch_norm<S: Shape, T: Tape<f32, Cpu>>(
     let features_layout = layout;
     tape.add_backward_op(move |grads| {
         let _timer = profile::scope("batch_norm.backward");
-        let grad_out = tape::take(grads.get_or_alloc_mut(&out_ghost)?);
+        let mut grad_out = tape::take(grads.get_or_alloc_mut(&out_ghost)?);
         let layout = features_layout;
+        if let Some((lo, hi)) = activation.bounds() {
+            // The activation's derivative (0 at the kinks) at the pre-activation `x * a + b`,
+            // computed as the forward computed it.
+            layout.map(
+                &mut grad_out,
+                &input,
+                &input,
+                (&scale_p, &shift_p, &shift_p),
+                move |dy, x, _, a, b, _| {
+                    let z = x * a + b;
+                    if z > lo && z < hi {
+                        dy
+                    } else {
+                        0.0
+                    }
+                },
+            );
+        }
         let (mean_p, inv_std_p) = (layout.pattern(&mean), layout.pattern(&inv_std));
         // sums[f] = [sum(dy), sum(dy * x_hat)]
         let sums = layout.sums(&grad_out, &input, (&mean_p, &inv_std_p), |dy, x, m, s| {
@@ -165,7 +202,7 @@ pub fn batch_norm<S: Shape, T: Tape<f32, Cpu>>(
                 |gi, dy, x, s, c, k| gi + dy * s - x * c - k,
             );
         }
-        tape::restore(grads.get_or_alloc_mut(&out_ghost)?, grad_out);
+        tape::release(grad_out);
         tape::add_into(grads.get_or_alloc_mut(&gamma_key)?, &grad_gamma);
         tape::add_into(grads.get_or_alloc_mut(&beta_key)?, &grad_beta);
         buffers::give(input);

@@ -155,7 +155,7 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
             &mut grad_weight,
             Some(&mut grad_bias),
         );
-        tape::restore(grads.get_or_alloc_mut(&out_ghost)?, grad_out);
+        tape::release(grad_out);
         tape::add_into(grads.get_or_alloc_mut(&weight_key)?, &grad_weight);
         if let Some(bias_key) = &bias_key {
             tape::add_into(grads.get_or_alloc_mut(bias_key)?, &grad_bias);

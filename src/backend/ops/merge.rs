@@ -25,6 +25,7 @@
 //!   its message when the inputs do not fit (the compiler's `merge_shape` rejects such models).
 
 use crate::backend::ops::buffers;
+use crate::backend::ops::depthwise_kernels::FusedActivation;
 use crate::backend::ops::profile;
 use crate::backend::ops::tape::{self, GradSlot, Grads};
 use crate::backend::ops::{Flat, Image};
@@ -269,6 +270,21 @@ pub fn merge<T: Tape<f32, Cpu>>(kind: MergeKind, inputs: Vec<Operand>, tape: T) 
 /// # Panics
 /// When the inputs are empty or differ in shape.
 pub fn add<T: Tape<f32, Cpu>>(inputs: Vec<Operand>, tape: T) -> Merged<T> {
+    add_activated(inputs, FusedActivation::Linear, tape)
+}
+
+/// [`add`] followed by a `relu` or `relu6` in the same pass (`add(…) relu`, the end of a
+/// residual block): the output is clamped as it is written, and the backward passes on the
+/// output gradient where the activation's derivative is 1 (`lo < y < hi` on the output, as
+/// TensorFlow's `ReluGrad`/`Relu6Grad` test it), 0 elsewhere.
+///
+/// # Panics
+/// When the inputs are empty or differ in shape.
+pub fn add_activated<T: Tape<f32, Cpu>>(
+    inputs: Vec<Operand>,
+    activation: FusedActivation,
+    tape: T,
+) -> Merged<T> {
     let _timer = profile::scope("merge.add.forward");
     let layout = fitting(MergeKind::Add, &inputs);
     let Parts {
@@ -287,11 +303,42 @@ pub fn add<T: Tape<f32, Cpu>>(inputs: Vec<Operand>, tape: T) -> Merged<T> {
                 .zip(&part[start..][..len])
                 .for_each(|(a, b)| *a += b);
         }
+        if let Some((lo, hi)) = activation.bounds() {
+            o.iter_mut().for_each(|v| *v = v.max(lo).min(hi));
+        }
     });
     data.into_iter().for_each(buffers::give);
+    // Where the activation passes the gradient on, read off the output (kept as one byte an
+    // element, not the output itself).
+    let passes: Option<Vec<u8>> = match activation.bounds() {
+        Some((lo, hi)) if T::OWNS_TAPE => Some(
+            out.par_iter()
+                .map(|&y| u8::from(y > lo && y < hi))
+                .collect(),
+        ),
+        Some(_) | None => None,
+    };
     let backward = move |grad_out: &[f32], grads: &mut Grads| {
+        let masked = passes.as_ref().map(|passes| {
+            let mut masked = buffers::take(grad_out.len());
+            masked
+                .par_chunks_mut(CHUNK)
+                .zip(grad_out.par_chunks(CHUNK))
+                .zip(passes.par_chunks(CHUNK))
+                .for_each(|((m, g), p)| {
+                    m.iter_mut()
+                        .zip(g)
+                        .zip(p)
+                        .for_each(|((m, &g), &p)| *m = if p == 1 { g } else { 0.0 });
+                });
+            masked
+        });
+        let grad = masked.as_deref().unwrap_or(grad_out);
         for slot in &slots {
-            tape::add_into(slot(grads)?, grad_out);
+            tape::add_into(slot(grads)?, grad);
+        }
+        if let Some(masked) = masked {
+            buffers::give(masked);
         }
         Ok(())
     };
@@ -540,7 +587,7 @@ fn finish<T: Tape<f32, Cpu>>(
                     let _timer = profile::scope(name);
                     let grad_out = tape::take(grads.get_or_alloc_mut(&out_ghost)?);
                     backward(&grad_out, grads)?;
-                    tape::restore(grads.get_or_alloc_mut(&out_ghost)?, grad_out);
+                    tape::release(grad_out);
                     Ok(())
                 });
             }
@@ -554,7 +601,7 @@ fn finish<T: Tape<f32, Cpu>>(
                     let _timer = profile::scope(name);
                     let grad_out = tape::take(grads.get_or_alloc_mut(&out_ghost)?);
                     backward(&grad_out, grads)?;
-                    tape::restore(grads.get_or_alloc_mut(&out_ghost)?, grad_out);
+                    tape::release(grad_out);
                     Ok(())
                 });
             }

@@ -64,7 +64,7 @@ pub fn max_pool2d<T: Tape<f32, Cpu>>(x: Image<T>, cfg: &Pool2dConfig) -> Image<T
         let _timer = profile::scope("max_pool2d.backward");
         let grad_out = tape::take(grads.get_or_alloc_mut(&out_ghost)?);
         pool_kernels::max_backward(&g, &argmax, &grad_out, grads.get_or_alloc_mut(&x_ghost)?);
-        tape::restore(grads.get_or_alloc_mut(&out_ghost)?, grad_out);
+        tape::release(grad_out);
         Ok(())
     });
     out.put_tape(tape)
@@ -98,7 +98,7 @@ pub fn avg_pool2d<T: Tape<f32, Cpu>>(x: Image<T>, cfg: &Pool2dConfig) -> Image<T
         let _timer = profile::scope("avg_pool2d.backward");
         let grad_out = tape::take(grads.get_or_alloc_mut(&out_ghost)?);
         pool_kernels::avg_backward(&g, &grad_out, grads.get_or_alloc_mut(&x_ghost)?);
-        tape::restore(grads.get_or_alloc_mut(&out_ghost)?, grad_out);
+        tape::release(grad_out);
         Ok(())
     });
     out.put_tape(tape)
@@ -138,7 +138,7 @@ pub fn global_avg_pool<T: Tape<f32, Cpu>>(x: Image<T>) -> Flat<T> {
                 gi.chunks_exact_mut(c)
                     .for_each(|px| px.iter_mut().zip(go).for_each(|(d, g)| *d += g * scale));
             });
-        tape::restore(grads.get_or_alloc_mut(&out_ghost)?, grad_out);
+        tape::release(grad_out);
         Ok(())
     });
     out.put_tape(tape)
@@ -211,7 +211,7 @@ pub fn global_max_pool<T: Tape<f32, Cpu>>(x: Image<T>) -> Flat<T> {
                     }
                 }
             });
-        tape::restore(grads.get_or_alloc_mut(&out_ghost)?, grad_out);
+        tape::release(grad_out);
         buffers::give(input);
         Ok(())
     });

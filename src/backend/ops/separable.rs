@@ -239,7 +239,7 @@ pub fn separable_conv2d<T: Tape<f32, Cpu>>(
             &grad_out,
             grad_input.map(|g| g.as_mut_slice()),
         );
-        tape::restore(grads.get_or_alloc_mut(&out_ghost)?, grad_out);
+        tape::release(grad_out);
         tape::add_into(grads.get_or_alloc_mut(&keys.0)?, &d_depthwise);
         tape::add_into(grads.get_or_alloc_mut(&keys.1)?, &d_pointwise);
         if let Some(bias_key) = &keys.2 {

@@ -2,8 +2,11 @@
 //!
 //! dfdx hands out gradient storage as `&mut <Cpu as Storage<f32>>::Vec` (via
 //! `Gradients::get_or_alloc_mut`, keyed by a tensor or its ghost). Backward closures move the
-//! output gradient out with [`take`], write the input gradients, and move it back with
-//! [`restore`], which costs nothing and needs none of dfdx's crate-private accessors.
+//! output gradient out with [`take`], write the input gradients, and hand it to the buffer pool
+//! with [`release`]: backward runs the ops in reverse, so every reader of a tensor has added its
+//! share to the tensor's gradient before the op that made it runs, and nothing reads that
+//! gradient again. Freeing it there keeps only the gradients still to be read alive, as the
+//! forward pass keeps only the outputs still to be read.
 
 use dfdx::tensor::{Cpu, Gradients, Storage};
 
@@ -12,14 +15,15 @@ pub type Grads = Gradients<f32, Cpu>;
 /// One gradient buffer inside [`Grads`].
 pub type GradSlot = <Cpu as Storage<f32>>::Vec;
 
-/// Moves a gradient out of its slot, leaving it empty until [`restore`].
+/// Moves a gradient out of its slot, leaving the slot empty (no memory).
 pub fn take(slot: &mut GradSlot) -> Vec<f32> {
     std::mem::take(&mut **slot)
 }
 
-/// Puts back a gradient moved out with [`take`].
-pub fn restore(slot: &mut GradSlot, grad: Vec<f32>) {
-    **slot = grad;
+/// Frees an op's output gradient, moved out with [`take`], once its input gradients are
+/// written: the buffer goes back to the pool for the next allocation.
+pub fn release(grad: Vec<f32>) {
+    super::buffers::give(grad);
 }
 
 /// `dst += src` on all cores.
