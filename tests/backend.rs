@@ -34,6 +34,110 @@ fn real_shapes_equal_the_compilers_for_every_spec() {
     }
 }
 
+/// Gives every batch norm of `network` scales, shifts and moving statistics away from their
+/// initial values, so that folding it into a convolution changes the weights.
+fn perturb_batch_norms(network: &mut Network) {
+    use dfdx::tensor::{Tensor, TensorFromVec};
+    let device = dfdx::tensor::Cpu::default();
+    for (layer, params) in network.params.iter_mut().enumerate() {
+        if let LayerParams::BatchNorm(bn) = params {
+            let features = bn.gamma.as_vec().len();
+            let values = |offset: f32, spread: f32| -> Tensor<(usize,), f32, dfdx::tensor::Cpu> {
+                let v = (0..features)
+                    .map(|f| offset + spread * (((f * 7 + layer * 3) % 11) as f32 / 10.0))
+                    .collect();
+                device.tensor_from_vec(v, (features,))
+            };
+            bn.gamma = values(0.5, 1.0);
+            bn.beta = values(-0.3, 0.6);
+            bn.moving_mean = values(-0.2, 0.4);
+            bn.moving_variance = values(0.5, 2.0);
+        }
+    }
+}
+
+#[test]
+fn inference_folds_each_batch_norm_into_the_conv_before_it() {
+    use dfdx::prelude::*;
+    use strata::backend::forward::{run, PassConfig};
+    let files = common::yaml_files(&common::root().join("specs/examples"));
+    let mut folded_somewhere = 0;
+    for path in files {
+        let text = std::fs::read_to_string(&path).expect("spec");
+        let model = compile(&text);
+        let mut network = Network::new(&model, 5);
+        perturb_batch_norms(&mut network);
+        let dims = model.input.dims();
+        let (h, w, c) = (dims[0], dims[1], dims[2]);
+        let images: Vec<f32> = (0..2 * h * w * c)
+            .map(|v| ((v * 37) % 255) as f32 / 255.0)
+            .collect();
+        let device = Cpu::default();
+        let cfg = PassConfig {
+            training: false,
+            fuse: true,
+            activation_to_loss: true,
+        };
+        // Without a tape the pass folds; with one (gradients wanted) it does not.
+        let mut ran = Vec::new();
+        let x = device.tensor_from_vec(images.clone(), (2, h, w, c));
+        let folded = run(&model.layers, &mut network.params, x, cfg, &mut |idx, _| {
+            ran.push(idx)
+        })
+        .as_vec();
+        let mut ran_unfolded = Vec::new();
+        let x = device.tensor_from_vec(images, (2, h, w, c)).leaky_trace();
+        let unfolded = run(&model.layers, &mut network.params, x, cfg, &mut |idx, _| {
+            ran_unfolded.push(idx)
+        })
+        .as_vec();
+        let scale = unfolded.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        for (a, b) in folded.iter().zip(&unfolded) {
+            assert!(
+                (a - b).abs() <= 1e-4 * scale,
+                "{}: {a} vs {b}",
+                path.display()
+            );
+        }
+        // Every conv -> bn pair ran as one layer: the conv ran (was observed) only with a tape.
+        let conv_bn: Vec<usize> = model
+            .layers
+            .windows(2)
+            .enumerate()
+            .filter(|(idx, pair)| {
+                matches!(
+                    pair[0].op,
+                    strata::ir::Op::Conv { groups: 1, .. } | strata::ir::Op::DepthwiseConv { .. }
+                ) && pair[0].activation.is_none()
+                    && matches!(pair[1].op, strata::ir::Op::BatchNorm { .. })
+                    && pair[1].inputs.len() == 1
+                    && pair[1].inputs[0].source == strata::ir::Source::Layer(*idx)
+                    && model
+                        .layers
+                        .iter()
+                        .filter(|l| {
+                            l.inputs
+                                .iter()
+                                .any(|e| e.source == strata::ir::Source::Layer(*idx))
+                        })
+                        .count()
+                        == 1
+            })
+            .map(|(idx, _)| idx)
+            .collect();
+        for idx in &conv_bn {
+            assert!(
+                ran_unfolded.contains(idx) && !ran.contains(idx),
+                "{}: layer {idx}",
+                path.display()
+            );
+        }
+        let conv_bn = conv_bn.len();
+        folded_somewhere += conv_bn;
+    }
+    assert!(folded_somewhere > 20, "{folded_somewhere}");
+}
+
 #[test]
 fn fixed_model_matches_the_independent_reference() {
     let text = std::fs::read_to_string(common::root().join("tests/data/reference_forward.json"))

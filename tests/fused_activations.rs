@@ -1,14 +1,19 @@
-//! A `relu` or `relu6` run inside a batch norm (`bn relu`) or an `add` (`add(…) relu`) gives
-//! the same output and the same gradients, bit for bit, as the op followed by the separate
-//! activation op; and a finite-difference check of each fused op.
+//! A `relu` or `relu6` run inside a batch norm (`bn relu`), an `add` (`add(…) relu`) or a
+//! convolution (`conv1(96) relu6`), and a residual `add` run inside the batch norm before it
+//! (`add(identity, … -> bn) relu`), give the same output and the same gradients, bit for bit,
+//! as the separate ops; and a finite-difference check of each fused op.
 
 mod common;
 
 use common::gradcheck::{check, weighted_sum, Grads, Rng};
 use dfdx::prelude::*;
 use strata::backend::ops::activation::{relu, relu6};
-use strata::backend::ops::batch_norm::{batch_norm, BatchNormConfig, BatchNormParams};
+use strata::backend::ops::batch_norm::{
+    batch_norm, batch_norm_add, BatchNormConfig, BatchNormParams,
+};
+use strata::backend::ops::conv2d::{conv2d, conv2d_activated, Conv2dConfig, Conv2dParams};
 use strata::backend::ops::depthwise_kernels::FusedActivation;
+use strata::backend::ops::geometry::Padding;
 use strata::backend::ops::merge::{add, add_activated, Merged, Operand};
 use strata::backend::ops::Image;
 
@@ -206,4 +211,133 @@ fn add_with_a_fused_relu_passes_a_finite_difference_check() {
         let (loss, grads) = weighted_sum(out, &weights);
         (loss, vec![grads.get(&a).as_vec(), grads.get(&b).as_vec()])
     });
+}
+
+/// Output and the gradients of input, weight and bias of a 3x3 stride-2 `same` convolution.
+fn conv_run(values: &[Vec<f32>], activation: FusedActivation, fuse: bool) -> Vec<Vec<f32>> {
+    let dev = Cpu::default();
+    let (n, h, w, c) = SHAPE;
+    let filters = 5;
+    let x = dev.tensor_from_vec(values[0].clone(), SHAPE);
+    let params = Conv2dParams {
+        weight: dev.tensor_from_vec(values[1].clone(), (9 * c, filters)),
+        bias: Some(dev.tensor_from_vec(values[2].clone(), (filters,))),
+    };
+    let cfg = Conv2dConfig {
+        kernel: (3, 3),
+        stride: (2, 2),
+        padding: Padding::Same,
+        relu: false,
+        input_grad: true,
+    };
+    let out = if fuse {
+        conv2d_activated(x.leaky_trace(), &params, &cfg, activation)
+    } else {
+        unfused(conv2d(x.leaky_trace(), &params, &cfg), activation)
+    };
+    let forward = out.as_vec();
+    let weights: Vec<f32> = (0..forward.len())
+        .map(|i| ((i * 13 % 7) as f32 - 3.0) / 3.0)
+        .collect();
+    assert_eq!(forward.len(), n * h.div_ceil(2) * w.div_ceil(2) * filters);
+    let (_, grads) = weighted_sum(out, &weights);
+    let bias = params.bias.as_ref().expect("bias");
+    vec![
+        forward,
+        grads.get(&x).as_vec(),
+        grads.get(&params.weight).as_vec(),
+        grads.get(bias).as_vec(),
+    ]
+}
+
+#[test]
+fn conv_with_a_fused_activation_equals_conv_then_the_activation() {
+    let mut rng = Rng::new(31);
+    let c = SHAPE.3;
+    let values = vec![
+        rng.vec(len(), -2.0, 3.0),
+        rng.vec(9 * c * 5, -1.0, 1.0),
+        rng.vec(5, -1.0, 2.0),
+    ];
+    for activation in [FusedActivation::Relu, FusedActivation::Relu6] {
+        let fused = conv_run(&values, activation, true);
+        let separate = conv_run(&values, activation, false);
+        let names = ["output", "dx", "dweight", "dbias"];
+        for ((name, a), b) in names.iter().zip(&fused).zip(&separate) {
+            assert_eq!(a, b, "{activation:?}: {name}");
+        }
+        let out = &fused[0];
+        assert!(out.contains(&0.0) && out.iter().any(|&v| v > 0.0));
+        if activation == FusedActivation::Relu6 {
+            assert!(out.contains(&6.0), "{out:?}");
+        }
+    }
+}
+
+/// `activation(bn(x) + skip)`: output, and the gradients of x, skip, gamma and beta, and the
+/// moving statistics; fused (one op) or as batch norm then `add_activated`.
+fn bn_add_run(values: &[Vec<f32>], cfg: &BatchNormConfig, fuse: bool) -> Vec<Vec<f32>> {
+    let dev = Cpu::default();
+    let x = dev.tensor_from_vec(values[0].clone(), SHAPE);
+    let skip = dev.tensor_from_vec(values[4].clone(), SHAPE);
+    let mut p = bn_params(&dev, &values[1], &values[2]);
+    let out = if fuse {
+        batch_norm_add(x.leaky_trace(), &skip, &mut p, cfg)
+    } else {
+        let linear = BatchNormConfig {
+            activation: FusedActivation::Linear,
+            ..*cfg
+        };
+        let (normalised, tape) = batch_norm(x.leaky_trace(), &mut p, &linear).split_tape();
+        let inputs = vec![Operand::Image(skip.clone()), Operand::Image(normalised)];
+        image(add_activated(inputs, cfg.activation, tape))
+    };
+    let forward = out.as_vec();
+    let (_, grads) = weighted_sum(out, &values[3]);
+    vec![
+        forward,
+        grads.get(&x).as_vec(),
+        grads.get(&skip).as_vec(),
+        grads.get(&p.gamma).as_vec(),
+        grads.get(&p.beta).as_vec(),
+        p.moving_mean.as_vec(),
+        p.moving_variance.as_vec(),
+    ]
+}
+
+#[test]
+fn batch_norm_with_a_fused_residual_add_equals_batch_norm_then_add() {
+    for activation in [
+        FusedActivation::Linear,
+        FusedActivation::Relu,
+        FusedActivation::Relu6,
+    ] {
+        for training in [true, false] {
+            let mut values = bn_values(7);
+            values.push(Rng::new(8).vec(len(), -3.0, 3.0));
+            let cfg = BatchNormConfig {
+                training,
+                activation,
+                ..Default::default()
+            };
+            let fused = bn_add_run(&values, &cfg, true);
+            let separate = bn_add_run(&values, &cfg, false);
+            let names = [
+                "output",
+                "dx",
+                "dskip",
+                "dgamma",
+                "dbeta",
+                "moving mean",
+                "moving var",
+            ];
+            for ((name, a), b) in names.iter().zip(&fused).zip(&separate) {
+                assert_eq!(a, b, "{activation:?}, training {training}: {name}");
+            }
+            if activation != FusedActivation::Linear {
+                let out = &fused[0];
+                assert!(out.contains(&0.0) && out.iter().any(|&v| v > 0.0));
+            }
+        }
+    }
 }

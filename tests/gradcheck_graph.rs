@@ -93,3 +93,13 @@ fn binary_head_graph() {
     let spec = "input: 5x5x1\nclasses: 2\nmodel: conv3(3, pad=same) relu -> add(identity, conv1(3)) -> gap -> dense1 sigmoid\n";
     check_spec("binary", spec, &[0, 1, 1, 0], 13);
 }
+
+#[test]
+fn residual_blocks_ending_in_batch_norm() {
+    // The residual add runs inside the batch norm ending its branch, with the add's relu or
+    // relu6 (and a linear one): the skip gets the masked gradient, the batch norm the rest.
+    let spec = "input: 6x6x3\nclasses: 2\nmodel: |\n  conv3(3, pad=same) -> bn relu\n  -> add(identity, conv3(3, pad=same) -> bn relu -> conv3(3, pad=same) -> bn) relu\n  -> add(conv1(4, stride=2) -> bn, conv3(4, stride=2, pad=same) -> bn) relu6\n  -> add(identity, conv1(4) -> bn)\n  -> gap -> dense2 softmax\n";
+    for seed in [2, 3] {
+        check_spec_eps("residual bn", spec, &[0, 1, 1], seed, 1e-3);
+    }
+}

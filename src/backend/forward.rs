@@ -10,11 +10,11 @@
 #![deny(clippy::wildcard_enum_match_arm)]
 
 use super::ops::activation::{elu, gelu, hard_sigmoid, hard_swish, leaky_relu, relu, relu6, silu};
-use super::ops::batch_norm::{batch_norm, BatchNormConfig};
-use super::ops::conv2d::{conv2d, Conv2dConfig};
+use super::ops::batch_norm::{batch_norm, batch_norm_add, BatchNormConfig};
+use super::ops::conv2d::{conv2d_activated, Conv2dConfig, Conv2dParams};
 use super::ops::conv_pool::{conv2d_max_pool, fusable};
 use super::ops::dense::dense;
-use super::ops::depthwise::{depthwise_conv2d, DepthwiseConfig};
+use super::ops::depthwise::{depthwise_conv2d, DepthwiseConfig, DepthwiseParams};
 use super::ops::depthwise_kernels::FusedActivation;
 use super::ops::flatten::flatten;
 use super::ops::geometry::Padding as OpPadding;
@@ -22,7 +22,7 @@ use super::ops::grouped::{grouped_conv2d, GroupedConfig};
 use super::ops::merge::{add_activated, merge, Merged, Operand};
 use super::ops::pool2d::{avg_pool2d, global_avg_pool, global_max_pool, max_pool2d, Pool2dConfig};
 use super::ops::separable::{separable_conv2d, SeparableConfig};
-use super::ops::{Flat, Image};
+use super::ops::{Flat, Image, Vector};
 use super::params::LayerParams;
 use crate::ir::{Activation, Layer, MergeKind, Op, Padding, PoolKind, Source};
 use dfdx::prelude::*;
@@ -194,7 +194,55 @@ pub fn run<T: Tape<f32, Cpu>>(
         let pool = (cfg.fuse && store.readers(idx) == 1)
             .then(|| fusable_pool(layers, idx))
             .flatten();
+        let folds_bn = cfg.fuse
+            && !cfg.training
+            && !T::OWNS_TAPE
+            && store.readers(idx) == 1
+            && foldable_bn(layers, idx);
+        let skip = (cfg.fuse && store.readers(idx) == 1)
+            .then(|| fusable_add(layers, idx))
+            .flatten();
         let (out, next_tape, ran) = match (pool, &mut params[idx]) {
+            (None, LayerParams::BatchNorm(bn)) if skip.is_some() => {
+                let add = &layers[idx + 1];
+                let skip = skip.and_then(|source| store.read(source));
+                let (Some(Act::Image(skip)), Some(Act::Image(x))) =
+                    (skip, inputs.into_iter().next())
+                else {
+                    unreachable!("fusable_add checked that both inputs are images")
+                };
+                let Op::BatchNorm { momentum, eps } = layer.op else {
+                    unreachable!("batch norm params belong to a batch norm")
+                };
+                let bn_cfg = BatchNormConfig {
+                    momentum: momentum as f32,
+                    eps: eps as f32,
+                    training: cfg.training,
+                    input_grad: !layer.inputs.iter().any(|edge| edge.source == Source::Input),
+                    activation: fused_activation(add),
+                };
+                let out = Act::Image(batch_norm_add(x.put_tape(tape), &skip, bn, &bn_cfg));
+                let is_last = idx + 2 == layers.len();
+                let out = match add.activation {
+                    Some(activation)
+                        if fused_activation(add) == FusedActivation::Linear
+                            && !(is_last
+                                && cfg.activation_to_loss
+                                && is_loss_activation(activation)) =>
+                    {
+                        activate(out, activation)
+                    }
+                    Some(_) | None => out,
+                };
+                let (out, tape) = out.split();
+                (out, tape, 2)
+            }
+            (None, LayerParams::Conv(_) | LayerParams::Depthwise(_)) if folds_bn => {
+                let is_last = idx + 2 == layers.len();
+                let (out, tape) =
+                    conv_bn_inference(layers, idx, params, inputs, tape, cfg, is_last);
+                (out, tape, 2)
+            }
             (Some(pool), LayerParams::Conv(conv)) => {
                 let Some(Act::Image(x)) = inputs.into_iter().next() else {
                     unreachable!("fusable_pool checked that the conv reads one image")
@@ -284,7 +332,7 @@ fn layer_forward<T: Tape<f32, Cpu>>(
         (Op::Conv { .. }, Act::Image(x), LayerParams::Conv(params)) => {
             let mut conv = conv_config(layer);
             conv.input_grad = !reads_input;
-            Act::Image(conv2d(x, params, &conv))
+            Act::Image(conv2d_activated(x, params, &conv, fused_activation(layer)))
         }
         (
             Op::Conv {
@@ -417,7 +465,6 @@ fn layer_forward<T: Tape<f32, Cpu>>(
         ),
     };
     let out = match layer.activation {
-        Some(Activation::Relu) if matches!(layer.op, Op::Conv { groups: 1, .. }) => out,
         Some(_) if fused_activation(layer) != FusedActivation::Linear => out,
         Some(activation) if is_last && cfg.activation_to_loss && is_loss_activation(activation) => {
             out
@@ -429,16 +476,17 @@ fn layer_forward<T: Tape<f32, Cpu>>(
     out.split()
 }
 
-/// The suffix activation a depthwise, separable or grouped convolution, a batch norm or an
-/// `add` runs inside itself.
+/// The suffix activation (relu or relu6) a convolution of any kind, a batch norm or an `add`
+/// runs inside itself.
 fn fused_activation(layer: &Layer) -> FusedActivation {
     let fuses = matches!(
         layer.op,
-        Op::DepthwiseConv { .. }
+        Op::Conv { .. }
+            | Op::DepthwiseConv { .. }
             | Op::SeparableConv { .. }
             | Op::BatchNorm { .. }
             | Op::Merge(MergeKind::Add)
-    ) || matches!(layer.op, Op::Conv { groups, .. } if groups > 1);
+    );
     match layer.activation {
         Some(Activation::Relu) if fuses => FusedActivation::Relu,
         Some(Activation::Relu6) if fuses => FusedActivation::Relu6,
@@ -449,6 +497,171 @@ fn fused_activation(layer: &Layer) -> FusedActivation {
 /// Whether the loss applies this activation itself (softmax or sigmoid on the logits).
 fn is_loss_activation(activation: Activation) -> bool {
     matches!(activation, Activation::Softmax | Activation::Sigmoid)
+}
+
+/// The other input of the two-input `add` right after batch norm `idx` (a linear batch norm on
+/// images, read by that `add` alone), when it is computed before the batch norm: then the
+/// batch norm adds it and runs the add's activation itself (`batch_norm_add`).
+fn fusable_add(layers: &[Layer], idx: usize) -> Option<Source> {
+    let bn = layers.get(idx)?;
+    let add = layers.get(idx + 1)?;
+    if !matches!(bn.op, Op::BatchNorm { .. })
+        || bn.activation.is_some()
+        || !matches!(bn.output, crate::ir::Shape::Image { .. })
+        || add.op != Op::Merge(MergeKind::Add)
+    {
+        return None;
+    }
+    let [a, b] = add.inputs.as_slice() else {
+        return None;
+    };
+    let other = match (a.source, b.source) {
+        (Source::Layer(a), other) | (other, Source::Layer(a)) if a == idx => other,
+        _ => return None,
+    };
+    let earlier = match other {
+        Source::Input => true,
+        Source::Layer(other) => other < idx,
+    };
+    // The model's input is always an image.
+    let image = match other {
+        Source::Input => true,
+        Source::Layer(other) => matches!(layers[other].output, crate::ir::Shape::Image { .. }),
+    };
+    (earlier && image).then_some(other)
+}
+
+/// Whether conv `idx` (plain or depthwise, linear) is read by the batch norm right after it
+/// alone, so that in inference the two run as one convolution with the normalisation folded
+/// into its weights and bias.
+fn foldable_bn(layers: &[Layer], idx: usize) -> bool {
+    let (Some(conv), Some(next)) = (layers.get(idx), layers.get(idx + 1)) else {
+        return false;
+    };
+    let conv_op = matches!(
+        conv.op,
+        Op::Conv { groups: 1, .. } | Op::DepthwiseConv { .. }
+    );
+    let reads_conv = matches!(next.inputs.as_slice(), [edge] if edge.source == Source::Layer(idx));
+    conv_op
+        && conv.activation.is_none()
+        && matches!(next.op, Op::BatchNorm { .. })
+        && reads_conv
+        && matches!(conv.input(), crate::ir::Shape::Image { .. })
+}
+
+/// Conv `idx` and the batch norm after it, in inference: `bn(conv(x)) = conv'(x)` with each
+/// output channel's weights scaled by `gamma / sqrt(var + eps)` and its bias
+/// `(bias - mean) * scale + beta`; the batch norm's `relu` (`relu6` for a depthwise conv) runs
+/// inside the convolution, any other activation after it.
+fn conv_bn_inference<T: Tape<f32, Cpu>>(
+    layers: &[Layer],
+    idx: usize,
+    params: &mut [LayerParams],
+    inputs: Vec<Value>,
+    tape: T,
+    cfg: PassConfig,
+    is_last: bool,
+) -> (Value, T) {
+    let (conv_layer, bn_layer) = (&layers[idx], &layers[idx + 1]);
+    let Op::BatchNorm { eps, .. } = bn_layer.op else {
+        unreachable!("foldable_bn checked that a batch norm follows")
+    };
+    let (head, tail) = params.split_at_mut(idx + 1);
+    let LayerParams::BatchNorm(bn) = &tail[0] else {
+        unreachable!("a batch norm layer has batch norm params")
+    };
+    let (gamma, beta) = (bn.gamma.as_vec(), bn.beta.as_vec());
+    let (mean, variance) = (bn.moving_mean.as_vec(), bn.moving_variance.as_vec());
+    // As the batch norm op computes them.
+    let scale: Vec<f32> = (0..gamma.len())
+        .map(|f| gamma[f] * (1.0 / (variance[f] + eps as f32).sqrt()))
+        .collect();
+    let shift: Vec<f32> = (0..gamma.len())
+        .map(|f| beta[f] - mean[f] * scale[f])
+        .collect();
+    let fold = |weight: &Tensor<(usize, usize), f32, Cpu>, bias: Option<&Vector>| {
+        let mut w = weight.as_vec();
+        w.chunks_exact_mut(scale.len().max(1)).for_each(|row| {
+            row.iter_mut().zip(&scale).for_each(|(w, s)| *w *= s);
+        });
+        let b: Vec<f32> = match bias {
+            Some(bias) => bias.as_vec(),
+            None => vec![0.0; scale.len()],
+        };
+        let b: Vec<f32> = (0..scale.len())
+            .map(|f| b[f] * scale[f] + shift[f])
+            .collect();
+        let device = weight.device().clone();
+        let weight = device.tensor_from_vec(w, *weight.shape());
+        let bias = device.tensor_from_vec(b, (scale.len(),));
+        (weight, bias)
+    };
+    let Some(Act::Image(x)) = inputs.into_iter().next() else {
+        unreachable!("foldable_bn checked that the conv reads one image")
+    };
+    let x = x.put_tape(tape);
+    let activation = bn_layer.activation;
+    let (out, fused) = match (&head[idx], conv_layer.op) {
+        (LayerParams::Conv(conv), Op::Conv { .. }) => {
+            let (weight, bias) = fold(&conv.weight, conv.bias.as_ref());
+            let folded = Conv2dParams {
+                weight,
+                bias: Some(bias),
+            };
+            let fused = match activation {
+                Some(Activation::Relu) => FusedActivation::Relu,
+                Some(Activation::Relu6) => FusedActivation::Relu6,
+                Some(_) | None => FusedActivation::Linear,
+            };
+            let conv_cfg = conv_config(conv_layer);
+            (
+                conv2d_activated(x, &folded, &conv_cfg, fused),
+                fused != FusedActivation::Linear,
+            )
+        }
+        (
+            LayerParams::Depthwise(dw),
+            Op::DepthwiseConv {
+                multiplier,
+                kernel,
+                stride,
+                pad,
+                ..
+            },
+        ) => {
+            let (weight, bias) = fold(&dw.weight, dw.bias.as_ref());
+            let folded = DepthwiseParams {
+                weight,
+                bias: Some(bias),
+            };
+            let fused = match activation {
+                Some(Activation::Relu) => FusedActivation::Relu,
+                Some(Activation::Relu6) => FusedActivation::Relu6,
+                Some(_) | None => FusedActivation::Linear,
+            };
+            let dw_cfg = DepthwiseConfig {
+                kernel,
+                stride,
+                padding: op_padding(pad),
+                multiplier,
+                activation: fused,
+                input_grad: false,
+            };
+            (
+                depthwise_conv2d(x, &folded, &dw_cfg),
+                fused != FusedActivation::Linear,
+            )
+        }
+        _ => unreachable!("foldable_bn checked the conv's kind and its params match it"),
+    };
+    let out = Act::Image(out);
+    let to_loss = |activation| is_last && cfg.activation_to_loss && is_loss_activation(activation);
+    let out = match activation {
+        Some(activation) if !(fused || to_loss(activation)) => activate(out, activation),
+        Some(_) | None => out,
+    };
+    out.split()
 }
 
 /// The max pool that alone reads conv `idx`, when the two can run fused.

@@ -69,6 +69,36 @@ pub fn batch_norm<S: Shape, T: Tape<f32, Cpu>>(
     params: &mut BatchNormParams,
     cfg: &BatchNormConfig,
 ) -> Tensor<S, f32, Cpu, T> {
+    normalise(x, None, params, cfg)
+}
+
+/// `activation(batch_norm(x) + skip)` in one pass: the end of a residual block
+/// (`add(identity, … -> bn) relu`), with no tensor between the normalisation and the sum.
+/// The sum is rounded as `add` rounds it; `skip`'s gradient is the output gradient after the
+/// activation's mask, added into its slot.
+///
+/// # Panics
+/// When `skip` differs from `x` in shape.
+pub fn batch_norm_add<S: Shape, T: Tape<f32, Cpu>>(
+    x: Tensor<S, f32, Cpu, T>,
+    skip: &Tensor<S, f32, Cpu>,
+    params: &mut BatchNormParams,
+    cfg: &BatchNormConfig,
+) -> Tensor<S, f32, Cpu, T> {
+    assert_eq!(
+        x.shape().concrete(),
+        skip.shape().concrete(),
+        "the skip of a batch norm + add has the batch norm's shape"
+    );
+    normalise(x, Some(skip), params, cfg)
+}
+
+fn normalise<S: Shape, T: Tape<f32, Cpu>>(
+    x: Tensor<S, f32, Cpu, T>,
+    skip: Option<&Tensor<S, f32, Cpu>>,
+    params: &mut BatchNormParams,
+    cfg: &BatchNormConfig,
+) -> Tensor<S, f32, Cpu, T> {
     let _timer = profile::scope("batch_norm.forward");
     let shape = *x.shape();
     let features = *params.gamma.shape();
@@ -116,22 +146,41 @@ pub fn batch_norm<S: Shape, T: Tape<f32, Cpu>>(
     let mut out = buffers::take(input.len());
     let (scale_p, shift_p) = (layout.pattern(&scale), layout.pattern(&shift));
     let activation = cfg.activation;
-    match activation.bounds() {
-        None => layout.map(
-            &mut out,
-            &input,
-            &input,
-            (&scale_p, &shift_p, &shift_p),
-            |_, x, _, a, b, _| x * a + b,
-        ),
-        Some((lo, hi)) => layout.map(
-            &mut out,
-            &input,
-            &input,
-            (&scale_p, &shift_p, &shift_p),
-            move |_, x, _, a, b, _| (x * a + b).max(lo).min(hi),
-        ),
+    let skip_data = skip.map(buffers::read);
+    let skip_key = skip.map(|skip| skip.ghost());
+    let pats: (&[f32], &[f32], &[f32]) = (&scale_p, &shift_p, &shift_p);
+    match (activation.bounds(), &skip_data) {
+        (None, None) => layout.map(&mut out, &input, &input, pats, |_, x, _, a, b, _| x * a + b),
+        (Some((lo, hi)), None) => {
+            layout.map(&mut out, &input, &input, pats, move |_, x, _, a, b, _| {
+                (x * a + b).max(lo).min(hi)
+            })
+        }
+        (None, Some(skip)) => layout.map(&mut out, &input, skip, pats, |_, x, s, a, b, _| {
+            (x * a + b) + s
+        }),
+        (Some((lo, hi)), Some(skip)) => {
+            layout.map(&mut out, &input, skip, pats, move |_, x, s, a, b, _| {
+                ((x * a + b) + s).max(lo).min(hi)
+            })
+        }
     }
+    if let Some(skip) = skip_data {
+        buffers::give(skip);
+    }
+    // With a skip the pre-activation cannot be recomputed from the input alone: where the
+    // activation passes the gradient on is read off the output (`lo < y < hi`) and kept.
+    let passes: Option<Vec<u8>> = match activation.bounds() {
+        Some((lo, hi)) if T::OWNS_TAPE && skip.is_some() => {
+            use rayon::prelude::*;
+            Some(
+                out.par_iter()
+                    .map(|&y| u8::from(y > lo && y < hi))
+                    .collect(),
+            )
+        }
+        Some(_) | None => None,
+    };
     let out = device.tensor_from_vec(out, shape);
     if !T::OWNS_TAPE {
         buffers::give(input);
@@ -145,7 +194,17 @@ pub fn batch_norm<S: Shape, T: Tape<f32, Cpu>>(
         let _timer = profile::scope("batch_norm.backward");
         let mut grad_out = tape::take(grads.get_or_alloc_mut(&out_ghost)?);
         let layout = features_layout;
-        if let Some((lo, hi)) = activation.bounds() {
+        if let Some(passes) = &passes {
+            use rayon::prelude::*;
+            grad_out
+                .par_chunks_mut(1 << 15)
+                .zip(passes.par_chunks(1 << 15))
+                .for_each(|(g, p)| {
+                    g.iter_mut()
+                        .zip(p)
+                        .for_each(|(g, &p)| *g = if p == 1 { *g } else { 0.0 });
+                });
+        } else if let Some((lo, hi)) = activation.bounds() {
             // The activation's derivative (0 at the kinks) at the pre-activation `x * a + b`,
             // computed as the forward computed it.
             layout.map(
@@ -168,6 +227,9 @@ pub fn batch_norm<S: Shape, T: Tape<f32, Cpu>>(
         let sums = layout.sums(&grad_out, &input, (&mean_p, &inv_std_p), |dy, x, m, s| {
             (dy, dy * (x - m) * s)
         });
+        if let Some(skip_key) = &skip_key {
+            tape::add_into(grads.get_or_alloc_mut(skip_key)?, &grad_out);
+        }
         let grad_beta: Vec<f32> = sums.iter().map(|s| s[0] as f32).collect();
         let grad_gamma: Vec<f32> = sums.iter().map(|s| s[1] as f32).collect();
         if input_grad {

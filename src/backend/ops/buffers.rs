@@ -8,7 +8,7 @@ use std::sync::Mutex;
 /// Buffers kept for reuse; bounded so that a burst of large tensors does not pin memory forever.
 static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
 /// The most buffers the pool keeps.
-const MAX_POOLED: usize = 64;
+const MAX_POOLED: usize = 1024;
 
 /// A buffer of `len` elements whose contents are unspecified (left over from an earlier use).
 pub fn take(len: usize) -> Vec<f32> {

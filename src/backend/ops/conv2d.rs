@@ -2,6 +2,7 @@
 
 use crate::backend::ops::buffers;
 use crate::backend::ops::conv_kernels::{self, ConvGeometry};
+use crate::backend::ops::depthwise_kernels::FusedActivation;
 use crate::backend::ops::geometry::{Padding, Window2};
 use crate::backend::ops::profile;
 use crate::backend::ops::tape;
@@ -95,6 +96,23 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
     params: &Conv2dParams,
     cfg: &Conv2dConfig,
 ) -> Image<T> {
+    let activation = if cfg.relu {
+        FusedActivation::Relu
+    } else {
+        FusedActivation::Linear
+    };
+    conv2d_activated(x, params, cfg, activation)
+}
+
+/// [`conv2d`] with `activation` (relu or relu6; `cfg.relu` is ignored) applied inside: the
+/// output is clamped as it is written, and the backward masks the output gradient where the
+/// activation's derivative is 0 (at and beyond the kinks, as Keras).
+pub fn conv2d_activated<T: Tape<f32, Cpu>>(
+    x: Image<T>,
+    params: &Conv2dParams,
+    cfg: &Conv2dConfig,
+    activation: FusedActivation,
+) -> Image<T> {
     let _timer = profile::scope("conv2d.forward");
     let (batch, h, w, c_in) = *x.shape();
     let window = Window2::new((h, w), cfg.kernel, cfg.stride, cfg.padding)
@@ -109,14 +127,15 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
     let weight = params.weight.as_vec();
     let bias = params.bias.as_ref().map(|b| b.as_vec());
     let mut out = buffers::take(batch * geometry.out_image());
-    let mut mask = (cfg.relu && T::OWNS_TAPE).then(|| vec![0u8; out.len()]);
+    let bounds = activation.bounds();
+    let mut mask = (bounds.is_some() && T::OWNS_TAPE).then(|| vec![0u8; out.len()]);
     let bias_slice = bias.as_deref();
     conv_kernels::forward(
         &geometry,
         &input,
         &weight,
         bias_slice,
-        cfg.relu,
+        bounds,
         &mut out,
         mask.as_deref_mut(),
     );

@@ -232,14 +232,15 @@ pub(crate) fn col2im(
     }
 }
 
-/// Forward: `out = conv(input, weight) + bias`, then relu when asked; `mask` (given only with
-/// `relu`) records `out > 0` for the backward pass.
+/// Forward: `out = conv(input, weight) + bias`, then clamped to `bounds` when given (relu:
+/// `(0, inf)`, relu6: `(0, 6)`); `mask` (given only with `bounds`) records where the
+/// activation passes the gradient on (`lo < out < hi`) for the backward pass.
 pub fn forward(
     g: &ConvGeometry,
     input: &[f32],
     weight: &[f32],
     bias: Option<&[f32]>,
-    relu: bool,
+    bounds: Option<(f32, f32)>,
     out: &mut [f32],
     mask: Option<&mut [u8]>,
 ) {
@@ -287,8 +288,8 @@ pub fn forward(
                     .enumerate()
                     .for_each(|(b, out_block)| {
                         body(n, b, out_block);
-                        if relu {
-                            out_block.iter_mut().for_each(|o| *o = o.max(0.0));
+                        if let Some((lo, hi)) = bounds {
+                            out_block.iter_mut().for_each(|o| *o = o.max(lo).min(hi));
                         }
                     })
             }),
@@ -303,9 +304,10 @@ pub fn forward(
                     .enumerate()
                     .for_each(|(b, (out_block, mask_block))| {
                         body(n, b, out_block);
+                        let (lo, hi) = bounds.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
                         for (o, m) in out_block.iter_mut().zip(mask_block.iter_mut()) {
-                            *m = u8::from(*o > 0.0);
-                            *o = o.max(0.0);
+                            *m = u8::from(*o > lo && *o < hi);
+                            *o = o.max(lo).min(hi);
                         }
                     })
             }),
