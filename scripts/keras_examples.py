@@ -11,6 +11,7 @@ Multiply):
     inception_small    specs/examples/inception_small.yaml     64x64x3,   10 classes
     se_sepconv         specs/examples/se_sepconv.yaml          128x128x3, binary (dense1 sigmoid)
     densenet_small     specs/examples/densenet_small.yaml      64x64x3,   10 classes
+    fashion_resnet     specs/examples/fashion_resnet.yaml      28x28x1,   10 classes
 
 Prints one JSON line per example:
     {"example", "spec", "total", "trainable", "non_trainable",
@@ -227,12 +228,49 @@ def densenet_small():
     return keras.Model(inputs, outputs, name="densenet_small")
 
 
+# --- fashion_resnet -------------------------------------------------------------------------
+
+def fashion_resnet():
+    """conv3(16) bn relu -> basic(16)x2 -> down(32) -> basic(32) -> down(64) -> basic(64), 28x28x1."""
+
+    def conv(x, f, k, stride=1):
+        return layers.Conv2D(f, k, strides=stride, padding="same", use_bias=False)(x)
+
+    def bn(x):
+        return layers.BatchNormalization()(x)
+
+    def relu(x):
+        return layers.Activation("relu")(x)
+
+    def basic(x, f):
+        y = relu(bn(conv(x, f, 3)))
+        y = bn(conv(y, f, 3))
+        return relu(layers.Add()([x, y]))
+
+    def down(x, f):
+        shortcut = bn(conv(x, f, 1, stride=2))
+        y = relu(bn(conv(x, f, 3, stride=2)))
+        y = bn(conv(y, f, 3))
+        return relu(layers.Add()([shortcut, y]))
+
+    inputs = keras.Input((28, 28, 1))
+    x = relu(bn(conv(inputs, 16, 3)))
+    for _ in range(2):
+        x = basic(x, 16)
+    for f in (32, 64):
+        x = basic(down(x, f), f)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="fashion_resnet")
+
+
 EXAMPLES = {
     "resnet_small": resnet_small,
     "mobilenetv2_small": mobilenetv2_small,
     "inception_small": inception_small,
     "se_sepconv": se_sepconv,
     "densenet_small": densenet_small,
+    "fashion_resnet": fashion_resnet,
 }
 
 

@@ -215,10 +215,11 @@ impl Trainer {
             {
                 self.optimizer.set_lr(lowered);
                 said.push(format!(
-                    "epoch {}: {} has not improved for {}; learning rate lowered to {lowered}",
+                    "epoch {}: {} has not improved for {}; learning rate lowered to {}",
                     record.epoch,
                     settings.monitor.name(),
-                    epochs(settings.patience.max(1))
+                    epochs(settings.patience.max(1)),
+                    progress::lr_text(lowered)
                 ));
             }
         }

@@ -86,8 +86,27 @@ pub fn epoch_line(record: &EpochRecord, epochs: u64, show_lr: bool) -> String {
         ));
     }
     if let (true, Some(lr)) = (show_lr, record.lr) {
-        line.push_str(&format!(" - lr {lr}"));
+        line.push_str(&format!(" - lr {}", lr_text(lr)));
     }
     line.push_str(&format!(" - {:.1}s", record.seconds));
     line
+}
+
+/// A learning rate as people read it: the shortest decimal of its f32 value (the precision
+/// the optimiser applies it in), so `0.001 * 0.3 * 0.3` shows as `0.00009`, not
+/// `0.00008999999999999999`.
+pub fn lr_text(lr: f64) -> String {
+    format!("{}", lr as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lr_text;
+
+    #[test]
+    fn learning_rates_show_without_binary_noise() {
+        assert_eq!(lr_text(0.001 * 0.3 * 0.3), "0.00009");
+        assert_eq!(lr_text(0.001), "0.001");
+        assert_eq!(lr_text(1e-9), "0.000000001");
+    }
 }
