@@ -11,7 +11,7 @@
 
 use super::ops::activation::{elu, gelu, hard_sigmoid, hard_swish, leaky_relu, relu, relu6, silu};
 use super::ops::batch_norm::{batch_norm, batch_norm_add, BatchNormConfig};
-use super::ops::conv2d::{conv2d_activated, Conv2dConfig, Conv2dParams};
+use super::ops::conv2d::{conv2d_activated, conv2d_residual, Conv2dConfig, Conv2dParams};
 use super::ops::conv_pool::{conv2d_max_pool, fusable};
 use super::ops::dense::dense;
 use super::ops::depthwise::{depthwise_conv2d, DepthwiseConfig, DepthwiseParams};
@@ -238,10 +238,17 @@ pub fn run<T: Tape<f32, Cpu>>(
                 (out, tape, 2)
             }
             (None, LayerParams::Conv(_) | LayerParams::Depthwise(_)) if folds_bn => {
-                let is_last = idx + 2 == layers.len();
+                // The block's residual add too, when it alone reads the batch norm.
+                let skip = match layer.op {
+                    Op::Conv { .. } if store.readers(idx + 1) == 1 => fusable_add(layers, idx + 1),
+                    _ => None,
+                };
+                let residual = skip.and_then(|source| store.read(source));
+                let ran = if residual.is_some() { 3 } else { 2 };
+                let is_last = idx + ran == layers.len();
                 let (out, tape) =
-                    conv_bn_inference(layers, idx, params, inputs, tape, cfg, is_last);
-                (out, tape, 2)
+                    conv_bn_inference(layers, idx, params, inputs, residual, tape, cfg, is_last);
+                (out, tape, ran)
             }
             (Some(pool), LayerParams::Conv(conv)) => {
                 let Some(Act::Image(x)) = inputs.into_iter().next() else {
@@ -554,11 +561,13 @@ fn foldable_bn(layers: &[Layer], idx: usize) -> bool {
 /// output channel's weights scaled by `gamma / sqrt(var + eps)` and its bias
 /// `(bias - mean) * scale + beta`; the batch norm's `relu` (`relu6` for a depthwise conv) runs
 /// inside the convolution, any other activation after it.
+#[allow(clippy::too_many_arguments)]
 fn conv_bn_inference<T: Tape<f32, Cpu>>(
     layers: &[Layer],
     idx: usize,
     params: &mut [LayerParams],
     inputs: Vec<Value>,
+    residual: Option<Value>,
     tape: T,
     cfg: PassConfig,
     is_last: bool,
@@ -600,9 +609,12 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
     let Some(Act::Image(x)) = inputs.into_iter().next() else {
         unreachable!("foldable_bn checked that the conv reads one image")
     };
-    let x = x.put_tape(tape);
-    let activation = bn_layer.activation;
-    let (out, fused) = match (&head[idx], conv_layer.op) {
+    // With a residual, the activation is the add's (the batch norm before it is linear).
+    let activation = match residual {
+        Some(_) => layers[idx + 2].activation,
+        None => bn_layer.activation,
+    };
+    let (out, fused, tape) = match (&head[idx], conv_layer.op) {
         (LayerParams::Conv(conv), Op::Conv { .. }) => {
             let (weight, bias) = fold(&conv.weight, conv.bias.as_ref());
             let folded = Conv2dParams {
@@ -615,10 +627,15 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
                 Some(_) | None => FusedActivation::Linear,
             };
             let conv_cfg = conv_config(conv_layer);
-            (
-                conv2d_activated(x, &folded, &conv_cfg, fused),
-                fused != FusedActivation::Linear,
-            )
+            let out = match residual {
+                Some(Act::Image(residual)) => {
+                    conv2d_residual(x, &folded, &conv_cfg, fused, &residual).put_tape(tape)
+                }
+                Some(Act::Flat(_)) => unreachable!("fusable_add checked the skip is an image"),
+                None => conv2d_activated(x.put_tape(tape), &folded, &conv_cfg, fused),
+            };
+            let (out, tape) = out.split_tape();
+            (out, fused != FusedActivation::Linear, tape)
         }
         (
             LayerParams::Depthwise(dw),
@@ -648,13 +665,12 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
                 activation: fused,
                 input_grad: false,
             };
-            (
-                depthwise_conv2d(x, &folded, &dw_cfg),
-                fused != FusedActivation::Linear,
-            )
+            let (out, tape) = depthwise_conv2d(x.put_tape(tape), &folded, &dw_cfg).split_tape();
+            (out, fused != FusedActivation::Linear, tape)
         }
         _ => unreachable!("foldable_bn checked the conv's kind and its params match it"),
     };
+    let out = out.put_tape(tape);
     let out = Act::Image(out);
     let to_loss = |activation| is_last && cfg.activation_to_loss && is_loss_activation(activation);
     let out = match activation {

@@ -8,7 +8,7 @@ use crate::backend::ops::profile;
 use crate::backend::ops::tape;
 use crate::backend::ops::{Image, Vector};
 use dfdx::shapes::HasShape;
-use dfdx::tensor::{Cpu, PutTape, SplitTape, Tape, Tensor, TensorFromVec};
+use dfdx::tensor::{Cpu, NoneTape, PutTape, SplitTape, Tape, Tensor, TensorFromVec};
 use rayon::prelude::*;
 
 /// The hyper-parameters of one convolution layer.
@@ -104,6 +104,24 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
     conv2d_activated(x, params, cfg, activation)
 }
 
+/// In inference (no tape): `activation(conv(x) + residual)` as one op, the residual `add` at
+/// the end of a block run inside the block's last convolution.
+///
+/// # Panics
+/// When `residual` differs from the output in shape (the compiler's `add` rule prevents it).
+pub fn conv2d_residual(
+    x: Image<NoneTape>,
+    params: &Conv2dParams,
+    cfg: &Conv2dConfig,
+    activation: FusedActivation,
+    residual: &Image<NoneTape>,
+) -> Image<NoneTape> {
+    let residual = buffers::read(residual);
+    let out = convolve(x, params, cfg, activation, Some(&residual));
+    buffers::give(residual);
+    out
+}
+
 /// [`conv2d`] with `activation` (relu or relu6; `cfg.relu` is ignored) applied inside: the
 /// output is clamped as it is written, and the backward masks the output gradient where the
 /// activation's derivative is 0 (at and beyond the kinks, as Keras).
@@ -112,6 +130,16 @@ pub fn conv2d_activated<T: Tape<f32, Cpu>>(
     params: &Conv2dParams,
     cfg: &Conv2dConfig,
     activation: FusedActivation,
+) -> Image<T> {
+    convolve(x, params, cfg, activation, None)
+}
+
+fn convolve<T: Tape<f32, Cpu>>(
+    x: Image<T>,
+    params: &Conv2dParams,
+    cfg: &Conv2dConfig,
+    activation: FusedActivation,
+    residual: Option<&[f32]>,
 ) -> Image<T> {
     let _timer = profile::scope("conv2d.forward");
     let (batch, h, w, c_in) = *x.shape();
@@ -130,11 +158,23 @@ pub fn conv2d_activated<T: Tape<f32, Cpu>>(
     let bounds = activation.bounds();
     let mut mask = (bounds.is_some() && T::OWNS_TAPE).then(|| vec![0u8; out.len()]);
     let bias_slice = bias.as_deref();
-    conv_kernels::forward(
+    assert!(
+        residual.is_none() || !T::OWNS_TAPE,
+        "a residual inside a convolution is for inference only"
+    );
+    if let Some(residual) = residual {
+        assert_eq!(
+            residual.len(),
+            out.len(),
+            "a residual of the output's shape"
+        );
+    }
+    conv_kernels::forward_residual(
         &geometry,
         &input,
         &weight,
         bias_slice,
+        residual,
         bounds,
         &mut out,
         mask.as_deref_mut(),

@@ -244,6 +244,23 @@ pub fn forward(
     out: &mut [f32],
     mask: Option<&mut [u8]>,
 ) {
+    forward_residual(g, input, weight, bias, None, bounds, out, mask);
+}
+
+/// [`forward`] with `residual` (the output's shape) added before the clamp:
+/// `out = clamp(residual + bias + conv(input, weight))`, the residual `add` of a block run
+/// inside its last convolution.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_residual(
+    g: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    bounds: Option<(f32, f32)>,
+    out: &mut [f32],
+    mask: Option<&mut [u8]>,
+) {
     let (k, f, wo) = (g.k(), g.filters, g.window.cols.output);
     let block_rows = g.rows_per_block();
     let block_len = block_rows * wo * f;
@@ -261,10 +278,20 @@ pub fn forward(
         simd::fast(|| {
             let patches = sized(&mut scratch.patches, pixels * k);
             im2col(g, image, (y0..y1, 0..wo), patches);
-            if let Some(bias) = bias {
-                out_block
+            let start = image_idx * g.out_image() + y0 * wo * f;
+            match (residual, bias) {
+                (Some(residual), _) => {
+                    out_block.copy_from_slice(&residual[start..][..out_block.len()]);
+                    if let Some(bias) = bias {
+                        out_block.chunks_exact_mut(f).for_each(|px| {
+                            px.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
+                        });
+                    }
+                }
+                (None, Some(bias)) => out_block
                     .chunks_exact_mut(f)
-                    .for_each(|px| px.copy_from_slice(bias));
+                    .for_each(|px| px.copy_from_slice(bias)),
+                (None, None) => {}
             }
             let dims = (pixels, f, k);
             gemm(
@@ -272,7 +299,7 @@ pub fn forward(
                 dims,
                 View::rows(patches, k),
                 View::rows(weight, f),
-                bias.is_some(),
+                bias.is_some() || residual.is_some(),
                 1,
             );
         });
