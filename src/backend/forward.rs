@@ -239,10 +239,10 @@ pub fn run<T: Tape<f32, Cpu>>(
             }
             (None, LayerParams::Conv(_) | LayerParams::Depthwise(_)) if folds_bn => {
                 // The block's residual add too, when it alone reads the batch norm.
-                let skip = match layer.op {
-                    Op::Conv { .. } if store.readers(idx + 1) == 1 => fusable_add(layers, idx + 1),
-                    _ => None,
-                };
+                let plain = matches!(layer.op, Op::Conv { .. });
+                let skip = (plain && store.readers(idx + 1) == 1)
+                    .then(|| fusable_add(layers, idx + 1))
+                    .flatten();
                 let residual = skip.and_then(|source| store.read(source));
                 let ran = if residual.is_some() { 3 } else { 2 };
                 let is_last = idx + ran == layers.len();
