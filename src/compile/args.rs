@@ -1,7 +1,7 @@
 //! Argument checking: shorthand, positional and named arguments and `defaults:` against the
 //! catalogue's declarations, giving each layer call its resolved [`Op`] or activation.
 
-use super::eval::{as_f64, evaluate, Evaluated, Scope, Value};
+use super::eval::{as_f64, evaluate, evaluate_word, Evaluated, Scope, Value};
 use crate::catalogue::{
     ActivationKind, ArgDecl, ArgType, LayerDecl, LayerKind, ShorthandRole, SIZE_MAX,
 };
@@ -9,7 +9,7 @@ use crate::diagnostics::{codes, Diagnostic};
 use crate::ir::{Activation, Op, Padding, PoolKind};
 use crate::spec::LayerDefaults;
 use crate::suggest;
-use crate::syntax::ast::{self, Arg, Call, Expr, ExprKind, Shorthand};
+use crate::syntax::ast::{self, Arg, Call, Shorthand};
 use crate::text::{Literal, Span};
 use std::collections::HashMap;
 
@@ -54,6 +54,38 @@ pub struct Resolution {
     pub reading: Option<String>,
 }
 
+/// A call's checked argument values by argument name: a handful, so a list.
+#[derive(Default)]
+struct Values(Vec<(&'static str, ArgValue)>);
+
+impl Values {
+    fn get(&self, name: &str) -> Option<&ArgValue> {
+        self.0
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, value)| value)
+    }
+
+    fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Sets `name`, replacing its value if it has one.
+    fn insert(&mut self, name: &'static str, value: ArgValue) {
+        match self.0.iter_mut().find(|(known, _)| *known == name) {
+            Some((_, known)) => *known = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    /// Sets `name` unless it has a value.
+    fn insert_new(&mut self, name: &'static str, value: ArgValue) {
+        if !self.contains_key(name) {
+            self.0.push((name, value));
+        }
+    }
+}
+
 /// Checks the spec's `defaults:` section.
 pub fn check_defaults(entries: &[LayerDefaults], diagnostics: &mut Vec<Diagnostic>) -> Defaults {
     let mut defaults = Defaults::new();
@@ -94,7 +126,7 @@ pub fn resolve_call(
 ) -> Option<Resolution> {
     let n_before = diagnostics.len();
     let (given, failed) = given_args(decl, call, shorthand, scope, diagnostics);
-    let mut values: HashMap<&'static str, ArgValue> = HashMap::new();
+    let mut values = Values::default();
     for (arg, value) in &given {
         match check_value(arg, value, decl.name) {
             Ok(checked) => {
@@ -104,7 +136,7 @@ pub fn resolve_call(
         }
     }
     for (name, value) in defaults.get(&decl.kind).into_iter().flatten() {
-        values.entry(name).or_insert(*value);
+        values.insert_new(name, *value);
     }
     for arg in decl.args {
         if values.contains_key(arg.name)
@@ -229,13 +261,7 @@ pub fn item_value(
     match value {
         ast::ArgValue::Expr(expr) => evaluate(expr, scope),
         ast::ArgValue::Branch(chain) => match value.lone_word() {
-            Some(word) => evaluate(
-                &Expr {
-                    kind: ExprKind::Literal(Literal::Word(word.text.clone())),
-                    span: word.span,
-                },
-                scope,
-            ),
+            Some(word) => Ok(evaluate_word(&word.text, word.span, scope)),
             None => Err(Box::new(
                 Diagnostic::error(
                     codes::LAYER_ARGUMENT,
@@ -296,8 +322,8 @@ pub fn check_value(
     value: &Evaluated,
     layer: &str,
 ) -> Result<ArgValue, Box<Diagnostic>> {
-    let shown = value.value.display();
     let mismatch = |expected: String| {
+        let shown = value.value.display();
         let mut diagnostic = Diagnostic::error(
             codes::LAYER_ARGUMENT,
             format!("`{}` of `{layer}` must be {expected}", arg.name),
@@ -376,11 +402,7 @@ pub fn check_value(
 }
 
 /// A catalogue default, written in the language; `"size"` refers to the `size` argument.
-fn default_value(
-    arg: &ArgDecl,
-    text: &str,
-    values: &HashMap<&'static str, ArgValue>,
-) -> Option<ArgValue> {
+fn default_value(arg: &ArgDecl, text: &str, values: &Values) -> Option<ArgValue> {
     if let Some(value) = values.get(text) {
         return Some(*value);
     }
@@ -399,7 +421,7 @@ fn positional_reading(
     decl: &LayerDecl,
     call: &Call,
     has_shorthand: bool,
-    values: &HashMap<&'static str, ArgValue>,
+    values: &Values,
 ) -> Option<(Span, String)> {
     if !matches!(decl.kind, LayerKind::Conv | LayerKind::SeparableConv) || has_shorthand {
         return None;
@@ -436,7 +458,7 @@ fn large_positional_kernel(reading: &str, span: Span) -> Diagnostic {
 }
 
 /// The operation of a call whose arguments are all present and checked.
-fn build(decl: &LayerDecl, values: &HashMap<&'static str, ArgValue>) -> Resolved {
+fn build(decl: &LayerDecl, values: &Values) -> Resolved {
     let int = |name| match values.get(name) {
         Some(ArgValue::Int(int)) => *int as usize,
         _ => 0,

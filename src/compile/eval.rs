@@ -4,7 +4,6 @@
 use crate::diagnostics::{codes, Diagnostic};
 use crate::syntax::ast::{BinaryOp, Expr, ExprKind};
 use crate::text::{Literal, Span};
-use std::collections::HashMap;
 
 /// An evaluated value.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,26 +71,40 @@ pub struct Bound {
     pub span: Span,
 }
 
-/// The parameters in scope while a block body expands; empty for the model itself.
+/// The parameters in scope while a block body expands; empty for the model itself. A block
+/// has a handful of parameters, so a list in binding order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Scope {
-    params: HashMap<String, Bound>,
+    params: Vec<(String, Bound)>,
 }
 
 impl Scope {
-    /// Binds `name`.
+    /// Binds `name`, replacing its value if it is bound.
     pub fn bind(&mut self, name: &str, bound: Bound) {
-        self.params.insert(name.to_string(), bound);
+        match self.params.iter_mut().find(|(known, _)| known == name) {
+            Some((_, known)) => *known = bound,
+            None => self.params.push((name.to_string(), bound)),
+        }
     }
 
     /// The value bound to `name`, if it is a parameter.
     pub fn get(&self, name: &str) -> Option<&Bound> {
-        self.params.get(name)
+        self.params
+            .iter()
+            .find(|(known, _)| known == name)
+            .map(|(_, bound)| bound)
     }
 
     /// The names in scope, for suggestions.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.params.keys().map(String::as_str)
+        self.params.iter().map(|(name, _)| name.as_str())
+    }
+
+    /// The names in scope with their values, in binding order.
+    pub fn values(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> {
+        self.params
+            .iter()
+            .map(|(name, bound)| (name.as_str(), &bound.value))
     }
 }
 
@@ -99,14 +112,7 @@ impl Scope {
 /// offending characters.
 pub fn evaluate(expr: &Expr, scope: &Scope) -> Result<Evaluated, Box<Diagnostic>> {
     match &expr.kind {
-        ExprKind::Literal(Literal::Word(word)) => match scope.get(word) {
-            Some(bound) => Ok(Evaluated {
-                value: bound.value.clone(),
-                span: expr.span,
-                given: Some((word.clone(), bound.span)),
-            }),
-            None => Ok(plain(Value::Word(word.clone()), expr.span)),
-        },
+        ExprKind::Literal(Literal::Word(word)) => Ok(evaluate_word(word, expr.span, scope)),
         ExprKind::Literal(literal) => Ok(plain(Value::from_literal(literal), expr.span)),
         ExprKind::Negate(operand) => {
             let inner = evaluate(operand, scope)?;
@@ -126,6 +132,18 @@ pub fn evaluate(expr: &Expr, scope: &Scope) -> Result<Evaluated, Box<Diagnostic>
             let value = arithmetic(*op, &lhs, &rhs, expr.span)?;
             Ok(plain(value, expr.span))
         }
+    }
+}
+
+/// The value of the word `word` written at `span`: a parameter's value, or the word itself.
+pub fn evaluate_word(word: &str, span: Span, scope: &Scope) -> Evaluated {
+    match scope.get(word) {
+        Some(bound) => Evaluated {
+            value: bound.value.clone(),
+            span,
+            given: Some((word.to_string(), bound.span)),
+        },
+        None => plain(Value::Word(word.to_string()), span),
     }
 }
 

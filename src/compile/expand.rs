@@ -15,6 +15,9 @@ use crate::ir::{Activation, Frame, FrameKind, Op, Origin, Source};
 use crate::suggest;
 use crate::syntax::ast::{self, ArgValue, Call, CallStage, Chain, Stage};
 use crate::text::{folded, Span};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::Arc;
 
 /// The most layers a model may expand to.
 pub const MAX_LAYERS: u64 = 10_000;
@@ -72,8 +75,12 @@ pub fn expand(
         defaults,
         blocks,
         diagnostics,
-        layers: Vec::new(),
+        // At most MAX_LAYERS (checked above), so that the list does not grow by copies.
+        layers: Vec::with_capacity(usize::try_from(total).unwrap_or(0)),
         frames: Vec::new(),
+        shared: None,
+        quoted: FastMap::default(),
+        resolved: FastMap::default(),
     };
     expander.chain(chain, Source::Input, &Scope::default());
     Some(Expansion {
@@ -98,7 +105,113 @@ struct Expander<'a> {
     blocks: &'a Blocks,
     diagnostics: &'a mut Vec<Diagnostic>,
     layers: Vec<Pending>,
+    /// The repetitions and block calls being expanded, outermost first.
     frames: Vec<Frame>,
+    /// `frames` as the layers made now share it; `None` after it changed.
+    shared: Option<Arc<[Frame]>>,
+    /// [`Expander::quoted`] by span: a block body's calls are quoted once, not per expansion.
+    quoted: FastMap<Span, String>,
+    /// Resolutions that reported nothing, by [`memo_key`]: a call in a block body resolves
+    /// once per distinct set of parameter values, not once per expansion.
+    resolved: FastMap<u64, Vec<Memo>>,
+}
+
+/// A call's resolution, for the next expansion of the same call with the same values.
+struct Memo {
+    /// The call's address in the syntax tree.
+    call: usize,
+    /// The callee's address in the catalogue.
+    decl: usize,
+    /// Whether the shorthand was part of the name.
+    whole_word: bool,
+    /// The parameters in scope and their values.
+    values: Vec<(String, Value)>,
+    /// What it resolved to.
+    resolution: Resolution,
+}
+
+impl Memo {
+    fn matches(&self, call: usize, decl: usize, whole_word: bool, scope: &Scope) -> bool {
+        self.call == call
+            && self.decl == decl
+            && self.whole_word == whole_word
+            && self.values.len() == scope.values().len()
+            && self
+                .values
+                .iter()
+                .zip(scope.values())
+                .all(|((name, value), (known, bound))| name == known && same(value, bound))
+    }
+}
+
+/// Whether two values are the same input (floats by their bits: `-0.0` is not `0.0` here).
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Float(a), Value::Float(b)) => a.to_bits() == b.to_bits(),
+        _ => a == b,
+    }
+}
+
+/// The memo key of resolving `call` (at address `call`) as `decl` (at address `decl`) in
+/// `scope`: where it is written and the values of the parameters it may read (not where they
+/// were given, which only diagnostics mention).
+fn memo_key(call: usize, decl: usize, whole_word: bool, scope: &Scope) -> u64 {
+    let mut hasher = FastHasher::default();
+    (call, decl, whole_word).hash(&mut hasher);
+    for (name, value) in scope.values() {
+        name.hash(&mut hasher);
+        match value {
+            Value::Number(num, den) => (0u8, num, den).hash(&mut hasher),
+            Value::Float(float) => (1u8, float.to_bits()).hash(&mut hasher),
+            Value::Pair(first, second) => (2u8, first, second).hash(&mut hasher),
+            Value::Word(word) => (3u8, word).hash(&mut hasher),
+        }
+    }
+    hasher.finish()
+}
+
+/// A hash map with [`FastHasher`].
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// A multiply-rotate hasher (FxHash's) for the expander's own keys: spans, addresses and
+/// values that are compared in full on a hit, so a collision costs time, never a wrong answer.
+#[derive(Default)]
+struct FastHasher(u64);
+
+impl FastHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        for byte in chunks.remainder() {
+            self.add(u64::from(*byte));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
 }
 
 impl Expander<'_> {
@@ -116,7 +229,7 @@ impl Expander<'_> {
                 let text = self.quoted(group.span);
                 let count_span = group.repeat.as_ref().map_or(group.span, |r| r.span);
                 for repetition in 1..=count {
-                    self.frames.push(Frame {
+                    self.enter(Frame {
                         kind: FrameKind::Repeat,
                         text: text.clone(),
                         span: group.span,
@@ -125,7 +238,7 @@ impl Expander<'_> {
                         count,
                     });
                     x = self.chain(&group.chain, x, scope);
-                    self.frames.pop();
+                    self.leave();
                 }
                 x
             }
@@ -156,7 +269,7 @@ impl Expander<'_> {
         let text = self.quoted(stage.span);
         let count_span = stage.repeat.as_ref().map_or(stage.span, |r| r.span);
         for repetition in 1..=count {
-            self.frames.push(Frame {
+            self.enter(Frame {
                 kind: FrameKind::Repeat,
                 text: text.clone(),
                 span: stage.span,
@@ -165,7 +278,7 @@ impl Expander<'_> {
                 count,
             });
             x = body(self, x);
-            self.frames.pop();
+            self.leave();
         }
         x
     }
@@ -179,20 +292,8 @@ impl Expander<'_> {
         scope: &Scope,
     ) -> Source {
         let call = &stage.call;
-        let shorthand = if whole_word {
-            None
-        } else {
-            call.shorthand.as_ref()
-        };
         let n_before = self.diagnostics.len();
-        let resolution = resolve_call(
-            decl,
-            call,
-            shorthand,
-            scope,
-            self.defaults,
-            self.diagnostics,
-        );
+        let resolution = self.resolve(decl, call, whole_word, scope);
         let suffix = self.suffix(stage, decl, scope);
         self.label_calls(n_before);
         let (op, reading) = match resolution {
@@ -218,14 +319,12 @@ impl Expander<'_> {
             origin.name_span = call.name.span;
         }
         self.repeated(stage, x, |this, x| {
+            let origin = this.framed(&origin);
             this.push(Pending {
                 op,
                 activation: suffix,
                 inputs: vec![x],
-                origin: Origin {
-                    frames: this.frames.clone(),
-                    ..origin.clone()
-                },
+                origin,
                 branches: Vec::new(),
                 reading: reading.clone(),
             })
@@ -278,14 +377,12 @@ impl Expander<'_> {
                 .iter()
                 .map(|branch| this.chain(branch, x, scope))
                 .collect();
+            let origin = this.framed(&origin);
             this.push(Pending {
                 op: Some(Op::Merge(kind)),
                 activation: suffix,
                 inputs,
-                origin: Origin {
-                    frames: this.frames.clone(),
-                    ..origin.clone()
-                },
+                origin,
                 branches: branches.iter().map(|branch| branch.span).collect(),
                 reading: None,
             })
@@ -319,7 +416,7 @@ impl Expander<'_> {
         let text = self.quoted(call.span);
         let count_span = stage.repeat.as_ref().map_or(call.span, |r| r.span);
         for repetition in 1..=count {
-            self.frames.push(Frame {
+            self.enter(Frame {
                 kind: FrameKind::Call {
                     block: block.name().to_string(),
                 },
@@ -331,20 +428,20 @@ impl Expander<'_> {
             });
             x = self.chain(body, x, &bound);
             if let (Some(activation), Some(activation_call)) = (suffix, &stage.activation) {
-                let origin = self.origin(activation_call, activation_call.span);
+                let origin = Origin {
+                    frames: self.shared_frames(),
+                    ..self.origin(activation_call, activation_call.span)
+                };
                 x = self.push(Pending {
                     op: Some(Op::Activation(activation)),
                     activation: None,
                     inputs: vec![x],
-                    origin: Origin {
-                        frames: self.frames.clone(),
-                        ..origin
-                    },
+                    origin,
                     branches: Vec::new(),
                     reading: None,
                 });
             }
-            self.frames.pop();
+            self.leave();
         }
         x
     }
@@ -479,6 +576,57 @@ impl Expander<'_> {
         ok.then_some(bound)
     }
 
+    /// Resolves a call of the layer or activation `decl` ([`resolve_call`]), or reuses the
+    /// resolution of an earlier expansion of the same call with the same parameter values
+    /// that reported nothing.
+    fn resolve(
+        &mut self,
+        decl: &'static LayerDecl,
+        call: &Call,
+        whole_word: bool,
+        scope: &Scope,
+    ) -> Option<Resolution> {
+        let (call_at, decl_at) = (
+            call as *const Call as usize,
+            decl as *const LayerDecl as usize,
+        );
+        let key = memo_key(call_at, decl_at, whole_word, scope);
+        if let Some(memo) = self.resolved.get(&key).and_then(|memos| {
+            memos
+                .iter()
+                .find(|memo| memo.matches(call_at, decl_at, whole_word, scope))
+        }) {
+            return Some(memo.resolution.clone());
+        }
+        let shorthand = if whole_word {
+            None
+        } else {
+            call.shorthand.as_ref()
+        };
+        let n_before = self.diagnostics.len();
+        let resolution = resolve_call(
+            decl,
+            call,
+            shorthand,
+            scope,
+            self.defaults,
+            self.diagnostics,
+        )?;
+        if self.diagnostics.len() == n_before {
+            self.resolved.entry(key).or_default().push(Memo {
+                call: call_at,
+                decl: decl_at,
+                whole_word,
+                values: scope
+                    .values()
+                    .map(|(name, value)| (name.to_string(), value.clone()))
+                    .collect(),
+                resolution: resolution.clone(),
+            });
+        }
+        Some(resolution)
+    }
+
     /// The suffix activation of a layer or merge stage.
     fn suffix(&mut self, stage: &CallStage, decl: &LayerDecl, scope: &Scope) -> Option<Activation> {
         let activation = stage.activation.as_ref()?;
@@ -489,21 +637,7 @@ impl Expander<'_> {
     fn activation(&mut self, call: &Call, after: &str, scope: &Scope) -> Option<Activation> {
         match self.callee(call, scope) {
             Callee::Catalogue(decl, whole_word) if decl.is_activation() => {
-                let shorthand = if whole_word {
-                    None
-                } else {
-                    call.shorthand.as_ref()
-                };
-                match resolve_call(
-                    decl,
-                    call,
-                    shorthand,
-                    scope,
-                    self.defaults,
-                    self.diagnostics,
-                )?
-                .resolved
-                {
+                match self.resolve(decl, call, whole_word, scope)?.resolved {
                     Resolved::Activation(activation) => Some(activation),
                     Resolved::Op(_) => None,
                 }
@@ -588,6 +722,9 @@ impl Expander<'_> {
     /// Adds the block calls that led here as secondary labels to the diagnostics reported
     /// since `n_before`: inside a block body, the values come from the calls.
     fn label_calls(&mut self, n_before: usize) {
+        if self.diagnostics.len() <= n_before {
+            return;
+        }
         let calls: Vec<(Span, String)> = self
             .frames
             .iter()
@@ -614,7 +751,7 @@ impl Expander<'_> {
     /// A placeholder for a call that did not resolve, so that shape inference stops there.
     fn unresolved(&mut self, call: &Call, x: Source) -> Source {
         let origin = Origin {
-            frames: self.frames.clone(),
+            frames: self.shared_frames(),
             ..self.origin(call, call.span)
         };
         self.push(Pending {
@@ -627,19 +764,54 @@ impl Expander<'_> {
         })
     }
 
-    fn origin(&self, call: &Call, span: Span) -> Origin {
+    fn origin(&mut self, call: &Call, span: Span) -> Origin {
         Origin {
             text: self.quoted(span),
             span,
             name_span: call.word.span,
-            frames: Vec::new(),
+            frames: Arc::default(),
             implicit: false,
         }
     }
 
+    /// `origin` inside the repetitions and block calls being expanded.
+    fn framed(&mut self, origin: &Origin) -> Origin {
+        Origin {
+            text: origin.text.clone(),
+            span: origin.span,
+            name_span: origin.name_span,
+            frames: self.shared_frames(),
+            implicit: origin.implicit,
+        }
+    }
+
+    /// Enters a repetition or block call.
+    fn enter(&mut self, frame: Frame) {
+        self.frames.push(frame);
+        self.shared = None;
+    }
+
+    /// Leaves the innermost repetition or block call.
+    fn leave(&mut self) {
+        self.frames.pop();
+        self.shared = None;
+    }
+
+    /// The frames being expanded, shared by every layer made until they change.
+    fn shared_frames(&mut self) -> Arc<[Frame]> {
+        Arc::clone(
+            self.shared
+                .get_or_insert_with(|| Arc::from(self.frames.as_slice())),
+        )
+    }
+
     /// The characters of `span`, whitespace folded and shortened for messages.
-    fn quoted(&self, span: Span) -> String {
-        shorten(&folded(self.source, span, ""))
+    fn quoted(&mut self, span: Span) -> String {
+        let source = self.source;
+        self.quoted
+            .entry(span)
+            .or_insert_with(|| shorten(&folded(source, span, "")))
+            .clone()
     }
 
     fn push(&mut self, pending: Pending) -> Source {

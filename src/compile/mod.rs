@@ -22,7 +22,7 @@ use crate::settings::LossKind;
 use crate::spec::{self, SpecFile};
 use crate::syntax::{self, ast};
 use blocks::Blocks;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 /// Everything the checker learned about one spec file.
 #[derive(Clone, Debug)]
@@ -160,7 +160,7 @@ fn check_model(
     let Some(input) = input else {
         return;
     };
-    let (mut layers, complete) = shapes::infer(&expansion.layers, input, diagnostics);
+    let (mut layers, complete) = shapes::infer(expansion.layers, input, diagnostics);
     if layers.len() as u64 > expand::MAX_LAYERS {
         // The expanded size is checked before expansion; implicit flattens can add more.
         diagnostics.push(
@@ -237,10 +237,18 @@ fn unused_blocks(blocks: &Blocks, used: &[bool], diagnostics: &mut Vec<Diagnosti
 
 /// Numbers the layers and names them as Keras does: `conv`, `conv_1`, `conv_2`, …
 fn name_layers(layers: &mut [Layer]) {
-    let mut seen: HashMap<&'static str, usize> = HashMap::new();
+    // A model uses a handful of kinds: a list beats hashing a name per layer.
+    let mut seen: Vec<(&'static str, usize)> = Vec::new();
     for (index, layer) in layers.iter_mut().enumerate() {
         let base = decl_of(layer.op.kind()).name;
-        let count = seen.entry(base).or_insert(0);
+        let at = match seen.iter().position(|(known, _)| *known == base) {
+            Some(at) => at,
+            None => {
+                seen.push((base, 0));
+                seen.len() - 1
+            }
+        };
+        let count = &mut seen[at].1;
         layer.index = index;
         layer.name = if *count == 0 {
             base.to_string()

@@ -270,12 +270,12 @@ pub fn params(op: &Op, input: Shape) -> Result<ParamCount, ShapeError> {
 /// Infers shapes through `pending` from `input`. Stops at the first layer whose shape fails
 /// (reported) or that did not resolve; returns the layers inferred so far and whether all were.
 pub fn infer(
-    pending: &[Pending],
+    pending: Vec<Pending>,
     input: Shape,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> (Vec<Layer>, bool) {
     let mut inference = Inference {
-        layers: Vec::new(),
+        layers: Vec::with_capacity(pending.len()),
         placed: Vec::with_capacity(pending.len()),
         flattened_at: Vec::with_capacity(pending.len()),
         input,
@@ -330,7 +330,7 @@ impl Inference {
         }
     }
 
-    fn place(&mut self, item: &Pending) -> Placed {
+    fn place(&mut self, item: Pending) -> Placed {
         let op = item.op.ok_or(None)?;
         let mut edges = Vec::with_capacity(item.inputs.len());
         let mut flattened_at = None;
@@ -358,27 +358,19 @@ impl Inference {
                 }
             }
         }
-        let shapes: Vec<Shape> = edges.iter().map(|edge| edge.shape).collect();
+        let shapes = || -> Vec<Shape> { edges.iter().map(|edge| edge.shape).collect() };
+        let first = edges.first().map_or(self.input, |edge| edge.shape);
         let output = match op {
-            Op::Merge(kind) => merge_shape(kind, &shapes),
-            _ => output_shape(&op, shapes.first().copied().unwrap_or(self.input)),
+            Op::Merge(kind) => merge_shape(kind, &shapes()),
+            _ => output_shape(&op, first),
         };
-        let first = shapes.first().copied().unwrap_or(self.input);
-        let output =
-            output.map_err(|err| Some(Box::new(shape_error(err, item, &shapes, flattened_at))))?;
-        let params = params(&op, first)
-            .map_err(|err| Some(Box::new(shape_error(err, item, &shapes, flattened_at))))?;
+        let failed = |err| Some(Box::new(shape_error(err, &item, &shapes(), flattened_at)));
+        let output = output.map_err(failed)?;
+        let params = params(&op, first).map_err(failed)?;
         if matches!(op, Op::Flatten | Op::GlobalPool { .. } | Op::Dense { .. }) {
             flattened_at = flattened_at.or(Some(item.origin.span));
         }
-        self.push(
-            op,
-            item.activation,
-            edges,
-            output,
-            params,
-            item.origin.clone(),
-        );
+        self.push(op, item.activation, edges, output, params, item.origin);
         self.placed.push(self.layers.len() - 1);
         self.flattened_at.push(flattened_at);
         Ok(())

@@ -3,6 +3,7 @@
 //! say "`pool2` in `shrink(8)`, call 3 of 3" and label each step.
 
 use crate::text::Span;
+use std::sync::Arc;
 
 /// Where a layer came from in the spec file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -14,8 +15,9 @@ pub struct Origin {
     pub span: Span,
     /// The name's characters.
     pub name_span: Span,
-    /// The enclosing repetitions and block calls, outermost first.
-    pub frames: Vec<Frame>,
+    /// The enclosing repetitions and block calls, outermost first. Shared: every layer of one
+    /// expansion step holds the same list.
+    pub frames: Arc<[Frame]>,
     /// Whether the compiler inserted it (an implicit flatten before `dense`).
     pub implicit: bool,
 }

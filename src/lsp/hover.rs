@@ -269,7 +269,7 @@ fn layer_hover(ctx: &Ctx<'_>, call: &Call) -> String {
         out.push_str(&format!(
             "| {} | {} |",
             copies.len(),
-            sites_text(copies.iter().map(|layer| layer.origin.frames.as_slice()))
+            sites_text(copies.iter().map(|layer| &layer.origin.frames[..]))
         ));
         for idx in &varying {
             let value = form_args.get(*idx).map_or("", |(_, value)| value.as_str());
@@ -368,7 +368,7 @@ fn merge_hover(ctx: &Ctx<'_>, call: &Call) -> String {
         out.push_str(&format!(
             "| {} | {} | ({}) → {output} |\n",
             copies.len(),
-            sites_text(copies.iter().map(|layer| layer.origin.frames.as_slice())),
+            sites_text(copies.iter().map(|layer| &layer.origin.frames[..])),
             shapes.join(", ")
         ));
     }

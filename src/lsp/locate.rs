@@ -142,7 +142,7 @@ pub fn expansions<'a>(
     let mut found: Vec<Expansion<'a>> = Vec::new();
     let mut open = false;
     for layer in layers {
-        let frames = layer.origin.frames.as_slice();
+        let frames = &layer.origin.frames[..];
         let Some(depth) = frames.iter().position(&pick) else {
             open = false;
             continue;

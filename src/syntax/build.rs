@@ -300,22 +300,75 @@ impl Builder<'_> {
 }
 
 /// The length of `text` up to the end of its last character that is not whitespace or comment.
+///
+/// A `#` starts a comment that runs to the end of its line. Read from the end, line by line,
+/// so that the spans of a long chain's nodes do not each cost a pass over all of it.
 fn content_len(text: &str) -> usize {
-    let mut end = 0;
-    let mut in_comment = false;
-    for (idx, ch) in text.char_indices() {
-        match ch {
-            '\n' => in_comment = false,
-            _ if in_comment => {}
-            '#' => in_comment = true,
-            ch if ch.is_whitespace() => {}
-            ch => end = idx + ch.len_utf8(),
+    let mut rest = text;
+    loop {
+        let line_start = rest.rfind('\n').map_or(0, |idx| idx + 1);
+        let line = &rest[line_start..];
+        let code = line.find('#').map_or(line, |hash| &line[..hash]);
+        if let Some((idx, ch)) = code
+            .char_indices()
+            .rev()
+            .find(|(_, ch)| !ch.is_whitespace())
+        {
+            return line_start + idx + ch.len_utf8();
         }
+        if line_start == 0 {
+            return 0;
+        }
+        rest = &rest[..line_start - 1];
     }
-    end
 }
 
 /// Whole-number digits as `u64`, saturating at `u64::MAX` (range checks report it).
 fn saturating_int(digits: &str) -> u64 {
     digits.parse().unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_len;
+
+    /// The forward reading `content_len` must agree with.
+    fn forward(text: &str) -> usize {
+        let mut end = 0;
+        let mut in_comment = false;
+        for (idx, ch) in text.char_indices() {
+            match ch {
+                '\n' => in_comment = false,
+                _ if in_comment => {}
+                '#' => in_comment = true,
+                ch if ch.is_whitespace() => {}
+                ch => end = idx + ch.len_utf8(),
+            }
+        }
+        end
+    }
+
+    #[test]
+    fn content_ends_before_trailing_whitespace_and_comments() {
+        for text in [
+            "",
+            " ",
+            "\n",
+            "#",
+            "# only a comment",
+            "conv3",
+            "conv3   ",
+            "conv3 # c",
+            "conv3 # c\n",
+            "conv3 # c\n  # d\n\n",
+            "a#b\nc",
+            "a # b\r\n  c\r\n",
+            "dense(é) \u{a0}\u{2003}# 🚀\n\t",
+            "x\n# é\n#\n",
+            "(conv3 -> bn)x2   # é 🚀\n  -> relu",
+            "\n\n  bn",
+        ] {
+            assert_eq!(content_len(text), forward(text), "{text:?}");
+        }
+    }
 }

@@ -63,14 +63,14 @@ fn align(region: &str, decoded: &str) -> Option<Vec<usize>> {
             // Whitespace may be folded or chomped: point it at the source position reached.
             let here = at.min(region.len());
             offsets.extend(std::iter::repeat_n(here, ch.len_utf8()));
-            if region[here..].starts_with(ch) {
+            if starts_with_char(&region[here..], ch) {
                 at = here + ch.len_utf8();
             }
             continue;
         }
         at = skip_layout(region, at);
         let rest = region.get(at..)?;
-        if rest.starts_with(ch) {
+        if starts_with_char(rest, ch) {
             offsets.extend((0..ch.len_utf8()).map(|idx| at + idx));
             at += ch.len_utf8();
             if ch == '\'' && region[at..].starts_with('\'') {
@@ -85,6 +85,15 @@ fn align(region: &str, decoded: &str) -> Option<Vec<usize>> {
     }
     offsets.push(region.len());
     Some(offsets)
+}
+
+/// Whether `text` starts with `ch`; an ASCII character is compared as one byte, without the
+/// slice comparison call `str::starts_with` makes (this runs for every byte of the model).
+fn starts_with_char(text: &str, ch: char) -> bool {
+    match u8::try_from(ch) {
+        Ok(byte) if byte.is_ascii() => text.as_bytes().first() == Some(&byte),
+        _ => text.starts_with(ch),
+    }
 }
 
 /// Skips whitespace and escaped line breaks in the source from `at`.
