@@ -223,17 +223,7 @@ pub fn run<T: Tape<f32, Cpu>>(
                 };
                 let out = Act::Image(batch_norm_add(x.put_tape(tape), &skip, bn, &bn_cfg));
                 let is_last = idx + 2 == layers.len();
-                let out = match add.activation {
-                    Some(activation)
-                        if fused_activation(add) == FusedActivation::Linear
-                            && !(is_last
-                                && cfg.activation_to_loss
-                                && is_loss_activation(activation)) =>
-                    {
-                        activate(out, activation)
-                    }
-                    Some(_) | None => out,
-                };
+                let out = suffix(out, add, bn_cfg.activation, is_last, cfg);
                 let (out, tape) = out.split();
                 (out, tape, 2)
             }
@@ -306,16 +296,7 @@ fn layer_forward<T: Tape<f32, Cpu>>(
             Merged::Image(x) => Act::Image(x),
             Merged::Flat(x) => Act::Flat(x),
         };
-        let out = match layer.activation {
-            Some(activation)
-                if fused == FusedActivation::Linear
-                    && !(is_last && cfg.activation_to_loss && is_loss_activation(activation)) =>
-            {
-                activate(out, activation)
-            }
-            Some(_) | None => out,
-        };
-        return out.split();
+        return suffix(out, layer, fused, is_last, cfg).split();
     }
     let mut inputs = inputs.into_iter();
     let first = inputs
@@ -471,14 +452,7 @@ fn layer_forward<T: Tape<f32, Cpu>>(
             layer.name
         ),
     };
-    let out = match layer.activation {
-        Some(_) if fused_activation(layer) != FusedActivation::Linear => out,
-        Some(activation) if is_last && cfg.activation_to_loss && is_loss_activation(activation) => {
-            out
-        }
-        Some(activation) => activate(out, activation),
-        None => out,
-    };
+    let out = suffix(out, layer, fused_activation(layer), is_last, cfg);
     drop(inputs);
     out.split()
 }
@@ -494,10 +468,39 @@ fn fused_activation(layer: &Layer) -> FusedActivation {
             | Op::BatchNorm { .. }
             | Op::Merge(MergeKind::Add)
     );
-    match layer.activation {
-        Some(Activation::Relu) if fuses => FusedActivation::Relu,
-        Some(Activation::Relu6) if fuses => FusedActivation::Relu6,
+    if fuses {
+        clamp(layer.activation)
+    } else {
+        FusedActivation::Linear
+    }
+}
+
+/// The clamp an op runs for a `relu` or `relu6` suffix; linear for any other activation.
+fn clamp(activation: Option<Activation>) -> FusedActivation {
+    match activation {
+        Some(Activation::Relu) => FusedActivation::Relu,
+        Some(Activation::Relu6) => FusedActivation::Relu6,
         Some(_) | None => FusedActivation::Linear,
+    }
+}
+
+/// `layer`'s suffix activation on `out`, unless its op already ran it (`fused`) or it is the
+/// model's final softmax or sigmoid, left to the loss.
+fn suffix<T: Tape<f32, Cpu>>(
+    out: Act<T>,
+    layer: &Layer,
+    fused: FusedActivation,
+    is_last: bool,
+    cfg: PassConfig,
+) -> Act<T> {
+    match layer.activation {
+        Some(activation)
+            if fused == FusedActivation::Linear
+                && !(is_last && cfg.activation_to_loss && is_loss_activation(activation)) =>
+        {
+            activate(out, activation)
+        }
+        Some(_) | None => out,
     }
 }
 
@@ -609,11 +612,13 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
     let Some(Act::Image(x)) = inputs.into_iter().next() else {
         unreachable!("foldable_bn checked that the conv reads one image")
     };
-    // With a residual, the activation is the add's (the batch norm before it is linear).
-    let activation = match residual {
-        Some(_) => layers[idx + 2].activation,
-        None => bn_layer.activation,
+    // With a residual, the layer ending the fused run (whose activation applies) is the add;
+    // the batch norm before it is linear.
+    let last_layer = match residual {
+        Some(_) => &layers[idx + 2],
+        None => bn_layer,
     };
+    let activation = last_layer.activation;
     let (out, fused, tape) = match (&head[idx], conv_layer.op) {
         (LayerParams::Conv(conv), Op::Conv { .. }) => {
             let (weight, bias) = fold(&conv.weight, conv.bias.as_ref());
@@ -621,11 +626,7 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
                 weight,
                 bias: Some(bias),
             };
-            let fused = match activation {
-                Some(Activation::Relu) => FusedActivation::Relu,
-                Some(Activation::Relu6) => FusedActivation::Relu6,
-                Some(_) | None => FusedActivation::Linear,
-            };
+            let fused = clamp(activation);
             let conv_cfg = conv_config(conv_layer);
             let out = match residual {
                 Some(Act::Image(residual)) => {
@@ -635,7 +636,7 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
                 None => conv2d_activated(x.put_tape(tape), &folded, &conv_cfg, fused),
             };
             let (out, tape) = out.split_tape();
-            (out, fused != FusedActivation::Linear, tape)
+            (out, fused, tape)
         }
         (
             LayerParams::Depthwise(dw),
@@ -652,11 +653,7 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
                 weight,
                 bias: Some(bias),
             };
-            let fused = match activation {
-                Some(Activation::Relu) => FusedActivation::Relu,
-                Some(Activation::Relu6) => FusedActivation::Relu6,
-                Some(_) | None => FusedActivation::Linear,
-            };
+            let fused = clamp(activation);
             let dw_cfg = DepthwiseConfig {
                 kernel,
                 stride,
@@ -666,18 +663,12 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
                 input_grad: false,
             };
             let (out, tape) = depthwise_conv2d(x.put_tape(tape), &folded, &dw_cfg).split_tape();
-            (out, fused != FusedActivation::Linear, tape)
+            (out, fused, tape)
         }
         _ => unreachable!("foldable_bn checked the conv's kind and its params match it"),
     };
-    let out = out.put_tape(tape);
-    let out = Act::Image(out);
-    let to_loss = |activation| is_last && cfg.activation_to_loss && is_loss_activation(activation);
-    let out = match activation {
-        Some(activation) if !(fused || to_loss(activation)) => activate(out, activation),
-        Some(_) | None => out,
-    };
-    out.split()
+    let out = Act::Image(out.put_tape(tape));
+    suffix(out, last_layer, fused, is_last, cfg).split()
 }
 
 /// The max pool that alone reads conv `idx`, when the two can run fused.

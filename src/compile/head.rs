@@ -33,10 +33,7 @@ pub fn check_head(
         );
         return None;
     };
-    let final_activation = match last.op {
-        Op::Activation(activation) => Some(activation),
-        _ => last.activation,
-    };
+    let final_activation = last.final_activation();
     if final_activation == Some(Activation::Sigmoid) {
         return sigmoid_head(last, units, spec, loss_given, diagnostics);
     }

@@ -73,14 +73,6 @@ pub fn folded_comment(text: &MappedText, index: &LineIndex, diagnostics: &mut Ve
     }
 }
 
-/// The activation a layer ends with: its suffix, or itself when it is an activation stage.
-fn final_activation(layer: &Layer) -> Option<Activation> {
-    match layer.op {
-        Op::Activation(activation) => Some(activation),
-        _ => layer.activation,
-    }
-}
-
 /// Softmax read by a layer (an activation right after it is flagged by
 /// [`consecutive_activations`] instead).
 fn softmax_not_last<'a>(
@@ -88,7 +80,7 @@ fn softmax_not_last<'a>(
     mut next: impl Iterator<Item = &'a Layer>,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
-    if final_activation(layer) != Some(Activation::Softmax)
+    if layer.final_activation() != Some(Activation::Softmax)
         || !next.any(|next| !matches!(next.op, Op::Activation(_)))
     {
         return;
@@ -114,7 +106,7 @@ fn consecutive_activations(
     let (Some(previous), Op::Activation(current)) = (previous, layer.op) else {
         return;
     };
-    let Some(before) = final_activation(previous) else {
+    let Some(before) = previous.final_activation() else {
         return;
     };
     // Across a block's boundary the repetition is the caller's doing in one call only (a

@@ -209,6 +209,25 @@ impl Layer {
         self.inputs.first().map_or(self.output, |edge| edge.shape)
     }
 
+    /// The activation the layer ends with: its suffix, or itself when it is an activation
+    /// stage.
+    pub fn final_activation(&self) -> Option<Activation> {
+        match self.op {
+            Op::Activation(activation) => Some(activation),
+            Op::Conv { .. }
+            | Op::DepthwiseConv { .. }
+            | Op::SeparableConv { .. }
+            | Op::Dense { .. }
+            | Op::Pool { .. }
+            | Op::GlobalPool { .. }
+            | Op::BatchNorm { .. }
+            | Op::Dropout { .. }
+            | Op::Flatten
+            | Op::Identity
+            | Op::Merge(_) => self.activation,
+        }
+    }
+
     /// Whether the layer reads exactly the layer before it (or the input, for the first).
     pub fn reads_previous(&self) -> bool {
         let previous = match self.index {
