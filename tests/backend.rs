@@ -60,11 +60,27 @@ fn perturb_batch_norms(network: &mut Network) {
 fn inference_folds_each_batch_norm_into_the_conv_before_it_and_the_add_after_it() {
     use dfdx::prelude::*;
     use strata::backend::forward::{run, PassConfig};
-    let files = common::yaml_files(&common::root().join("specs/examples"));
+    let mut files = common::yaml_files(&common::root().join("specs/examples"));
+    files.extend(common::yaml_files(&common::root().join("specs/seed")));
+    let mut specs: Vec<(String, String)> = files
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path).expect("spec");
+            (path.display().to_string(), text)
+        })
+        .collect();
+    // Odd feature counts (not whole vectors), and a layer too wide for the streaming product
+    // (its weights are folded instead).
+    for units in [3, 12] {
+        let text = format!(
+            "input: 5x7x3\nmodel: conv1(5) relu -> bn -> flatten -> dense{units} -> dense2 softmax\n"
+        );
+        specs.push((format!("inline dense{units}"), text));
+    }
     let mut folded_somewhere = 0;
     let mut residual_adds = 0;
-    for path in files {
-        let text = std::fs::read_to_string(&path).expect("spec");
+    let mut into_dense = 0;
+    for (path, text) in specs {
         let model = compile(&text);
         let mut network = Network::new(&model, 5);
         perturb_batch_norms(&mut network);
@@ -94,11 +110,7 @@ fn inference_folds_each_batch_norm_into_the_conv_before_it_and_the_add_after_it(
         .as_vec();
         let scale = unfolded.iter().fold(1.0f32, |m, v| m.max(v.abs()));
         for (a, b) in folded.iter().zip(&unfolded) {
-            assert!(
-                (a - b).abs() <= 1e-4 * scale,
-                "{}: {a} vs {b}",
-                path.display()
-            );
+            assert!((a - b).abs() <= 1e-4 * scale, "{path}: {a} vs {b}",);
         }
         // Every conv -> bn pair ran as one layer: the conv ran (was observed) only with a tape.
         let conv_bn: Vec<usize> = model
@@ -129,8 +141,7 @@ fn inference_folds_each_batch_norm_into_the_conv_before_it_and_the_add_after_it(
         for idx in &conv_bn {
             assert!(
                 ran_unfolded.contains(idx) && !ran.contains(idx),
-                "{}: layer {idx}",
-                path.display()
+                "{path}: layer {idx}",
             );
         }
         // A block's residual add after a folded conv -> bn ran inside the conv: the batch
@@ -146,9 +157,26 @@ fn inference_folds_each_batch_norm_into_the_conv_before_it_and_the_add_after_it(
             .count();
         let conv_bn = conv_bn.len();
         folded_somewhere += conv_bn;
+        // A batch norm read by a flatten that a dense layer alone reads ran inside the dense
+        // product: neither it nor the flatten was observed.
+        for (idx, triple) in model.layers.windows(3).enumerate() {
+            let bn_flatten_dense = matches!(triple[0].op, strata::ir::Op::BatchNorm { .. })
+                && triple[0].activation.is_none()
+                && triple[1].op == strata::ir::Op::Flatten
+                && matches!(triple[2].op, strata::ir::Op::Dense { .. })
+                && strata::backend::params::flattened_image(&model.layers, idx + 2).is_some();
+            if bn_flatten_dense {
+                assert!(
+                    ran_unfolded.contains(&idx) && !ran.contains(&idx) && !ran.contains(&(idx + 1)),
+                    "{path}: layer {idx}",
+                );
+                into_dense += 1;
+            }
+        }
     }
     assert!(folded_somewhere > 20, "{folded_somewhere}");
     assert!(residual_adds > 10, "{residual_adds}");
+    assert!(into_dense >= 3, "{into_dense}");
 }
 
 #[test]

@@ -10,20 +10,20 @@
 #![deny(clippy::wildcard_enum_match_arm)]
 
 use super::ops::activation::{elu, gelu, hard_sigmoid, hard_swish, leaky_relu, relu, relu6, silu};
-use super::ops::batch_norm::{batch_norm, batch_norm_add, BatchNormConfig};
+use super::ops::batch_norm::{batch_norm, batch_norm_add, BatchNormConfig, BatchNormParams};
 use super::ops::conv2d::{conv2d_activated, conv2d_residual, Conv2dConfig, Conv2dParams};
 use super::ops::conv_pool::{conv2d_max_pool, fusable};
-use super::ops::dense::dense;
+use super::ops::dense::{dense, dense_of_affine};
 use super::ops::depthwise::{depthwise_conv2d, DepthwiseConfig, DepthwiseParams};
 use super::ops::depthwise_kernels::FusedActivation;
-use super::ops::flatten::flatten;
+use super::ops::flatten::{flatten, flatten_pixels};
 use super::ops::geometry::Padding as OpPadding;
 use super::ops::grouped::{grouped_conv2d, GroupedConfig};
 use super::ops::merge::{add_activated, merge, Merged, Operand};
 use super::ops::pool2d::{avg_pool2d, global_avg_pool, global_max_pool, max_pool2d, Pool2dConfig};
 use super::ops::separable::{separable_conv2d, SeparableConfig};
 use super::ops::{Flat, Image, Vector};
-use super::params::LayerParams;
+use super::params::{self, LayerParams};
 use crate::ir::{Activation, Layer, MergeKind, Op, Padding, PoolKind, Source};
 use dfdx::prelude::*;
 
@@ -199,6 +199,11 @@ pub fn run<T: Tape<f32, Cpu>>(
             && !T::OWNS_TAPE
             && store.readers(idx) == 1
             && foldable_bn(layers, idx);
+        let folds_bn_dense = cfg.fuse
+            && !cfg.training
+            && !T::OWNS_TAPE
+            && store.readers(idx) == 1
+            && foldable_bn_dense(layers, idx);
         let skip = (cfg.fuse && store.readers(idx) == 1)
             .then(|| fusable_add(layers, idx))
             .flatten();
@@ -239,6 +244,24 @@ pub fn run<T: Tape<f32, Cpu>>(
                 let (out, tape) =
                     conv_bn_inference(layers, idx, params, inputs, residual, tape, cfg, is_last);
                 (out, tape, ran)
+            }
+            (None, LayerParams::BatchNorm(_)) if folds_bn_dense => {
+                let Some(Act::Image(x)) = inputs.into_iter().next() else {
+                    unreachable!("foldable_bn_dense checked that the batch norm reads an image")
+                };
+                let is_last = idx + 3 == layers.len();
+                let (out, tape) = bn_dense_inference(layers, idx, params, x, tape, cfg, is_last);
+                (out, tape, 3)
+            }
+            (None, LayerParams::None)
+                if layer.op == Op::Flatten && params::pixel_major_flatten(layers, idx) =>
+            {
+                let Some(Act::Image(x)) = inputs.into_iter().next() else {
+                    unreachable!("a pixel-major flatten reads an image")
+                };
+                let out = Act::Flat(flatten_pixels(x.put_tape(tape)));
+                let (out, tape) = suffix(out, layer, FusedActivation::Linear, is_last, cfg).split();
+                (out, tape, 1)
             }
             (Some(pool), LayerParams::Conv(conv)) => {
                 let Some(Act::Image(x)) = inputs.into_iter().next() else {
@@ -583,15 +606,7 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
     let LayerParams::BatchNorm(bn) = &tail[0] else {
         unreachable!("a batch norm layer has batch norm params")
     };
-    let (gamma, beta) = (bn.gamma.as_vec(), bn.beta.as_vec());
-    let (mean, variance) = (bn.moving_mean.as_vec(), bn.moving_variance.as_vec());
-    // As the batch norm op computes them.
-    let scale: Vec<f32> = (0..gamma.len())
-        .map(|f| gamma[f] * (1.0 / (variance[f] + eps as f32).sqrt()))
-        .collect();
-    let shift: Vec<f32> = (0..gamma.len())
-        .map(|f| beta[f] - mean[f] * scale[f])
-        .collect();
+    let (scale, shift) = inference_scale_shift(bn, eps);
     let fold = |weight: &Tensor<(usize, usize), f32, Cpu>, bias: Option<&Vector>| {
         let mut w = weight.as_vec();
         w.chunks_exact_mut(scale.len().max(1)).for_each(|row| {
@@ -669,6 +684,60 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
     };
     let out = Act::Image(out.put_tape(tape));
     suffix(out, last_layer, fused, is_last, cfg).split()
+}
+
+/// An inference-mode batch norm as `x * scale + shift` per channel, as the batch norm op
+/// computes them.
+fn inference_scale_shift(bn: &BatchNormParams, eps: f64) -> (Vec<f32>, Vec<f32>) {
+    let (gamma, beta) = (bn.gamma.as_vec(), bn.beta.as_vec());
+    let (mean, variance) = (bn.moving_mean.as_vec(), bn.moving_variance.as_vec());
+    let scale: Vec<f32> = (0..gamma.len())
+        .map(|f| gamma[f] * (1.0 / (variance[f] + eps as f32).sqrt()))
+        .collect();
+    let shift: Vec<f32> = (0..gamma.len())
+        .map(|f| beta[f] - mean[f] * scale[f])
+        .collect();
+    (scale, shift)
+}
+
+/// Whether batch norm `idx` (linear, on an image) is read alone by a pixel-major `flatten`
+/// that a dense layer reads alone, so that in inference the three run as one dense product
+/// with the normalisation folded into the weights.
+fn foldable_bn_dense(layers: &[Layer], idx: usize) -> bool {
+    let (Some(bn), Some(flatten)) = (layers.get(idx), layers.get(idx + 1)) else {
+        return false;
+    };
+    let reads_bn = matches!(flatten.inputs.as_slice(), [edge] if edge.source == Source::Layer(idx));
+    matches!(bn.op, Op::BatchNorm { .. })
+        && bn.activation.is_none()
+        && matches!(bn.output, crate::ir::Shape::Image { .. })
+        && reads_bn
+        && flatten.activation.is_none()
+        && params::pixel_major_flatten(layers, idx + 1)
+        && params::flattened_image(layers, idx + 2).is_some()
+}
+
+/// Batch norm `idx`, the flatten and the dense layer after it, in inference: the dense product
+/// of the normalised input, normalised on the fly (`dense_of_affine`).
+fn bn_dense_inference<T: Tape<f32, Cpu>>(
+    layers: &[Layer],
+    idx: usize,
+    params: &[LayerParams],
+    x: Image<NoneTape>,
+    tape: T,
+    cfg: PassConfig,
+    is_last: bool,
+) -> (Value, T) {
+    let (bn_layer, dense_layer) = (&layers[idx], &layers[idx + 2]);
+    let (Op::BatchNorm { eps, .. }, LayerParams::BatchNorm(bn), LayerParams::Dense(linear)) =
+        (bn_layer.op, &params[idx], &params[idx + 2])
+    else {
+        unreachable!("foldable_bn_dense checked batch norm, flatten and dense")
+    };
+    let (scale, shift) = inference_scale_shift(bn, eps);
+    let out = dense_of_affine(flatten_pixels(x), linear, &scale, &shift);
+    let out = Act::Flat(out.put_tape(tape));
+    suffix(out, dense_layer, FusedActivation::Linear, is_last, cfg).split()
 }
 
 /// The max pool that alone reads conv `idx`, when the two can run fused.

@@ -68,7 +68,9 @@ impl Network {
         self.device = Cpu::seed_from_u64(seed);
     }
 
-    fn input_tensor(&self, images: Vec<f32>, count: usize) -> Image<NoneTape> {
+    /// A batch of `count` images (`n × h × w × c` values) as the network's input tensor; clones
+    /// of it share the data, so a benchmark can run many steps on one batch without copying.
+    pub fn input_tensor(&self, images: Vec<f32>, count: usize) -> Image<NoneTape> {
         let (h, w, c) = self.model.input.hwc();
         self.device.tensor_from_vec(images, (count, h, w, c))
     }
@@ -94,6 +96,16 @@ impl Network {
         optimizer: &mut Optimizer,
     ) -> Result<BatchStats, CpuError> {
         let x = self.input_tensor(images, labels.len());
+        self.train_step_on(x, labels, optimizer)
+    }
+
+    /// [`Network::train_step`] on an input tensor.
+    pub fn train_step_on(
+        &mut self,
+        x: Image<NoneTape>,
+        labels: &[usize],
+        optimizer: &mut Optimizer,
+    ) -> Result<BatchStats, CpuError> {
         let logits = self.forward(x.leaky_trace(), true);
         let (loss, stats_correct) = self.loss(logits, labels);
         let value = loss.array();
@@ -150,6 +162,11 @@ impl Network {
     /// `p` (of the second class) is reported as both classes' `[1 - p, p]`.
     pub fn predict(&mut self, images: Vec<f32>, count: usize) -> Vec<Vec<f32>> {
         let x = self.input_tensor(images, count);
+        self.predict_on(x)
+    }
+
+    /// [`Network::predict`] on an input tensor.
+    pub fn predict_on(&mut self, x: Image<NoneTape>) -> Vec<Vec<f32>> {
         let logits = self.forward(x, false);
         match self.model.head {
             Head::Softmax => logits

@@ -13,7 +13,7 @@ use super::ops::dense::DenseParams;
 use super::ops::depthwise::{self, DepthwiseParams};
 use super::ops::grouped::{self, GroupedParams};
 use super::ops::separable::{self, SeparableParams};
-use crate::ir::{Init, Layer, Model, Op, ParamSpec};
+use crate::ir::{Init, Layer, Model, Op, ParamSpec, Shape, Source};
 use dfdx::shapes::HasShape;
 use dfdx::tensor::{Cpu, TensorFromVec};
 use rand::distributions::{Distribution, Uniform};
@@ -47,15 +47,88 @@ pub fn initialise(model: &Model, device: &Cpu, seed: u64) -> Vec<LayerParams> {
     model
         .layers
         .iter()
-        .map(|layer| {
+        .enumerate()
+        .map(|(idx, layer)| {
+            // A pixel-major dense weight is drawn in the checkpoint's order, as every dense
+            // weight was before that layout existed, so a seed gives the same model.
+            let image = flattened_image(&model.layers, idx);
             let values = layer
                 .layout()
                 .iter()
-                .map(|spec| draw(spec, &mut rng))
+                .map(|spec| {
+                    let data = draw(spec, &mut rng);
+                    match image {
+                        Some(image) => into_backend(layer, spec, data, Some(image)),
+                        None => data,
+                    }
+                })
                 .collect();
             build(layer, values, device)
         })
         .collect()
+}
+
+/// The `(h, w, c)` image a dense layer's input was flattened from, when the backend keeps that
+/// layer's weights in pixel-major order: dense `idx` reads a `flatten` of an image and is its
+/// only reader. The checkpoint orders a flattened image by channel, then row and column
+/// (`[units, c * h * w]`, PyTorch's order); the backend flattens such an image for free (a
+/// reshape, pixel by pixel) and permutes the dense weights once, at load and save, instead.
+pub fn flattened_image(layers: &[Layer], idx: usize) -> Option<(usize, usize, usize)> {
+    let dense = layers.get(idx)?;
+    let [edge] = dense.inputs.as_slice() else {
+        return None;
+    };
+    let Source::Layer(source) = edge.source else {
+        return None;
+    };
+    let image = matches!(dense.op, Op::Dense { .. }) && pixel_major_flatten(layers, source);
+    image.then(|| layers.get(source).map(|flatten| flatten.input().hwc()))?
+}
+
+/// Whether `flatten` layer `idx` flattens an image pixel by pixel (`(y, x, c)` order, a free
+/// reshape): when a dense layer is its only reader (see [`flattened_image`]).
+pub fn pixel_major_flatten(layers: &[Layer], idx: usize) -> bool {
+    let Some(flatten) = layers.get(idx) else {
+        return false;
+    };
+    let mut readers = layers.iter().filter(|layer| {
+        layer
+            .inputs
+            .iter()
+            .any(|edge| edge.source == Source::Layer(idx))
+    });
+    let only_reader = match (readers.next(), readers.next()) {
+        (Some(reader), None) => reader.inputs.len() == 1 && matches!(reader.op, Op::Dense { .. }),
+        _ => false,
+    };
+    flatten.op == Op::Flatten && matches!(flatten.input(), Shape::Image { .. }) && only_reader
+}
+
+/// Dense weights `[units, c * h * w]` (channel-major, the checkpoint's) as
+/// `[units, h * w * c]` (pixel-major, the backend's), or back with `to_checkpoint`.
+fn permute_flattened(
+    data: &[f32],
+    (h, w, c): (usize, usize, usize),
+    to_checkpoint: bool,
+) -> Vec<f32> {
+    let (pixels, len) = (h * w, h * w * c);
+    let mut out = vec![0.0; data.len()];
+    if len == 0 {
+        return out;
+    }
+    for (src, dst) in data.chunks_exact(len).zip(out.chunks_exact_mut(len)) {
+        for ch in 0..c {
+            for p in 0..pixels {
+                let (channel_major, pixel_major) = (ch * pixels + p, p * c + ch);
+                if to_checkpoint {
+                    dst[channel_major] = src[pixel_major];
+                } else {
+                    dst[pixel_major] = src[channel_major];
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The values of one parameter tensor drawn as Keras initialises it.
@@ -147,8 +220,14 @@ fn build(layer: &Layer, mut values: Vec<Vec<f32>>, device: &Cpu) -> LayerParams 
     }
 }
 
-/// A checkpoint tensor of `spec` converted into the backend's layout for `layer`.
-fn into_backend(layer: &Layer, spec: &ParamSpec, data: Vec<f32>) -> Vec<f32> {
+/// A checkpoint tensor of `spec` converted into the backend's layout for `layer`; `image` is
+/// its [`flattened_image`].
+fn into_backend(
+    layer: &Layer,
+    spec: &ParamSpec,
+    data: Vec<f32>,
+    image: Option<(usize, usize, usize)>,
+) -> Vec<f32> {
     let dims3 = |shape: &[usize]| match shape {
         [out, _, k_h, k_w] => (*out, *k_h, *k_w),
         _ => (0, 0, 0),
@@ -165,12 +244,22 @@ fn into_backend(layer: &Layer, spec: &ParamSpec, data: Vec<f32>) -> Vec<f32> {
             let (filters, channels, _, _) = conv_dims(spec);
             separable::pointwise_from_checkpoint(&data, (filters, channels))
         }
+        (Op::Dense { .. }, "weight") => match image {
+            Some(image) => permute_flattened(&data, image, false),
+            None => data,
+        },
         _ => data,
     }
 }
 
-/// A backend tensor of `spec` converted into the checkpoint's layout.
-fn into_checkpoint(layer: &Layer, spec: &ParamSpec, data: Vec<f32>) -> Vec<f32> {
+/// A backend tensor of `spec` converted into the checkpoint's layout; `image` is its
+/// [`flattened_image`].
+fn into_checkpoint(
+    layer: &Layer,
+    spec: &ParamSpec,
+    data: Vec<f32>,
+    image: Option<(usize, usize, usize)>,
+) -> Vec<f32> {
     let dims3 = |shape: &[usize]| match shape {
         [out, _, k_h, k_w] => (*out, *k_h, *k_w),
         _ => (0, 0, 0),
@@ -187,6 +276,10 @@ fn into_checkpoint(layer: &Layer, spec: &ParamSpec, data: Vec<f32>) -> Vec<f32> 
             let (filters, channels, _, _) = conv_dims(spec);
             separable::pointwise_to_checkpoint(&data, (filters, channels))
         }
+        (Op::Dense { .. }, "weight") => match image {
+            Some(image) => permute_flattened(&data, image, true),
+            None => data,
+        },
         _ => data,
     }
 }
@@ -239,11 +332,12 @@ fn conv_dims(spec: &ParamSpec) -> (usize, usize, usize, usize) {
 /// shapes.
 pub fn to_tensors(model: &Model, params: &[LayerParams]) -> Vec<NamedTensor> {
     let mut out = Vec::new();
-    for (layer, params) in model.layers.iter().zip(params) {
+    for (idx, (layer, params)) in model.layers.iter().zip(params).enumerate() {
+        let image = flattened_image(&model.layers, idx);
         for (spec, data) in layer.layout().into_iter().zip(backend_data(params)) {
             out.push(NamedTensor {
                 name: format!("layers.{}.{}", layer.index, spec.name),
-                data: into_checkpoint(layer, &spec, data),
+                data: into_checkpoint(layer, &spec, data, image),
                 shape: spec.shape,
             });
         }
@@ -259,7 +353,9 @@ pub fn from_tensors(model: &Model, device: &Cpu, tensors: &[NamedTensor]) -> Vec
     model
         .layers
         .iter()
-        .map(|layer| {
+        .enumerate()
+        .map(|(idx, layer)| {
+            let image = flattened_image(&model.layers, idx);
             let values = layer
                 .layout()
                 .iter()
@@ -268,7 +364,7 @@ pub fn from_tensors(model: &Model, device: &Cpu, tensors: &[NamedTensor]) -> Vec
                     let data = by_name
                         .get(name.as_str())
                         .map_or_else(|| vec![0.0; spec.len()], |t| t.data.clone());
-                    into_backend(layer, spec, data)
+                    into_backend(layer, spec, data, image)
                 })
                 .collect();
             build(layer, values, device)

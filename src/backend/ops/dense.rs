@@ -3,10 +3,12 @@
 use crate::backend::ops::buffers;
 use crate::backend::ops::matmul::{gemm, View};
 use crate::backend::ops::profile;
+use crate::backend::ops::reduce::fold_in_order;
+use crate::backend::ops::simd;
 use crate::backend::ops::tape;
 use crate::backend::ops::{Flat, Vector};
 use dfdx::shapes::HasShape;
-use dfdx::tensor::{Cpu, PutTape, SplitTape, Tape, Tensor, TensorFromVec};
+use dfdx::tensor::{Cpu, NoneTape, PutTape, SplitTape, Tape, Tensor, TensorFromVec};
 
 /// The parameters of one dense layer.
 #[derive(Debug, Clone)]
@@ -87,4 +89,133 @@ pub fn dense<T: Tape<f32, Cpu>>(x: Flat<T>, params: &DenseParams) -> Flat<T> {
         Ok(())
     });
     out.put_tape(tape)
+}
+
+/// Units up to which [`dense_of_affine`] runs its streaming kernel; wider layers fold the
+/// affine map into a copy of the weights and run [`dense`] (a product worth the copy).
+const STREAMING_UNITS: usize = 8;
+/// Input features per task of the streaming kernel (a multiple of any pattern's period is
+/// taken): the image's slice stays in L1 while each group of units reads it.
+const FEATURES_PER_TASK: usize = 8192;
+
+/// In inference: `dense(x * scale + shift)`, the per-channel affine map (an inference-mode
+/// batch norm) applied on the fly. `x` is `(n, in)` with the channel cycling fastest (a
+/// pixel-major flatten of `scale.len()` channels). With few units, one pass streams `x` once
+/// and never materialises the normalised input or scaled weights: the memory-bound case of a
+/// linear model on raw images.
+///
+/// # Panics
+/// When `in` does not match the weight or is not a whole number of pixels (the compiler infers
+/// all three from the same shapes).
+pub fn dense_of_affine(
+    x: Flat<NoneTape>,
+    params: &DenseParams,
+    scale: &[f32],
+    shift: &[f32],
+) -> Flat<NoneTape> {
+    let (batch, inputs) = *x.shape();
+    let (units, weight_inputs) = *params.weight.shape();
+    let channels = scale.len().max(1);
+    assert!(
+        inputs == weight_inputs && inputs % channels == 0 && shift.len() == scale.len(),
+        "dense weight does not match its input"
+    );
+    if units > STREAMING_UNITS {
+        return dense(x, &folded(params, scale, shift));
+    }
+    let _timer = profile::scope("dense.forward");
+    let device = x.device().clone();
+    let input = buffers::read(&x);
+    drop(x);
+    let weight = buffers::read(&params.weight);
+    // The affine map repeated over 16 pixels: one period of whole vectors and whole pixels.
+    let period = 16 * channels;
+    let pattern =
+        |values: &[f32]| -> Vec<f32> { (0..period).map(|i| values[i % channels]).collect() };
+    let (scales, shifts) = (pattern(scale), pattern(shift));
+    let task_len = FEATURES_PER_TASK.div_ceil(period) * period;
+    let starts: Vec<usize> = (0..inputs).step_by(task_len.max(1)).collect();
+    let zero = || vec![0.0f32; batch * units];
+    let mut out = fold_in_order(
+        starts,
+        zero,
+        |mut acc, _, start| {
+            let end = (start + task_len).min(inputs);
+            simd::fast(|| {
+                for n in 0..batch {
+                    let xs = &input[n * inputs + start..n * inputs + end];
+                    for u in 0..units {
+                        let ws = &weight[u * inputs + start..u * inputs + end];
+                        acc[n * units + u] += affine_dot(xs, ws, &scales, &shifts);
+                    }
+                }
+            });
+            acc
+        },
+        |mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        },
+    );
+    if let Some(bias) = &params.bias {
+        let bias = bias.as_vec();
+        for row in out.chunks_exact_mut(units.max(1)) {
+            row.iter_mut().zip(&bias).for_each(|(o, b)| *o += b);
+        }
+    }
+    buffers::give(input);
+    buffers::give(weight);
+    device.tensor_from_vec(out, (batch, units))
+}
+
+/// `Σ (x * scale + shift) * w` over one slice, `scales` and `shifts` one period of the
+/// per-feature pattern (a multiple of 16 long, starting at the slice's first feature).
+#[inline(always)]
+fn affine_dot(xs: &[f32], ws: &[f32], scales: &[f32], shifts: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let mut at = 0;
+    let blocks = xs.chunks_exact(16).zip(ws.chunks_exact(16));
+    let tail = xs.len() - xs.len() % 16;
+    for (x, w) in blocks {
+        let (s, t) = (&scales[at..at + 16], &shifts[at..at + 16]);
+        for k in 0..16 {
+            acc[k] += (x[k] * s[k] + t[k]) * w[k];
+        }
+        at += 16;
+        if at == scales.len() {
+            at = 0;
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for (k, (x, w)) in xs[tail..].iter().zip(&ws[tail..]).enumerate() {
+        sum += (x * scales[at + k] + shifts[at + k]) * w;
+    }
+    sum
+}
+
+/// The weights and bias of `dense(x * scale + shift)` as one dense layer's: input feature
+/// `i`'s weights times `scale[i % c]`, and the bias raised by `Σ w * shift`.
+fn folded(params: &DenseParams, scale: &[f32], shift: &[f32]) -> DenseParams {
+    let channels = scale.len().max(1);
+    let (units, inputs) = *params.weight.shape();
+    let mut weight = params.weight.as_vec();
+    let mut bias = match &params.bias {
+        Some(bias) => bias.as_vec(),
+        None => vec![0.0; units],
+    };
+    for (row, b) in weight.chunks_exact_mut(inputs.max(1)).zip(&mut bias) {
+        let mut raised = f64::from(*b);
+        for pixel in row.chunks_exact_mut(channels) {
+            for ((w, s), t) in pixel.iter_mut().zip(scale).zip(shift) {
+                raised += f64::from(*w) * f64::from(*t);
+                *w *= s;
+            }
+        }
+        *b = raised as f32;
+    }
+    let device = params.weight.device().clone();
+    DenseParams {
+        weight: device.tensor_from_vec(weight, (units, inputs)),
+        bias: Some(device.tensor_from_vec(bias, (units,))),
+    }
 }

@@ -1,8 +1,12 @@
-//! The differentiable flatten op: NHWC images to `(n, c * h * w)` in channel, row, column order.
+//! The differentiable flatten op: NHWC images to `(n, h * w * c)` pixel by pixel (a free
+//! reshape), or to `(n, c * h * w)` in channel, row, column order.
 //!
 //! The checkpoint format stores dense weights as `[units, in]` with the flattened image in
-//! channel, row, column order (PyTorch's NCHW flatten). Flattening in that order here lets a
-//! dense layer use checkpoint weights unchanged; the cost is one transpose of a (small) tensor.
+//! channel, row, column order (PyTorch's NCHW flatten). A flatten read by one dense layer alone
+//! runs pixel by pixel, and that dense keeps its weights permuted to match (see
+//! [`crate::backend::params::flattened_image`]); any other flatten transposes into the
+//! checkpoint's order, which other readers (a batch norm's per-feature parameters, a merge)
+//! assume.
 
 use crate::backend::ops::buffers;
 use crate::backend::ops::profile;
@@ -10,7 +14,16 @@ use crate::backend::ops::tape;
 use crate::backend::ops::{Flat, Image};
 use dfdx::shapes::HasShape;
 use dfdx::tensor::{Cpu, PutTape, SplitTape, Tape, TensorFromVec};
+use dfdx::tensor_ops::ReshapeTo;
 use rayon::prelude::*;
+
+/// Flattens `(n, h, w, c)` to `(n, h * w * c)` in memory order: no copy, and the output's
+/// gradient is the input's (dfdx keeps a contiguous tensor's id through a reshape, so both
+/// name one gradient buffer).
+pub fn flatten_pixels<T: Tape<f32, Cpu>>(x: Image<T>) -> Flat<T> {
+    let (batch, h, w, c) = *x.shape();
+    x.reshape_like(&(batch, h * w * c))
+}
 
 /// Flattens `(n, h, w, c)` to `(n, c * h * w)`: element `(y, x, ch)` goes to
 /// `ch * h * w + y * w + x`.
