@@ -11,6 +11,7 @@
 
 use super::ops::activation::{elu, gelu, hard_sigmoid, hard_swish, leaky_relu, relu, relu6, silu};
 use super::ops::batch_norm::{batch_norm, batch_norm_add, BatchNormConfig, BatchNormParams};
+use super::ops::bn_dense::{self, batch_norm_dense};
 use super::ops::conv2d::{conv2d_activated, conv2d_residual, Conv2dConfig, Conv2dParams};
 use super::ops::conv_pool::{conv2d_max_pool, fusable};
 use super::ops::dense::{dense, dense_of_affine};
@@ -204,6 +205,8 @@ pub fn run<T: Tape<f32, Cpu>>(
             && !T::OWNS_TAPE
             && store.readers(idx) == 1
             && foldable_bn_dense(layers, idx);
+        let trains_bn_dense =
+            cfg.fuse && T::OWNS_TAPE && store.readers(idx) == 1 && trainable_bn_dense(layers, idx);
         let skip = (cfg.fuse && store.readers(idx) == 1)
             .then(|| fusable_add(layers, idx))
             .flatten();
@@ -251,6 +254,15 @@ pub fn run<T: Tape<f32, Cpu>>(
                 };
                 let is_last = idx + 3 == layers.len();
                 let (out, tape) = bn_dense_inference(layers, idx, params, x, tape, cfg, is_last);
+                (out, tape, 3)
+            }
+            (None, LayerParams::BatchNorm(_)) if trains_bn_dense => {
+                let Some(Act::Image(x)) = inputs.into_iter().next() else {
+                    unreachable!("trainable_bn_dense checked that the batch norm reads an image")
+                };
+                let is_last = idx + 3 == layers.len();
+                let x = x.put_tape(tape);
+                let (out, tape) = bn_dense_training(layers, idx, params, x, cfg, is_last);
                 (out, tape, 3)
             }
             (None, LayerParams::None)
@@ -737,6 +749,48 @@ fn bn_dense_inference<T: Tape<f32, Cpu>>(
     let (scale, shift) = inference_scale_shift(bn, eps);
     let out = dense_of_affine(flatten_pixels(x), linear, &scale, &shift);
     let out = Act::Flat(out.put_tape(tape));
+    suffix(out, dense_layer, FusedActivation::Linear, is_last, cfg).split()
+}
+
+/// Whether batch norm `idx` on the model's input can run with the flatten and dense layer
+/// after it as one op with a tape ([`batch_norm_dense`]): [`foldable_bn_dense`], and a dense
+/// layer narrow enough for its streaming product.
+fn trainable_bn_dense(layers: &[Layer], idx: usize) -> bool {
+    let reads_input = layers
+        .get(idx)
+        .is_some_and(|bn| matches!(bn.inputs.as_slice(), [edge] if edge.source == Source::Input));
+    let units = match layers.get(idx + 2).map(|dense| dense.op) {
+        Some(Op::Dense { units, .. }) => units,
+        _ => 0,
+    };
+    reads_input && bn_dense::fits(units) && foldable_bn_dense(layers, idx)
+}
+
+/// Batch norm `idx` on the model's input, the flatten and the dense layer after it, as one op
+/// on the tape (in training, or inference with gradients wanted).
+fn bn_dense_training<T: Tape<f32, Cpu>>(
+    layers: &[Layer],
+    idx: usize,
+    params: &mut [LayerParams],
+    x: Image<T>,
+    cfg: PassConfig,
+    is_last: bool,
+) -> (Value, T) {
+    let (bn_layer, dense_layer) = (&layers[idx], &layers[idx + 2]);
+    let (head, tail) = params.split_at_mut(idx + 1);
+    let (Op::BatchNorm { momentum, eps }, LayerParams::BatchNorm(bn), LayerParams::Dense(linear)) =
+        (bn_layer.op, &mut head[idx], &tail[1])
+    else {
+        unreachable!("trainable_bn_dense checked batch norm, flatten and dense")
+    };
+    let bn_cfg = BatchNormConfig {
+        momentum: momentum as f32,
+        eps: eps as f32,
+        training: cfg.training,
+        input_grad: false,
+        activation: FusedActivation::Linear,
+    };
+    let out = Act::Flat(batch_norm_dense(x, bn, &bn_cfg, linear));
     suffix(out, dense_layer, FusedActivation::Linear, is_last, cfg).split()
 }
 

@@ -24,6 +24,26 @@ pub struct BenchJson {
     pub batch_size: usize,
     /// Worker threads.
     pub threads: usize,
+    /// The machine's read bandwidth on the batch's own bytes: a parallel streaming sum over
+    /// one input batch, in GB/s (median of the timed repeats).
+    pub read_gb_per_s: f64,
+    /// Images/s a pass that only reads each input image once could reach at that bandwidth:
+    /// the ceiling of a memory-bound model's inference.
+    pub read_limit_images_per_s: f64,
+    /// With `--latency`: milliseconds of `predict` on one image, median and 90th percentile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<Latency>,
+}
+
+/// Single-image `predict` times, in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Latency {
+    /// Median of the timed calls.
+    pub median: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// Timed calls.
+    pub calls: usize,
 }
 
 /// Options of `strata bench`.
@@ -39,7 +59,13 @@ pub struct BenchArgs {
     pub warmup: usize,
     /// Print the time per op of the timed training steps.
     pub profile: bool,
+    /// Also time single-image `predict` calls.
+    pub latency: bool,
 }
+
+/// Untimed and timed single-image calls of `--latency`.
+const LATENCY_WARMUP: usize = 10;
+const LATENCY_CALLS: usize = 100;
 
 /// Runs the command; returns the exit status.
 pub fn run(path: &Path, args: BenchArgs, format: OutputFormat) -> u8 {
@@ -65,6 +91,7 @@ pub fn run(path: &Path, args: BenchArgs, format: OutputFormat) -> u8 {
         .collect();
     // One input tensor for every step (clones share its data), as the peers' benchmarks
     // reuse one batch: the steps time the network, not copying the batch.
+    let images_copy = images.clone();
     let x = network.input_tensor(images, batch);
     let mut train = || {
         network
@@ -90,20 +117,90 @@ pub fn run(path: &Path, args: BenchArgs, format: OutputFormat) -> u8 {
     if args.profile {
         print_profile("inference", args);
     }
+    let read_gb_per_s = read_bandwidth(&images_copy, args);
+    let batch_bytes = (images_copy.len() * std::mem::size_of::<f32>()) as f64;
+    let latency_ms = args.latency.then(|| {
+        let one: Vec<f32> = images_copy[..per_image].to_vec();
+        single_image_latency(&mut network, &one)
+    });
     let result = BenchJson {
         train_images_per_s: train_rate,
         infer_images_per_s: infer_rate,
         batch_size: batch,
         threads: rayon::current_num_threads(),
+        read_gb_per_s,
+        read_limit_images_per_s: read_gb_per_s * 1e9 / batch_bytes * batch as f64,
+        latency_ms,
     };
     match format {
         OutputFormat::Json => println!("{}", serde_json::to_string(&result).unwrap_or_default()),
-        _ => println!(
-            "{}: train {:.1} images/s, inference {:.1} images/s (batch {}, {} threads; median of {} x {} steps)",
-            model.name, result.train_images_per_s, result.infer_images_per_s, batch, result.threads, args.repeats, args.steps
-        ),
+        _ => {
+            println!(
+                "{}: train {:.1} images/s, inference {:.1} images/s (batch {}, {} threads; median of {} x {} steps)",
+                model.name, result.train_images_per_s, result.infer_images_per_s, batch, result.threads, args.repeats, args.steps
+            );
+            println!(
+                "read bandwidth on one input batch: {:.1} GB/s, {:.0} images/s read once each; inference at {:.0}% of that",
+                result.read_gb_per_s,
+                result.read_limit_images_per_s,
+                100.0 * result.infer_images_per_s / result.read_limit_images_per_s.max(f64::MIN_POSITIVE)
+            );
+            if let Some(latency) = result.latency_ms {
+                println!(
+                    "predict on one image: median {:.3} ms, p90 {:.3} ms ({} calls)",
+                    latency.median, latency.p90, latency.calls
+                );
+            }
+        }
     }
     EXIT_OK
+}
+
+/// GB/s of a parallel streaming sum over `values` (on the bench's threads), the median of
+/// the timed repeats after the warm-up: the rate at which a pass can read the input at all.
+fn read_bandwidth(values: &[f32], args: BenchArgs) -> f64 {
+    use rayon::prelude::*;
+    let mut pass = || {
+        let sum: f32 = values
+            .par_chunks(1 << 14)
+            .map(|chunk| {
+                let mut lanes = [0.0f32; 16];
+                for block in chunk.chunks_exact(16) {
+                    lanes.iter_mut().zip(block).for_each(|(l, v)| *l += v);
+                }
+                lanes.iter().sum::<f32>() + chunk.chunks_exact(16).remainder().iter().sum::<f32>()
+            })
+            .sum();
+        std::hint::black_box(sum);
+        Ok::<(), std::convert::Infallible>(())
+    };
+    let quiet = BenchArgs {
+        profile: false,
+        ..args
+    };
+    // `timed` counts items per pass; one pass reads every byte once.
+    let passes_per_s = timed(&mut pass, quiet, 1).unwrap_or(0.0);
+    passes_per_s * std::mem::size_of_val(values) as f64 / 1e9
+}
+
+/// `predict` on one image, [`LATENCY_CALLS`] times after [`LATENCY_WARMUP`] untimed calls.
+fn single_image_latency(network: &mut Network, image: &[f32]) -> Latency {
+    for _ in 0..LATENCY_WARMUP {
+        std::hint::black_box(network.predict(image.to_vec(), 1));
+    }
+    let mut ms: Vec<f64> = (0..LATENCY_CALLS)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(network.predict(image.to_vec(), 1));
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    Latency {
+        median: ms[ms.len() / 2],
+        p90: ms[ms.len() * 9 / 10],
+        calls: ms.len(),
+    }
 }
 
 /// The per-op times of the timed steps, per step, on stderr.

@@ -144,6 +144,10 @@ pub enum Command {
         /// Also print where the time went: total milliseconds per op, forward and backward.
         #[arg(long)]
         profile: bool,
+        /// Also time `predict` on one image at a time: the median and 90th percentile of 100
+        /// calls (after 10 untimed ones), the model loaded once.
+        #[arg(long)]
+        latency: bool,
     },
     /// Class probabilities of images with a trained model.
     Predict {
@@ -264,6 +268,7 @@ pub fn run(cli: Cli) -> u8 {
             repeats,
             warmup,
             profile,
+            latency,
         } => bench::run(
             &spec,
             bench::BenchArgs {
@@ -272,6 +277,7 @@ pub fn run(cli: Cli) -> u8 {
                 repeats,
                 warmup,
                 profile,
+                latency,
             },
             format,
         ),

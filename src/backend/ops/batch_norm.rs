@@ -112,29 +112,7 @@ fn normalise<S: Shape, T: Tape<f32, Cpu>>(
     let gamma = params.gamma.as_vec();
     let beta = params.beta.as_vec();
     let layout = Periods::new(features);
-    let (mean, variance) = if cfg.training {
-        let zeros = layout.pattern(&vec![0.0; features]);
-        let sums = layout.sums(&input, &input, (&zeros, &zeros), |x, _, _, _| (x, 0.0));
-        let mean: Vec<f64> = sums.iter().map(|s| s[0] / rows as f64).collect();
-        let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
-        let mean_pattern = layout.pattern(&mean32);
-        let sums = layout.sums(&input, &input, (&mean_pattern, &zeros), |x, _, m, _| {
-            let d = x - m;
-            (d * d, d)
-        });
-        // Two-pass variance with the rounding of the mean corrected by sum(x - mean).
-        let variance: Vec<f64> = sums
-            .iter()
-            .map(|s| ((s[0] - s[1] * s[1] / rows as f64) / rows as f64).max(0.0))
-            .collect();
-        update_moving(params, cfg.momentum, &mean, &variance);
-        (
-            mean32,
-            variance.into_iter().map(|v| v as f32).collect::<Vec<f32>>(),
-        )
-    } else {
-        (params.moving_mean.as_vec(), params.moving_variance.as_vec())
-    };
+    let (mean, variance) = statistics(&input, rows, params, cfg);
     let inv_std: Vec<f32> = variance
         .iter()
         .map(|v| 1.0 / (v + cfg.eps).sqrt())
@@ -271,6 +249,40 @@ fn normalise<S: Shape, T: Tape<f32, Cpu>>(
         Ok(())
     });
     out.put_tape(tape)
+}
+
+/// The mean and variance that normalise `input` (`rows x features`, features last): in
+/// training the batch's (updating the moving statistics), else the moving ones.
+pub(crate) fn statistics(
+    input: &[f32],
+    rows: usize,
+    params: &mut BatchNormParams,
+    cfg: &BatchNormConfig,
+) -> (Vec<f32>, Vec<f32>) {
+    if !cfg.training {
+        return (params.moving_mean.as_vec(), params.moving_variance.as_vec());
+    }
+    let features = params.gamma.shape().0;
+    let layout = Periods::new(features);
+    let zeros = layout.pattern(&vec![0.0; features]);
+    let sums = layout.sums(input, input, (&zeros, &zeros), |x, _, _, _| (x, 0.0));
+    let mean: Vec<f64> = sums.iter().map(|s| s[0] / rows as f64).collect();
+    let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+    let mean_pattern = layout.pattern(&mean32);
+    let sums = layout.sums(input, input, (&mean_pattern, &zeros), |x, _, m, _| {
+        let d = x - m;
+        (d * d, d)
+    });
+    // Two-pass variance with the rounding of the mean corrected by sum(x - mean).
+    let variance: Vec<f64> = sums
+        .iter()
+        .map(|s| ((s[0] - s[1] * s[1] / rows as f64) / rows as f64).max(0.0))
+        .collect();
+    update_moving(params, cfg.momentum, &mean, &variance);
+    (
+        mean32,
+        variance.into_iter().map(|v| v as f32).collect::<Vec<f32>>(),
+    )
 }
 
 /// `moving = moving * momentum + batch * (1 - momentum)` for mean and (biased) variance.

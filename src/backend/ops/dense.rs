@@ -4,7 +4,6 @@ use crate::backend::ops::buffers;
 use crate::backend::ops::matmul::{gemm, View};
 use crate::backend::ops::profile;
 use crate::backend::ops::reduce::fold_in_order;
-use crate::backend::ops::simd;
 use crate::backend::ops::tape;
 use crate::backend::ops::{Flat, Vector};
 use dfdx::shapes::HasShape;
@@ -93,7 +92,7 @@ pub fn dense<T: Tape<f32, Cpu>>(x: Flat<T>, params: &DenseParams) -> Flat<T> {
 
 /// Units up to which [`dense_of_affine`] runs its streaming kernel; wider layers fold the
 /// affine map into a copy of the weights and run [`dense`] (a product worth the copy).
-const STREAMING_UNITS: usize = 8;
+pub(crate) const STREAMING_UNITS: usize = 8;
 /// Input features per task of the streaming kernel (a multiple of any pattern's period is
 /// taken): the image's slice stays in L1 while each group of units reads it.
 const FEATURES_PER_TASK: usize = 8192;
@@ -128,35 +127,7 @@ pub fn dense_of_affine(
     let input = buffers::read(&x);
     drop(x);
     let weight = buffers::read(&params.weight);
-    // The affine map repeated over 16 pixels: one period of whole vectors and whole pixels.
-    let period = 16 * channels;
-    let pattern =
-        |values: &[f32]| -> Vec<f32> { (0..period).map(|i| values[i % channels]).collect() };
-    let (scales, shifts) = (pattern(scale), pattern(shift));
-    let task_len = FEATURES_PER_TASK.div_ceil(period) * period;
-    let starts: Vec<usize> = (0..inputs).step_by(task_len.max(1)).collect();
-    let zero = || vec![0.0f32; batch * units];
-    let mut out = fold_in_order(
-        starts,
-        zero,
-        |mut acc, _, start| {
-            let end = (start + task_len).min(inputs);
-            simd::fast(|| {
-                for n in 0..batch {
-                    let xs = &input[n * inputs + start..n * inputs + end];
-                    for u in 0..units {
-                        let ws = &weight[u * inputs + start..u * inputs + end];
-                        acc[n * units + u] += affine_dot(xs, ws, &scales, &shifts);
-                    }
-                }
-            });
-            acc
-        },
-        |mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            a
-        },
-    );
+    let mut out = affine_product(&input, (batch, inputs, units), &weight, scale, shift);
     if let Some(bias) = &params.bias {
         let bias = bias.as_vec();
         for row in out.chunks_exact_mut(units.max(1)) {
@@ -168,29 +139,102 @@ pub fn dense_of_affine(
     device.tensor_from_vec(out, (batch, units))
 }
 
+/// Features per task of [`affine_product`] and its backward: a multiple of the pattern period
+/// of `channels` channels (16 pixels), near [`FEATURES_PER_TASK`].
+pub(crate) fn task_features(channels: usize) -> usize {
+    let period = 16 * channels.max(1);
+    FEATURES_PER_TASK.div_ceil(period) * period
+}
+
+/// A per-channel vector repeated over 16 pixels: one period of whole vectors and whole pixels.
+pub(crate) fn period_pattern(values: &[f32]) -> Vec<f32> {
+    let channels = values.len().max(1);
+    (0..16 * channels)
+        .map(|i| values.get(i % channels).copied().unwrap_or(0.0))
+        .collect()
+}
+
+/// `(x * scale + shift) W^T` without bias for `x` of `(batch, inputs)` (channel cycling
+/// fastest over `scale.len()` channels) and `W` of `(units, inputs)`: tasks over slices of
+/// features, each image's slice read once per unit from L1, partial sums added in order.
+pub(crate) fn affine_product(
+    input: &[f32],
+    (batch, inputs, units): (usize, usize, usize),
+    weight: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+) -> Vec<f32> {
+    let (scales, shifts) = (period_pattern(scale), period_pattern(shift));
+    let task_len = task_features(scale.len());
+    let starts: Vec<usize> = (0..inputs).step_by(task_len).collect();
+    fold_in_order(
+        starts,
+        || vec![0.0f32; batch * units],
+        |mut acc, _, start| {
+            let end = (start + task_len).min(inputs);
+            let patterns = (scales.as_slice(), shifts.as_slice());
+            affine_task(
+                input,
+                weight,
+                (batch, inputs, units),
+                patterns,
+                start..end,
+                &mut acc,
+            );
+            acc
+        },
+        |mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        },
+    )
+}
+
+/// [`affine_product`]'s sums over the features `range`, added into `acc` (`batch x units`).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn affine_task(
+    input: &[f32],
+    weight: &[f32],
+    (batch, inputs, units): (usize, usize, usize),
+    (scales, shifts): (&[f32], &[f32]),
+    range: std::ops::Range<usize>,
+    acc: &mut [f32],
+) {
+    for n in 0..batch {
+        let xs = &input[n * inputs + range.start..n * inputs + range.end];
+        for u in 0..units {
+            let ws = &weight[u * inputs + range.start..u * inputs + range.end];
+            acc[n * units + u] += affine_dot(xs, ws, scales, shifts);
+        }
+    }
+}
+
 /// `Σ (x * scale + shift) * w` over one slice, `scales` and `shifts` one period of the
 /// per-feature pattern (a multiple of 16 long, starting at the slice's first feature).
 #[inline(always)]
 fn affine_dot(xs: &[f32], ws: &[f32], scales: &[f32], shifts: &[f32]) -> f32 {
     let mut acc = [0.0f32; 16];
-    let mut at = 0;
-    let blocks = xs.chunks_exact(16).zip(ws.chunks_exact(16));
-    let tail = xs.len() - xs.len() % 16;
-    for (x, w) in blocks {
-        let (s, t) = (&scales[at..at + 16], &shifts[at..at + 16]);
-        for k in 0..16 {
-            acc[k] += (x[k] * s[k] + t[k]) * w[k];
+    let period = scales.len();
+    let mut tail = 0.0f32;
+    for (x, w) in xs.chunks(period).zip(ws.chunks(period)) {
+        let mut blocks = x.chunks_exact(16).zip(w.chunks_exact(16));
+        let patterns = scales.chunks_exact(16).zip(shifts.chunks_exact(16));
+        for ((x, w), (s, t)) in (&mut blocks).zip(patterns) {
+            for k in 0..16 {
+                acc[k] += (x[k] * s[k] + t[k]) * w[k];
+            }
         }
-        at += 16;
-        if at == scales.len() {
-            at = 0;
+        // A short last period: its whole vectors ran above, the rest one by one.
+        let done = x.len() - x.len() % 16;
+        let rest = x[done..].iter().zip(&w[done..]);
+        for ((x, w), (s, t)) in rest.zip(scales[done..].iter().zip(&shifts[done..])) {
+            tail += (x * s + t) * w;
         }
     }
-    let mut sum: f32 = acc.iter().sum();
-    for (k, (x, w)) in xs[tail..].iter().zip(&ws[tail..]).enumerate() {
-        sum += (x * scales[at + k] + shifts[at + k]) * w;
-    }
-    sum
+    acc.iter().sum::<f32>() + tail
 }
 
 /// The weights and bias of `dense(x * scale + shift)` as one dense layer's: input feature

@@ -11,6 +11,7 @@ pub mod activation;
 pub mod adam;
 pub mod batch_norm;
 pub mod batch_norm_kernels;
+pub mod bn_dense;
 pub mod buffers;
 pub mod conv2d;
 pub mod conv_kernels;
