@@ -11,6 +11,7 @@
 
 use crate::backend::ops::buffers;
 use crate::backend::ops::conv_kernels::{col2im, im2col, sized, ConvGeometry, Rect, Scratch};
+use crate::backend::ops::conv_pool_planar;
 use crate::backend::ops::geometry::Axis1;
 use crate::backend::ops::reduce::{add_pairs, fold_in_order};
 use crate::backend::ops::small_gemm::{padded, small_gemm, Lhs, Table};
@@ -303,6 +304,11 @@ pub fn forward(
     );
     if let Some(unpadded) = input.winograd(g) {
         winograd::forward(g, unpadded, weight, bias, out, argmax);
+        return;
+    }
+    if gathers(c) && conv_pool_planar::applies(g) {
+        let image = |n: usize| input.image(c, n);
+        conv_pool_planar::forward(g, (image, input.size), weight, bias, out, argmax);
         return;
     }
     let row_len = g.out_size().1 * f;

@@ -17,6 +17,7 @@ pub mod conv2d;
 pub mod conv_kernels;
 pub mod conv_pool;
 pub mod conv_pool_kernels;
+pub mod conv_pool_planar;
 pub mod denormals;
 pub mod dense;
 pub mod depthwise;
