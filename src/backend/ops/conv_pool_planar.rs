@@ -5,10 +5,10 @@
 //! the filter-vectorised products (20 filters also fill 1.25 vectors). Here each image is
 //! split once into planes, one per channel and column parity (`plane[c][p][row][j]` holds
 //! padded column `2 j + p`), so that for a vector of neighbouring pooled windows (16 with
-//! AVX-512) the input under any
-//! tap of any window position is one contiguous vector. Every filter then costs one
-//! broadcast multiply-add per tap and window position, a vector of windows at a time, with no
-//! padding of the filter count; the 2x2 max, bias and relu run on the same vectors.
+//! AVX-512) the input under any tap of any window position is one contiguous vector. Every
+//! filter then costs one broadcast multiply-add per tap and window position, a vector of
+//! windows at a time, with no padding of the filter count; the 2x2 max, bias and relu run on
+//! the same vectors.
 
 use crate::backend::ops::conv_kernels::ConvGeometry;
 use crate::backend::ops::conv_pool_kernels::{ConvPoolGeometry, NO_WINNER};
