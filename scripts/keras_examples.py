@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Keras equivalents of the block-based example specs in specs/examples/.
+"""Keras equivalents of the block-based example specs in specs/examples/ and the seed specs.
 
 One function per spec, written by hand with the Keras functional API, layer for layer as the
 spec expands (block calls, repeats and merges unrolled; `pad=same` as padding="same", strata's
 bn as BatchNormalization with the spec's eps, a flat gate in `mul` as Reshape((1,1,c)) before
-Multiply):
+Multiply; the Flatten that strata inserts before a dense layer on images written out):
 
     resnet_small       specs/examples/resnet_small.yaml        32x32x3,   10 classes
     mobilenetv2_small  specs/examples/mobilenetv2_small.yaml   64x64x3,   10 classes
@@ -12,12 +12,21 @@ Multiply):
     se_sepconv         specs/examples/se_sepconv.yaml          128x128x3, binary (dense1 sigmoid)
     densenet_small     specs/examples/densenet_small.yaml      64x64x3,   10 classes
     fashion_resnet     specs/examples/fashion_resnet.yaml      28x28x1,   10 classes
+    logreg_bn          specs/seed/logreg_bn.yaml               224x224x3, 2 classes
+    wide_bn            specs/seed/wide_bn.yaml                 224x224x3, 2 classes
+    deep_bn            specs/seed/deep_bn.yaml                 224x224x3, 2 classes
+
+The seed models use the language's defaults: `conv` pads `valid` unless told (wide_bn's
+conv2x2(100) is valid, 224 -> 223; deep_bn's `defaults: conv: { filters: 20, pad: same }` makes
+its seven conv2x2 `same`), `poolN` is a max pool of size N with stride N and `valid` padding
+(floor), `bn` is momentum 0.99, eps 1e-3 (Keras's defaults).
 
 Prints one JSON line per example:
     {"example", "spec", "total", "trainable", "non_trainable",
      "layers": [{"name", "class", "output_shape", "params"}, ...]}
 (output shapes without the batch axis; every layer, including those without parameters).
-The totals are the ones quoted in each spec's header comment. Nothing is downloaded and no model
+The totals are the ones quoted in each example spec's header comment, and the ones
+`strata summary specs/seed/M.yaml` prints for the seed specs. Nothing is downloaded and no model
 is trained.
 
 Install (outside the repository, once):
@@ -264,6 +273,40 @@ def fashion_resnet():
     return keras.Model(inputs, outputs, name="fashion_resnet")
 
 
+# --- seed models (specs/seed/) ---------------------------------------------------------------
+
+def logreg_bn():
+    """bn -> flatten -> dense2 softmax, 224x224x3."""
+    inputs = keras.Input((224, 224, 3))
+    x = layers.BatchNormalization()(inputs)
+    x = layers.Flatten()(x)
+    outputs = layers.Dense(2, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="logreg_bn")
+
+
+def wide_bn():
+    """bn -> conv2x2(100) relu -> pool16 -> dense2 softmax, 224x224x3 (the conv is `valid`)."""
+    inputs = keras.Input((224, 224, 3))
+    x = layers.BatchNormalization()(inputs)
+    x = layers.Conv2D(100, 2, padding="valid", activation="relu")(x)   # 223x223x100
+    x = layers.MaxPooling2D(16)(x)                                     # 13x13x100
+    x = layers.Flatten()(x)
+    outputs = layers.Dense(2, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="wide_bn")
+
+
+def deep_bn():
+    """bn -> (conv2x2(20, pad=same) relu -> pool2)x7 -> dense2 softmax, 224x224x3."""
+    inputs = keras.Input((224, 224, 3))
+    x = layers.BatchNormalization()(inputs)
+    for _ in range(7):                                                 # 224 -> 112 -> ... -> 1
+        x = layers.Conv2D(20, 2, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    outputs = layers.Dense(2, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="deep_bn")
+
+
 EXAMPLES = {
     "resnet_small": resnet_small,
     "mobilenetv2_small": mobilenetv2_small,
@@ -271,7 +314,17 @@ EXAMPLES = {
     "se_sepconv": se_sepconv,
     "densenet_small": densenet_small,
     "fashion_resnet": fashion_resnet,
+    "logreg_bn": logreg_bn,
+    "wide_bn": wide_bn,
+    "deep_bn": deep_bn,
 }
+
+SEED = ("logreg_bn", "wide_bn", "deep_bn")
+
+
+def spec_path(key):
+    """The spec file an example mirrors, relative to the repository root."""
+    return f"specs/{'seed' if key in SEED else 'examples'}/{key}.yaml"
 
 
 def weight_count(weights):
@@ -290,7 +343,7 @@ def describe(key, model):
     non_trainable = weight_count(model.non_trainable_weights)
     return {
         "example": key,
-        "spec": f"specs/examples/{key}.yaml",
+        "spec": spec_path(key),
         "total": trainable + non_trainable,
         "trainable": trainable,
         "non_trainable": non_trainable,

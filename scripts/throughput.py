@@ -4,23 +4,31 @@
     throughput.py keras|torch MODEL [--batch 32] [--threads 2] [--out out.json]
                   [--warmup 5] [--steps 30] [--repeats 3] [--jemalloc PATH]
 
-MODEL is one of resnet_small, mobilenetv2_small, fashion_resnet: the hand-written equivalents
-of specs/examples/MODEL.yaml in scripts/keras_examples.py (Keras, NHWC) and
-scripts/torch_examples.py (PyTorch, NCHW), with the same parameter counts. Compare with
-`strata bench specs/examples/MODEL.yaml --batch-size 32 --steps 30` on the same machine, back to
-back (scripts/compare_graph_throughput.sh does all three); numbers from different machines, or
-even different hours on one cloud VM, are not comparable — compare ratios taken in one run.
+MODEL is one of resnet_small, mobilenetv2_small, fashion_resnet (specs/examples/MODEL.yaml) or
+logreg_bn, wide_bn, deep_bn (the seed models, specs/seed/MODEL.yaml, 224x224x3, 2 classes): the
+hand-written equivalents in scripts/keras_examples.py (Keras, NHWC) and
+scripts/torch_examples.py (PyTorch, NCHW), with the same parameter counts as `strata summary`
+(recorded as `params`). Compare with `strata bench SPEC --batch-size 32 --steps 30` on the same
+machine, back to back (scripts/compare_graph_throughput.sh and
+scripts/compare_seed_throughput.sh do all three); numbers from different machines, or even
+different hours on one cloud VM, are not comparable — compare ratios taken in one run.
 
 Protocol (the same for both frameworks):
 - `--threads` compute threads (default 2): Keras/TensorFlow intra-op 2, inter-op 1; PyTorch
   torch.set_num_threads(2), set_num_interop_threads(1); OMP_NUM_THREADS=2 in both.
-- PyTorch layout: `--memory-format channels_last` (the default; model and inputs converted with
-  `.to(memory_format=torch.channels_last)`, PyTorch's advice for CNNs on CPU, several times
-  faster here than NCHW) or `contiguous` (plain NCHW).
+- PyTorch layout: `--memory-format channels_last` (model and inputs converted with
+  `.to(memory_format=torch.channels_last)`, PyTorch's advice for CNNs on CPU) or `contiguous`
+  (plain NCHW). The default is the faster of the two for the model, measured on a 2-core VM
+  (torch 2.15, jemalloc, A/B in one process, best step of each): channels_last for the
+  example models (several times faster than NCHW) and for wide_bn and deep_bn (training 1.4-2.8x,
+  inference 1.6-3x faster at batch 10 and 32); contiguous for logreg_bn (training 1.7-4x faster
+  at batch 10-64: BatchNorm over 3 channels is slow in channels_last; inference a tie).
 - Input: a pool of 8 random batches (uniform [0, 1) images of the model's input shape, random
   labels), made before timing and cycled, so no data loading is timed.
-- Training step: forward + categorical cross-entropy + backward + Adam update (lr 1e-3,
-  epsilon 1e-7, Keras's defaults), BN in training mode. Keras: model.train_on_batch on one-hot
+- Training step: forward + categorical cross-entropy + backward + Adam update (epsilon 1e-7,
+  Keras's default; lr 1e-3, Keras's default, for the example models, and the spec's `train.lr`
+  for the seed models, as `strata bench` uses it: 0.01 logreg_bn and deep_bn, 0.001 wide_bn;
+  recorded as `lr`), BN in training mode. Keras: model.train_on_batch on one-hot
   labels (the model compiled with loss="categorical_crossentropy", metrics=["accuracy"]; Keras
   runs its compiled tf.function train step); the loss is read back every step, which waits for
   the step to finish. PyTorch: model.train(), zero_grad(set_to_none=True), logits ->
@@ -42,8 +50,8 @@ MALLOC_CONF=oversize_threshold:0,background_thread:false,dirty_decay_ms:-1,muzzy
 
 Prints one JSON line (also written to --out when given):
     {"framework", "model", "batch", "train_ips", "infer_ips", "peak_rss_mib", "threads",
-     "params", "train_ips_runs", "infer_ips_runs", "warmup", "steps", "repeats",
-     "first_loss", "last_loss", "version", "allocator", "omp_wait_policy"}
+     "params", "lr", "memory_format", "train_ips_runs", "infer_ips_runs", "warmup", "steps",
+     "repeats", "first_loss", "last_loss", "version", "allocator", "omp_wait_policy"}
 
 Measure on an otherwise idle machine. PyTorch's OpenMP worker threads spin while they wait; when
 other processes compete for the cores they lose 10x or more (seen here: resnet_small training
@@ -68,10 +76,44 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODELS = ("resnet_small", "mobilenetv2_small", "fashion_resnet")
+MODELS = ("resnet_small", "mobilenetv2_small", "fashion_resnet", "logreg_bn", "wide_bn", "deep_bn")
 JEMALLOC_CONF = "oversize_threshold:0,background_thread:false,dirty_decay_ms:-1,muzzy_decay_ms:-1"
 POOL = 8
 LR = 1e-3
+# Adam's learning rate where the spec sets one (specs/seed/*.yaml `train.lr`); LR elsewhere.
+SPEC_LR = {"logreg_bn": 0.01, "wide_bn": 0.001, "deep_bn": 0.01}
+
+
+def learning_rate(model):
+    return SPEC_LR.get(model, LR)
+
+
+def default_memory_format(model):
+    """PyTorch's faster layout for MODEL on CPU here (measured; see the docstring)."""
+    return "contiguous" if model == "logreg_bn" else "channels_last"
+
+
+def preload_jemalloc(path, script, argv):
+    """Re-executes `script argv` with LD_PRELOAD=path (jemalloc) unless it is preloaded already.
+
+    Returns only when nothing is to be done (no path, or already preloaded); 2 when the file is
+    missing; otherwise the process is replaced."""
+    if not path or path in os.environ.get("LD_PRELOAD", ""):
+        return None
+    if not os.path.exists(path):
+        print(f"error: no such file: {path}", file=sys.stderr)
+        return 2
+    env = dict(os.environ, LD_PRELOAD=path,
+               MALLOC_CONF=os.environ.get("MALLOC_CONF", JEMALLOC_CONF))
+    os.execve(sys.executable, [sys.executable, os.path.abspath(script)] + argv, env)
+
+
+def allocator():
+    """The allocator this process runs on, as recorded in the JSON."""
+    preload = os.environ.get("LD_PRELOAD", "")
+    if "jemalloc" in preload:
+        return f"jemalloc ({preload}; MALLOC_CONF={os.environ.get('MALLOC_CONF', '')})"
+    return "default"
 
 
 def parse(argv):
@@ -85,11 +127,13 @@ def parse(argv):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--jemalloc", default=os.environ.get("JEMALLOC") or None,
                    help="libjemalloc.so path to preload for PyTorch (default: $JEMALLOC)")
-    p.add_argument("--memory-format", choices=("channels_last", "contiguous"),
-                   default="channels_last",
-                   help="PyTorch tensor layout (default channels_last, the faster on CPU)")
+    p.add_argument("--memory-format", choices=("channels_last", "contiguous"), default=None,
+                   help="PyTorch tensor layout (default: the faster for MODEL, "
+                        "see default_memory_format)")
     p.add_argument("--out")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.memory_format = args.memory_format or default_memory_format(args.model)
+    return args
 
 
 def timed(step, args):
@@ -117,7 +161,8 @@ def run_keras(args):
 
     keras.utils.set_random_seed(0)
     model = keras_examples.EXAMPLES[args.model]()
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=LR, epsilon=1e-7),
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate(args.model),
+                                                  epsilon=1e-7),
                   loss="categorical_crossentropy", metrics=["accuracy"])
     shape = tuple(int(d) for d in model.input_shape[1:])
     classes = int(model.output_shape[-1])
@@ -163,10 +208,11 @@ def run_torch(args):
     ys = [torch.randint(0, classes, (args.batch,), generator=g) for _ in range(POOL)]
     if args.memory_format == "channels_last":
         # PyTorch's advice for CNNs on CPU: NHWC kernels (oneDNN) instead of NCHW; measured
-        # here several times faster than NCHW on these models (`--memory-format contiguous`).
+        # here several times faster than NCHW on the conv models (not logreg_bn: see the
+        # docstring).
         model = model.to(memory_format=torch.channels_last)
         xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
-    opt = torch.optim.Adam(model.parameters(), lr=LR, eps=1e-7)
+    opt = torch.optim.Adam(model.parameters(), lr=learning_rate(args.model), eps=1e-7)
     lossf = nn.CrossEntropyLoss()
     losses = []
 
@@ -186,24 +232,18 @@ def run_torch(args):
     train_rates = timed(train, args)
     model.eval()
     infer_rates = timed(infer, args)
-    preload = os.environ.get("LD_PRELOAD", "")
     return {"train": train_rates, "infer": infer_rates, "losses": losses,
             "params": torch_examples.counts(model)[0],
             "version": f"torch {torch.__version__} ({args.memory_format})",
-            "allocator": f"jemalloc ({preload}; MALLOC_CONF={os.environ.get('MALLOC_CONF', '')})"
-            if "jemalloc" in preload else "default"}
+            "allocator": allocator()}
 
 
 def main(argv):
     args = parse(argv)
-    if (args.framework == "torch" and args.jemalloc
-            and args.jemalloc not in os.environ.get("LD_PRELOAD", "")):
-        if not os.path.exists(args.jemalloc):
-            print(f"error: no such file: {args.jemalloc}", file=sys.stderr)
-            return 2
-        env = dict(os.environ, LD_PRELOAD=args.jemalloc,
-                   MALLOC_CONF=os.environ.get("MALLOC_CONF", JEMALLOC_CONF))
-        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__)] + argv, env)
+    if args.framework == "torch":
+        failed = preload_jemalloc(args.jemalloc, __file__, argv)
+        if failed:
+            return failed
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     res = (run_keras if args.framework == "keras" else run_torch)(args)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
@@ -216,6 +256,8 @@ def main(argv):
         "peak_rss_mib": round(peak_kib / 1024, 1),
         "threads": args.threads,
         "params": res["params"],
+        "lr": learning_rate(args.model),
+        "memory_format": args.memory_format if args.framework == "torch" else "NHWC",
         "train_ips_runs": res["train"],
         "infer_ips_runs": res["infer"],
         "warmup": args.warmup,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch equivalents of three block-based example specs in specs/examples/.
+"""PyTorch equivalents of three block-based example specs in specs/examples/ and the seed specs.
 
 The same networks as scripts/keras_examples.py, written by hand with torch.nn in NCHW layout,
 layer for layer as the spec expands (block calls, repeats and merges unrolled):
@@ -7,6 +7,9 @@ layer for layer as the spec expands (block calls, repeats and merges unrolled):
     resnet_small       specs/examples/resnet_small.yaml        3x32x32, 10 classes
     mobilenetv2_small  specs/examples/mobilenetv2_small.yaml   3x64x64, 10 classes
     fashion_resnet     specs/examples/fashion_resnet.yaml      1x28x28, 10 classes
+    logreg_bn          specs/seed/logreg_bn.yaml               3x224x224, 2 classes
+    wide_bn            specs/seed/wide_bn.yaml                 3x224x224, 2 classes
+    deep_bn            specs/seed/deep_bn.yaml                 3x224x224, 2 classes
 
 Equivalences with the Keras models:
 - strata's `bn` / Keras BatchNormalization(epsilon=e, momentum=0.99) =
@@ -19,17 +22,26 @@ Equivalences with the Keras models:
   smaller half before (top/left) and the larger after (bottom/right). For a 3x3 kernel with
   stride 2 on an even size that is 0 before and 1 after, which PyTorch's symmetric `padding=`
   cannot express, so it is an explicit F.pad; stride 1 with an odd kernel uses padding=k//2.
+  An even kernel with stride 1 (deep_bn's conv2x2, pad=same) pads 0 before and 1 after: a zero
+  row at the bottom and a zero column on the right.
+- `conv…` without `pad` is `valid` (no padding): wide_bn's conv2x2(100) = Conv2d(3, 100, 2),
+  224 -> 223. `poolN` = nn.MaxPool2d(N) (stride N, no padding, floor: 223 -> 13 for pool16).
 - `bias: false` = bias=False; `dwconv3` = Conv2d(c, c, 3, groups=c, bias=False).
 - `dense10 softmax` + categorical cross-entropy = Linear(c, 10) returning logits +
   nn.CrossEntropyLoss (which applies log-softmax). The models here return logits; apply
   torch.softmax for probabilities (scripts/throughput.py does so when timing inference).
 - `dropout(0.2)` = nn.Dropout(0.2); `gap` = mean over H and W.
+- `flatten` (explicit, or the one strata inserts before a dense layer on images) = Keras's
+  Flatten, which reads the image in NHWC order: x.permute(0, 2, 3, 1).flatten(1) (`FlattenHWC`),
+  so the dense weights are ordered as in Keras and strata. On a channels_last tensor that is a
+  view; on a contiguous (NCHW) one it is a copy.
 
 Prints one JSON line per example,
     {"example", "spec", "total", "trainable", "non_trainable", "output_shape",
      "keras_total", "keras_trainable", "keras_non_trainable"}
 and exits with status 1 if a count differs from the Keras count (quoted in the spec headers and
-printed by scripts/keras_examples.py). Nothing is downloaded and no model is trained.
+printed by scripts/keras_examples.py; for the seed specs, also what `strata summary` prints).
+Nothing is downloaded and no model is trained.
 
 Install (outside the repository, once):
     python3 -m venv ~/venv-torch && ~/venv-torch/bin/pip install torch numpy
@@ -51,6 +63,10 @@ KERAS_COUNTS = {
     "resnet_small": (274_042, 272_474, 1_568),
     "mobilenetv2_small": (453_514, 440_202, 13_312),
     "fashion_resnet": (176_090, 174_970, 1_120),
+    # the seed specs: as `strata summary specs/seed/M.yaml` prints them
+    "logreg_bn": (301_070, 301_064, 6),
+    "wide_bn": (35_114, 35_108, 6),
+    "deep_bn": (10_034, 10_028, 6),
 }
 
 
@@ -209,10 +225,46 @@ def mobilenetv2_small():
     )
 
 
+# --- seed models (specs/seed/) ---------------------------------------------------------------
+
+class FlattenHWC(nn.Module):
+    """Keras's Flatten of an NHWC image: the features in (H, W, C) order."""
+
+    def forward(self, x):
+        return x.permute(0, 2, 3, 1).flatten(1)
+
+
+def logreg_bn():
+    """bn -> flatten -> dense2 softmax, 3x224x224."""
+    return nn.Sequential(bn(3), FlattenHWC(), nn.Linear(224 * 224 * 3, 2))
+
+
+def wide_bn():
+    """bn -> conv2x2(100) relu -> pool16 -> dense2 softmax, 3x224x224 (the conv is `valid`)."""
+    return nn.Sequential(
+        bn(3),
+        nn.Conv2d(3, 100, 2), nn.ReLU(),          # 100x223x223
+        nn.MaxPool2d(16),                         # 100x13x13
+        FlattenHWC(), nn.Linear(13 * 13 * 100, 2),
+    )
+
+
+def deep_bn():
+    """bn -> (conv2x2(20, pad=same) relu -> pool2)x7 -> dense2 softmax, 3x224x224."""
+    blocks, c = [bn(3)], 3
+    for _ in range(7):                            # 224 -> 112 -> 56 -> 28 -> 14 -> 7 -> 3 -> 1
+        blocks += [SameConv2d(c, 20, 2, bias=True), nn.ReLU(), nn.MaxPool2d(2)]
+        c = 20
+    return nn.Sequential(*blocks, FlattenHWC(), nn.Linear(20, 2))
+
+
 EXAMPLES = {
     "resnet_small": resnet_small,
     "mobilenetv2_small": mobilenetv2_small,
     "fashion_resnet": fashion_resnet,
+    "logreg_bn": logreg_bn,
+    "wide_bn": wide_bn,
+    "deep_bn": deep_bn,
 }
 
 # Input shape (C, H, W) of each example.
@@ -220,9 +272,20 @@ INPUT_SHAPES = {
     "resnet_small": (3, 32, 32),
     "mobilenetv2_small": (3, 64, 64),
     "fashion_resnet": (1, 28, 28),
+    "logreg_bn": (3, 224, 224),
+    "wide_bn": (3, 224, 224),
+    "deep_bn": (3, 224, 224),
 }
 
-CLASSES = {"resnet_small": 10, "mobilenetv2_small": 10, "fashion_resnet": 10}
+CLASSES = {"resnet_small": 10, "mobilenetv2_small": 10, "fashion_resnet": 10,
+           "logreg_bn": 2, "wide_bn": 2, "deep_bn": 2}
+
+SEED = ("logreg_bn", "wide_bn", "deep_bn")
+
+
+def spec_path(key):
+    """The spec file an example mirrors, relative to the repository root."""
+    return f"specs/{'seed' if key in SEED else 'examples'}/{key}.yaml"
 
 
 def counts(model):
@@ -242,7 +305,7 @@ def describe(key, model):
     k_total, k_trainable, k_non = KERAS_COUNTS[key]
     return {
         "example": key,
-        "spec": f"specs/examples/{key}.yaml",
+        "spec": spec_path(key),
         "total": total,
         "trainable": trainable,
         "non_trainable": non_trainable,
