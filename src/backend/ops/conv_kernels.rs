@@ -1,5 +1,6 @@
 //! The arithmetic of 2-D convolution on NHWC slices: im2col by blocks of output rows, one gemm
-//! per block, and the transposed products for the backward pass.
+//! per block, and the transposed products for the backward pass. 3x3 convolutions at stride 1
+//! on enough channels run in the Winograd domain instead ([`crate::backend::ops::winograd`]).
 //!
 //! Weights are kept as a `K x F` row-major matrix, `K = k_h * k_w * c_in` in (row, column,
 //! channel) order, i.e. HWIO; [`crate::backend::ops::conv2d`] converts from and to the checkpoint layout.
@@ -8,6 +9,7 @@ use crate::backend::ops::geometry::Window2;
 use crate::backend::ops::matmul::{gemm, View};
 use crate::backend::ops::reduce::{add_pairs, fold_in_order};
 use crate::backend::ops::simd;
+use crate::backend::ops::winograd;
 use rayon::prelude::*;
 use std::cell::Cell;
 
@@ -261,14 +263,33 @@ pub fn forward_residual(
     out: &mut [f32],
     mask: Option<&mut [u8]>,
 ) {
-    let (k, f, wo) = (g.k(), g.filters, g.window.cols.output);
-    let block_rows = g.rows_per_block();
-    let block_len = block_rows * wo * f;
     assert_eq!(
         out.len(),
         g.batch * g.out_image(),
         "conv output of the wrong length"
     );
+    if winograd::applies_to_conv(g) {
+        winograd::conv_forward(g, input, weight, bias, residual, bounds, out, mask);
+    } else {
+        forward_im2col(g, input, weight, bias, residual, bounds, out, mask);
+    }
+}
+
+/// [`forward_residual`] by im2col and gemm, whatever the kernel.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_im2col(
+    g: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    bounds: Option<(f32, f32)>,
+    out: &mut [f32],
+    mask: Option<&mut [u8]>,
+) {
+    let (k, f, wo) = (g.k(), g.filters, g.window.cols.output);
+    let block_rows = g.rows_per_block();
+    let block_len = block_rows * wo * f;
     let body = |image_idx: usize, block_idx: usize, out_block: &mut [f32]| {
         let image = &input[image_idx * g.in_image()..][..g.in_image()];
         let y0 = block_idx * block_rows;
@@ -346,6 +367,39 @@ pub fn forward_residual(
 /// Adds into `grad_weight` (`K x F`) and `grad_bias` (`F`); writes (adds) `grad_input` when
 /// given. Parallel over images, so scattered input gradients never race.
 pub fn backward(
+    g: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    grad_out: &[f32],
+    grad_input: Option<&mut [f32]>,
+    grad_weight: &mut [f32],
+    grad_bias: Option<&mut [f32]>,
+) {
+    if winograd::applies_to_conv(g) {
+        winograd::conv_backward(
+            g,
+            input,
+            weight,
+            grad_out,
+            grad_input,
+            grad_weight,
+            grad_bias,
+        );
+    } else {
+        backward_im2col(
+            g,
+            input,
+            weight,
+            grad_out,
+            grad_input,
+            grad_weight,
+            grad_bias,
+        );
+    }
+}
+
+/// [`backward`] by im2col and gemm, whatever the kernel.
+pub(crate) fn backward_im2col(
     g: &ConvGeometry,
     input: &[f32],
     weight: &[f32],

@@ -1,6 +1,8 @@
-//! The fused 3x3 or 2x2 convolution (stride 1) and 2x2 max pool by Winograd's minimal
-//! filtering F(2x2, 3x3) or F(2x2, 2x2), whose 2x2 output tiles are exactly the pooling
-//! windows.
+//! 3x3 and 2x2 convolutions (stride 1) by Winograd's minimal filtering F(2x2, 3x3) or
+//! F(2x2, 2x2): the fused convolution and 2x2 max pool, whose 2x2 output tiles are exactly the
+//! pooling windows, and the plain convolution (3x3 in practice, see [`applies_to_conv`]),
+//! whose output is cut into 2x2 tiles (the last tile row or column of an odd output is
+//! partial).
 //!
 //! Done directly, an `r x r` convolution costs `4 r²` multiplications per 2x2 output tile and
 //! channel pair; in the Winograd domain it costs `(r + 1)²`: 16 instead of 36 for 3x3, 9
@@ -8,20 +10,24 @@
 //! CVPR 2016). An `α x α` input tile (`α = r + 1`) is transformed (`V = Bᵀ d B`), multiplied
 //! position by position with the transformed filter (`U = G g Gᵀ`) and summed over the input
 //! channels, which makes `α²` independent matrix products over all the tiles of a block, then
-//! transformed back (`Y = Aᵀ M A`), biased, rectified and pooled. The transforms only add,
-//! subtract and halve, so results agree with the direct product to float rounding.
+//! transformed back (`Y = Aᵀ M A`) and finished: biased, rectified and pooled (the fused op),
+//! or biased, added to the residual, clamped and written (the plain convolution). The
+//! transforms only add, subtract and halve, so results agree with the direct product to float
+//! rounding.
 //!
-//! The backward pass runs the adjoint of each step in the same domain: the pooled gradient
-//! becomes `dM = A dY Aᵀ`; the filter gradient gathers `dU += Vᵀ dM` and is brought back
-//! through `G` once per batch; the input gradient is `dV = dM Uᵀ`, added into the overlapping
-//! input tiles as `B dV Bᵀ`. All three products are cheaper than im2col's by the same factor.
+//! The backward pass runs the adjoint of each step in the same domain: the output gradient of
+//! a tile (the pooled gradient spread to the window's winner, or the plain convolution's 2x2
+//! gradient, zero outside the output) becomes `dM = A dY Aᵀ`; the filter gradient gathers
+//! `dU += Vᵀ dM` and is brought back through `G` once per batch; the input gradient is
+//! `dV = dM Uᵀ`, added into the overlapping input tiles as `B dV Bᵀ`. All three products are
+//! cheaper than im2col's by the same factor.
 //!
 //! Layouts (`c_s`, `f_s`: channels and filters padded to whole vectors; ξ: one of the `α²`
 //! positions of a transformed tile): `V` is `[tile][ξ][c_s]` (one tile's transform is one
 //! contiguous write), `M` and `dM` are `[ξ][tile][f_s]`, `dV` is `[ξ][tile][c_s]`, `U` and `dU`
 //! are `[ξ][c_in][f_s]` and `Uᵀ` is `[ξ][filters][c_s]`.
 
-use crate::backend::ops::conv_kernels::{sized, Scratch};
+use crate::backend::ops::conv_kernels::{sized, ConvGeometry, Scratch};
 use crate::backend::ops::conv_pool_kernels::ConvPoolGeometry;
 use crate::backend::ops::reduce::{add_pairs, fold_in_order};
 use crate::backend::ops::small_gemm::{padded, small_gemm, Lhs};
@@ -29,32 +35,60 @@ use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 use std::marker::PhantomData;
 use transforms::{
-    add_weight_gradient, grad_tile, input_grad_tile, input_tile, output_tile, transform_weight,
-    transform_weight_transposed, Lanes, Variant, F22, F23,
+    add_weight_gradient, conv_grad_tile, conv_output_tile, grad_tile, input_grad_tile, input_tile,
+    output_tile, transform_weight, transform_weight_transposed, Epilogue, Lanes, Pixels, Variant,
+    F22, F23,
 };
 
 mod transforms;
 
-/// Input channels from which the Winograd products beat im2col. Measured on a 3x3 conv to 64
-/// filters, batch 64, forward and backward (AMD EPYC, AVX-512): 19 % faster at 8 channels,
-/// 38 % at 16, 42 % at 32; the seed's deep model (2x2 convs, 20 channels and filters) trains
-/// 7 % and infers 11 % faster. Below 8 the products reduce over too few channels to keep the
-/// multiply units busy (and such a layer reads its patches through offset tables instead).
+/// Input channels from which the Winograd products beat im2col in the fused op. Measured on a
+/// 3x3 conv to 64 filters, batch 64, forward and backward (AMD EPYC, AVX-512): 19 % faster at
+/// 8 channels, 38 % at 16, 42 % at 32; the seed's deep model (2x2 convs, 20 channels and
+/// filters) trains 7 % and infers 11 % faster. Below 8 the products reduce over too few
+/// channels to keep the multiply units busy (and such a layer reads its patches through offset
+/// tables instead).
 pub const MIN_CHANNELS: usize = 8;
+/// Input channels from which the Winograd products beat im2col in the plain convolution, whose
+/// im2col path has no pooling to rebuild. Measured on 3x3 `same` convolutions, batch 32,
+/// forward + backward with the input gradient, 2 threads (Intel Xeon, AVX-512), as a fraction
+/// of im2col's time on 32x32 images to 16 filters, 16x16 to 32 and 8x8 to 64: 1.1, 1.05 and
+/// 1.2 at 8 channels (the forward breaks even, the backward loses 10 to 25 %), 0.84, 0.83 and
+/// 1.1 at 12, 0.77, 0.79 and 1.02 at 16; resnet_small's layers (16, 32 and 64 channels and
+/// filters on 32x32, 16x16 and 8x8) 0.78, 0.75 and 0.88.
+pub const MIN_CONV_CHANNELS: usize = 12;
 /// Slots of the 4x4 grid a tile is held in (an `α x α` tile fills its top-left corner).
 const SLOTS: usize = 16;
 /// Tiles per block (rounded to whole tile rows, at least one): the 16 products of a block run
 /// over this many rows, and its transforms stay in L2.
 const TILES_PER_BLOCK: usize = 64;
 
+/// Whether the Winograd kernels compute the convolution `g`: a 3x3 or 2x2 kernel with stride
+/// 1 on at least `min_channels` input channels.
+fn fits(g: &ConvGeometry, min_channels: usize) -> bool {
+    let w = g.window;
+    matches!((w.rows.kernel, w.cols.kernel), (3, 3) | (2, 2))
+        && (w.rows.stride, w.cols.stride) == (1, 1)
+        && g.c_in >= min_channels
+}
+
 /// Whether the fused op of `g` runs here: a 3x3 or 2x2 convolution with stride 1 on at least
 /// [`MIN_CHANNELS`] channels, pooled 2x2.
 pub fn applies(g: &ConvPoolGeometry) -> bool {
-    let w = g.conv.window;
-    matches!((w.rows.kernel, w.cols.kernel), (3, 3) | (2, 2))
-        && (w.rows.stride, w.cols.stride) == (1, 1)
-        && g.pool == (2, 2)
-        && g.conv.c_in >= MIN_CHANNELS
+    fits(&g.conv, MIN_CHANNELS) && g.pool == (2, 2)
+}
+
+/// Whether the plain convolution `g` runs here ([`conv_forward`], [`conv_backward`]): a 3x3
+/// kernel with stride 1 on at least [`MIN_CONV_CHANNELS`] channels.
+///
+/// 2x2 kernels, which the kernels compute as well, stay with im2col: no model has a plain 2x2
+/// convolution on that many channels (the seed's run fused with their pool, or on 3 channels),
+/// and Winograd's rounding, small as it is, moves with every input of a tile, where im2col
+/// leaves the outputs a change does not reach bit for bit. Finite differences see it:
+/// `gradcheck_conv`'s 20-channel 2x2 case (inputs up to ±16, steps of 1e-3) measures -0.1532
+/// for an input gradient of -0.1473 (-0.1471 with steps of 3e-3), past its 2 % tolerance.
+pub fn applies_to_conv(g: &ConvGeometry) -> bool {
+    fits(g, MIN_CONV_CHANNELS) && g.window.rows.kernel == 3
 }
 
 /// Forward: pooled `out` and, when given, the winner of each window, exactly as
@@ -67,54 +101,174 @@ pub fn forward(
     out: &mut [f32],
     argmax: Option<&mut [u16]>,
 ) {
+    let tiles = Tiles::pooled(g);
+    let outputs = Outputs::Pooled {
+        out,
+        argmax,
+        bias,
+        relu: g.relu,
+    };
     if g.conv.window.rows.kernel == 3 {
-        forward_with::<F23>(g, input, weight, bias, out, argmax);
+        forward_with::<F23>(&tiles, input, weight, outputs);
     } else {
-        forward_with::<F22>(g, input, weight, bias, out, argmax);
+        forward_with::<F22>(&tiles, input, weight, outputs);
     }
 }
 
-/// [`forward`] by the Winograd variant `V`.
-fn forward_with<V: Variant>(
-    g: &ConvPoolGeometry,
+/// Forward of the plain convolution `g` (see [`applies_to_conv`]), as
+/// [`crate::backend::ops::conv_kernels::forward_residual`] computes it:
+/// `out = clamp(residual + bias + conv(input, weight))` with `bounds` when given, and `mask`
+/// (when given) 1 where `lo < out < hi`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_forward(
+    g: &ConvGeometry,
     input: &[f32],
     weight: &[f32],
     bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    bounds: Option<(f32, f32)>,
     out: &mut [f32],
-    argmax: Option<&mut [u16]>,
+    mask: Option<&mut [u8]>,
 ) {
-    let tiles = Tiles::new(g);
-    let u = transform_weight::<V>(&tiles, weight);
-    let block_len = tiles.rows_per_block * tiles.cols * tiles.filters;
-    let body =
-        |n: usize, block_idx: usize, out_block: &mut [f32], arg_block: Option<&mut [u16]>| {
-            let image = &input[n * g.conv.in_image()..][..g.conv.in_image()];
-            let mut scratch = Scratch::take();
-            Arch::new().dispatch(ForwardBlock::<V> {
-                variant: PhantomData,
-                t: &tiles,
-                image,
-                u: &u,
-                bias,
-                ty0: block_idx * tiles.rows_per_block,
-                out_block,
-                arg_block,
-                scratch: &mut scratch,
+    let tiles = Tiles::plain(g);
+    let outputs = Outputs::Plain {
+        out,
+        mask,
+        bias,
+        residual,
+        bounds,
+    };
+    if g.window.rows.kernel == 3 {
+        forward_with::<F23>(&tiles, input, weight, outputs);
+    } else {
+        forward_with::<F22>(&tiles, input, weight, outputs);
+    }
+}
+
+/// Where a forward pass writes, for the whole batch.
+enum Outputs<'a> {
+    /// The fused op: the pooled output (`[n][tile][filters]`) and, when given, the winner of
+    /// each window; biased and rectified before pooling.
+    Pooled {
+        out: &'a mut [f32],
+        argmax: Option<&'a mut [u16]>,
+        bias: Option<&'a [f32]>,
+        relu: bool,
+    },
+    /// The plain convolution: its NHWC output, the activation's mask (when given), and what
+    /// finishes each pixel: the bias, the residual (the output's shape) and the clamp.
+    Plain {
+        out: &'a mut [f32],
+        mask: Option<&'a mut [u8]>,
+        bias: Option<&'a [f32]>,
+        residual: Option<&'a [f32]>,
+        bounds: Option<(f32, f32)>,
+    },
+}
+
+/// What one forward block writes: its share of [`Outputs`].
+enum BlockOutputs<'a> {
+    /// The pooled outputs and winners of the block's tiles, biased and rectified first.
+    Pooled {
+        out: &'a mut [f32],
+        argmax: Option<&'a mut [u16]>,
+        bias: Option<&'a [f32]>,
+        relu: bool,
+    },
+    /// The block's output rows and their masks, and what finishes each pixel (the residual
+    /// sliced to the block's rows).
+    Plain {
+        out: &'a mut [f32],
+        mask: Option<&'a mut [u8]>,
+        epilogue: Epilogue<'a>,
+    },
+}
+
+/// The forward pass by the Winograd variant `V`: every block of tile rows of every image in
+/// parallel, each by [`ForwardBlock`].
+fn forward_with<V: Variant>(t: &Tiles, input: &[f32], weight: &[f32], outputs: Outputs<'_>) {
+    let u = transform_weight::<V>(t, weight);
+    let in_image = t.height * t.width * t.c_in;
+    let run = |n: usize, block_idx: usize, out: BlockOutputs<'_>| {
+        let image = &input[n * in_image..][..in_image];
+        let mut scratch = Scratch::take();
+        Arch::new().dispatch(ForwardBlock::<V> {
+            variant: PhantomData,
+            t,
+            image,
+            u: &u,
+            ty0: block_idx * t.rows_per_block,
+            out,
+            scratch: &mut scratch,
+        });
+        scratch.give();
+    };
+    match outputs {
+        Outputs::Pooled {
+            out,
+            argmax,
+            bias,
+            relu,
+        } => {
+            let row_len = t.cols * t.filters;
+            let lens = (t.rows * row_len, t.rows_per_block * row_len);
+            for_each_block(out, argmax, lens, |n, b, out, argmax| {
+                let outputs = BlockOutputs::Pooled {
+                    out,
+                    argmax,
+                    bias,
+                    relu,
+                };
+                run(n, b, outputs)
             });
-            scratch.give();
-        };
-    // Images, then blocks of tile rows within each (the last block of an image may be short).
-    let image_len = g.out_image();
-    match argmax {
-        Some(argmax) => out
+        }
+        Outputs::Plain {
+            out,
+            mask,
+            bias,
+            residual,
+            bounds,
+        } => {
+            let row_len = t.out.1 * t.filters;
+            let lens = (t.out.0 * row_len, 2 * t.rows_per_block * row_len);
+            for_each_block(out, mask, lens, |n, b, out, mask| {
+                let at = n * lens.0 + b * lens.1;
+                let epilogue = Epilogue {
+                    bias,
+                    residual: residual.map(|r| &r[at..][..out.len()]),
+                    bounds,
+                };
+                let outputs = BlockOutputs::Plain {
+                    out,
+                    mask,
+                    epilogue,
+                };
+                run(n, b, outputs)
+            });
+        }
+    }
+}
+
+/// Runs `body(image, block, out, side)` on every block of every image in parallel: `out` and,
+/// when given, `side` (winners or masks, one per output value) cut into images of
+/// `image_len` values and those into blocks of `block_len` (the last block of an image may be
+/// short).
+fn for_each_block<T: Send>(
+    out: &mut [f32],
+    side: Option<&mut [T]>,
+    (image_len, block_len): (usize, usize),
+    body: impl Fn(usize, usize, &mut [f32], Option<&mut [T]>) + Sync + Send,
+) {
+    match side {
+        Some(side) => out
             .par_chunks_mut(image_len)
-            .zip(argmax.par_chunks_mut(image_len))
+            .zip(side.par_chunks_mut(image_len))
             .enumerate()
-            .for_each(|(n, (o, a))| {
+            .for_each(|(n, (o, s))| {
                 o.par_chunks_mut(block_len)
-                    .zip(a.par_chunks_mut(block_len))
+                    .zip(s.par_chunks_mut(block_len))
                     .enumerate()
-                    .for_each(|(b, (o, a))| body(n, b, o, Some(a)))
+                    .for_each(|(b, (o, s))| body(n, b, o, Some(s)))
             }),
         None => out
             .par_chunks_mut(image_len)
@@ -140,46 +294,101 @@ pub fn backward(
     grad_weight: &mut [f32],
     grad_bias: &mut [f32],
 ) {
-    let operands = (input, weight, grad_out, argmax);
+    let tiles = Tiles::pooled(g);
+    let grad_out = GradOut::Pooled {
+        grad: grad_out,
+        argmax,
+    };
+    let grads = (grad_input, grad_weight, Some(grad_bias));
     if g.conv.window.rows.kernel == 3 {
-        backward_with::<F23>(g, operands, grad_input, grad_weight, grad_bias);
+        backward_with::<F23>(&g.conv, &tiles, (input, weight, grad_out), grads);
     } else {
-        backward_with::<F22>(g, operands, grad_input, grad_weight, grad_bias);
+        backward_with::<F22>(&g.conv, &tiles, (input, weight, grad_out), grads);
     }
 }
 
-/// [`backward`] by the Winograd variant `V`; the operands are (input, weight, pooled
-/// gradient, winners).
-fn backward_with<V: Variant>(
-    g: &ConvPoolGeometry,
-    (input, weight, grad_out, argmax): (&[f32], &[f32], &[f32], &[u16]),
+/// Gradients of the plain convolution `g` (see [`applies_to_conv`]) from its output gradient
+/// (already masked by the activation), as [`crate::backend::ops::conv_kernels::backward`]
+/// computes them: adds into `grad_weight` (`r² c_in x F`, HWIO) and, when given,
+/// `grad_bias` and `grad_input`.
+pub fn conv_backward(
+    g: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    grad_out: &[f32],
     grad_input: Option<&mut [f32]>,
     grad_weight: &mut [f32],
-    grad_bias: &mut [f32],
+    grad_bias: Option<&mut [f32]>,
 ) {
-    let tiles = Tiles::new(g);
-    let u_t = transform_weight_transposed::<V>(&tiles, weight);
-    let slots = g.conv.image_slots(grad_input);
+    let tiles = Tiles::plain(g);
+    let grad_out = GradOut::Plain(grad_out);
+    let grads = (grad_input, grad_weight, grad_bias);
+    if g.window.rows.kernel == 3 {
+        backward_with::<F23>(g, &tiles, (input, weight, grad_out), grads);
+    } else {
+        backward_with::<F22>(g, &tiles, (input, weight, grad_out), grads);
+    }
+}
+
+/// The gradient [`BackwardImage`] starts from: the whole batch's, or one image's.
+#[derive(Clone, Copy)]
+enum GradOut<'a> {
+    /// The fused op's pooled gradient and the winner of each window (`[tile][filters]` each).
+    Pooled { grad: &'a [f32], argmax: &'a [u16] },
+    /// The plain convolution's output gradient (NHWC).
+    Plain(&'a [f32]),
+}
+
+impl<'a> GradOut<'a> {
+    /// Image `n` of a batch whose images each hold `len` gradients.
+    fn image(self, n: usize, len: usize) -> Self {
+        match self {
+            Self::Pooled { grad, argmax } => Self::Pooled {
+                grad: &grad[n * len..][..len],
+                argmax: &argmax[n * len..][..len],
+            },
+            Self::Plain(grad) => Self::Plain(&grad[n * len..][..len]),
+        }
+    }
+}
+
+/// The gradients a backward pass adds into: the input's (when wanted), the weight's (HWIO)
+/// and the bias's (when wanted).
+type Grads<'a> = (Option<&'a mut [f32]>, &'a mut [f32], Option<&'a mut [f32]>);
+
+/// The backward pass of the convolution `g` tiled as `t` by the Winograd variant `V`, image by
+/// image in parallel (so scattered input gradients never race, and the partial filter
+/// gradients meet in a fixed order); the operands are (input, weight, output gradient).
+fn backward_with<V: Variant>(
+    g: &ConvGeometry,
+    t: &Tiles,
+    (input, weight, grad_out): (&[f32], &[f32], GradOut<'_>),
+    (grad_input, grad_weight, grad_bias): Grads<'_>,
+) {
+    let u_t = transform_weight_transposed::<V>(t, weight);
+    let in_image = g.in_image();
+    let grad_len = match grad_out {
+        GradOut::Pooled { .. } => t.rows * t.cols * t.filters,
+        GradOut::Plain(_) => g.out_image(),
+    };
+    let slots = g.image_slots(grad_input);
     let zero = || {
-        let du = vec![0.0f32; V::XI * tiles.c_in * tiles.f_s];
-        (du, vec![0.0f32; tiles.filters])
+        let du = vec![0.0f32; V::XI * t.c_in * t.f_s];
+        (du, vec![0.0f32; t.filters])
     };
     let (du, db) = fold_in_order(
         slots,
         zero,
         |(mut du, mut db), n, grad_image| {
-            let image = &input[n * g.conv.in_image()..][..g.conv.in_image()];
-            let pooled = g.out_image();
             let operands = BackwardOperands {
-                image,
+                image: &input[n * in_image..][..in_image],
                 u_t: &u_t,
-                grad_out: &grad_out[n * pooled..][..pooled],
-                argmax: &argmax[n * pooled..][..pooled],
+                grad_out: grad_out.image(n, grad_len),
             };
             let mut scratch = Scratch::take();
             Arch::new().dispatch(BackwardImage::<V> {
                 variant: PhantomData,
-                t: &tiles,
+                t,
                 ops: operands,
                 grad_image,
                 du: &mut du,
@@ -191,16 +400,23 @@ fn backward_with<V: Variant>(
         },
         add_pairs,
     );
-    add_weight_gradient::<V>(&tiles, &du, grad_weight);
-    grad_bias.iter_mut().zip(&db).for_each(|(a, b)| *a += b);
+    add_weight_gradient::<V>(t, &du, grad_weight);
+    if let Some(grad_bias) = grad_bias {
+        grad_bias.iter_mut().zip(&db).for_each(|(a, b)| *a += b);
+    }
 }
 
-/// The sizes the kernels need, one tile per pooled output pixel.
+/// The sizes the kernels need: the tiling of the output into 2x2 tiles (one per pooling
+/// window for the fused op, every output pixel covered for the plain convolution), the input
+/// and the blocks.
 #[derive(Debug, Clone, Copy)]
 struct Tiles {
-    /// Tile rows and columns (the pooled output's).
+    /// Tile rows and columns.
     rows: usize,
     cols: usize,
+    /// Convolution output rows and columns: a tile writes only its pixels inside them (the
+    /// last tile row or column of an odd plain convolution output holds one).
+    out: (usize, usize),
     /// Input image rows and columns.
     height: usize,
     width: usize,
@@ -213,33 +429,58 @@ struct Tiles {
     f_s: usize,
     /// Tile rows per block (the last block of an image may have fewer).
     rows_per_block: usize,
-    /// Rectify before pooling.
-    relu: bool,
 }
 
 impl Tiles {
-    fn new(g: &ConvPoolGeometry) -> Self {
-        let (rows, cols) = g.out_size();
-        let w = g.conv.window;
+    /// `rows x cols` tiles on the convolution `g`.
+    fn new(g: &ConvGeometry, (rows, cols): (usize, usize)) -> Self {
+        let w = g.window;
         let rows_per_block = (TILES_PER_BLOCK / cols.max(1)).clamp(1, rows.max(1));
         Self {
             rows,
             cols,
+            out: (w.rows.output, w.cols.output),
             height: w.rows.input,
             width: w.cols.input,
             pad: (w.rows.pad_before, w.cols.pad_before),
-            c_in: g.conv.c_in,
-            filters: g.conv.filters,
-            c_s: padded(g.conv.c_in),
-            f_s: padded(g.conv.filters),
+            c_in: g.c_in,
+            filters: g.filters,
+            c_s: padded(g.c_in),
+            f_s: padded(g.filters),
             rows_per_block,
-            relu: g.relu,
         }
+    }
+
+    /// The fused op's tiles: one per pooled output pixel (a conv row or column the pool
+    /// drops gets none).
+    fn pooled(g: &ConvPoolGeometry) -> Self {
+        Self::new(&g.conv, g.out_size())
+    }
+
+    /// The plain convolution's tiles: `ceil(out / 2)` rows and columns.
+    fn plain(g: &ConvGeometry) -> Self {
+        let w = g.window;
+        Self::new(g, (w.rows.output.div_ceil(2), w.cols.output.div_ceil(2)))
     }
 
     /// Tiles in the block of tile rows starting at `ty0`.
     fn block_tiles(&self, ty0: usize) -> usize {
         self.rows_per_block.min(self.rows - ty0) * self.cols
+    }
+
+    /// Where the output pixels of tile `tile` of the block of tile rows starting at `ty0` lie
+    /// in the plain convolution's output, counted from the block's first output row (`2 ty0`).
+    #[inline(always)]
+    fn pixels(&self, ty0: usize, tile: usize) -> Pixels {
+        let (ty, tx) = (ty0 + tile / self.cols, tile % self.cols);
+        let row_step = self.out.1 * self.filters;
+        Pixels {
+            at: 2 * (ty - ty0) * row_step + 2 * tx * self.filters,
+            row_step,
+            col_step: self.filters,
+            rows: (self.out.0 - 2 * ty).min(2),
+            cols: (self.out.1 - 2 * tx).min(2),
+        }
     }
 
     /// Where each pixel of the `α x α` input tile of tile `(ty, tx)` starts in its image, by
@@ -271,19 +512,18 @@ fn chunks(len_s: usize, lanes: usize) -> impl Iterator<Item = (usize, usize)> {
         .map(move |start| (start, (len_s - start).min(lanes)))
 }
 
-/// One image's block of tile rows `ty0..`: input transforms, the 16 products, output
-/// transforms and pooling. Run through [`pulp`], so the transforms use the widest vectors the
-/// CPU has and each tile stays in registers.
+/// One image's block of tile rows `ty0..`: input transforms, the `α²` products, output
+/// transforms and what finishes them (pooling, or the plain convolution's epilogue). Run
+/// through [`pulp`], so the transforms use the widest vectors the CPU has and each tile stays
+/// in registers.
 struct ForwardBlock<'a, V> {
     variant: PhantomData<V>,
     t: &'a Tiles,
     image: &'a [f32],
     /// `U`.
     u: &'a [f32],
-    bias: Option<&'a [f32]>,
     ty0: usize,
-    out_block: &'a mut [f32],
-    arg_block: Option<&'a mut [u16]>,
+    out: BlockOutputs<'a>,
     scratch: &'a mut Scratch,
 }
 
@@ -297,10 +537,8 @@ impl<V: Variant> WithSimd for ForwardBlock<'_, V> {
             t,
             image,
             u,
-            bias,
             ty0,
-            out_block,
-            mut arg_block,
+            out,
             scratch,
         } = self;
         let n_tiles = t.block_tiles(ty0);
@@ -313,23 +551,40 @@ impl<V: Variant> WithSimd for ForwardBlock<'_, V> {
             let m_xi = &mut m[xi * n_tiles * t.f_s..][..n_tiles * t.f_s];
             small_gemm(n_tiles, t.f_s, t.c_in, v_xi, u_xi, m_xi, false);
         }
-        for tile in 0..n_tiles {
-            let pooled = &mut out_block[tile * t.filters..][..t.filters];
-            let mut arg = arg_block
-                .as_deref_mut()
-                .map(|a| &mut a[tile * t.filters..][..t.filters]);
-            for (f0, width) in chunks(t.f_s, S::F32_LANES) {
-                let lanes = Lanes::new(f0, width, t.filters);
-                let outputs = (&mut *pooled, arg.as_deref_mut());
-                output_tile::<S, V>(
-                    simd,
-                    m,
-                    (tile, n_tiles, t.f_s),
-                    lanes,
-                    bias,
-                    outputs,
-                    t.relu,
-                );
+        match out {
+            BlockOutputs::Pooled {
+                out: pooled_block,
+                mut argmax,
+                bias,
+                relu,
+            } => {
+                for tile in 0..n_tiles {
+                    let pooled = &mut pooled_block[tile * t.filters..][..t.filters];
+                    let mut arg = argmax
+                        .as_deref_mut()
+                        .map(|a| &mut a[tile * t.filters..][..t.filters]);
+                    for (f0, width) in chunks(t.f_s, S::F32_LANES) {
+                        let lanes = Lanes::new(f0, width, t.filters);
+                        let outputs = (&mut *pooled, arg.as_deref_mut());
+                        let place = (tile, n_tiles, t.f_s);
+                        output_tile::<S, V>(simd, m, place, lanes, bias, outputs, relu);
+                    }
+                }
+            }
+            BlockOutputs::Plain {
+                out,
+                mut mask,
+                epilogue,
+            } => {
+                for tile in 0..n_tiles {
+                    let pixels = t.pixels(ty0, tile);
+                    for (f0, width) in chunks(t.f_s, S::F32_LANES) {
+                        let lanes = Lanes::new(f0, width, t.filters);
+                        let outputs = (&mut *out, mask.as_deref_mut());
+                        let place = (tile, n_tiles, t.f_s);
+                        conv_output_tile::<S, V>(simd, m, place, lanes, pixels, epilogue, outputs);
+                    }
+                }
             }
         }
     }
@@ -341,9 +596,8 @@ struct BackwardOperands<'a> {
     image: &'a [f32],
     /// The transformed filter, transposed (`Uᵀ`).
     u_t: &'a [f32],
-    /// The image's pooled gradient and winners.
-    grad_out: &'a [f32],
-    argmax: &'a [u16],
+    /// The image's output gradient.
+    grad_out: GradOut<'a>,
 }
 
 /// The gradients of one image: adds into `du` and `db`, and into its input gradient when
@@ -377,16 +631,29 @@ impl<V: Variant> WithSimd for BackwardImage<'_, V> {
             let v = sized(&mut scratch.patches, n_tiles * V::XI * t.c_s);
             transform_inputs::<S, V>(simd, t, ops.image, ty0, v);
             let dm = sized(&mut scratch.block, V::XI * n_tiles * t.f_s);
-            let block_at = ty0 * t.cols * t.filters;
-            for tile in 0..n_tiles {
-                let at = block_at + tile * t.filters;
-                let pooled = (
-                    &ops.grad_out[at..][..t.filters],
-                    &ops.argmax[at..][..t.filters],
-                );
-                for (f0, width) in chunks(t.f_s, S::F32_LANES) {
-                    let lanes = Lanes::new(f0, width, t.filters);
-                    grad_tile::<S, V>(simd, pooled, lanes, db, dm, (tile, n_tiles, t.f_s));
+            match ops.grad_out {
+                GradOut::Pooled { grad, argmax } => {
+                    let block_at = ty0 * t.cols * t.filters;
+                    for tile in 0..n_tiles {
+                        let at = block_at + tile * t.filters;
+                        let pooled = (&grad[at..][..t.filters], &argmax[at..][..t.filters]);
+                        for (f0, width) in chunks(t.f_s, S::F32_LANES) {
+                            let lanes = Lanes::new(f0, width, t.filters);
+                            let place = (tile, n_tiles, t.f_s);
+                            grad_tile::<S, V>(simd, pooled, lanes, db, dm, place);
+                        }
+                    }
+                }
+                GradOut::Plain(grad) => {
+                    let block = &grad[2 * ty0 * t.out.1 * t.filters..];
+                    for tile in 0..n_tiles {
+                        let pixels = t.pixels(ty0, tile);
+                        for (f0, width) in chunks(t.f_s, S::F32_LANES) {
+                            let lanes = Lanes::new(f0, width, t.filters);
+                            let place = (tile, n_tiles, t.f_s);
+                            conv_grad_tile::<S, V>(simd, (block, pixels), lanes, db, dm, place);
+                        }
+                    }
                 }
             }
             for xi in 0..V::XI {

@@ -198,3 +198,234 @@ fn backward_matches_a_direct_f64_reference() {
         }
     }
 }
+
+/// The plain convolution of `(n, h, w, c)` images by `(kernel, filters)`, or `None` when the
+/// kernel does not fit a `valid` image.
+fn conv_geometry(
+    (batch, h, w, c_in): Shape4,
+    (kernel, filters): (usize, usize),
+    padding: Padding,
+) -> Option<ConvGeometry> {
+    let window = Window2::new((h, w), (kernel, kernel), (1, 1), padding)?;
+    let k = kernel * kernel * c_in;
+    Some(ConvGeometry::for_weight(batch, c_in, window, (k, filters)))
+}
+
+/// The plain convolutions both comparisons run: odd and even images (the odd ones end in a
+/// partial tile row or column), every kernel and padding, channels on and off whole vectors
+/// and filter counts from one to past two vectors.
+fn conv_cases() -> Vec<ConvGeometry> {
+    let mut cases = Vec::new();
+    for (h, w) in [(7, 5), (8, 8), (1, 3), (5, 2)] {
+        for kernel in [3, 2] {
+            for padding in [Padding::Same, Padding::Valid] {
+                for (c_in, filters) in [(8, 1), (9, 5), (17, 16), (8, 33), (17, 5), (9, 16)] {
+                    cases.extend(conv_geometry((2, h, w, c_in), (kernel, filters), padding));
+                }
+            }
+        }
+    }
+    // Several blocks per image, the last one short, and 2x2 `same` (no padding before).
+    for (shape, filters, padding) in [
+        ((2, 27, 41, 16), (3, 24), Padding::Same),
+        ((1, 27, 41, 9), (3, 17), Padding::Valid),
+        ((2, 25, 35, 20), (2, 20), Padding::Same),
+        ((3, 32, 32, 16), (3, 16), Padding::Same),
+    ] {
+        cases.extend(conv_geometry(shape, filters, padding));
+    }
+    cases
+}
+
+/// The largest magnitude in `values`, at least 1.
+fn magnitude(values: &[f32]) -> f32 {
+    values.iter().fold(1.0f32, |m, v| m.max(v.abs()))
+}
+
+/// Asserts that `got` agrees with `expected` within `1e-4` of the latter's magnitude.
+fn assert_close(what: &str, got: &[f32], expected: &[f32]) {
+    assert_eq!(got.len(), expected.len(), "{what}: lengths");
+    let tolerance = 1e-4 * magnitude(expected);
+    for (at, (g, e)) in got.iter().zip(expected).enumerate() {
+        assert!(
+            (g - e).abs() <= tolerance,
+            "{what}: {g} instead of {e} at {at} (tolerance {tolerance})"
+        );
+    }
+}
+
+/// What a forward comparison adds and clamps: (bias, residual, bounds, mask).
+type Finish = (bool, bool, Option<(f32, f32)>, bool);
+
+/// The finishes each forward comparison runs.
+const FINISHES: [Finish; 5] = [
+    (false, false, None, false),
+    (true, false, Some((0.0, f32::INFINITY)), true),
+    (true, true, Some((0.0, 6.0)), true),
+    (false, true, Some((0.0, f32::INFINITY)), false),
+    (true, true, None, true),
+];
+
+#[test]
+fn plain_conv_forward_matches_im2col() {
+    use crate::backend::ops::conv_kernels::forward_im2col;
+    for g in conv_cases() {
+        let input = values(g.batch * g.in_image(), 11, 3.0);
+        let weight = values(g.k() * g.filters, 12, 0.3);
+        let bias_values = values(g.filters, 13, 2.0);
+        let residual_values = values(g.batch * g.out_image(), 14, 3.0);
+        for (with_bias, with_residual, bounds, with_mask) in FINISHES {
+            let bias = with_bias.then_some(bias_values.as_slice());
+            let residual = with_residual.then_some(residual_values.as_slice());
+            let len = g.batch * g.out_image();
+            let run = |direct: bool| {
+                let mut out = vec![f32::NAN; len];
+                let mut mask = with_mask.then(|| vec![7u8; len]);
+                let forward = if direct { forward_im2col } else { conv_forward };
+                let masks = mask.as_deref_mut();
+                forward(&g, &input, &weight, bias, residual, bounds, &mut out, masks);
+                (out, mask)
+            };
+            let ((expected, expected_mask), (got, got_mask)) = (run(true), run(false));
+            let what = format!("{g:?} bias {with_bias} residual {with_residual} {bounds:?}");
+            assert_close(&what, &got, &expected);
+            let (Some(expected_mask), Some(got_mask)) = (expected_mask, got_mask) else {
+                continue;
+            };
+            // A mask may differ only where rounding decides on which side of a bound it lies.
+            let (lo, hi) = bounds.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+            let tolerance = 1e-4 * magnitude(&expected);
+            for ((&e, &m), &o) in expected_mask.iter().zip(&got_mask).zip(&expected) {
+                assert!(m <= 1, "{what}: mask not written");
+                assert!(
+                    e == m || (o - lo).abs() <= tolerance || (o - hi).abs() <= tolerance,
+                    "{what}: mask {m} instead of {e} at {o}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn plain_conv_backward_matches_im2col() {
+    use crate::backend::ops::conv_kernels::backward_im2col;
+    for g in conv_cases() {
+        let input = values(g.batch * g.in_image(), 21, 3.0);
+        let weight = values(g.k() * g.filters, 22, 0.3);
+        let grad_out = values(g.batch * g.out_image(), 23, 1.0);
+        for (with_input, with_bias) in [(true, true), (false, true), (true, false)] {
+            // Gradients are added to what is already there.
+            let run = |direct: bool| {
+                let mut dx = with_input.then(|| vec![1.0f32; input.len()]);
+                let mut dw = vec![1.0f32; weight.len()];
+                let mut db = with_bias.then(|| vec![1.0f32; g.filters]);
+                let backward = if direct {
+                    backward_im2col
+                } else {
+                    conv_backward
+                };
+                let (dx_slice, db_slice) = (dx.as_deref_mut(), db.as_deref_mut());
+                backward(&g, &input, &weight, &grad_out, dx_slice, &mut dw, db_slice);
+                (dx, dw, db)
+            };
+            let (expected, got) = (run(true), run(false));
+            let what = format!("{g:?} input {with_input} bias {with_bias}");
+            assert_close(&format!("{what}: weight"), &got.1, &expected.1);
+            for (name, got, expected) in [("input", got.0, expected.0), ("bias", got.2, expected.2)]
+            {
+                match (got, expected) {
+                    (Some(got), Some(expected)) => {
+                        assert_close(&format!("{what}: {name}"), &got, &expected)
+                    }
+                    (got, expected) => assert_eq!(got.is_some(), expected.is_some()),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn plain_conv_gradients_are_the_same_bits_on_any_thread_count() {
+    let Some(g) = conv_geometry((20, 9, 11, 16), (3, 12), Padding::Same) else {
+        panic!("the kernel fits");
+    };
+    let input = values(g.batch * g.in_image(), 31, 3.0);
+    let weight = values(g.k() * g.filters, 32, 0.3);
+    let grad_out = values(g.batch * g.out_image(), 33, 1.0);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        let mut dx = vec![0.0f32; input.len()];
+        let mut dw = vec![0.0f32; weight.len()];
+        let mut db = vec![0.0f32; g.filters];
+        pool.install(|| {
+            conv_backward(
+                &g,
+                &input,
+                &weight,
+                &grad_out,
+                Some(&mut dx),
+                &mut dw,
+                Some(&mut db),
+            )
+        });
+        [dx, dw, db].map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+    };
+    let one = run(1);
+    for threads in [2, 3, 7] {
+        assert_eq!(run(threads), one, "{threads} threads");
+    }
+}
+
+#[test]
+fn the_plain_conv_dispatches_by_channels() {
+    use crate::backend::ops::conv_kernels::{
+        backward as dispatched_backward, backward_im2col, forward_im2col, forward_residual,
+    };
+    for c_in in [MIN_CONV_CHANNELS - 1, MIN_CONV_CHANNELS] {
+        let Some(g) = conv_geometry((2, 7, 6, c_in), (3, 10), Padding::Same) else {
+            panic!("the kernel fits");
+        };
+        let input = values(g.batch * g.in_image(), 41, 3.0);
+        let weight = values(g.k() * g.filters, 42, 0.3);
+        let grad_out = values(g.batch * g.out_image(), 43, 1.0);
+        let len = g.batch * g.out_image();
+        let (mut out, mut expected) = (vec![0.0; len], vec![0.0; len]);
+        forward_residual(&g, &input, &weight, None, None, None, &mut out, None);
+        let (mut dw, mut expected_dw) = (vec![0.0; weight.len()], vec![0.0; weight.len()]);
+        dispatched_backward(&g, &input, &weight, &grad_out, None, &mut dw, None);
+        if applies_to_conv(&g) {
+            conv_forward(&g, &input, &weight, None, None, None, &mut expected, None);
+            conv_backward(&g, &input, &weight, &grad_out, None, &mut expected_dw, None);
+        } else {
+            forward_im2col(&g, &input, &weight, None, None, None, &mut expected, None);
+            backward_im2col(&g, &input, &weight, &grad_out, None, &mut expected_dw, None);
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&out), bits(&expected), "{c_in} channels");
+        assert_eq!(bits(&dw), bits(&expected_dw), "{c_in} channels");
+    }
+}
+
+#[test]
+fn plain_conv_runs_here_only_for_small_kernels_at_stride_one() {
+    let window =
+        |kernel, stride| Window2::new((9, 9), kernel, stride, Padding::Same).expect("kernel fits");
+    let conv = |c_in: usize, kernel: (usize, usize), stride| {
+        let k = kernel.0 * kernel.1 * c_in;
+        ConvGeometry::for_weight(4, c_in, window(kernel, stride), (k, 8))
+    };
+    assert!(applies_to_conv(&conv(MIN_CONV_CHANNELS, (3, 3), (1, 1))));
+    assert!(!applies_to_conv(&conv(64, (2, 2), (1, 1))));
+    assert!(!applies_to_conv(&conv(
+        MIN_CONV_CHANNELS - 1,
+        (3, 3),
+        (1, 1)
+    )));
+    assert!(!applies_to_conv(&conv(16, (3, 3), (2, 2))));
+    assert!(!applies_to_conv(&conv(16, (3, 2), (1, 1))));
+    assert!(!applies_to_conv(&conv(16, (1, 1), (1, 1))));
+    assert!(!applies_to_conv(&conv(16, (5, 5), (1, 1))));
+}

@@ -1,11 +1,13 @@
 //! The Winograd transforms of F(2x2, 3x3) and F(2x2, 2x2): `Bᵀ d B` of input tiles, `Aᵀ M A`
-//! of output tiles, `G g Gᵀ` of filters, and their adjoints for the backward pass, on tiles of
-//! vectors held in registers (`pulp` picks the vectors: AVX-512, AVX2, NEON or scalar). A tile
-//! lives in the top-left `α x α` corner of a 4x4 grid of slots (slot `4 i + j`).
+//! of output tiles (finished by pooling or by the plain convolution's epilogue), `G g Gᵀ` of
+//! filters, and their adjoints for the backward pass, on tiles of vectors held in registers
+//! (`pulp` picks the vectors: AVX-512, AVX2, NEON or scalar). A tile lives in the top-left
+//! `α x α` corner of a 4x4 grid of slots (slot `4 i + j`).
 
-use super::{Tiles, SLOTS};
+use super::{chunks, Tiles, SLOTS};
 use crate::backend::ops::conv_pool_kernels::NO_WINNER;
-use pulp::{Scalar, Simd};
+use pulp::{Arch, Simd, WithSimd};
+use std::marker::PhantomData;
 
 /// One vector's worth of channels or filters: from `start`, `width` lanes of which the first
 /// `len` are real (the rest is padding to a whole vector).
@@ -379,12 +381,12 @@ pub(super) fn grad_tile<S: Simd, V: Variant>(
     lanes: Lanes,
     db: &mut [f32],
     dm: &mut [f32],
-    (tile, n_tiles, f_s): Place,
+    place: Place,
 ) {
     let real = lanes.start..lanes.start + lanes.len;
     let g = load(s, &go[real.clone()]);
     let mut winners = [f32::from(NO_WINNER); MAX_LANES];
-    for (w, &a) in winners.iter_mut().zip(&arg[real.clone()]) {
+    for (w, &a) in winners.iter_mut().zip(&arg[real]) {
         *w = f32::from(a);
     }
     let winner = load(s, &winners[..lanes.width.min(MAX_LANES)]);
@@ -393,14 +395,131 @@ pub(super) fn grad_tile<S: Simd, V: Variant>(
     for (tap, slot) in [(0.0, 0), (1.0, 1), (2.0, 4), (3.0, 5)] {
         d[slot] = s.select_f32s(s.equal_f32s(winner, s.splat_f32s(tap)), g, zero);
     }
+    add_grad_tile::<S, V>(s, d, lanes, db, dm, place);
+}
+
+/// Adds the bias gradient of a tile's output gradient `dY` (filters `lanes`, in the top-left
+/// 2x2 slots) into `db` and writes `dM = A dY Aᵀ` into the tile's rows of `dm`.
+#[inline(always)]
+fn add_grad_tile<S: Simd, V: Variant>(
+    s: S,
+    mut d: Tile<S>,
+    lanes: Lanes,
+    db: &mut [f32],
+    dm: &mut [f32],
+    (tile, n_tiles, f_s): Place,
+) {
     let passed = s.add_f32s(s.add_f32s(d[0], d[1]), s.add_f32s(d[4], d[5]));
-    let db = &mut db[real];
+    let db = &mut db[lanes.start..][..lanes.len];
     store(s, db, s.add_f32s(load(s, db), passed));
     two_d::<S, V::AtAdjoint>(s, &mut d);
     for xi in 0..V::XI {
         let at = (xi * n_tiles + tile) * f_s + lanes.start;
         store(s, &mut dm[at..][..lanes.width], d[slot::<V>(xi)]);
     }
+}
+
+/// Where the output pixels of one tile of the plain convolution lie in a slice of its NHWC
+/// output (or output gradient): pixel `(i, j)` of the tile starts at
+/// `at + i * row_step + j * col_step`, for `i < rows` and `j < cols` (2 each, but 1 on the last
+/// tile row or column of an odd output).
+#[derive(Clone, Copy)]
+pub(super) struct Pixels {
+    /// Where the tile's top-left pixel starts.
+    pub at: usize,
+    /// From one output row to the next.
+    pub row_step: usize,
+    /// From one output pixel to the next (the filters).
+    pub col_step: usize,
+    /// The tile's rows and columns inside the output.
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Pixels {
+    /// The slot (`4 i + j`) and start of each of the tile's pixels inside the output.
+    #[inline(always)]
+    fn inside(self) -> impl Iterator<Item = (usize, usize)> {
+        [(0, 0), (0, 1), (1, 0), (1, 1)]
+            .into_iter()
+            .filter(move |&(i, j)| i < self.rows && j < self.cols)
+            .map(move |(i, j)| (4 * i + j, self.at + i * self.row_step + j * self.col_step))
+    }
+}
+
+/// What finishes each output pixel of the plain convolution: `bias` (per filter) and
+/// `residual` (the output slice's shape) added, then clamped to `bounds` (lo, hi).
+#[derive(Clone, Copy)]
+pub(super) struct Epilogue<'a> {
+    /// One bias per filter.
+    pub bias: Option<&'a [f32]>,
+    /// Added before the clamp, laid out as the output slice written.
+    pub residual: Option<&'a [f32]>,
+    /// The activation's clamp (relu: `(0, inf)`, relu6: `(0, 6)`).
+    pub bounds: Option<(f32, f32)>,
+}
+
+/// Output transform of one tile's filters `lanes` for the plain convolution, finished by the
+/// epilogue and written to the tile's pixels inside the output; `mask` (when given) records
+/// `lo < out < hi` (everywhere, without bounds).
+#[inline(always)]
+pub(super) fn conv_output_tile<S: Simd, V: Variant>(
+    s: S,
+    m: &[f32],
+    place: Place,
+    lanes: Lanes,
+    px: Pixels,
+    epilogue: Epilogue<'_>,
+    (out, mut mask): (&mut [f32], Option<&mut [u8]>),
+) {
+    let mut y = load_tile::<S, V>(s, m, place, lanes);
+    two_d::<S, V::At>(s, &mut y);
+    let (start, len) = (lanes.start, lanes.len);
+    let bias = epilogue.bias.map(|b| load(s, &b[start..][..len]));
+    let (lo, hi) = epilogue
+        .bounds
+        .unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    for (slot, at) in px.inside() {
+        let at = at + start;
+        let mut value = y[slot];
+        if let Some(bias) = bias {
+            value = s.add_f32s(value, bias);
+        }
+        if let Some(residual) = epilogue.residual {
+            value = s.add_f32s(value, load(s, &residual[at..][..len]));
+        }
+        if epilogue.bounds.is_some() {
+            value = s.max_f32s(value, s.splat_f32s(lo));
+            value = s.min_f32s(value, s.splat_f32s(hi));
+        }
+        let dst = &mut out[at..][..len];
+        store(s, dst, value);
+        if let Some(mask) = mask.as_deref_mut() {
+            // Clamped values lie in [lo, hi]: strictly inside exactly where they were.
+            for (m, &o) in mask[at..][..len].iter_mut().zip(&*dst) {
+                *m = u8::from(o > lo && o < hi);
+            }
+        }
+    }
+}
+
+/// The plain convolution's output gradient of one tile's filters `lanes` (`dY`: its pixels
+/// read from `grad` as `px` places them, zero outside the output), into `dM = A dY Aᵀ`; adds
+/// the bias gradient.
+#[inline(always)]
+pub(super) fn conv_grad_tile<S: Simd, V: Variant>(
+    s: S,
+    (grad, px): (&[f32], Pixels),
+    lanes: Lanes,
+    db: &mut [f32],
+    dm: &mut [f32],
+    place: Place,
+) {
+    let mut d: Tile<S> = [s.splat_f32s(0.0); SLOTS];
+    for (slot, at) in px.inside() {
+        d[slot] = load(s, &grad[at + lanes.start..][..lanes.len]);
+    }
+    add_grad_tile::<S, V>(s, d, lanes, db, dm, place);
 }
 
 /// `B dV Bᵀ` of one tile's channels `lanes`, added into the input pixels it covers.
@@ -423,65 +542,113 @@ pub(super) fn input_grad_tile<S: Simd, V: Variant>(
     }
 }
 
-/// The `r x r` filter of input channel `c` and filter `f` from an HWIO `r² c_in x F` weight, in
-/// the top-left corner of a (scalar) tile.
-fn filter<V: Variant>(t: &Tiles, weight: &[f32], c: usize, f: usize) -> Tile<Scalar> {
-    let mut tile = [0.0; SLOTS];
-    for k in 0..V::R * V::R {
-        tile[(k / V::R) * 4 + k % V::R] = weight[(k * t.c_in + c) * t.filters + f];
-    }
-    tile
-}
-
-/// `G g Gᵀ` of every filter, handed to `put(ξ, input channel, filter, value)`.
-fn transform_filters<V: Variant>(
-    t: &Tiles,
-    weight: &[f32],
-    mut put: impl FnMut(usize, usize, usize, f32),
-) {
-    let s = Scalar::new();
-    for c in 0..t.c_in {
-        for f in 0..t.filters {
-            let mut tile = filter::<V>(t, weight, c, f);
-            two_d::<Scalar, V::Gt>(s, &mut tile);
-            for xi in 0..V::XI {
-                put(xi, c, f, tile[slot::<V>(xi)]);
-            }
-        }
-    }
-}
-
-/// `U = G g Gᵀ` as `[ξ][c_in][f_s]`.
+/// `U = G g Gᵀ` as `[ξ][c_in][f_s]` (padding filters 0).
 pub(super) fn transform_weight<V: Variant>(t: &Tiles, weight: &[f32]) -> Vec<f32> {
     let mut u = vec![0.0; V::XI * t.c_in * t.f_s];
-    transform_filters::<V>(t, weight, |xi, c, f, value| {
-        u[(xi * t.c_in + c) * t.f_s + f] = value;
+    Arch::new().dispatch(TransformWeight::<V> {
+        variant: PhantomData,
+        t,
+        weight,
+        u: &mut u,
     });
     u
 }
 
-/// `Uᵀ` as `[ξ][filters][c_s]`.
+/// `Uᵀ` as `[ξ][filters][c_s]` (padding channels 0).
 pub(super) fn transform_weight_transposed<V: Variant>(t: &Tiles, weight: &[f32]) -> Vec<f32> {
+    let u = transform_weight::<V>(t, weight);
     let mut u_t = vec![0.0; V::XI * t.filters * t.c_s];
-    transform_filters::<V>(t, weight, |xi, c, f, value| {
-        u_t[(xi * t.filters + f) * t.c_s + c] = value;
-    });
+    for (u_xi, u_t_xi) in u
+        .chunks_exact(t.c_in * t.f_s)
+        .zip(u_t.chunks_exact_mut(t.filters * t.c_s))
+    {
+        for (f, row) in u_t_xi.chunks_exact_mut(t.c_s).enumerate() {
+            for (c, value) in row[..t.c_in].iter_mut().enumerate() {
+                *value = u_xi[c * t.f_s + f];
+            }
+        }
+    }
     u_t
 }
 
 /// Adds `Gᵀ dU G`, the filter gradient, into the HWIO `grad_weight`.
 pub(super) fn add_weight_gradient<V: Variant>(t: &Tiles, du: &[f32], grad_weight: &mut [f32]) {
-    let s = Scalar::new();
-    for c in 0..t.c_in {
-        for f in 0..t.filters {
-            let mut tile: Tile<Scalar> = [0.0; SLOTS];
-            for xi in 0..V::XI {
-                tile[slot::<V>(xi)] = du[(xi * t.c_in + c) * t.f_s + f];
+    Arch::new().dispatch(AddWeightGradient::<V> {
+        variant: PhantomData,
+        t,
+        du,
+        grad_weight,
+    });
+}
+
+/// `G g Gᵀ` of every filter, by vectors of filters: an HWIO weight keeps the filters of one
+/// tap and channel contiguous, as `U` does. Run through [`pulp`] (see the module doc).
+struct TransformWeight<'a, V> {
+    variant: PhantomData<V>,
+    t: &'a Tiles,
+    weight: &'a [f32],
+    u: &'a mut [f32],
+}
+
+impl<V: Variant> WithSimd for TransformWeight<'_, V> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        let Self { t, weight, u, .. } = self;
+        for c in 0..t.c_in {
+            for (f0, width) in chunks(t.f_s, S::F32_LANES) {
+                let lanes = Lanes::new(f0, width, t.filters);
+                let mut g: Tile<S> = [s.splat_f32s(0.0); SLOTS];
+                for k in 0..V::R * V::R {
+                    let at = (k * t.c_in + c) * t.filters + lanes.start;
+                    g[(k / V::R) * 4 + k % V::R] = load(s, &weight[at..][..lanes.len]);
+                }
+                two_d::<S, V::Gt>(s, &mut g);
+                for xi in 0..V::XI {
+                    let at = (xi * t.c_in + c) * t.f_s + lanes.start;
+                    store(s, &mut u[at..][..lanes.width], g[slot::<V>(xi)]);
+                }
             }
-            two_d::<Scalar, V::GtAdjoint>(s, &mut tile);
-            for k in 0..V::R * V::R {
-                let value = tile[(k / V::R) * 4 + k % V::R];
-                grad_weight[(k * t.c_in + c) * t.filters + f] += value;
+        }
+    }
+}
+
+/// `Gᵀ dU G` of every filter added into the HWIO weight gradient, by vectors of filters (see
+/// [`TransformWeight`]).
+struct AddWeightGradient<'a, V> {
+    variant: PhantomData<V>,
+    t: &'a Tiles,
+    du: &'a [f32],
+    grad_weight: &'a mut [f32],
+}
+
+impl<V: Variant> WithSimd for AddWeightGradient<'_, V> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        let Self {
+            t, du, grad_weight, ..
+        } = self;
+        for c in 0..t.c_in {
+            for (f0, width) in chunks(t.f_s, S::F32_LANES) {
+                let lanes = Lanes::new(f0, width, t.filters);
+                let mut d: Tile<S> = [s.splat_f32s(0.0); SLOTS];
+                for xi in 0..V::XI {
+                    let at = (xi * t.c_in + c) * t.f_s + lanes.start;
+                    d[slot::<V>(xi)] = load(s, &du[at..][..lanes.width]);
+                }
+                two_d::<S, V::GtAdjoint>(s, &mut d);
+                for k in 0..V::R * V::R {
+                    let at = (k * t.c_in + c) * t.filters + lanes.start;
+                    let dst = &mut grad_weight[at..][..lanes.len];
+                    store(
+                        s,
+                        dst,
+                        s.add_f32s(load(s, dst), d[(k / V::R) * 4 + k % V::R]),
+                    );
+                }
             }
         }
     }
