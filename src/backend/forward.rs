@@ -10,7 +10,7 @@
 #![deny(clippy::wildcard_enum_match_arm)]
 
 use super::ops::activation::{elu, gelu, hard_sigmoid, hard_swish, leaky_relu, relu, relu6, silu};
-use super::ops::batch_norm::{batch_norm, batch_norm_add, BatchNormConfig, BatchNormParams};
+use super::ops::batch_norm::{self, batch_norm, batch_norm_add, BatchNormConfig, BatchNormParams};
 use super::ops::bn_dense::{self, batch_norm_dense};
 use super::ops::conv2d::{conv2d_activated, conv2d_residual, Conv2dConfig, Conv2dParams};
 use super::ops::conv_pool::{conv2d_max_pool, fusable};
@@ -699,17 +699,11 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
 }
 
 /// An inference-mode batch norm as `x * scale + shift` per channel, as the batch norm op
-/// computes them.
+/// computes it from the moving statistics.
 fn inference_scale_shift(bn: &BatchNormParams, eps: f64) -> (Vec<f32>, Vec<f32>) {
-    let (gamma, beta) = (bn.gamma.as_vec(), bn.beta.as_vec());
     let (mean, variance) = (bn.moving_mean.as_vec(), bn.moving_variance.as_vec());
-    let scale: Vec<f32> = (0..gamma.len())
-        .map(|f| gamma[f] * (1.0 / (variance[f] + eps as f32).sqrt()))
-        .collect();
-    let shift: Vec<f32> = (0..gamma.len())
-        .map(|f| beta[f] - mean[f] * scale[f])
-        .collect();
-    (scale, shift)
+    let map = batch_norm::affine(bn, &mean, &variance, eps as f32);
+    (map.scale, map.shift)
 }
 
 /// Whether batch norm `idx` (linear, on an image) is read alone by a pixel-major `flatten`
@@ -759,9 +753,8 @@ fn trainable_bn_dense(layers: &[Layer], idx: usize) -> bool {
     let reads_input = layers
         .get(idx)
         .is_some_and(|bn| matches!(bn.inputs.as_slice(), [edge] if edge.source == Source::Input));
-    let units = match layers.get(idx + 2).map(|dense| dense.op) {
-        Some(Op::Dense { units, .. }) => units,
-        _ => 0,
+    let Some(Op::Dense { units, .. }) = layers.get(idx + 2).map(|dense| dense.op) else {
+        return false;
     };
     reads_input && bn_dense::fits(units) && foldable_bn_dense(layers, idx)
 }

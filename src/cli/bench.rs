@@ -91,7 +91,11 @@ pub fn run(path: &Path, args: BenchArgs, format: OutputFormat) -> u8 {
         .collect();
     // One input tensor for every step (clones share its data), as the peers' benchmarks
     // reuse one batch: the steps time the network, not copying the batch.
-    let images_copy = images.clone();
+    // The read bandwidth on the batch's own bytes, and its first image for --latency, before
+    // the batch moves into the input tensor.
+    let read_gb_per_s = read_bandwidth(&images, args);
+    let batch_bytes = std::mem::size_of_val(images.as_slice()) as f64;
+    let one: Vec<f32> = images[..per_image].to_vec();
     let x = network.input_tensor(images, batch);
     let mut train = || {
         network
@@ -117,12 +121,9 @@ pub fn run(path: &Path, args: BenchArgs, format: OutputFormat) -> u8 {
     if args.profile {
         print_profile("inference", args);
     }
-    let read_gb_per_s = read_bandwidth(&images_copy, args);
-    let batch_bytes = (images_copy.len() * std::mem::size_of::<f32>()) as f64;
-    let latency_ms = args.latency.then(|| {
-        let one: Vec<f32> = images_copy[..per_image].to_vec();
-        single_image_latency(&mut network, &one)
-    });
+    let latency_ms = args
+        .latency
+        .then(|| single_image_latency(&mut network, &one));
     let result = BenchJson {
         train_images_per_s: train_rate,
         infer_images_per_s: infer_rate,

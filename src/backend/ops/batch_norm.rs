@@ -109,18 +109,13 @@ fn normalise<S: Shape, T: Tape<f32, Cpu>>(
     let x_ghost = x.ghost();
     let input = buffers::read(&x);
     drop(x);
-    let gamma = params.gamma.as_vec();
-    let beta = params.beta.as_vec();
     let layout = Periods::new(features);
     let (mean, variance) = statistics(&input, rows, params, cfg);
-    let inv_std: Vec<f32> = variance
-        .iter()
-        .map(|v| 1.0 / (v + cfg.eps).sqrt())
-        .collect();
-    let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
-    let shift: Vec<f32> = (0..features)
-        .map(|f| beta[f] - mean[f] * scale[f])
-        .collect();
+    let Affine {
+        inv_std,
+        scale,
+        shift,
+    } = affine(params, &mean, &variance, cfg.eps);
     let mut out = buffers::take(input.len());
     let (scale_p, shift_p) = (layout.pattern(&scale), layout.pattern(&shift));
     let activation = cfg.activation;
@@ -283,6 +278,32 @@ pub(crate) fn statistics(
         mean32,
         variance.into_iter().map(|v| v as f32).collect::<Vec<f32>>(),
     )
+}
+
+/// A batch norm with given statistics as a per-feature affine map `x * scale + shift`.
+pub(crate) struct Affine {
+    /// `1 / sqrt(variance + eps)`.
+    pub inv_std: Vec<f32>,
+    /// `gamma * inv_std`.
+    pub scale: Vec<f32>,
+    /// `beta - mean * scale`.
+    pub shift: Vec<f32>,
+}
+
+/// The [`Affine`] map of `params` with `mean` and `variance` (the batch's or the moving ones),
+/// rounded as every batch-norm path rounds it, so fused and folded paths agree with the op.
+pub(crate) fn affine(params: &BatchNormParams, mean: &[f32], variance: &[f32], eps: f32) -> Affine {
+    let (gamma, beta) = (params.gamma.as_vec(), params.beta.as_vec());
+    let inv_std: Vec<f32> = variance.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
+    let shift: Vec<f32> = (0..gamma.len())
+        .map(|f| beta[f] - mean[f] * scale[f])
+        .collect();
+    Affine {
+        inv_std,
+        scale,
+        shift,
+    }
 }
 
 /// `moving = moving * momentum + batch * (1 - momentum)` for mean and (biased) variance.

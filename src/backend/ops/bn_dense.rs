@@ -5,7 +5,9 @@
 //! once for every gradient (dense weights and bias, γ and β). The normalised image is never
 //! written.
 
-use crate::backend::ops::batch_norm::{statistics, BatchNormConfig, BatchNormParams};
+use crate::backend::ops::batch_norm::{
+    affine, statistics, Affine, BatchNormConfig, BatchNormParams,
+};
 use crate::backend::ops::buffers;
 use crate::backend::ops::dense::{affine_product, period_pattern, task_features, DenseParams};
 use crate::backend::ops::profile;
@@ -45,16 +47,11 @@ pub fn batch_norm_dense<T: Tape<f32, Cpu>>(
     let input = buffers::read(&x);
     drop(x);
     let (mean, variance) = statistics(&input, batch * h * w, bn, cfg);
-    let (gamma, beta) = (bn.gamma.as_vec(), bn.beta.as_vec());
-    // As the batch norm op computes them.
-    let inv_std: Vec<f32> = variance
-        .iter()
-        .map(|v| 1.0 / (v + cfg.eps).sqrt())
-        .collect();
-    let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
-    let shift: Vec<f32> = (0..channels)
-        .map(|c| beta[c] - mean[c] * scale[c])
-        .collect();
+    let Affine {
+        inv_std,
+        scale,
+        shift,
+    } = affine(bn, &mean, &variance, cfg.eps);
     let weight = buffers::read(&dense.weight);
     let dims = (batch, inputs, units);
     let mut out = affine_product(&input, dims, &weight, &scale, &shift);
