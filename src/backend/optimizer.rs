@@ -36,7 +36,7 @@ impl Optimizer {
     /// The optimiser a spec's `train:` section names.
     pub fn new(train: &TrainConfig) -> Optimizer {
         let rule = match train.optimizer {
-            OptimizerKind::Adam => Rule::Adam(AdamConfig {
+            OptimizerKind::Adam | OptimizerKind::Adamw => Rule::Adam(AdamConfig {
                 lr: train.lr,
                 betas: [0.9, 0.999],
                 eps: KERAS_EPSILON,

@@ -9,7 +9,8 @@ use super::document::Document;
 use super::scan::{scan_blocks, ScannedBlock};
 use crate::catalogue::{lookup, ArgType, LayerDecl, LAYERS};
 use crate::spec::{
-    KeyDoc, DATA_KEYS, EARLY_STOPPING_KEYS, MONITORS, REDUCE_LR_KEYS, TOP_KEYS, TRAIN_KEYS,
+    KeyDoc, AUGMENT_KEYS, DATA_KEYS, EARLY_STOPPING_KEYS, MONITORS, REDUCE_LR_KEYS, SCHEDULES,
+    SCHEDULE_KEYS, TOP_KEYS, TRAIN_KEYS,
 };
 use lsp_types::{CompletionItem, CompletionItemKind, Documentation, MarkupContent, MarkupKind};
 
@@ -413,10 +414,12 @@ fn key_items(text: &str, line_start: usize, line: &str) -> Vec<CompletionItem> {
     let table: &[KeyDoc] = match (section, nested) {
         ("train", Some("early_stopping")) => EARLY_STOPPING_KEYS,
         ("train", Some("reduce_lr_on_plateau")) => REDUCE_LR_KEYS,
+        ("train", Some("schedule")) => SCHEDULE_KEYS,
         (section, _) => match section {
             "" => TOP_KEYS,
             "train" => TRAIN_KEYS,
             "data" => DATA_KEYS,
+            "augment" => AUGMENT_KEYS,
             "defaults" => {
                 return LAYERS
                     .iter()
@@ -477,9 +480,12 @@ fn defaults_argument_items(decl: &LayerDecl, segment: &str) -> Vec<CompletionIte
 
 fn value_items(key: &str) -> Vec<CompletionItem> {
     let words: &[&str] = match key {
-        "optimizer" => &["adam", "sgd", "rmsprop"],
+        "optimizer" => &["adam", "adamw", "sgd", "rmsprop"],
         "loss" => &["categorical_crossentropy", "binary_crossentropy"],
-        "nesterov" | "early_stopping" | "reduce_lr_on_plateau" => &["true", "false"],
+        "nesterov" | "early_stopping" | "reduce_lr_on_plateau" | "sync_bn" => &["true", "false"],
+        "kind" => SCHEDULES,
+        "flip" => &["horizontal", "vertical", "both"],
+        "class_weight" => &["balanced"],
         "monitor" => MONITORS,
         _ => &[],
     };

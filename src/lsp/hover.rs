@@ -14,7 +14,10 @@ use crate::catalogue::{lookup, LayerDecl};
 use crate::compile::blocks::Block;
 use crate::compile::expand::shorten;
 use crate::ir::{Frame, FrameKind, Layer, ParamCount, Shape};
-use crate::spec::{KeyDoc, DATA_KEYS, EARLY_STOPPING_KEYS, REDUCE_LR_KEYS, TOP_KEYS, TRAIN_KEYS};
+use crate::spec::{
+    KeyDoc, AUGMENT_KEYS, DATA_KEYS, EARLY_STOPPING_KEYS, REDUCE_LR_KEYS, SCHEDULE_KEYS, TOP_KEYS,
+    TRAIN_KEYS,
+};
 use crate::syntax::ast::{ArgValue, Call, Group, Param};
 use crate::text::folded;
 use lsp_types::{Hover, HoverContents, MarkupContent, MarkupKind};
@@ -671,7 +674,9 @@ fn key_hover(path: &str) -> Option<String> {
         ["train", key] => find(TRAIN_KEYS, key),
         ["train", "early_stopping", key] => find(EARLY_STOPPING_KEYS, key),
         ["train", "reduce_lr_on_plateau", key] => find(REDUCE_LR_KEYS, key),
+        ["train", "schedule", key] => find(SCHEDULE_KEYS, key),
         ["data", key] => find(DATA_KEYS, key),
+        ["augment", key] => find(AUGMENT_KEYS, key),
         ["defaults", layer] => lookup(layer).map(|decl| {
             format!(
                 "**defaults for `{}`** — {}\n\n{}",

@@ -2,14 +2,14 @@
 //! keys and invalid values at their characters.
 
 use super::keys::{
-    names, DATA_KEYS, EARLY_STOPPING_KEYS, KEY_NOTES, MONITORS, REDUCE_LR_KEYS, TOP_KEYS,
-    TRAIN_KEYS,
+    names, AUGMENT_KEYS, DATA_KEYS, EARLY_STOPPING_KEYS, KEY_NOTES, MONITORS, REDUCE_LR_KEYS,
+    SCHEDULES, SCHEDULE_KEYS, TOP_KEYS, TRAIN_KEYS,
 };
 use super::typed::{describe, invalid_value, number_in, typed};
 use super::yaml::{parse_tree, syntax_error, Node};
 use super::{BlockSource, DefaultArg, InputShape, LayerDefaults, SpecFile};
 use crate::diagnostics::{codes, Diagnostic};
-use crate::settings::{DataConfig, EarlyStopping, ReduceLr, TrainConfig};
+use crate::settings::{ClassWeight, DataConfig, EarlyStopping, ReduceLr, Schedule, TrainConfig};
 use crate::suggest;
 use crate::text::{parse_literal, Ident, MappedText, Span};
 use saphyr_parser::ScalarStyle;
@@ -105,6 +105,7 @@ impl Loader<'_> {
                 }
                 "train" => self.section(value, "train", TRAIN_KEYS, Self::train_key),
                 "data" => self.section(value, "data", DATA_KEYS, Self::data_key),
+                "augment" => self.section(value, "augment", AUGMENT_KEYS, Self::augment_key),
                 _ => Ok(()),
             };
             if let Err(diagnostic) = result {
@@ -112,6 +113,7 @@ impl Loader<'_> {
             }
         }
         self.check_validation_choice();
+        self.check_schedule_choice();
     }
 
     /// The key's text if it is one of `known`; otherwise reports it and returns `None`.
@@ -193,13 +195,30 @@ impl Loader<'_> {
                 }
                 return Ok(());
             }
+            "schedule" => return self.schedule(value),
             _ => {}
         }
         let train = &mut self.spec.train;
         match key {
             "optimizer" => {
-                train.optimizer = choice(value, "optimizer", &["adam", "sgd", "rmsprop"])?
+                train.optimizer = choice(value, "optimizer", &["adam", "adamw", "sgd", "rmsprop"])?
             }
+            "weight_decay" => {
+                train.weight_decay = Some(number_in(
+                    value,
+                    "weight_decay",
+                    "a number in [0, 1)",
+                    |v: f64| (0.0..1.0).contains(&v),
+                )?)
+            }
+            "label_smoothing" => {
+                train.label_smoothing =
+                    number_in(value, "label_smoothing", "a number in [0, 1)", |v: f64| {
+                        (0.0..1.0).contains(&v)
+                    })?
+            }
+            "class_weight" => train.class_weight = class_weight(value)?,
+            "sync_bn" => train.sync_bn = typed(value, "sync_bn", "`true` or `false`")?,
             "lr" => {
                 train.lr = number_in(value, "lr", "a positive number", |v: f64| {
                     v > 0.0 && v.is_finite()
@@ -255,6 +274,136 @@ impl Loader<'_> {
         }
     }
 
+    /// `train.schedule`: a kind's name alone (`cosine`, with its defaults) or a mapping with
+    /// `kind:` and that kind's settings.
+    fn schedule(&mut self, value: &Node) -> Result<(), Box<Diagnostic>> {
+        let kind_node = match value {
+            Node::Map { entries, .. } => entries
+                .iter()
+                .find(|(key, _)| key.as_scalar() == Some("kind"))
+                .map(|(_, kind)| kind),
+            _ => Some(value),
+        };
+        let Some(kind_node) = kind_node else {
+            return Err(Box::new(
+                invalid_value(
+                    value,
+                    "`schedule` needs a `kind`".to_string(),
+                    "no `kind:` in this mapping".to_string(),
+                )
+                .with_help(format!(
+                    "write `schedule: {{ kind: cosine, warmup_epochs: 2 }}`; the kinds are {}",
+                    suggest::one_of(SCHEDULES)
+                )),
+            ));
+        };
+        /// The kinds as serde reads them.
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        enum Kind {
+            Constant,
+            Cosine,
+            Step,
+            Exponential,
+        }
+        self.spec.train.schedule = match choice(kind_node, "schedule", SCHEDULES)? {
+            Kind::Constant => Schedule::Constant,
+            Kind::Cosine => Schedule::Cosine {
+                warmup_epochs: 0.0,
+                alpha: 0.0,
+            },
+            Kind::Step => Schedule::Step {
+                every: 10,
+                factor: 0.5,
+            },
+            Kind::Exponential => Schedule::Exponential { rate: 0.9 },
+        };
+        if matches!(value, Node::Map { .. }) {
+            let section = "train.schedule".to_string();
+            if let Err(diagnostic) =
+                self.section(value, &section, SCHEDULE_KEYS, Self::schedule_key)
+            {
+                self.diagnostics.push(*diagnostic);
+            }
+        }
+        Ok(())
+    }
+
+    fn schedule_key(&mut self, key: &str, value: &Node) -> Result<(), Box<Diagnostic>> {
+        let schedule = &mut self.spec.train.schedule;
+        let fraction = |key: &str| {
+            number_in(value, key, "a number in (0, 1]", |v: f64| {
+                v > 0.0 && v <= 1.0
+            })
+        };
+        match (key, schedule) {
+            ("kind", _) => {}
+            ("warmup_epochs", Schedule::Cosine { warmup_epochs, .. }) => {
+                *warmup_epochs = non_negative(value, key)?
+            }
+            ("alpha", Schedule::Cosine { alpha, .. }) => {
+                *alpha = number_in(value, key, "a number in [0, 1]", |v: f64| {
+                    (0.0..=1.0).contains(&v)
+                })?
+            }
+            ("every", Schedule::Step { every, .. }) => {
+                *every = number_in(value, key, "a whole number of at least 1", |v: u64| v >= 1)?
+            }
+            ("factor", Schedule::Step { factor, .. }) => *factor = fraction(key)?,
+            ("rate", Schedule::Exponential { rate }) => *rate = fraction(key)?,
+            (_, schedule) => {
+                let kind = schedule.name();
+                let applies = match key {
+                    "warmup_epochs" | "alpha" => "cosine",
+                    "every" | "factor" => "step",
+                    _ => "exponential",
+                };
+                return Err(Box::new(
+                    invalid_value(
+                        value,
+                        format!("`{key}` is a setting of the `{applies}` schedule"),
+                        format!("this schedule is `{kind}`"),
+                    )
+                    .with_help(format!(
+                        "remove `{key}`, or write `kind: {applies}` to use it"
+                    )),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn augment_key(&mut self, key: &str, value: &Node) -> Result<(), Box<Diagnostic>> {
+        let augment = &mut self.spec.data.augment;
+        let factor = |key: &str, below_one: bool| -> Result<f64, Box<Diagnostic>> {
+            if below_one {
+                number_in(value, key, "a number in [0, 1)", |v: f64| {
+                    (0.0..1.0).contains(&v)
+                })
+            } else {
+                number_in(value, key, "a number in [0, 1]", |v: f64| {
+                    (0.0..=1.0).contains(&v)
+                })
+            }
+        };
+        match key {
+            "flip" => {
+                augment.flip = if value.is_null() || value.as_scalar() == Some("false") {
+                    None
+                } else {
+                    Some(choice(value, "flip", &["horizontal", "vertical", "both"])?)
+                }
+            }
+            "rotation" => augment.rotation = factor(key, false)?,
+            "zoom" => augment.zoom = factor(key, true)?,
+            "translation" => augment.translation = factor(key, false)?,
+            "contrast" => augment.contrast = factor(key, false)?,
+            "brightness" => augment.brightness = factor(key, false)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
     fn early_stopping_key(&mut self, key: &str, value: &Node) -> Result<(), Box<Diagnostic>> {
         let Some(settings) = self.spec.train.early_stopping.as_mut() else {
             return Ok(());
@@ -305,6 +454,7 @@ impl Loader<'_> {
                 )?)
             }
             "rescale" => data.rescale = rescale(value)?,
+            "cache_mb" => data.cache_mb = Some(typed(value, "cache_mb", WHOLE)?),
             _ => {}
         }
         Ok(())
@@ -415,6 +565,28 @@ impl Loader<'_> {
                 )
                 .with_primary(span, "a split of the training folder")
                 .with_secondary(other, "a validation folder")
+                .with_help("keep one of the two"),
+            );
+        }
+    }
+
+    /// Keras cannot lower the rate on a plateau while a schedule sets it each step; neither can
+    /// strata.
+    fn check_schedule_choice(&mut self) {
+        let train = &self.spec.train;
+        if train.reduce_lr.is_some() && train.schedule != Schedule::Constant {
+            let span = self.spec.value_span("train.schedule").unwrap_or_default();
+            let other = self
+                .spec
+                .key_span("train.reduce_lr_on_plateau")
+                .unwrap_or_default();
+            self.diagnostics.push(
+                Diagnostic::error(
+                    codes::SPEC_INVALID_VALUE,
+                    "`schedule` and `reduce_lr_on_plateau` both set the learning rate",
+                )
+                .with_primary(span, "sets the rate every step")
+                .with_secondary(other, "lowers the rate on a plateau")
                 .with_help("keep one of the two"),
             );
         }
@@ -583,6 +755,42 @@ fn choice<T: serde::de::DeserializeOwned>(
             _ => diagnostic,
         }
     })
+}
+
+/// `train.class_weight`: `balanced`, or a mapping of class names to positive weights.
+fn class_weight(value: &Node) -> Result<Option<ClassWeight>, Box<Diagnostic>> {
+    let bad = |found: String| {
+        Box::new(
+            invalid_value(
+                value,
+                "`class_weight` must be `balanced` or a mapping of class names to weights"
+                    .to_string(),
+                found,
+            )
+            .with_help("write `class_weight: balanced` or `class_weight: { cat: 1.0, dog: 2.5 }`"),
+        )
+    };
+    match value {
+        _ if value.is_null() => Ok(None),
+        Node::Scalar { value: text, .. } if text == "balanced" => Ok(Some(ClassWeight::Balanced)),
+        Node::Map { entries, .. } => {
+            let mut weights = Vec::with_capacity(entries.len());
+            for (name, weight) in entries {
+                let Some(name) = name.as_scalar() else {
+                    return Err(bad(format!("a class name that is {}", describe(name))));
+                };
+                let weight = number_in(
+                    weight,
+                    &format!("class_weight.{name}"),
+                    "a positive number",
+                    |v: f64| v > 0.0 && v.is_finite(),
+                )?;
+                weights.push((name.to_string(), weight));
+            }
+            Ok(Some(ClassWeight::ByName(weights)))
+        }
+        _ => Err(bad(format!("found {}", describe(value)))),
+    }
 }
 
 /// `rescale`: a positive number or a fraction `a/b`.

@@ -11,7 +11,8 @@ mod typed;
 pub mod yaml;
 
 pub use keys::{
-    KeyDoc, DATA_KEYS, EARLY_STOPPING_KEYS, MONITORS, REDUCE_LR_KEYS, TOP_KEYS, TRAIN_KEYS,
+    KeyDoc, AUGMENT_KEYS, DATA_KEYS, EARLY_STOPPING_KEYS, MONITORS, REDUCE_LR_KEYS, SCHEDULES,
+    SCHEDULE_KEYS, TOP_KEYS, TRAIN_KEYS,
 };
 pub use load::load;
 pub use schema::{schema, schema_text};

@@ -2,7 +2,8 @@
 //! [`super::keys`] and the layer catalogue, for yaml-language-server and other YAML editors.
 
 use super::keys::{
-    KeyDoc, DATA_KEYS, EARLY_STOPPING_KEYS, MONITORS, REDUCE_LR_KEYS, TOP_KEYS, TRAIN_KEYS,
+    KeyDoc, AUGMENT_KEYS, DATA_KEYS, EARLY_STOPPING_KEYS, MONITORS, REDUCE_LR_KEYS, SCHEDULES,
+    SCHEDULE_KEYS, TOP_KEYS, TRAIN_KEYS,
 };
 use crate::catalogue::{ArgType, LAYERS};
 use serde_json::{json, Map, Value};
@@ -59,6 +60,7 @@ pub fn top_type(key: &str) -> Option<Value> {
         }),
         "train" => object(TRAIN_KEYS, train_type),
         "data" => object(DATA_KEYS, data_type),
+        "augment" => json!({ "oneOf": [object(AUGMENT_KEYS, augment_type), { "type": "null" }] }),
         _ => return None,
     })
 }
@@ -66,7 +68,19 @@ pub fn top_type(key: &str) -> Option<Value> {
 /// The type of a key of `train:`.
 pub fn train_type(key: &str) -> Option<Value> {
     Some(match key {
-        "optimizer" => json!({ "enum": ["adam", "sgd", "rmsprop"] }),
+        "optimizer" => json!({ "enum": ["adam", "adamw", "sgd", "rmsprop"] }),
+        "weight_decay" | "label_smoothing" => {
+            json!({ "type": "number", "minimum": 0, "exclusiveMaximum": 1 })
+        }
+        "schedule" => json!({ "oneOf": [
+            { "enum": SCHEDULES },
+            object(SCHEDULE_KEYS, schedule_type),
+        ] }),
+        "class_weight" => json!({ "oneOf": [
+            { "enum": ["balanced"] },
+            { "type": "object", "additionalProperties": { "type": "number", "exclusiveMinimum": 0 } },
+        ] }),
+        "sync_bn" => json!({ "type": "boolean" }),
         "lr" => json!({ "type": "number", "exclusiveMinimum": 0 }),
         "momentum" => json!({ "type": "number", "minimum": 0, "exclusiveMaximum": 1 }),
         "nesterov" => json!({ "type": "boolean" }),
@@ -95,6 +109,30 @@ pub fn plateau_type(key: &str) -> Option<Value> {
     })
 }
 
+/// The type of a key of `train.schedule`.
+pub fn schedule_type(key: &str) -> Option<Value> {
+    Some(match key {
+        "kind" => json!({ "enum": SCHEDULES }),
+        "warmup_epochs" => json!({ "type": "number", "minimum": 0 }),
+        "alpha" => json!({ "type": "number", "minimum": 0, "maximum": 1 }),
+        "every" => json!({ "type": "integer", "minimum": 1 }),
+        "factor" | "rate" => json!({ "type": "number", "exclusiveMinimum": 0, "maximum": 1 }),
+        _ => return None,
+    })
+}
+
+/// The type of a key of `augment:`.
+pub fn augment_type(key: &str) -> Option<Value> {
+    Some(match key {
+        "flip" => json!({ "enum": ["horizontal", "vertical", "both", false] }),
+        "zoom" => json!({ "type": "number", "minimum": 0, "exclusiveMaximum": 1 }),
+        "rotation" | "translation" | "contrast" | "brightness" => {
+            json!({ "type": "number", "minimum": 0, "maximum": 1 })
+        }
+        _ => return None,
+    })
+}
+
 /// The type of a key of `data:`.
 pub fn data_type(key: &str) -> Option<Value> {
     Some(match key {
@@ -102,6 +140,7 @@ pub fn data_type(key: &str) -> Option<Value> {
         "validation_split" => {
             json!({ "type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1 })
         }
+        "cache_mb" => json!({ "type": "integer", "minimum": 0 }),
         "rescale" => json!({ "oneOf": [
             { "type": "number", "exclusiveMinimum": 0 },
             { "type": "string", "pattern": "^\\s*[0-9.]+\\s*/\\s*[0-9.]+\\s*$" },
@@ -172,6 +211,16 @@ mod tests {
         }
         for key in DATA_KEYS {
             assert!(data_type(key.key).is_some(), "data.{}", key.key);
+        }
+        for key in SCHEDULE_KEYS {
+            assert!(
+                schedule_type(key.key).is_some(),
+                "train.schedule.{}",
+                key.key
+            );
+        }
+        for key in AUGMENT_KEYS {
+            assert!(augment_type(key.key).is_some(), "augment.{}", key.key);
         }
         for key in EARLY_STOPPING_KEYS.iter().chain(REDUCE_LR_KEYS) {
             assert!(plateau_type(key.key).is_some(), "{}", key.key);
