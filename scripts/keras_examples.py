@@ -12,6 +12,7 @@ Multiply; the Flatten that strata inserts before a dense layer on images written
     se_sepconv         specs/examples/se_sepconv.yaml          128x128x3, binary (dense1 sigmoid)
     densenet_small     specs/examples/densenet_small.yaml      64x64x3,   10 classes
     fashion_resnet     specs/examples/fashion_resnet.yaml      28x28x1,   10 classes
+    fashion_mini       examples/fashion-mini.yaml              28x28x1,   10 classes
     logreg_bn          specs/seed/logreg_bn.yaml               224x224x3, 2 classes
     wide_bn            specs/seed/wide_bn.yaml                 224x224x3, 2 classes
     deep_bn            specs/seed/deep_bn.yaml                 224x224x3, 2 classes
@@ -273,6 +274,23 @@ def fashion_resnet():
     return keras.Model(inputs, outputs, name="fashion_resnet")
 
 
+# --- fashion_mini (the README's bundled example) ---------------------------------------------
+
+def fashion_mini():
+    """bn -> conv3(16, pad=same) relu -> pool2 -> conv3(32, pad=same) relu -> pool2
+    -> dense64 relu -> dense10 softmax, 28x28x1."""
+    inputs = keras.Input((28, 28, 1))
+    x = layers.BatchNormalization()(inputs)
+    x = layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(64, activation="relu")(x)
+    outputs = layers.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="fashion_mini")
+
+
 # --- seed models (specs/seed/) ---------------------------------------------------------------
 
 def logreg_bn():
@@ -314,6 +332,7 @@ EXAMPLES = {
     "se_sepconv": se_sepconv,
     "densenet_small": densenet_small,
     "fashion_resnet": fashion_resnet,
+    "fashion_mini": fashion_mini,
     "logreg_bn": logreg_bn,
     "wide_bn": wide_bn,
     "deep_bn": deep_bn,
@@ -324,6 +343,8 @@ SEED = ("logreg_bn", "wide_bn", "deep_bn")
 
 def spec_path(key):
     """The spec file an example mirrors, relative to the repository root."""
+    if key == "fashion_mini":
+        return "examples/fashion-mini.yaml"
     return f"specs/{'seed' if key in SEED else 'examples'}/{key}.yaml"
 
 
