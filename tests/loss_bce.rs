@@ -10,7 +10,7 @@ mod common;
 use common::gradcheck::{check, Rng};
 use dfdx::prelude::*;
 use serde_json::Value;
-use strata::backend::ops::loss::{binary_cross_entropy, per_sample, BceMode};
+use strata::backend::ops::loss::{binary_cross_entropy, per_sample, BceMode, LossOptions};
 
 fn numbers(value: &Value) -> Vec<f64> {
     value
@@ -25,7 +25,7 @@ fn numbers(value: &Value) -> Vec<f64> {
 fn run(logits: &[f32], labels: &[usize], mode: BceMode) -> (f32, Vec<f32>, Vec<f32>, usize) {
     let dev = Cpu::default();
     let z = dev.tensor_from_vec(logits.to_vec(), (logits.len(), 1));
-    let (loss, stats) = binary_cross_entropy(z.leaky_trace(), labels, mode);
+    let (loss, stats) = binary_cross_entropy(z.leaky_trace(), labels, mode, LossOptions::default());
     assert_eq!(loss.array(), stats.loss);
     let grads = loss.backward();
     (
@@ -147,7 +147,8 @@ fn finite_differences() {
 fn works_without_a_tape() {
     let dev = Cpu::default();
     let z = dev.tensor_from_vec(vec![2.0, -1.0, 0.5], (3, 1));
-    let (loss, stats) = binary_cross_entropy(z, &[1, 1, 0], BceMode::Logits);
+    let (loss, stats) =
+        binary_cross_entropy(z, &[1, 1, 0], BceMode::Logits, LossOptions::default());
     assert_eq!(loss.array(), stats.loss);
     // p > 0.5 is class 1: right, wrong, wrong.
     assert_eq!(stats.correct, 1);

@@ -7,3 +7,4 @@ pub mod network;
 pub mod ops;
 pub mod optimizer;
 pub mod params;
+pub mod schedule;

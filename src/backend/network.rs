@@ -6,7 +6,7 @@
 use super::checkpoint::NamedTensor;
 use super::checkpoint::{check_against, Checkpoint, CheckpointError};
 use super::forward::{self, PassConfig};
-use super::ops::loss::{binary_cross_entropy, BceMode};
+use super::ops::loss::{binary_cross_entropy, categorical_cross_entropy, BceMode, LossOptions};
 use super::ops::{Flat, Image};
 use super::optimizer::Optimizer;
 use super::params::{self, LayerParams, ParamMut};
@@ -21,6 +21,8 @@ pub struct Network {
     /// Parameters, one entry per IR layer.
     pub params: Vec<LayerParams>,
     device: Cpu,
+    /// Each class's weight in the training loss, by label; empty: all 1.
+    class_weights: Vec<f32>,
 }
 
 /// Loss and accuracy of one batch.
@@ -44,6 +46,7 @@ impl Network {
             model: model.clone(),
             params,
             device,
+            class_weights: Vec::new(),
         }
     }
 
@@ -60,6 +63,7 @@ impl Network {
             model: model.clone(),
             params,
             device,
+            class_weights: Vec::new(),
         })
     }
 
@@ -75,16 +79,20 @@ impl Network {
         self.device.tensor_from_vec(images, (count, h, w, c))
     }
 
-    fn targets(&self, labels: &[usize]) -> Tensor<(usize, usize), f32, Cpu> {
-        let classes = self.model.classes;
-        let mut one_hot = vec![0.0; labels.len() * classes];
-        for (row, label) in labels.iter().enumerate() {
-            if *label < classes {
-                one_hot[row * classes + label] = 1.0;
-            }
+    /// Sets each class's weight in the training loss, by label (Keras's `class_weight`);
+    /// empty weighs every class 1. Inference-mode losses ([`Network::evaluate`]) stay
+    /// unweighted, as Keras's validation loss is.
+    pub fn set_class_weights(&mut self, weights: Vec<f32>) {
+        self.class_weights = weights;
+    }
+
+    /// The loss options of a batch: the spec's label smoothing always, the class weights only
+    /// in training.
+    fn loss_options(&self, training: bool) -> LossOptions<'_> {
+        LossOptions {
+            label_smoothing: self.model.train.label_smoothing as f32,
+            class_weights: if training { &self.class_weights } else { &[] },
         }
-        self.device
-            .tensor_from_vec(one_hot, (labels.len(), classes))
     }
 
     /// One training step on a batch (`images`: `n × h × w × c`): forward in training mode,
@@ -107,7 +115,7 @@ impl Network {
         optimizer: &mut Optimizer,
     ) -> Result<BatchStats, CpuError> {
         let logits = self.forward(x.leaky_trace(), true);
-        let (loss, stats_correct) = self.loss(logits, labels);
+        let (loss, stats_correct) = self.loss(logits, labels, true);
         let value = loss.array();
         let mut grads = loss.backward();
         optimizer.begin_step();
@@ -134,7 +142,7 @@ impl Network {
     ) -> (BatchStats, Vec<NamedTensor>) {
         let x = self.input_tensor(images, labels.len());
         let logits = self.forward(x.leaky_trace(), true);
-        let (loss, correct) = self.loss(logits, labels);
+        let (loss, correct) = self.loss(logits, labels, true);
         let value = loss.array();
         let grads = loss.backward();
         let gradients = params::gradient_tensors(&self.model, &self.params, &grads);
@@ -150,7 +158,7 @@ impl Network {
     pub fn evaluate(&mut self, images: Vec<f32>, labels: &[usize]) -> BatchStats {
         let x = self.input_tensor(images, labels.len());
         let logits = self.forward(x, false);
-        let (loss, right) = self.loss(logits, labels);
+        let (loss, right) = self.loss(logits, labels, false);
         BatchStats {
             loss: f64::from(loss.array()),
             correct: right,
@@ -186,20 +194,22 @@ impl Network {
 
     /// The loss of a batch's logits (the head's activation not yet applied) and how many
     /// images are classified right: categorical cross-entropy on softmax, or binary
-    /// cross-entropy on the sigmoid as Keras computes it in `fit` (from the logits).
+    /// cross-entropy on the sigmoid as Keras computes it in `fit` (from the logits); with the
+    /// spec's label smoothing, and in `training` its class weights.
     fn loss<T: Tape<f32, Cpu>>(
         &self,
         logits: Flat<T>,
         labels: &[usize],
+        training: bool,
     ) -> (Tensor<(), f32, Cpu, T>, usize) {
+        let options = self.loss_options(training);
         match self.model.head {
             Head::Softmax => {
                 let right = correct(&logits.retaped::<NoneTape>(), labels);
-                let loss = cross_entropy_with_logits_loss(logits, self.targets(labels));
-                (loss, right)
+                (categorical_cross_entropy(logits, labels, options), right)
             }
             Head::Sigmoid => {
-                let (loss, stats) = binary_cross_entropy(logits, labels, BceMode::Logits);
+                let (loss, stats) = binary_cross_entropy(logits, labels, BceMode::Logits, options);
                 (loss, stats.correct)
             }
         }

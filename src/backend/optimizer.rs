@@ -1,9 +1,16 @@
-//! Optimisers over the runtime list of parameters: Adam (Keras defaults β 0.9 / 0.999,
-//! ε 1e-7), SGD (momentum, Nesterov) and RMSprop (ρ 0.9, ε 1e-7), using dfdx's update kernels
-//! with moment buffers of our own, keyed by parameter.
+//! Optimisers over the runtime list of parameters: Adam and AdamW (Keras defaults β 0.9 /
+//! 0.999, ε 1e-7), SGD (momentum, Nesterov) and RMSprop (ρ 0.9, ε 1e-7), using dfdx's update
+//! kernels with moment buffers of our own, keyed by parameter; with decoupled weight decay and
+//! a per-step learning-rate schedule as Keras 3's `BaseOptimizer` applies them.
+//!
+//! Weight decay is Keras's `_apply_weight_decay`: before a parameter's gradient update,
+//! `variable -= variable * weight_decay * lr` in f32, with `lr` the step's scheduled rate, on
+//! every trainable parameter. dfdx's `WeightDecay::Decoupled` is the same sum in another order
+//! (`p - (update + (wd * lr) * p)`, rounded differently), so the decay is applied here instead.
 
 use super::ops::tape::Grads;
-use crate::settings::{OptimizerKind, TrainConfig};
+use super::schedule::LrSchedule;
+use crate::settings::{OptimizerKind, Schedule, TrainConfig};
 use dfdx::optim::{AdamConfig, Momentum, RMSpropConfig, SgdConfig};
 use dfdx::shapes::Shape;
 use dfdx::tensor::{Cpu, CpuError, Gradients, Tensor};
@@ -23,6 +30,10 @@ pub struct Optimizer {
     pub second: Grads,
     /// Gradient average (centred RMSprop; unused otherwise).
     pub third: Grads,
+    /// Decoupled weight decay (0 for none).
+    weight_decay: f64,
+    /// The rate of each step, unless the rate is constant.
+    schedule: Option<LrSchedule>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -33,7 +44,9 @@ enum Rule {
 }
 
 impl Optimizer {
-    /// The optimiser a spec's `train:` section names.
+    /// The optimiser a spec's `train:` section names, with its weight decay, at the constant
+    /// rate `train.lr`; [`Optimizer::with_schedule`] adds the schedule, which needs the run's
+    /// steps per epoch.
     pub fn new(train: &TrainConfig) -> Optimizer {
         let rule = match train.optimizer {
             OptimizerKind::Adam | OptimizerKind::Adamw => Rule::Adam(AdamConfig {
@@ -66,10 +79,25 @@ impl Optimizer {
             first: Gradients::leaky(),
             second: Gradients::leaky(),
             third: Gradients::leaky(),
+            weight_decay: train.weight_decay(),
+            schedule: None,
         }
     }
 
-    /// The learning rate.
+    /// This optimiser with its rate set by `schedule` at every step. A constant schedule
+    /// leaves the rate as it is, so that [`Optimizer::set_lr`] (reduce-on-plateau) may change
+    /// it.
+    pub fn with_schedule(mut self, schedule: LrSchedule) -> Optimizer {
+        self.schedule = (schedule.schedule != Schedule::Constant).then_some(schedule);
+        self
+    }
+
+    /// The decoupled weight decay in effect.
+    pub fn weight_decay(&self) -> f64 {
+        self.weight_decay
+    }
+
+    /// The learning rate: with a schedule, the rate of the latest step begun.
     pub fn lr(&self) -> f64 {
         match self.rule {
             Rule::Adam(cfg) => cfg.lr,
@@ -87,8 +115,13 @@ impl Optimizer {
         }
     }
 
-    /// Starts a step; call once per batch before [`Optimizer::update`].
+    /// Starts a step; call once per batch before [`Optimizer::update`]. With a schedule the
+    /// step's rate is the schedule's at the steps taken so far (Keras's `iterations` before
+    /// the update counts it).
     pub fn begin_step(&mut self) {
+        if let Some(schedule) = self.schedule {
+            self.set_lr(schedule.lr_at(u64::try_from(self.step).unwrap_or(0)));
+        }
         self.step += 1;
     }
 
@@ -98,6 +131,9 @@ impl Optimizer {
         param: &mut Tensor<S, f32, Cpu>,
         grads: &mut Grads,
     ) -> Result<(), CpuError> {
+        if self.weight_decay != 0.0 {
+            decay(param, self.weight_decay, self.lr());
+        }
         let grad = grads.get_or_alloc_mut(&*param)?;
         let first = self.first.get_or_alloc_mut(&*param)?;
         match self.rule {
@@ -113,6 +149,15 @@ impl Optimizer {
             }
         }
     }
+}
+
+/// Keras's decoupled weight decay of one parameter: `variable - variable * wd * lr`, in f32
+/// with `wd` and `lr` cast to f32 first, as `BaseOptimizer._apply_weight_decay` computes it.
+fn decay<S: Shape>(param: &mut Tensor<S, f32, Cpu>, weight_decay: f64, lr: f64) {
+    let (wd, lr) = (weight_decay as f32, lr as f32);
+    let mut values = param.as_vec();
+    values.iter_mut().for_each(|v| *v -= *v * wd * lr);
+    param.copy_from(&values);
 }
 
 /// The optimiser's moment buffers of every parameter, as named tensors for a checkpoint

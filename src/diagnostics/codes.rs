@@ -64,6 +64,8 @@ pub const DATA_CLASS_MISMATCH: &str = "strata::data::class_mismatch";
 pub const DATA_CLASS_COUNT: &str = "strata::data::class_count";
 /// Warning: files that are not readable images were skipped.
 pub const DATA_UNREADABLE_IMAGE: &str = "strata::data::unreadable_image";
+/// `train.class_weight` names a class the training data does not have.
+pub const DATA_UNKNOWN_CLASS: &str = "strata::data::unknown_class";
 
 /// The codes about image folders, reported by the data stage (tested on generated folders).
 pub const DATA: &[&str] = &[
@@ -73,6 +75,7 @@ pub const DATA: &[&str] = &[
     DATA_CLASS_MISMATCH,
     DATA_CLASS_COUNT,
     DATA_UNREADABLE_IMAGE,
+    DATA_UNKNOWN_CLASS,
 ];
 
 /// Every code the compiler front end can report, in table order. A test requires a fixture

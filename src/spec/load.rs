@@ -196,6 +196,19 @@ impl Loader<'_> {
                 return Ok(());
             }
             "schedule" => return self.schedule(value),
+            "class_weight" => {
+                // The class names' spans, for the check against the data's classes when
+                // training starts.
+                if let Node::Map { entries, .. } = value {
+                    for (name, weight) in entries {
+                        if let Some(text) = name.as_scalar() {
+                            self.record(&format!("train.class_weight.{text}"), name, weight);
+                        }
+                    }
+                }
+                self.spec.train.class_weight = class_weight(value)?;
+                return Ok(());
+            }
             _ => {}
         }
         let train = &mut self.spec.train;
@@ -217,7 +230,6 @@ impl Loader<'_> {
                         (0.0..1.0).contains(&v)
                     })?
             }
-            "class_weight" => train.class_weight = class_weight(value)?,
             "sync_bn" => train.sync_bn = typed(value, "sync_bn", "`true` or `false`")?,
             "lr" => {
                 train.lr = number_in(value, "lr", "a positive number", |v: f64| {

@@ -1,4 +1,4 @@
-//! The per-epoch history: `history.csv` (`epoch,loss,accuracy,val_loss,val_accuracy,seconds`)
+//! The per-epoch history: `history.csv` (`epoch,loss,accuracy,val_loss,val_accuracy,seconds,lr`)
 //! and `history.json`, rewritten atomically after every epoch.
 
 use crate::backend::checkpoint::write_atomic;
@@ -21,8 +21,9 @@ pub struct EpochRecord {
     pub val_accuracy: Option<f64>,
     /// Wall-clock seconds of the epoch.
     pub seconds: f64,
-    /// The learning rate the epoch trained with (in `history.json`, as Keras's history has
-    /// `learning_rate`; `history.csv` keeps the columns of docs/commands.md).
+    /// The learning rate of the epoch's last step (with a schedule; without one the rate of
+    /// the whole epoch), as Keras's history has `learning_rate`. Absent from histories
+    /// written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lr: Option<f64>,
 }
@@ -43,16 +44,17 @@ impl EpochRecord {
 /// The CSV text of `records`.
 pub fn to_csv(records: &[EpochRecord]) -> String {
     let optional = |value: Option<f64>| value.map_or(String::new(), |v| format!("{v:.6}"));
-    let mut out = String::from("epoch,loss,accuracy,val_loss,val_accuracy,seconds\n");
+    let mut out = String::from("epoch,loss,accuracy,val_loss,val_accuracy,seconds,lr\n");
     for r in records {
         out.push_str(&format!(
-            "{},{:.6},{:.6},{},{},{:.3}\n",
+            "{},{:.6},{:.6},{},{},{:.3},{}\n",
             r.epoch,
             r.loss,
             r.accuracy,
             optional(r.val_loss),
             optional(r.val_accuracy),
-            r.seconds
+            r.seconds,
+            r.lr.map_or(String::new(), |lr| lr.to_string())
         ));
     }
     out

@@ -4,6 +4,7 @@
 //! last finished epoch and tell how to resume; `--resume` continues exactly where that epoch
 //! ended.
 
+pub mod class_weight;
 pub mod history;
 pub mod plateau;
 pub mod progress;
@@ -19,6 +20,7 @@ use crate::backend::params::to_tensors;
 use crate::data::errors;
 use crate::data::loader::Loader;
 use crate::diagnostics::Diagnostic;
+use crate::settings::Schedule;
 use history::EpochRecord;
 use progress::{epoch_line, EpochProgress, ProgressMode};
 use state::{RunState, STATE_KEY};
@@ -135,7 +137,8 @@ impl Trainer {
                 lr: Some(self.optimizer.lr()),
             };
             if self.mode != ProgressMode::Quiet {
-                let show_lr = self.prep.model.train.reduce_lr.is_some();
+                let train = &self.prep.model.train;
+                let show_lr = train.reduce_lr.is_some() || train.schedule != Schedule::Constant;
                 println!("{}", epoch_line(&record, self.state.epochs, show_lr));
             }
             self.history.push(record);

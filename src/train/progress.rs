@@ -73,8 +73,8 @@ impl EpochProgress {
 
 /// The Keras-like line of a finished epoch.
 ///
-/// With `show_lr` (reduce-on-plateau is on), the rate the epoch trained with is shown too, as
-/// Keras shows `learning_rate` when `ReduceLROnPlateau` is used.
+/// With `show_lr` (reduce-on-plateau or a schedule is on), the epoch's rate (with a schedule,
+/// its last step's) is shown too, as Keras shows `learning_rate` when the rate changes.
 pub fn epoch_line(record: &EpochRecord, epochs: u64, show_lr: bool) -> String {
     let mut line = format!(
         "epoch {}/{}: loss {:.4} - accuracy {:.4}",

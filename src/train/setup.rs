@@ -3,12 +3,14 @@
 //! loaders built and the run folder made — or, for `--resume`, all of it read back from the
 //! run folder's `last.safetensors`.
 
+use super::class_weight;
 use super::history::{self, EpochRecord};
 use super::state::{RunState, STATE_KEY};
 use super::TrainError;
 use crate::backend::checkpoint::{self, Checkpoint, NamedTensor, STATE_PREFIX};
 use crate::backend::network::Network;
 use crate::backend::optimizer::{import_state, Optimizer};
+use crate::backend::schedule::LrSchedule;
 use crate::compile::compile;
 use crate::data::check::scan_images;
 use crate::data::loader::{split, Loader, Sample};
@@ -61,6 +63,8 @@ pub struct Prepared {
     pub resume: Option<Checkpoint>,
     /// Warnings found while preparing (broken files).
     pub warnings: Vec<Diagnostic>,
+    /// Each class's weight in the training loss (`train.class_weight`); empty: all 1.
+    pub class_weights: Vec<f32>,
 }
 
 /// Compiles, checks data and makes the run folder; or reads a run back for `--resume`.
@@ -114,6 +118,9 @@ fn prepare_new(spec_path: &Path, request: &TrainRequest) -> Result<Prepared, Tra
         epochs: request.epochs.unwrap_or(model.train.epochs),
         batch_size: request.batch_size.unwrap_or(model.train.batch_size).max(1),
         lr: request.lr.unwrap_or(model.train.lr),
+        base_lr: Some(request.lr.unwrap_or(model.train.lr)),
+        steps_per_epoch: None,
+        schedule_epochs: None,
         seed: request.seed.unwrap_or(model.train.seed),
         optimizer_step: 0,
         train_dir: absolute(&train_dir),
@@ -125,10 +132,13 @@ fn prepare_new(spec_path: &Path, request: &TrainRequest) -> Result<Prepared, Tra
         early_stopping: Default::default(),
         reduce_lr: Default::default(),
     };
-    let (train, validation, classes, warnings) =
+    let (train, validation, classes, warnings, counts) =
         data_loaders(&model, &state, &source, request.cache_bytes)?;
     check_monitors(&model, spec.as_ref(), &source, validation.is_some())?;
+    let class_weights = weights_of(&model, &classes, &counts, spec.as_ref(), &source)?;
     state.classes = classes;
+    state.steps_per_epoch = Some(steps_per_epoch(&train, state.batch_size));
+    state.schedule_epochs = Some(state.epochs);
     let run_dir = request
         .out
         .clone()
@@ -150,6 +160,7 @@ fn prepare_new(spec_path: &Path, request: &TrainRequest) -> Result<Prepared, Tra
         state,
         resume: None,
         warnings,
+        class_weights,
     })
 }
 
@@ -188,8 +199,8 @@ fn prepare_resume(run_dir: &Path, request: &TrainRequest) -> Result<Prepared, Tr
         run_dir.join("spec.yaml").display().to_string(),
         checkpoint.spec.clone(),
     );
-    let (model, _) = compile_model(&checkpoint.spec, &source, "model")?;
-    let (train, validation, classes, warnings) =
+    let (model, spec) = compile_model(&checkpoint.spec, &source, "model")?;
+    let (train, validation, classes, warnings, counts) =
         data_loaders(&model, &state, &source, request.cache_bytes)?;
     if classes != state.classes {
         return Err(TrainError::Io(format!(
@@ -197,6 +208,7 @@ fn prepare_resume(run_dir: &Path, request: &TrainRequest) -> Result<Prepared, Tr
             state.train_dir.display()
         )));
     }
+    let class_weights = weights_of(&model, &classes, &counts, spec.as_ref(), &source)?;
     let text = checkpoint.spec.clone();
     Ok(Prepared {
         model,
@@ -208,10 +220,30 @@ fn prepare_resume(run_dir: &Path, request: &TrainRequest) -> Result<Prepared, Tr
         state,
         resume: Some(checkpoint),
         warnings,
+        class_weights,
     })
 }
 
-type Loaders = (Loader, Option<Loader>, Vec<String>, Vec<Diagnostic>);
+/// The loaders, the class names, warnings, and the number of training images of each class.
+type Loaders = (
+    Loader,
+    Option<Loader>,
+    Vec<String>,
+    Vec<Diagnostic>,
+    Vec<usize>,
+);
+
+/// `train.class_weight` as one weight per class, or its unknown class names as diagnostics.
+fn weights_of(
+    model: &Model,
+    classes: &[String],
+    counts: &[usize],
+    spec: Option<&SpecFile>,
+    source: &SourceFile,
+) -> Result<Vec<f32>, TrainError> {
+    class_weight::class_weights(model.train.class_weight.as_ref(), classes, counts, spec)
+        .map_err(|diagnostics| TrainError::Diagnostics(source.clone(), diagnostics))
+}
 
 /// Scans the folders, checks them against the model, drops broken files, builds loaders.
 fn data_loaders(
@@ -254,6 +286,12 @@ fn data_loaders(
         train_samples = train;
         validation_samples = Some(validation);
     }
+    let mut counts = vec![0; train_folder.classes.len()];
+    for (_, label) in &train_samples {
+        if let Some(count) = counts.get_mut(*label) {
+            *count += 1;
+        }
+    }
     let spec = ImageSpec::for_model(model);
     let warnings = if broken.is_empty() {
         Vec::new()
@@ -264,7 +302,7 @@ fn data_loaders(
     let validation = validation_samples
         .filter(|samples| !samples.is_empty())
         .map(|samples| Loader::new(samples, spec, cache_bytes));
-    Ok((train, validation, train_folder.classes, warnings))
+    Ok((train, validation, train_folder.classes, warnings, counts))
 }
 
 /// A watched `val_…` metric needs validation data: without it early stopping or
@@ -327,13 +365,13 @@ pub(super) struct Start {
 /// A fresh start, or the resumed one. A checkpoint whose tensors do not fit the model, or
 /// whose optimiser state does not, is an error rather than a silent fresh start.
 pub(super) fn start(prep: &Prepared) -> Result<Start, TrainError> {
-    let mut train = prep.model.train.clone();
-    train.lr = prep.state.lr;
-    let mut optimizer = Optimizer::new(&train);
+    let mut optimizer = optimizer_for(prep);
     let state = prep.state.clone();
     let Some(checkpoint) = &prep.resume else {
+        let mut network = Network::new(&prep.model, state.seed);
+        network.set_class_weights(prep.class_weights.clone());
         return Ok(Start {
-            network: Network::new(&prep.model, state.seed),
+            network,
             optimizer,
             history: Vec::new(),
             state,
@@ -347,6 +385,7 @@ pub(super) fn start(prep: &Prepared) -> Result<Start, TrainError> {
     };
     let mut network =
         Network::from_checkpoint(&prep.model, checkpoint).map_err(|err| cannot(err.to_string()))?;
+    network.set_class_weights(prep.class_weights.clone());
     let moments: Vec<NamedTensor> = checkpoint
         .tensors
         .iter()
@@ -373,4 +412,26 @@ pub(super) fn start(prep: &Prepared) -> Result<Start, TrainError> {
         history,
         state,
     })
+}
+
+/// The run's optimiser: at the run's current rate (which reduce-on-plateau may have lowered),
+/// or with the schedule planned when the run started, scaled from the rate it started from.
+fn optimizer_for(prep: &Prepared) -> Optimizer {
+    let state = &prep.state;
+    let mut train = prep.model.train.clone();
+    train.lr = state.lr;
+    let schedule = LrSchedule {
+        schedule: train.schedule,
+        base_lr: state.base_lr.unwrap_or(state.lr),
+        steps_per_epoch: state
+            .steps_per_epoch
+            .unwrap_or_else(|| steps_per_epoch(&prep.train, state.batch_size)),
+        epochs: state.schedule_epochs.unwrap_or(state.epochs),
+    };
+    Optimizer::new(&train).with_schedule(schedule)
+}
+
+/// Optimiser steps per epoch: the training batches, the last partial one included.
+fn steps_per_epoch(train: &Loader, batch_size: u64) -> u64 {
+    (train.len() as u64).div_ceil(batch_size.max(1))
 }

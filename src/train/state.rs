@@ -21,8 +21,22 @@ pub struct RunState {
     pub epochs: u64,
     /// Images per batch.
     pub batch_size: u64,
-    /// The learning rate now (reduce-on-plateau may have lowered it).
+    /// The learning rate now: reduce-on-plateau may have lowered it; with a schedule, the
+    /// rate of the last step taken.
     pub lr: f64,
+    /// The rate the run started from (`train.lr` or `--lr`), which a schedule scales; absent
+    /// from runs saved before schedules, whose `lr` is it.
+    #[serde(default)]
+    pub base_lr: Option<f64>,
+    /// Optimiser steps per epoch when the run started (its training batches, the last
+    /// partial one included): the unit the schedule's periods are counted in.
+    #[serde(default)]
+    pub steps_per_epoch: Option<u64>,
+    /// The epochs the schedule was planned over when the run started. `--resume --epochs N`
+    /// extends the run, not the schedule, as a Keras schedule is fixed when its optimiser is
+    /// made.
+    #[serde(default)]
+    pub schedule_epochs: Option<u64>,
     /// The run's seed.
     pub seed: u64,
     /// Optimiser steps taken.

@@ -1,4 +1,16 @@
-//! The binary head's loss: `dense1 sigmoid` with binary cross-entropy, as Keras 3 computes it.
+//! The heads' losses, as Keras 3 computes them: categorical cross-entropy on the softmax head
+//! ([`categorical_cross_entropy`]) and binary cross-entropy on the `dense1 sigmoid` head
+//! ([`binary_cross_entropy`]), both with Keras's `label_smoothing` and per-class weights
+//! ([`LossOptions`]).
+//!
+//! Label smoothing moves each target toward the uniform one before the loss, as Keras's loss
+//! functions do: `y (1 - s) + s / k` over `k` classes, and `y (1 - s) + 0.5 s` for the binary
+//! head. Class weights multiply each sample's loss by its class's weight (Keras's
+//! `class_weight` becomes a `sample_weight`), and the batch loss is the sum of the weighted
+//! losses divided by the batch size (Keras's `sum_over_batch_size`). Accuracy counts against
+//! the labels, never the smoothed targets.
+//!
+//! The binary loss:
 //!
 //! The op takes the `(n, 1)` logits, the sigmoid left out of the forward pass (as the softmax
 //! head leaves its softmax to the loss), and returns the mean loss as a scalar on the tape plus
@@ -31,8 +43,52 @@
 use crate::backend::ops::activation::sigmoid;
 use crate::backend::ops::profile;
 use crate::backend::ops::Flat;
+use dfdx::losses::cross_entropy_with_logits_loss;
 use dfdx::shapes::HasShape;
 use dfdx::tensor::{Cpu, PutTape, SplitTape, Tape, Tensor, TensorFromVec};
+
+/// How labels become targets and weights: Keras's `label_smoothing` and `class_weight`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LossOptions<'a> {
+    /// Label smoothing in [0, 1); 0 leaves the targets one-hot.
+    pub label_smoothing: f32,
+    /// Each class's weight, by label; empty (or a label past its end) weighs 1.
+    pub class_weights: &'a [f32],
+}
+
+impl LossOptions<'_> {
+    /// The weight of a sample of class `label`.
+    pub fn weight(&self, label: usize) -> f32 {
+        self.class_weights.get(label).copied().unwrap_or(1.0)
+    }
+}
+
+/// Categorical cross-entropy of the `(n, k)` logits (the softmax not yet applied) against
+/// `labels`, with `options`' smoothing and weights, averaged over the batch: Keras's
+/// `categorical_crossentropy` on a softmax output (computed from its logits).
+///
+/// Each sample's loss is linear in its target row, so the weighted loss is the plain one
+/// with row `i`'s smoothed targets `y (1 - s) + s / k` multiplied by the weight `w_i`:
+/// `-(1/n) sum_i w_i sum_c t_ic log_softmax(z_i)_c`. A label outside `0..k` has no one.
+pub fn categorical_cross_entropy<T: Tape<f32, Cpu>>(
+    logits: Flat<T>,
+    labels: &[usize],
+    options: LossOptions<'_>,
+) -> Tensor<(), f32, Cpu, T> {
+    let (n, classes) = *logits.shape();
+    let device = logits.device().clone();
+    let smoothing = options.label_smoothing;
+    let floor = smoothing / classes.max(1) as f32;
+    let mut targets = vec![0.0f32; n * classes];
+    for (row, &label) in targets.chunks_mut(classes.max(1)).zip(labels) {
+        let weight = options.weight(label);
+        for (class, target) in row.iter_mut().enumerate() {
+            let hot = f32::from(u8::from(class == label));
+            *target = (hot * (1.0 - smoothing) + floor) * weight;
+        }
+    }
+    cross_entropy_with_logits_loss(logits, device.tensor_from_vec(targets, (n, classes)))
+}
 
 /// Keras's `backend.epsilon()`, the clip of [`BceMode::Clipped`].
 pub const EPSILON: f32 = 1e-7;
@@ -62,7 +118,7 @@ pub struct BinaryStats {
 
 /// The value and derivative (w.r.t. the logit) of one sample's loss, before the batch mean.
 ///
-/// `y` is the target, 0 or 1.
+/// `y` is the target: 0 or 1, or in between when smoothed.
 pub fn per_sample(z: f32, y: f32, mode: BceMode) -> (f32, f32) {
     match mode {
         BceMode::Logits => {
@@ -92,10 +148,12 @@ pub fn per_sample(z: f32, y: f32, mode: BceMode) -> (f32, f32) {
 }
 
 /// Binary cross-entropy of the `(n, 1)` logits `z` (the sigmoid not yet applied) against
-/// `labels` (0 or 1), averaged over the batch: the loss as a scalar carrying the tape (call
-/// `backward` on it when training), and the batch's [`BinaryStats`].
+/// `labels` (0 or 1), with `options`' smoothing (`y (1 - s) + 0.5 s`) and weights, summed and
+/// divided by the batch size: the loss as a scalar carrying the tape (call `backward` on it
+/// when training), and the batch's [`BinaryStats`].
 ///
-/// The gradient of each logit is its [`per_sample`] derivative divided by `n`.
+/// The gradient of each logit is its [`per_sample`] derivative times its weight, divided by
+/// `n`.
 ///
 /// # Panics
 /// When `logits` is not `(labels.len(), 1)`.
@@ -103,6 +161,7 @@ pub fn binary_cross_entropy<T: Tape<f32, Cpu>>(
     logits: Flat<T>,
     labels: &[usize],
     mode: BceMode,
+    options: LossOptions<'_>,
 ) -> (Tensor<(), f32, Cpu, T>, BinaryStats) {
     let _timer = profile::scope("bce.forward");
     let (n, units) = *logits.shape();
@@ -116,18 +175,21 @@ pub fn binary_cross_entropy<T: Tape<f32, Cpu>>(
     let z_ghost = logits.ghost();
     let z = logits.as_vec();
     drop(logits);
-    let targets = labels.iter().map(|&label| f32::from(u8::from(label == 1)));
+    let smoothing = options.label_smoothing;
     let mut sum = 0.0f64;
     let mut grads = Vec::with_capacity(n);
     let mut probabilities = Vec::with_capacity(n);
     let mut correct = 0;
-    for (&z, y) in z.iter().zip(targets) {
+    for (&z, &label) in z.iter().zip(labels) {
+        let hot = f32::from(u8::from(label == 1));
+        let y = hot * (1.0 - smoothing) + 0.5 * smoothing;
+        let weight = options.weight(label);
         let (loss, grad) = per_sample(z, y, mode);
-        sum += f64::from(loss);
-        grads.push(grad / n as f32);
+        sum += f64::from(loss * weight);
+        grads.push(grad * weight / n as f32);
         let p = sigmoid(z);
         probabilities.push(p);
-        correct += usize::from((p > 0.5) == (y == 1.0));
+        correct += usize::from((p > 0.5) == (label == 1));
     }
     let loss = if n == 0 { 0.0 } else { (sum / n as f64) as f32 };
     let out = device.tensor_from_vec(vec![loss], ());
