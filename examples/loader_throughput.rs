@@ -37,7 +37,7 @@ fn main() {
     let loader = Loader::new(
         found.samples(),
         spec,
-        strata::data::loader::DEFAULT_CACHE_BYTES,
+        strata::data::loader::default_cache_bytes(),
     );
     for epoch in 0..2 {
         let start = Instant::now();

@@ -150,7 +150,7 @@ fn classes_are_sorted_by_name_and_broken_files_reported() {
     let found = folder::scan(&root).expect("scan");
     assert_eq!(found.classes, vec!["a_circles", "b_squares"]);
     assert_eq!(found.len(), 7);
-    let report = scan_images(&found);
+    let report = scan_images(&found, &strata::data::image::ReadLimits::default());
     assert_eq!(report.n_images(), 6);
     assert_eq!(report.broken.len(), 1);
     assert_eq!(report.modes.get("RGB"), Some(&6));
@@ -265,6 +265,68 @@ mod loader {
             .map(|b| b.skipped.len())
             .sum();
         assert_eq!(missing, 6);
+    }
+
+    #[test]
+    fn images_kept_from_the_scan_fill_the_cache_within_its_budget() {
+        use strata::data::check::scan_images_with;
+        use strata::data::image::{to_bytes, ReadLimits};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = class_folder(dir.path());
+        let found = folder::scan(&root).expect("scan");
+        let kept = std::sync::Mutex::new(std::collections::HashMap::new());
+        scan_images_with(&found, &ReadLimits::for_spec(&RGB), |path, image| {
+            kept.lock()
+                .expect("lock")
+                .insert(path.to_path_buf(), to_bytes(image, &RGB));
+        });
+        let mut kept = kept.into_inner().expect("lock");
+        assert_eq!(kept.len(), 6);
+        // Room for two images: two come from the scan, the rest must be decoded.
+        let loader = Loader::new(found.samples(), RGB, 2 * RGB.len());
+        loader.prefill(&mut kept);
+        assert!(
+            kept.is_empty(),
+            "the loader takes its samples' images, kept or not"
+        );
+        let decoded = loader.batch_now(&[0, 1, 2, 3, 4, 5]);
+        std::fs::remove_dir_all(&root).expect("remove");
+        let again = loader.batch_now(&[0, 1, 2, 3, 4, 5]);
+        assert_eq!(again.len(), 2, "only the cached images are left");
+        assert_eq!(again.images[..], decoded.images[..2 * RGB.len()]);
+    }
+
+    #[test]
+    fn the_prefetch_queue_holds_at_most_32_mib_but_one_batch() {
+        use strata::data::loader::prefetch_depth;
+        let large = ImageSpec {
+            height: 224,
+            width: 224,
+            channels: 3,
+            rescale: 1.0,
+        };
+        assert_eq!(prefetch_depth(32, &large), 1);
+        assert_eq!(prefetch_depth(4, &large), 3);
+        assert_eq!(prefetch_depth(1000, &RGB), 3);
+        assert_eq!(prefetch_depth(0, &RGB), 3);
+    }
+
+    #[test]
+    fn the_cache_budget_is_the_flag_else_the_spec_else_a_quarter_of_memory() {
+        use strata::data::loader::{available_bytes, cache_budget, default_cache_bytes};
+        assert_eq!(cache_budget(Some(10), Some(20)), 10 << 20);
+        assert_eq!(cache_budget(None, Some(20)), 20 << 20);
+        assert_eq!(cache_budget(None, None), default_cache_bytes());
+        let meminfo = "MemTotal:       24684280 kB\nMemFree:         7757436 kB\nMemAvailable:   23988120 kB\n";
+        assert_eq!(available_bytes(meminfo), Some(23_988_120 * 1024));
+        assert_eq!(available_bytes("MemTotal: 1000 kB\n"), Some(1_024_000));
+        assert_eq!(available_bytes("nothing here"), None);
+        if let Some(available) = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|text| available_bytes(&text))
+        {
+            assert_eq!(default_cache_bytes(), available / 4);
+        }
     }
 
     #[test]

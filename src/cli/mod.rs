@@ -118,9 +118,10 @@ pub enum Command {
         /// The run folder (default `runs/<name>/<YYYYmmdd-HHMMSS>`).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Memory for decoded images kept between epochs, in MiB.
-        #[arg(long, default_value_t = 2048)]
-        cache_mb: usize,
+        /// Memory for decoded images kept between epochs, in MiB (default: the spec's
+        /// `data.cache_mb`, else a quarter of the memory available).
+        #[arg(long)]
+        cache_mb: Option<u64>,
         /// Print nothing but errors.
         #[arg(long, short)]
         quiet: bool,
@@ -193,6 +194,24 @@ pub enum DataCommand {
         /// The folder.
         dir: PathBuf,
     },
+    /// Decode + resize throughput (images/s) of an image folder at a model's input size, the
+    /// way training's first epoch reads it (no cache).
+    Bench {
+        /// The folder (one subfolder per class).
+        dir: PathBuf,
+        /// Take the input size, channels and rescale from this spec.
+        #[arg(long, conflicts_with = "size")]
+        spec: Option<PathBuf>,
+        /// The input size, `HxW` (3 channels) or `HxWxC` (default 224x224x3).
+        #[arg(long)]
+        size: Option<String>,
+        /// Images per batch.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Timed passes over the folder; the median is reported.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+        repeats: u64,
+    },
 }
 
 /// Parses a positive, finite number (`--lr`).
@@ -257,7 +276,7 @@ pub fn run(cli: Cli) -> u8 {
                 lr,
                 seed,
                 out,
-                cache_bytes: cache_mb.saturating_mul(1 << 20),
+                cache_mb,
             };
             train::run(&request, quiet, format)
         }
@@ -284,6 +303,25 @@ pub fn run(cli: Cli) -> u8 {
         Command::Data {
             command: DataCommand::Check { dir },
         } => data::check(&dir, format),
+        Command::Data {
+            command:
+                DataCommand::Bench {
+                    dir,
+                    spec,
+                    size,
+                    batch_size,
+                    repeats,
+                },
+        } => data::bench(
+            &data::BenchArgs {
+                dir: &dir,
+                spec: spec.as_deref(),
+                size: size.as_deref(),
+                batch_size,
+                repeats: repeats as usize,
+            },
+            format,
+        ),
         Command::Preview {
             target,
             out,

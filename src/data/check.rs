@@ -2,12 +2,15 @@
 //! per-class counts, the broken files, the colour modes and the size range. `strata data
 //! check DIR` prints it; training runs it before the first epoch.
 
+use super::errors;
 use super::folder::ImageFolder;
-use super::image::{decode, info, ImageProblem};
+use super::image::{decode_limited, info, read_file, ImageProblem, ReadLimits};
+use crate::diagnostics::Diagnostic;
+use image::DynamicImage;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What the scan found in one folder.
 #[derive(Clone, Debug, Serialize)]
@@ -43,18 +46,39 @@ impl FolderReport {
     pub fn n_images(&self) -> usize {
         self.classes.iter().map(|class| class.images).sum()
     }
+
+    /// One `strata::data::empty_class` error for each class that has files but no readable
+    /// image.
+    pub fn unreadable_classes(&self) -> Vec<Diagnostic> {
+        self.classes
+            .iter()
+            .filter(|class| class.images == 0)
+            .map(|class| errors::unreadable_class(&self.root, &class.name, class.files))
+            .collect()
+    }
 }
 
-/// Decodes every file of `folder`.
-pub fn scan_images(folder: &ImageFolder) -> FolderReport {
+/// Decodes every file of `folder`, each within `limits`.
+pub fn scan_images(folder: &ImageFolder, limits: &ReadLimits) -> FolderReport {
+    scan_images_with(folder, limits, |_, _| {})
+}
+
+/// [`scan_images`], handing each decoded image to `keep` (on the decoding thread) with its
+/// path: training keeps them, resized, for its first epoch, so each image is decoded once.
+pub fn scan_images_with<F>(folder: &ImageFolder, limits: &ReadLimits, keep: F) -> FolderReport
+where
+    F: Fn(&Path, &DynamicImage) + Sync,
+{
     let samples = folder.samples();
     let results: Vec<(usize, Result<super::image::ImageInfo, ImageProblem>)> = samples
         .par_iter()
         .map(|(path, class)| {
-            let result = std::fs::read(path)
-                .map_err(|err| ImageProblem::Unreadable(err.to_string()))
-                .and_then(|bytes| decode(&bytes))
-                .map(|image| info(&image));
+            let result = read_file(path, limits)
+                .and_then(|bytes| decode_limited(&bytes, limits))
+                .map(|image| {
+                    keep(path, &image);
+                    info(&image)
+                });
             (*class, result)
         })
         .collect();

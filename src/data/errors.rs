@@ -1,6 +1,7 @@
 //! The `strata::data::…` diagnostics. Data problems have no spec characters to point at,
 //! except the class count, which points at the model's last dense layer.
 
+use super::check::FolderReport;
 use super::folder::ImageFolder;
 use super::image::ImageProblem;
 use crate::diagnostics::{codes, Diagnostic};
@@ -36,6 +37,48 @@ pub fn empty_class(dir: &Path, class: &str) -> Diagnostic {
         format!("the class folder `{class}` in `{}` is empty", dir.display()),
     )
     .with_help("add images to it, or remove the folder")
+}
+
+/// A class folder has files, but none of them is a readable image: training it would give an
+/// output unit that never sees an example.
+pub fn unreadable_class(dir: &Path, class: &str, n_files: usize) -> Diagnostic {
+    Diagnostic::error(
+        codes::DATA_EMPTY_CLASS,
+        format!(
+            "the class folder `{class}` in `{}` has no readable image",
+            dir.display()
+        ),
+    )
+    .with_note(format!("none of its {n_files} file(s) decodes"))
+    .with_help(format!(
+        "`strata data check {}` lists why each file was skipped; replace them, or remove the folder",
+        dir.display()
+    ))
+}
+
+/// Class folders whose names are not valid UTF-8: they cannot be shown or saved as class
+/// names, and two that differ only in invalid bytes would read as one class.
+pub fn class_name_not_utf8(dir: &Path, folders: &[PathBuf]) -> Diagnostic {
+    let names: Vec<String> = folders
+        .iter()
+        .map(|path| {
+            let name = path.file_name().unwrap_or(path.as_os_str());
+            format!("`{}`", name.to_string_lossy())
+        })
+        .collect();
+    Diagnostic::error(
+        codes::DATA_CLASS_NAME,
+        format!(
+            "{} class folder name(s) in `{}` are not valid UTF-8",
+            names.len(),
+            dir.display()
+        ),
+    )
+    .with_note(format!(
+        "with `\u{FFFD}` for each invalid byte: {}",
+        names.join(", ")
+    ))
+    .with_help("rename the folders to valid UTF-8 names; the names become the model's classes")
 }
 
 /// Training and validation folders name different classes.
@@ -94,6 +137,51 @@ pub fn class_count(layers: &[Layer], units: usize, folder: &ImageFolder) -> Diag
         .map(|class| format!("`{class}`"))
         .collect();
     diagnostic.with_note(format!("classes: {}", names.join(", ")))
+}
+
+/// How many skipped files a training run names; `strata data check` names them all.
+pub const SKIPPED_SHOWN: usize = 5;
+
+/// One warning for the files of the scanned folders that were skipped: the count, the count of
+/// each class that has any, and the first [`SKIPPED_SHOWN`] files with why.
+pub fn skipped_summary(reports: &[&FolderReport]) -> Diagnostic {
+    let problems: Vec<&(PathBuf, ImageProblem)> =
+        reports.iter().flat_map(|report| &report.broken).collect();
+    let mut diagnostic = Diagnostic::warning(
+        codes::DATA_UNREADABLE_IMAGE,
+        format!("{} file(s) skipped: not readable images", problems.len()),
+    );
+    for report in reports {
+        let per_class: Vec<String> = report
+            .classes
+            .iter()
+            .filter(|class| class.files > class.images)
+            .map(|class| format!("`{}` {}", class.name, class.files - class.images))
+            .collect();
+        if !per_class.is_empty() {
+            diagnostic = diagnostic.with_note(format!(
+                "in `{}`: {}",
+                report.root.display(),
+                per_class.join(", ")
+            ));
+        }
+    }
+    for (path, problem) in problems.iter().take(SKIPPED_SHOWN) {
+        diagnostic = diagnostic.with_note(format!("`{}` {problem}", path.display()));
+    }
+    if problems.len() > SKIPPED_SHOWN {
+        let roots: Vec<String> = reports
+            .iter()
+            .filter(|report| !report.broken.is_empty())
+            .map(|report| format!("`strata data check {}`", report.root.display()))
+            .collect();
+        diagnostic = diagnostic.with_note(format!(
+            "and {} more; {} lists them all",
+            problems.len() - SKIPPED_SHOWN,
+            roots.join(", ")
+        ));
+    }
+    diagnostic.with_help("remove or replace these files; training uses the rest")
 }
 
 /// One warning naming every file that was skipped, with the count.

@@ -1,8 +1,13 @@
 //! Image folders as Keras's `flow_from_directory` reads them: one subfolder per class, classes
 //! sorted by name, files in each class (recursively) sorted by path.
+//!
+//! Folders that fight back are walked safely: each directory is entered once (by device and
+//! inode), so a symlink loop ends and counts its files once; class names must be valid UTF-8,
+//! so two folders whose names differ only in invalid bytes never merge into one class.
 
 use super::errors;
 use crate::diagnostics::Diagnostic;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// A scanned image folder.
@@ -40,25 +45,29 @@ impl ImageFolder {
 /// Scans `dir`: its subfolders are the classes. Hidden files and folders (`.name`) are skipped.
 pub fn scan(dir: &Path) -> Result<ImageFolder, Diagnostic> {
     let entries = std::fs::read_dir(dir).map_err(|err| errors::missing_folder(dir, &err))?;
-    let mut class_dirs: Vec<(String, PathBuf)> = entries
-        .flatten()
-        .filter(|entry| entry.path().is_dir() && !is_hidden(&entry.path()))
-        .map(|entry| {
-            (
-                entry.file_name().to_string_lossy().into_owned(),
-                entry.path(),
-            )
-        })
-        .collect();
+    let mut class_dirs: Vec<(String, PathBuf)> = Vec::new();
+    let mut not_utf8: Vec<PathBuf> = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if is_hidden(&path) || !path.is_dir() {
+            continue;
+        }
+        match entry.file_name().into_string() {
+            Ok(name) => class_dirs.push((name, path)),
+            Err(_) => not_utf8.push(path),
+        }
+    }
+    if !not_utf8.is_empty() {
+        not_utf8.sort();
+        return Err(errors::class_name_not_utf8(dir, &not_utf8));
+    }
     class_dirs.sort();
     if class_dirs.is_empty() {
         return Err(errors::no_classes(dir));
     }
     let mut files = Vec::with_capacity(class_dirs.len());
     for (name, path) in &class_dirs {
-        let mut class_files = Vec::new();
-        collect_files(path, &mut class_files);
-        class_files.sort();
+        let class_files = walk_files(path);
         if class_files.is_empty() {
             return Err(errors::empty_class(dir, name));
         }
@@ -80,7 +89,26 @@ pub fn same_classes(train: &ImageFolder, validation: &ImageFolder) -> Result<(),
     }
 }
 
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+/// Every non-directory entry under `dir`, recursively, sorted; hidden entries are skipped.
+/// Symlinks are followed, but each directory is entered once (identified by device and inode),
+/// so a symlink loop, or two links to one folder, list each file once and the walk ends.
+/// Entries that are not regular files (FIFOs, devices, dangling links) are listed too: reading
+/// them fails with a reason ([`super::image::read_file`]), which the scan reports.
+pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut visited = HashSet::new();
+    walk(dir, &mut visited, &mut out);
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path, visited: &mut HashSet<DirId>, out: &mut Vec<PathBuf>) {
+    let Some(id) = dir_id(dir) else {
+        return;
+    };
+    if !visited.insert(id) {
+        return;
+    }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -89,12 +117,31 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
         if is_hidden(&path) {
             continue;
         }
-        if path.is_dir() {
-            collect_files(&path, out);
-        } else {
-            out.push(path);
+        // `metadata` follows symlinks; a link loop or a dangling link is an error here and
+        // is listed as a file, to be reported as unreadable.
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => walk(&path, visited, out),
+            _ => out.push(path),
         }
     }
+}
+
+/// What identifies a directory however it is reached.
+#[cfg(unix)]
+type DirId = (u64, u64);
+#[cfg(not(unix))]
+type DirId = PathBuf;
+
+#[cfg(unix)]
+fn dir_id(dir: &Path) -> Option<DirId> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn dir_id(dir: &Path) -> Option<DirId> {
+    std::fs::canonicalize(dir).ok()
 }
 
 fn is_hidden(path: &Path) -> bool {

@@ -62,6 +62,25 @@ pub enum ImageProblem {
     NotAnImage,
     /// The file looks like an image but does not decode (truncated or corrupt).
     Corrupt(String),
+    /// The path is not a regular file once symlinks are followed (a FIFO, a device, a
+    /// socket): reading it could block or never end.
+    NotAFile(&'static str),
+    /// The file is larger than [`ReadLimits::max_file_bytes`].
+    TooLarge {
+        /// Its size in bytes (or more: reading stopped at the cap).
+        bytes: u64,
+        /// The cap.
+        max: u64,
+    },
+    /// The image has more pixels than [`ReadLimits::max_pixels`].
+    TooManyPixels {
+        /// Width as stored.
+        width: u32,
+        /// Height as stored.
+        height: u32,
+        /// The cap.
+        max: u64,
+    },
 }
 
 impl fmt::Display for ImageProblem {
@@ -75,6 +94,18 @@ impl fmt::Display for ImageProblem {
             ImageProblem::Corrupt(err) => {
                 write!(f, "does not decode (truncated or corrupt): {err}")
             }
+            ImageProblem::NotAFile(kind) => write!(f, "is not a regular file but {kind}"),
+            ImageProblem::TooLarge { bytes, max } => write!(
+                f,
+                "is too large: {} MiB, over the limit of {} MiB",
+                bytes.div_ceil(1 << 20),
+                max >> 20
+            ),
+            ImageProblem::TooManyPixels { width, height, max } => write!(
+                f,
+                "has too many pixels: {width}x{height}, over the limit of {} Mpx",
+                max / 1_000_000
+            ),
         }
     }
 }
@@ -90,28 +121,185 @@ pub struct ImageInfo {
     pub mode: &'static str,
 }
 
-/// Reads, decodes and converts the image at `path`.
-pub fn load_image(path: &Path, spec: &ImageSpec) -> Result<Vec<f32>, ImageProblem> {
-    let bytes = std::fs::read(path).map_err(|err| ImageProblem::Unreadable(err.to_string()))?;
-    let image = decode(&bytes)?;
-    Ok(to_tensor(&image, spec))
+/// What reading one file may cost: caps that stop a hostile file (a 13000x13000 PNG of a few
+/// hundred KB, `/dev/zero` linked as `x.png`) from taking a decode thread's memory or time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Most pixels (width x height) an image may have.
+    pub max_pixels: u64,
+    /// Most bytes a file may have.
+    pub max_file_bytes: u64,
 }
 
-/// Decodes an image from its bytes.
+impl ReadLimits {
+    /// The pixel cap whatever the model: 64 million pixels (a 9248x6936 photo), so that real
+    /// photos of any camera decode.
+    pub const MIN_MAX_PIXELS: u64 = 64_000_000;
+    /// The pixel cap relative to the model's input: 256 times its pixels (16x its width and
+    /// height), used when it is above [`Self::MIN_MAX_PIXELS`].
+    pub const INPUT_PIXEL_FACTOR: u64 = 256;
+    /// Bytes a file may have per allowed pixel: 8, an uncompressed 16-bit RGBA image.
+    pub const BYTES_PER_PIXEL: u64 = 8;
+
+    /// The caps for images fed to a model with input `spec`: max(64 Mpx, 256x the input's
+    /// pixels), and 8 bytes per allowed pixel for the file (512 MB at 64 Mpx).
+    pub fn for_spec(spec: &ImageSpec) -> ReadLimits {
+        let input_pixels = (spec.height as u64).saturating_mul(spec.width as u64);
+        ReadLimits::with_max_pixels(
+            input_pixels
+                .saturating_mul(Self::INPUT_PIXEL_FACTOR)
+                .max(Self::MIN_MAX_PIXELS),
+        )
+    }
+
+    /// The caps for `max_pixels` pixels.
+    pub fn with_max_pixels(max_pixels: u64) -> ReadLimits {
+        ReadLimits {
+            max_pixels,
+            max_file_bytes: max_pixels.saturating_mul(Self::BYTES_PER_PIXEL),
+        }
+    }
+}
+
+impl Default for ReadLimits {
+    /// The caps without a model (`strata data check`): 64 Mpx.
+    fn default() -> ReadLimits {
+        ReadLimits::with_max_pixels(Self::MIN_MAX_PIXELS)
+    }
+}
+
+/// Reads, decodes and converts the image at `path`.
+pub fn load_image(path: &Path, spec: &ImageSpec) -> Result<Vec<f32>, ImageProblem> {
+    let bytes = load_bytes(path, spec)?;
+    Ok(bytes
+        .into_iter()
+        .map(|value| f32::from(value) * spec.rescale)
+        .collect())
+}
+
+/// Reads and decodes the image at `path` and converts it to the model's channels and size, as
+/// bytes (0..=255, channels last, before rescaling), within [`ReadLimits::for_spec`]. Training,
+/// `predict`, `evaluate` and `strata data bench` all decode through here.
+pub fn load_bytes(path: &Path, spec: &ImageSpec) -> Result<Vec<u8>, ImageProblem> {
+    let limits = ReadLimits::for_spec(spec);
+    let bytes = read_file(path, &limits)?;
+    let image = decode_limited(&bytes, &limits)?;
+    Ok(to_bytes(&image, spec))
+}
+
+/// Reads a whole file if it is a regular file (after following symlinks) of at most
+/// `limits.max_file_bytes`; a FIFO, a device or a socket is refused without reading, so
+/// neither blocks nor reads forever.
+pub fn read_file(path: &Path, limits: &ReadLimits) -> Result<Vec<u8>, ImageProblem> {
+    use std::io::Read;
+    let unreadable = |err: std::io::Error| ImageProblem::Unreadable(err.to_string());
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
+    check_regular(&meta, limits)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        // The path could be swapped for a FIFO between the check and the open: opening
+        // without blocking, then checking the opened file, closes that gap.
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    check_regular(&meta, limits)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(limits.max_file_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > limits.max_file_bytes {
+        return Err(ImageProblem::TooLarge {
+            bytes: bytes.len() as u64,
+            max: limits.max_file_bytes,
+        });
+    }
+    Ok(bytes)
+}
+
+fn check_regular(meta: &std::fs::Metadata, limits: &ReadLimits) -> Result<(), ImageProblem> {
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        return Err(ImageProblem::NotAFile(file_kind(&kind)));
+    }
+    if meta.len() > limits.max_file_bytes {
+        return Err(ImageProblem::TooLarge {
+            bytes: meta.len(),
+            max: limits.max_file_bytes,
+        });
+    }
+    Ok(())
+}
+
+fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO";
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return "a device";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    if kind.is_dir() {
+        "a folder"
+    } else {
+        "a special file"
+    }
+}
+
+/// Decodes an image from its bytes, within the default [`ReadLimits`].
 pub fn decode(bytes: &[u8]) -> Result<DynamicImage, ImageProblem> {
+    decode_limited(bytes, &ReadLimits::default())
+}
+
+/// Decodes an image from its bytes; an image of more than `limits.max_pixels` pixels is
+/// refused from its header, before any pixel is decoded.
+pub fn decode_limited(bytes: &[u8], limits: &ReadLimits) -> Result<DynamicImage, ImageProblem> {
+    use image::ImageDecoder;
     if bytes.is_empty() {
         return Err(ImageProblem::Empty);
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|err| ImageProblem::Unreadable(err.to_string()))?;
     if reader.format().is_none() {
         return Err(ImageProblem::NotAnImage);
     }
-    reader.decode().map_err(|err| match err {
+    let mut decode_limits = image::Limits::default();
+    // The decoded buffer of the largest allowed image at the widest sample type (32-bit
+    // float RGBA), plus room for a decoder's own working rows.
+    decode_limits.max_alloc = Some(
+        limits
+            .max_pixels
+            .saturating_mul(16)
+            .saturating_add(64 << 20),
+    );
+    reader.limits(decode_limits);
+    let decoder = reader.into_decoder().map_err(problem)?;
+    let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(ImageProblem::TooManyPixels {
+            width,
+            height,
+            max: limits.max_pixels,
+        });
+    }
+    DynamicImage::from_decoder(decoder).map_err(problem)
+}
+
+fn problem(err: image::ImageError) -> ImageProblem {
+    match err {
         image::ImageError::Unsupported(_) => ImageProblem::NotAnImage,
         other => ImageProblem::Corrupt(other.to_string()),
-    })
+    }
 }
 
 /// The stored size and colour mode of a decoded image.

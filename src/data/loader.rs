@@ -1,25 +1,78 @@
 //! The folder pipeline: samples → shuffled batches of `n × h × w × c` floats (channels last).
 //!
 //! Decoding runs in parallel (rayon) on a prefetch thread that stays up to
-//! [`PREFETCH_BATCHES`] batches ahead of the trainer. Decoded images are cached as bytes
+//! [`prefetch_depth`] batches ahead of the trainer. Decoded images are cached as bytes
 //! (after resizing, before rescaling: a quarter of the floats' size) while they fit in the
 //! byte budget, so epochs after the first do not decode again. Shuffling is a permutation drawn
 //! from the seed and the epoch number, so a run resumed at epoch `k` sees the same order.
 
-use super::image::{decode, ImageProblem, ImageSpec};
+use super::image::{load_bytes, ImageProblem, ImageSpec};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 
-/// How many batches the prefetch thread prepares ahead.
+/// How many batches the prefetch thread prepares ahead, at most.
 pub const PREFETCH_BATCHES: usize = 3;
 
-/// The default cache budget: 2 GiB of decoded bytes.
-pub const DEFAULT_CACHE_BYTES: usize = 2 << 30;
+/// Bytes of prepared batches the prefetch queue holds, at most (but always one batch): a batch
+/// of 32 224x224x3 images is 19 MB of floats, and each queued one is memory the run holds.
+pub const PREFETCH_BYTES: usize = 32 << 20;
+
+/// Batches queued ahead for `batch_size` images of `spec`: as many as fit in
+/// [`PREFETCH_BYTES`], from 1 to [`PREFETCH_BATCHES`]. One is enough to overlap decoding with
+/// training; more only smooth out uneven decode times.
+pub fn prefetch_depth(batch_size: usize, spec: &ImageSpec) -> usize {
+    let batch_bytes = batch_size
+        .max(1)
+        .saturating_mul(spec.len())
+        .saturating_mul(std::mem::size_of::<f32>());
+    (PREFETCH_BYTES / batch_bytes.max(1)).clamp(1, PREFETCH_BATCHES)
+}
+
+/// The cache budget where the machine's memory cannot be read: 2 GiB of decoded bytes.
+pub const FALLBACK_CACHE_BYTES: usize = 2 << 30;
+
+/// The share of the machine's memory the cache takes by default: a quarter.
+pub const DEFAULT_CACHE_FRACTION: usize = 4;
+
+/// The default cache budget: a quarter of the memory available when the run starts
+/// (`MemAvailable` in `/proc/meminfo`: free memory plus what the kernel can reclaim, so it
+/// leaves room for other programs, unlike the total), or [`FALLBACK_CACHE_BYTES`] where that
+/// cannot be read.
+pub fn default_cache_bytes() -> usize {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| available_bytes(&text))
+        .map_or(FALLBACK_CACHE_BYTES, |bytes| bytes / DEFAULT_CACHE_FRACTION)
+}
+
+/// `MemAvailable` (else `MemTotal`) of a `/proc/meminfo` text, in bytes.
+pub fn available_bytes(meminfo: &str) -> Option<usize> {
+    let field = |name: &str| {
+        meminfo.lines().find_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix(':')?;
+            let kib: usize = rest.trim().strip_suffix("kB")?.trim().parse().ok()?;
+            Some(kib.saturating_mul(1024))
+        })
+    };
+    field("MemAvailable").or_else(|| field("MemTotal"))
+}
+
+/// The cache budget in bytes: `--cache-mb` if given, else the spec's `data.cache_mb`, else
+/// [`default_cache_bytes`].
+pub fn cache_budget(flag_mb: Option<u64>, spec_mb: Option<u64>) -> usize {
+    match flag_mb.or(spec_mb) {
+        Some(mb) => usize::try_from(mb)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(1 << 20),
+        None => default_cache_bytes(),
+    }
+}
 
 /// A sample: an image file and its class index.
 pub type Sample = (PathBuf, usize);
@@ -95,7 +148,7 @@ impl Loader {
 
     /// The batches of one epoch, prepared on a prefetch thread. The last batch may be smaller.
     pub fn batches(&self, order: Vec<usize>, batch_size: usize) -> Receiver<Batch> {
-        let (sender, receiver) = sync_channel(PREFETCH_BATCHES);
+        let (sender, receiver) = sync_channel(prefetch_depth(batch_size, &self.spec));
         let samples = Arc::clone(&self.samples);
         let cache = Arc::clone(&self.cache);
         let spec = self.spec;
@@ -108,6 +161,18 @@ impl Loader {
             }
         });
         receiver
+    }
+
+    /// Puts images decoded elsewhere (the pre-flight scan's, by path) into the cache, within
+    /// its budget, so the first epoch does not decode them again; takes the ones it uses.
+    pub fn prefill(&self, decoded: &mut HashMap<PathBuf, Vec<u8>>) {
+        for (index, (path, _)) in self.samples.iter().enumerate() {
+            if let Some(bytes) = decoded.remove(path) {
+                if bytes.len() == self.spec.len() {
+                    self.cache.put(index, &Arc::new(bytes));
+                }
+            }
+        }
     }
 
     /// Loads the samples at `indices` on the calling thread (for tests and small jobs).
@@ -179,13 +244,6 @@ fn assemble(samples: &[Sample], cache: &Cache, spec: &ImageSpec, indices: &[usiz
         }
     }
     batch
-}
-
-/// Decodes one file to resized bytes (channels last), before rescaling.
-fn load_bytes(path: &std::path::Path, spec: &ImageSpec) -> Result<Vec<u8>, ImageProblem> {
-    let bytes = std::fs::read(path).map_err(|err| ImageProblem::Unreadable(err.to_string()))?;
-    let image = decode(&bytes)?;
-    Ok(super::image::to_bytes(&image, spec))
 }
 
 /// Splits each class's samples: the first `fraction` of every class (in folder order) is held

@@ -56,7 +56,7 @@ pub const LINT_LARGE_POSITIONAL_KERNEL: &str = "strata::lint::large_positional_k
 pub const DATA_MISSING_FOLDER: &str = "strata::data::missing_folder";
 /// The image folder has no class subfolders.
 pub const DATA_NO_CLASSES: &str = "strata::data::no_classes";
-/// A class folder has no files.
+/// A class folder has no files, or none that is a readable image.
 pub const DATA_EMPTY_CLASS: &str = "strata::data::empty_class";
 /// Training and validation folders have different classes.
 pub const DATA_CLASS_MISMATCH: &str = "strata::data::class_mismatch";
@@ -66,6 +66,8 @@ pub const DATA_CLASS_COUNT: &str = "strata::data::class_count";
 pub const DATA_UNREADABLE_IMAGE: &str = "strata::data::unreadable_image";
 /// `train.class_weight` names a class the training data does not have.
 pub const DATA_UNKNOWN_CLASS: &str = "strata::data::unknown_class";
+/// A class folder's name is not valid UTF-8.
+pub const DATA_CLASS_NAME: &str = "strata::data::class_name";
 
 /// The codes about image folders, reported by the data stage (tested on generated folders).
 pub const DATA: &[&str] = &[
@@ -76,6 +78,7 @@ pub const DATA: &[&str] = &[
     DATA_CLASS_COUNT,
     DATA_UNREADABLE_IMAGE,
     DATA_UNKNOWN_CLASS,
+    DATA_CLASS_NAME,
 ];
 
 /// Every code the compiler front end can report, in table order. A test requires a fixture

@@ -51,10 +51,12 @@ pub fn image_files(inputs: &[PathBuf]) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for input in inputs {
         if input.is_dir() {
-            let mut found = Vec::new();
-            collect_images(input, &mut found);
-            found.sort();
-            files.extend(found);
+            // Each folder is entered once, so a symlink loop neither hangs nor repeats files.
+            files.extend(
+                crate::data::folder::walk_files(input)
+                    .into_iter()
+                    .filter(|path| is_image_name(path)),
+            );
         } else {
             files.push(input.clone());
         }
@@ -98,24 +100,6 @@ pub fn predict_files(trained: &mut Trained, files: &[PathBuf], batch_size: usize
             );
     }
     out
-}
-
-fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if hidden {
-            continue;
-        }
-        if path.is_dir() {
-            collect_images(&path, out);
-        } else if is_image_name(&path) {
-            out.push(path);
-        }
-    }
 }
 
 fn is_image_name(path: &Path) -> bool {

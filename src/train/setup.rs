@@ -12,13 +12,17 @@ use crate::backend::network::Network;
 use crate::backend::optimizer::{import_state, Optimizer};
 use crate::backend::schedule::LrSchedule;
 use crate::compile::compile;
-use crate::data::check::scan_images;
-use crate::data::loader::{split, Loader, Sample};
+use crate::data::check::scan_images_with;
+use crate::data::image::to_bytes;
+use crate::data::image::ReadLimits;
+use crate::data::loader::{cache_budget, split, Loader, Sample};
 use crate::data::{errors, folder, paths, ImageSpec};
 use crate::diagnostics::{Diagnostic, SourceFile};
 use crate::ir::Model;
 use crate::spec::SpecFile;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// What `strata train` was asked.
 #[derive(Clone, Debug, Default)]
@@ -39,8 +43,9 @@ pub struct TrainRequest {
     pub seed: Option<u64>,
     /// `--out DIR`.
     pub out: Option<PathBuf>,
-    /// Byte budget of the decoded-image cache.
-    pub cache_bytes: usize,
+    /// `--cache-mb`: the decoded-image cache's budget in MiB, over the spec's `data.cache_mb`
+    /// (default: [`crate::data::loader::default_cache_bytes`]).
+    pub cache_mb: Option<u64>,
 }
 
 /// A run ready to start.
@@ -133,7 +138,7 @@ fn prepare_new(spec_path: &Path, request: &TrainRequest) -> Result<Prepared, Tra
         reduce_lr: Default::default(),
     };
     let (train, validation, classes, warnings, counts) =
-        data_loaders(&model, &state, &source, request.cache_bytes)?;
+        data_loaders(&model, &state, &source, request.cache_mb)?;
     check_monitors(&model, spec.as_ref(), &source, validation.is_some())?;
     let class_weights = weights_of(&model, &classes, &counts, spec.as_ref(), &source)?;
     state.classes = classes;
@@ -201,7 +206,7 @@ fn prepare_resume(run_dir: &Path, request: &TrainRequest) -> Result<Prepared, Tr
     );
     let (model, spec) = compile_model(&checkpoint.spec, &source, "model")?;
     let (train, validation, classes, warnings, counts) =
-        data_loaders(&model, &state, &source, request.cache_bytes)?;
+        data_loaders(&model, &state, &source, request.cache_mb)?;
     if classes != state.classes {
         return Err(TrainError::Io(format!(
             "the classes of `{}` changed since the run started",
@@ -250,7 +255,7 @@ fn data_loaders(
     model: &Model,
     state: &RunState,
     source: &SourceFile,
-    cache_bytes: usize,
+    cache_mb: Option<u64>,
 ) -> Result<Loaders, TrainError> {
     let fail = |diagnostic: Diagnostic| TrainError::Diagnostics(source.clone(), vec![diagnostic]);
     let train_folder = folder::scan(&state.train_dir).map_err(fail)?;
@@ -269,14 +274,45 @@ fn data_loaders(
         }
         None => None,
     };
-    let mut broken = scan_images(&train_folder).broken;
+    let cache_bytes = cache_budget(cache_mb, model.data.cache_mb);
+    let spec = ImageSpec::for_model(model);
+    let limits = ReadLimits::for_spec(&spec);
+    // The scan decodes every image anyway: what fits in the cache is kept, resized, for the
+    // first epoch, which then decodes only the rest.
+    let kept = Mutex::new((HashMap::new(), 0_usize));
+    let keep = |path: &Path, image: &image::DynamicImage| {
+        let full = match kept.lock() {
+            Ok(kept) => kept.1 + spec.len() > cache_bytes,
+            Err(_) => true,
+        };
+        if full {
+            return;
+        }
+        let bytes = to_bytes(image, &spec);
+        if let Ok(mut kept) = kept.lock() {
+            kept.1 += bytes.len();
+            kept.0.insert(path.to_path_buf(), bytes);
+        }
+    };
+    let mut reports = vec![scan_images_with(&train_folder, &limits, keep)];
     if let Some(found) = &validation_folder {
-        broken.extend(scan_images(found).broken);
+        reports.push(scan_images_with(found, &limits, keep));
     }
+    let unreadable: Vec<Diagnostic> = reports
+        .iter()
+        .flat_map(|report| report.unreadable_classes())
+        .collect();
+    if !unreadable.is_empty() {
+        return Err(TrainError::Diagnostics(source.clone(), unreadable));
+    }
+    let broken: HashSet<&PathBuf> = reports
+        .iter()
+        .flat_map(|report| report.broken.iter().map(|(path, _)| path))
+        .collect();
     let keep = |samples: Vec<Sample>| -> Vec<Sample> {
         samples
             .into_iter()
-            .filter(|(path, _)| !broken.iter().any(|(bad, _)| bad == path))
+            .filter(|(path, _)| !broken.contains(path))
             .collect()
     };
     let mut train_samples = keep(train_folder.samples());
@@ -292,16 +328,24 @@ fn data_loaders(
             *count += 1;
         }
     }
-    let spec = ImageSpec::for_model(model);
     let warnings = if broken.is_empty() {
         Vec::new()
     } else {
-        vec![errors::skipped_images(&broken)]
+        vec![errors::skipped_summary(&reports.iter().collect::<Vec<_>>())]
     };
-    let train = Loader::new(train_samples, spec, cache_bytes);
-    let validation = validation_samples
-        .filter(|samples| !samples.is_empty())
-        .map(|samples| Loader::new(samples, spec, cache_bytes));
+    // One budget for both loaders, shared in proportion to their images, so the cache never
+    // holds more than the budget in all.
+    let validation_samples = validation_samples.filter(|samples| !samples.is_empty());
+    let n_validation = validation_samples.as_ref().map_or(0, Vec::len);
+    let n_all = (train_samples.len() + n_validation).max(1);
+    let validation_bytes = (cache_bytes as u128 * n_validation as u128 / n_all as u128) as usize;
+    let train = Loader::new(train_samples, spec, cache_bytes - validation_bytes);
+    let validation = validation_samples.map(|samples| Loader::new(samples, spec, validation_bytes));
+    let mut kept = kept.into_inner().map(|kept| kept.0).unwrap_or_default();
+    train.prefill(&mut kept);
+    if let Some(loader) = &validation {
+        loader.prefill(&mut kept);
+    }
     Ok((train, validation, train_folder.classes, warnings, counts))
 }
 
