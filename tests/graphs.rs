@@ -1126,7 +1126,7 @@ fn quick_fixes_are_offered_only_for_near_certain_typos() {
             None,
         ),
         (
-            format!("{}train: {{ optimizer: adamw }}\n", spec("16x16x3", "", "conv3(8) -> gap -> dense2 softmax")),
+            format!("{}train: {{ optimizer: nadam }}\n", spec("16x16x3", "", "conv3(8) -> gap -> dense2 softmax")),
             codes::SPEC_INVALID_VALUE,
             "did you mean `adam`?",
             None,

@@ -463,6 +463,10 @@ fn balanced_and_named_class_weights() {
         "{:?}",
         diagnostics[0]
     );
+    assert_eq!(
+        diagnostics[1].help.as_deref(),
+        Some("the name must be one of `cat`, `dog` or `fox`")
+    );
 }
 
 #[test]

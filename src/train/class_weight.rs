@@ -74,7 +74,7 @@ pub fn unknown_class(name: &str, classes: &[String], span: Span, at_name: bool) 
             .with_replacement(span, best.word),
         Some(best) => diagnostic.with_help(format!("did you mean `{}`?", best.word)),
         None => diagnostic.with_help(format!(
-            "the classes are {}",
+            "the name must be one of {}",
             crate::suggest::one_of(classes)
         )),
     }
