@@ -6,7 +6,7 @@ use super::keys::{
     SCHEDULES, SCHEDULE_KEYS, TOP_KEYS, TRAIN_KEYS,
 };
 use super::typed::{describe, invalid_value, number_in, typed};
-use super::yaml::{parse_tree, syntax_error, Node};
+use super::yaml::{bom_len, duplicate_key, parse_tree, syntax_error, Node, TreeError};
 use super::{BlockSource, DefaultArg, InputShape, LayerDefaults, SpecFile};
 use crate::diagnostics::{codes, Diagnostic};
 use crate::settings::{ClassWeight, DataConfig, EarlyStopping, ReduceLr, Schedule, TrainConfig};
@@ -18,10 +18,24 @@ use saphyr_parser::ScalarStyle;
 /// has no `name`. Returns the spec when the file is a YAML mapping, and every diagnostic
 /// found; missing keys leave their fields `None`.
 pub fn load(text: &str, default_name: &str) -> (Option<SpecFile>, Vec<Diagnostic>) {
-    if let Err(err) = serde_yaml::from_str::<serde_yaml::Value>(text) {
-        return (None, vec![serde_syntax_error(text, &err)]);
+    if let Err(diagnostic) = super::guard::check(text) {
+        return (None, vec![diagnostic]);
     }
-    let root = match parse_tree(text) {
+    // The span tree first: it stops at the first level too deep, where serde_yaml would read
+    // the whole text (in time that grows faster than its length) before refusing it.
+    let tree = match parse_tree(text) {
+        Err(TreeError::TooDeep(diagnostic)) => return (None, vec![diagnostic]),
+        tree => tree.map_err(TreeError::into_diagnostic),
+    };
+    let body_start = bom_len(text);
+    if let Err(err) = serde_yaml::from_str::<serde_yaml::Value>(&text[body_start..]) {
+        // serde_yaml gives a duplicate key no position; the span tree has both keys.
+        if let Some(diagnostic) = tree.as_ref().ok().and_then(duplicate_key) {
+            return (None, vec![diagnostic]);
+        }
+        return (None, vec![serde_syntax_error(text, body_start, &err)]);
+    }
+    let root = match tree {
         Ok(root) => root,
         Err(diagnostic) => return (None, vec![diagnostic]),
     };
@@ -60,11 +74,12 @@ pub fn load(text: &str, default_name: &str) -> (Option<SpecFile>, Vec<Diagnostic
     (Some(loader.spec), loader.diagnostics)
 }
 
-/// Turns serde_yaml's error into a `strata::yaml::syntax` diagnostic at its location.
-fn serde_syntax_error(text: &str, err: &serde_yaml::Error) -> Diagnostic {
-    let mut offset = err
-        .location()
-        .map_or(0, |location| location.index().min(text.len()));
+/// Turns serde_yaml's error into a `strata::yaml::syntax` diagnostic at its location;
+/// serde_yaml read the text after its first `body_start` bytes (a byte-order mark).
+fn serde_syntax_error(text: &str, body_start: usize, err: &serde_yaml::Error) -> Diagnostic {
+    let mut offset = err.location().map_or(body_start, |location| {
+        (body_start + location.index()).min(text.len())
+    });
     while !text.is_char_boundary(offset) {
         offset -= 1;
     }
