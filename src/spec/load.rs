@@ -234,11 +234,7 @@ impl Loader<'_> {
             }
             "class_weight" => train.class_weight = class_weight(value)?,
             "sync_bn" => train.sync_bn = typed(value, "sync_bn", "`true` or `false`")?,
-            "lr" => {
-                train.lr = number_in(value, "lr", "a positive number", |v: f64| {
-                    v > 0.0 && v.is_finite()
-                })?
-            }
+            "lr" => train.lr = number_in(value, "lr", LR_RANGE, |v: f64| v > 0.0 && v <= MAX_LR)?,
             "momentum" => {
                 train.momentum = number_in(value, "momentum", "a number in [0, 1)", |v: f64| {
                     (0.0..1.0).contains(&v)
@@ -449,7 +445,11 @@ impl Loader<'_> {
             "patience" => settings.patience = typed(value, "patience", WHOLE)?,
             "min_delta" => settings.min_delta = non_negative(value, "min_delta")?,
             "cooldown" => settings.cooldown = typed(value, "cooldown", WHOLE)?,
-            "min_lr" => settings.min_lr = non_negative(value, "min_lr")?,
+            "min_lr" => {
+                settings.min_lr = number_in(value, "min_lr", "a number from 0 to 10", |v: f64| {
+                    (0.0..=MAX_LR).contains(&v)
+                })?
+            }
             _ => {}
         }
         Ok(())
@@ -645,6 +645,20 @@ fn not_a_mapping(value: &Node, section: &str) -> Box<Diagnostic> {
     )
 }
 
+/// The largest `lr` and `min_lr`. Rates above 1 already diverge for every optimizer here; the
+/// bound keeps a typo such as `lr: 1e39` (infinite in 32 bits) from reaching the trainer.
+const MAX_LR: f64 = 10.0;
+
+/// What `lr` must be.
+const LR_RANGE: &str = "a positive number up to 10";
+
+/// The largest `rescale`: pixels (at most 255) then stay below 255,000, so that their squares
+/// summed over a whole batch (batch norm's variance) stay far inside `f32` range.
+const MAX_RESCALE: f64 = 1000.0;
+
+/// The largest weight of a class in the loss.
+const MAX_CLASS_WEIGHT: f64 = 1e6;
+
 /// What a count such as `patience` must be.
 const WHOLE: &str = "a whole number of at least 0";
 
@@ -797,8 +811,8 @@ fn class_weight(value: &Node) -> Result<Option<ClassWeight>, Box<Diagnostic>> {
                 let weight = number_in(
                     weight,
                     &format!("class_weight.{name}"),
-                    "a positive number",
-                    |v: f64| v > 0.0 && v.is_finite(),
+                    "a positive number up to 1000000",
+                    |v: f64| v > 0.0 && v <= MAX_CLASS_WEIGHT,
                 )?;
                 weights.push((name.to_string(), weight));
             }
@@ -816,15 +830,21 @@ fn rescale(value: &Node) -> Result<f64, Box<Diagnostic>> {
         (den != 0.0).then_some(num / den)
     });
     match parsed {
-        Some(factor) if factor > 0.0 && factor.is_finite() => Ok(factor),
-        _ => Err(Box::new(
-            invalid_value(
-                value,
-                "`rescale` must be a positive number or a fraction".to_string(),
-                format!("found {}", describe(value)),
-            )
-            .with_help("write `rescale: 1/255` to map pixels to [0, 1]"),
-        )),
+        Some(factor) if factor > 0.0 && factor <= MAX_RESCALE => Ok(factor),
+        _ => {
+            let found = match parsed {
+                Some(_) => format!("{} is out of range", value.as_scalar().unwrap_or_default()),
+                None => format!("found {}", describe(value)),
+            };
+            Err(Box::new(
+                invalid_value(
+                    value,
+                    "`rescale` must be a positive number or a fraction up to 1000".to_string(),
+                    found,
+                )
+                .with_help("write `rescale: 1/255` to map pixels to [0, 1]"),
+            ))
+        }
     }
 }
 
