@@ -538,7 +538,10 @@ mod tests {
         assert!(labels("input: 8x8x3\ntrain:\n  ep").contains(&"epochs".to_string()));
         assert!(labels("data:\n  va").contains(&"validation_split".to_string()));
         assert!(labels("cl").contains(&"classes".to_string()));
-        assert_eq!(labels("train: { optimizer: "), ["adam", "sgd", "rmsprop"]);
+        assert_eq!(
+            labels("train: { optimizer: "),
+            ["adam", "adamw", "sgd", "rmsprop"]
+        );
         assert!(labels("model: |\n  bn # a comment\n  -> ").contains(&"dense".to_string()));
         assert!(labels("defaults:\n  co").contains(&"conv".to_string()));
         assert!(labels("defaults:\n  conv: { filters: 8, p").contains(&"pad".to_string()));
