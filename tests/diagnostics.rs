@@ -11,6 +11,22 @@ fn fixture_dir() -> std::path::PathBuf {
     common::root().join("tests/fixtures/diagnostics")
 }
 
+/// The spec as the snapshot shows it: whole, or its first lines and its size when it is
+/// longer than 2 KiB (the `spec.too_large` fixture is over a megabyte).
+fn shown(text: &str) -> String {
+    const SHOWN: usize = 2048;
+    if text.len() <= SHOWN {
+        return text.to_string();
+    }
+    let mut end = SHOWN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let head = &text[..end];
+    let head = &head[..head.rfind('\n').map_or(0, |idx| idx + 1)];
+    format!("{head}… ({} bytes in all)\n", text.len())
+}
+
 fn code_of_dir(dir: &str) -> String {
     format!("strata::{}", dir.replace('.', "::"))
 }
@@ -43,7 +59,7 @@ fn every_fixture_reports_its_code_and_matches_its_snapshot() {
                 .collect::<Vec<_>>()
         );
         let source = SourceFile::new(name.clone(), text.clone());
-        let mut report = format!("--- spec\n{text}--- report\n");
+        let mut report = format!("--- spec\n{}--- report\n", shown(&text));
         for diagnostic in &compiled.diagnostics {
             report.push_str(&render_human(diagnostic, &source, HumanStyle::Test));
             report.push('\n');

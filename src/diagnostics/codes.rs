@@ -5,6 +5,8 @@
 pub const YAML_SYNTAX: &str = "strata::yaml::syntax";
 /// A key the spec format does not have.
 pub const SPEC_UNKNOWN_KEY: &str = "strata::spec::unknown_key";
+/// The spec file is larger than the 1 MiB limit.
+pub const SPEC_TOO_LARGE: &str = "strata::spec::too_large";
 /// `input` or `model` is missing.
 pub const SPEC_MISSING_KEY: &str = "strata::spec::missing_key";
 /// A value of the wrong type or out of range.
@@ -81,6 +83,10 @@ pub const DATA: &[&str] = &[
     DATA_CLASS_NAME,
 ];
 
+/// The codes whose failing spec is too large to show in the documentation, which shows the
+/// rendered report as a `text` example instead (their fixtures are in the tests).
+pub const TOO_LARGE_TO_SHOW: &[&str] = &[SPEC_TOO_LARGE];
+
 /// Every code the compiler front end can report, in table order. A test requires a fixture
 /// spec for each.
 pub const ALL: &[&str] = &[
@@ -88,6 +94,7 @@ pub const ALL: &[&str] = &[
     SPEC_UNKNOWN_KEY,
     SPEC_MISSING_KEY,
     SPEC_INVALID_VALUE,
+    SPEC_TOO_LARGE,
     SYNTAX_PARSE,
     LAYER_UNKNOWN,
     LAYER_ARGUMENT,

@@ -26,16 +26,16 @@ use convert::Positions;
 use lsp_server::{ErrorCode, Message, Notification, Request, Response};
 use lsp_types::notification::{
     DidChangeTextDocument, DidCloseTextDocument, DidOpenTextDocument, DidSaveTextDocument,
-    Notification as _, PublishDiagnostics,
+    LogMessage, Notification as _, PublishDiagnostics,
 };
 use lsp_types::request::{
     CodeActionRequest, Completion, GotoDefinition, HoverRequest, InlayHintRequest, Request as _,
 };
 use lsp_types::{
     CodeActionProviderCapability, CompletionOptions, CompletionResponse, HoverProviderCapability,
-    InitializeResult, OneOf, PublishDiagnosticsParams, SaveOptions, ServerCapabilities, ServerInfo,
-    TextDocumentSyncCapability, TextDocumentSyncKind, TextDocumentSyncOptions,
-    TextDocumentSyncSaveOptions, Uri,
+    InitializeResult, LogMessageParams, MessageType, OneOf, PublishDiagnosticsParams, SaveOptions,
+    ServerCapabilities, ServerInfo, TextDocumentSyncCapability, TextDocumentSyncKind,
+    TextDocumentSyncOptions, TextDocumentSyncSaveOptions, Uri,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -61,17 +61,22 @@ pub enum Ending {
 }
 
 /// Serves one session: reads messages from `input`, writes answers to `output`, until `exit`
-/// or the end of the input.
+/// or the end of the input. What the reader skips (bytes that are not UTF-8, over-long lines,
+/// bodies that are not messages) is logged on stderr and to the client (`window/logMessage`);
+/// only an I/O error on the streams themselves ends the session early.
 pub fn run(input: &mut impl BufRead, output: &mut impl Write) -> io::Result<Ending> {
     let mut server = Server::new();
     loop {
-        let message = match read_message(input)? {
+        let mut notes = Vec::new();
+        let incoming = read_message(input, &mut |note| notes.push(note))?;
+        for note in notes {
+            eprintln!("strata lsp: {note}");
+            write_message(output, log_message(&note))?;
+        }
+        let message = match incoming {
             Incoming::Message(message) => message,
-            Incoming::Malformed(answer) => {
-                eprintln!("strata lsp: skipped a malformed message");
-                if let Some(answer) = answer {
-                    write_message(output, answer.into())?;
-                }
+            Incoming::Invalid(answer) => {
+                write_message(output, answer.into())?;
                 continue;
             }
             Incoming::End => return Ok(Ending::Abrupt),
@@ -87,6 +92,15 @@ pub fn run(input: &mut impl BufRead, output: &mut impl Write) -> io::Result<Endi
             write_message(output, answer)?;
         }
     }
+}
+
+/// A `window/logMessage` notification with a warning.
+fn log_message(text: &str) -> Message {
+    let params = LogMessageParams {
+        typ: MessageType::WARNING,
+        message: format!("strata lsp: {text}"),
+    };
+    Notification::new(LogMessage::METHOD.to_string(), params).into()
 }
 
 impl Server {
@@ -135,6 +149,16 @@ impl Server {
 
     fn respond(&mut self, request: Request) -> Response {
         let id = request.id.clone();
+        if self.shutdown_requested {
+            return Response::new_err(
+                id,
+                ErrorCode::InvalidRequest as i32,
+                format!(
+                    "`{}` after `shutdown`: only `exit` is accepted now",
+                    request.method
+                ),
+            );
+        }
         let result = match request.method.as_str() {
             "initialize" => to_json(initialize_result()),
             "shutdown" => {
@@ -201,6 +225,9 @@ impl Server {
     }
 
     fn notify(&mut self, notification: Notification) -> Vec<Message> {
+        if self.shutdown_requested {
+            return Vec::new();
+        }
         let uri = match notification.method.as_str() {
             DidOpenTextDocument::METHOD => self.did_open(notification.params),
             DidChangeTextDocument::METHOD => self.did_change(notification.params),

@@ -6,7 +6,7 @@ use super::keys::{
     SCHEDULES, SCHEDULE_KEYS, TOP_KEYS, TRAIN_KEYS,
 };
 use super::typed::{describe, invalid_value, number_in, typed};
-use super::yaml::{parse_tree, syntax_error, Node};
+use super::yaml::{bom_len, duplicate_key, parse_tree, syntax_error, Node, TreeError};
 use super::{BlockSource, DefaultArg, InputShape, LayerDefaults, SpecFile};
 use crate::diagnostics::{codes, Diagnostic};
 use crate::settings::{ClassWeight, DataConfig, EarlyStopping, ReduceLr, Schedule, TrainConfig};
@@ -18,10 +18,24 @@ use saphyr_parser::ScalarStyle;
 /// has no `name`. Returns the spec when the file is a YAML mapping, and every diagnostic
 /// found; missing keys leave their fields `None`.
 pub fn load(text: &str, default_name: &str) -> (Option<SpecFile>, Vec<Diagnostic>) {
-    if let Err(err) = serde_yaml::from_str::<serde_yaml::Value>(text) {
-        return (None, vec![serde_syntax_error(text, &err)]);
+    if let Err(diagnostic) = super::guard::check(text) {
+        return (None, vec![diagnostic]);
     }
-    let root = match parse_tree(text) {
+    // The span tree first: it stops at the first level too deep, where serde_yaml would read
+    // the whole text (in time that grows faster than its length) before refusing it.
+    let tree = match parse_tree(text) {
+        Err(TreeError::TooDeep(diagnostic)) => return (None, vec![diagnostic]),
+        tree => tree.map_err(TreeError::into_diagnostic),
+    };
+    let body_start = bom_len(text);
+    if let Err(err) = serde_yaml::from_str::<serde_yaml::Value>(&text[body_start..]) {
+        // serde_yaml gives a duplicate key no position; the span tree has both keys.
+        if let Some(diagnostic) = tree.as_ref().ok().and_then(duplicate_key) {
+            return (None, vec![diagnostic]);
+        }
+        return (None, vec![serde_syntax_error(text, body_start, &err)]);
+    }
+    let root = match tree {
         Ok(root) => root,
         Err(diagnostic) => return (None, vec![diagnostic]),
     };
@@ -60,11 +74,12 @@ pub fn load(text: &str, default_name: &str) -> (Option<SpecFile>, Vec<Diagnostic
     (Some(loader.spec), loader.diagnostics)
 }
 
-/// Turns serde_yaml's error into a `strata::yaml::syntax` diagnostic at its location.
-fn serde_syntax_error(text: &str, err: &serde_yaml::Error) -> Diagnostic {
-    let mut offset = err
-        .location()
-        .map_or(0, |location| location.index().min(text.len()));
+/// Turns serde_yaml's error into a `strata::yaml::syntax` diagnostic at its location;
+/// serde_yaml read the text after its first `body_start` bytes (a byte-order mark).
+fn serde_syntax_error(text: &str, body_start: usize, err: &serde_yaml::Error) -> Diagnostic {
+    let mut offset = err.location().map_or(body_start, |location| {
+        (body_start + location.index()).min(text.len())
+    });
     while !text.is_char_boundary(offset) {
         offset -= 1;
     }
@@ -231,11 +246,7 @@ impl Loader<'_> {
                     })?
             }
             "sync_bn" => train.sync_bn = typed(value, "sync_bn", "`true` or `false`")?,
-            "lr" => {
-                train.lr = number_in(value, "lr", "a positive number", |v: f64| {
-                    v > 0.0 && v.is_finite()
-                })?
-            }
+            "lr" => train.lr = number_in(value, "lr", LR_RANGE, |v: f64| v > 0.0 && v <= MAX_LR)?,
             "momentum" => {
                 train.momentum = number_in(value, "momentum", "a number in [0, 1)", |v: f64| {
                     (0.0..1.0).contains(&v)
@@ -446,7 +457,11 @@ impl Loader<'_> {
             "patience" => settings.patience = typed(value, "patience", WHOLE)?,
             "min_delta" => settings.min_delta = non_negative(value, "min_delta")?,
             "cooldown" => settings.cooldown = typed(value, "cooldown", WHOLE)?,
-            "min_lr" => settings.min_lr = non_negative(value, "min_lr")?,
+            "min_lr" => {
+                settings.min_lr = number_in(value, "min_lr", "a number from 0 to 10", |v: f64| {
+                    (0.0..=MAX_LR).contains(&v)
+                })?
+            }
             _ => {}
         }
         Ok(())
@@ -642,6 +657,20 @@ fn not_a_mapping(value: &Node, section: &str) -> Box<Diagnostic> {
     )
 }
 
+/// The largest `lr` and `min_lr`. Rates above 1 already diverge for every optimizer here; the
+/// bound keeps a typo such as `lr: 1e39` (infinite in 32 bits) from reaching the trainer.
+const MAX_LR: f64 = 10.0;
+
+/// What `lr` must be.
+const LR_RANGE: &str = "a positive number up to 10";
+
+/// The largest `rescale`: pixels (at most 255) then stay below 255,000, so that their squares
+/// summed over a whole batch (batch norm's variance) stay far inside `f32` range.
+const MAX_RESCALE: f64 = 1000.0;
+
+/// The largest weight of a class in the loss.
+const MAX_CLASS_WEIGHT: f64 = 1e6;
+
 /// What a count such as `patience` must be.
 const WHOLE: &str = "a whole number of at least 0";
 
@@ -794,8 +823,8 @@ fn class_weight(value: &Node) -> Result<Option<ClassWeight>, Box<Diagnostic>> {
                 let weight = number_in(
                     weight,
                     &format!("class_weight.{name}"),
-                    "a positive number",
-                    |v: f64| v > 0.0 && v.is_finite(),
+                    "a positive number up to 1000000",
+                    |v: f64| v > 0.0 && v <= MAX_CLASS_WEIGHT,
                 )?;
                 weights.push((name.to_string(), weight));
             }
@@ -813,15 +842,21 @@ fn rescale(value: &Node) -> Result<f64, Box<Diagnostic>> {
         (den != 0.0).then_some(num / den)
     });
     match parsed {
-        Some(factor) if factor > 0.0 && factor.is_finite() => Ok(factor),
-        _ => Err(Box::new(
-            invalid_value(
-                value,
-                "`rescale` must be a positive number or a fraction".to_string(),
-                format!("found {}", describe(value)),
-            )
-            .with_help("write `rescale: 1/255` to map pixels to [0, 1]"),
-        )),
+        Some(factor) if factor > 0.0 && factor <= MAX_RESCALE => Ok(factor),
+        _ => {
+            let found = match parsed {
+                Some(_) => format!("{} is out of range", value.as_scalar().unwrap_or_default()),
+                None => format!("found {}", describe(value)),
+            };
+            Err(Box::new(
+                invalid_value(
+                    value,
+                    "`rescale` must be a positive number or a fraction up to 1000".to_string(),
+                    found,
+                )
+                .with_help("write `rescale: 1/255` to map pixels to [0, 1]"),
+            ))
+        }
     }
 }
 

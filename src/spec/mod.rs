@@ -1,15 +1,19 @@
 //! Spec files: YAML text → [`SpecFile`] with the span of every key and value.
 //!
 //! serde_yaml validates the YAML and converts scalars to typed values; the span tree of
-//! [`yaml`] (built from saphyr-parser's event markers) gives positions. Loading never fails on
-//! user mistakes: it returns what it could read together with the diagnostics it found.
+//! [`yaml`] (built from saphyr-parser's event markers) gives positions. Before either parser
+//! runs, one linear scan refuses a file over [`MAX_SPEC_BYTES`] or nested deeper than
+//! [`MAX_YAML_NESTING`]. Loading never fails on user mistakes: it returns what it could read
+//! together with the diagnostics it found.
 
+mod guard;
 mod keys;
 mod load;
 mod schema;
 mod typed;
 pub mod yaml;
 
+pub use guard::{MAX_SPEC_BYTES, MAX_YAML_NESTING};
 pub use keys::{
     KeyDoc, AUGMENT_KEYS, DATA_KEYS, EARLY_STOPPING_KEYS, MONITORS, REDUCE_LR_KEYS, SCHEDULES,
     SCHEDULE_KEYS, TOP_KEYS, TRAIN_KEYS,

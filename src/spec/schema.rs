@@ -78,10 +78,10 @@ pub fn train_type(key: &str) -> Option<Value> {
         ] }),
         "class_weight" => json!({ "oneOf": [
             { "enum": ["balanced"] },
-            { "type": "object", "additionalProperties": { "type": "number", "exclusiveMinimum": 0 } },
+            { "type": "object", "additionalProperties": { "type": "number", "exclusiveMinimum": 0, "maximum": 1e6 } },
         ] }),
         "sync_bn" => json!({ "type": "boolean" }),
-        "lr" => json!({ "type": "number", "exclusiveMinimum": 0 }),
+        "lr" => json!({ "type": "number", "exclusiveMinimum": 0, "maximum": 10 }),
         "momentum" => json!({ "type": "number", "minimum": 0, "exclusiveMaximum": 1 }),
         "nesterov" => json!({ "type": "boolean" }),
         "epochs" | "batch_size" => json!({ "type": "integer", "minimum": 1 }),
@@ -103,7 +103,8 @@ pub fn plateau_type(key: &str) -> Option<Value> {
     Some(match key {
         "monitor" => json!({ "enum": MONITORS }),
         "patience" | "cooldown" => json!({ "type": "integer", "minimum": 0 }),
-        "min_delta" | "min_lr" => json!({ "type": "number", "minimum": 0 }),
+        "min_delta" => json!({ "type": "number", "minimum": 0 }),
+        "min_lr" => json!({ "type": "number", "minimum": 0, "maximum": 10 }),
         "factor" => json!({ "type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1 }),
         _ => return None,
     })
@@ -142,7 +143,7 @@ pub fn data_type(key: &str) -> Option<Value> {
         }
         "cache_mb" => json!({ "type": "integer", "minimum": 0 }),
         "rescale" => json!({ "oneOf": [
-            { "type": "number", "exclusiveMinimum": 0 },
+            { "type": "number", "exclusiveMinimum": 0, "maximum": 1000 },
             { "type": "string", "pattern": "^\\s*[0-9.]+\\s*/\\s*[0-9.]+\\s*$" },
         ] }),
         _ => return None,

@@ -59,10 +59,14 @@ where
     if in_range(value) {
         Ok(value)
     } else {
+        // The number as written: `1e39`, not its forty digits.
+        let written = node
+            .as_scalar()
+            .map_or_else(|| value.to_string(), str::to_string);
         Err(Box::new(invalid_value(
             node,
             format!("`{key}` must be {expected}"),
-            format!("{value} is out of range"),
+            format!("{written} is out of range"),
         )))
     }
 }

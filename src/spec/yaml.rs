@@ -4,8 +4,11 @@
 //! serde_yaml checks that the file is YAML and converts scalars to typed values; it reports
 //! no positions for values it accepts, so this tree is where every span comes from.
 
+use super::guard::{too_deep, MAX_YAML_NESTING};
+use super::typed::to_value;
 use crate::diagnostics::{codes, Diagnostic, Span};
 use saphyr_parser::{Event, Parser, ScalarStyle};
+use std::collections::HashMap;
 
 /// A YAML node with the byte span of its text in the file.
 #[derive(Clone, Debug)]
@@ -68,25 +71,91 @@ impl Node {
 }
 
 /// Parses `text` into its first document's root node, or a `strata::yaml::syntax` diagnostic.
+/// A byte-order mark at the start is skipped; spans are still offsets into `text`.
 ///
-/// An empty document gives `Ok(None)`.
-pub fn parse_tree(text: &str) -> Result<Option<Node>, Diagnostic> {
-    let offsets = CharOffsets::new(text);
+/// An empty document gives `Ok(None)`. Nesting deeper than [`MAX_YAML_NESTING`] is refused
+/// here too, as soon as the parser reaches it (the spec loader's scan has refused it before).
+pub fn parse_tree(text: &str) -> Result<Option<Node>, TreeError> {
+    let body_start = bom_len(text);
+    let body = &text[body_start..];
+    let offsets = CharOffsets::new(body);
+    let byte = |char_index: usize| body_start + offsets.byte(char_index);
     let mut builder = TreeBuilder::default();
-    for event in Parser::new_from_str(text) {
+    for event in Parser::new_from_str(body) {
         let (event, span) = event.map_err(|err| {
-            let at = offsets.byte(err.marker().index());
-            syntax_error(err.info(), Span::new(at, at))
+            let at = byte(err.marker().index());
+            TreeError::Syntax(syntax_error(err.info(), Span::new(at, at)))
         })?;
-        let span = Span::new(
-            offsets.byte(span.start.index()),
-            offsets.byte(span.end.index()),
-        );
+        let span = Span::new(byte(span.start.index()), byte(span.end.index()));
         if builder.push(event, span)? {
             break;
         }
     }
     Ok(builder.root)
+}
+
+/// Why the span tree could not be built.
+#[derive(Debug)]
+pub enum TreeError {
+    /// The text is not YAML saphyr-parser reads, or has an alias.
+    Syntax(Diagnostic),
+    /// The text nests deeper than [`MAX_YAML_NESTING`]: no other parser should run on it.
+    TooDeep(Diagnostic),
+}
+
+impl TreeError {
+    /// The diagnostic to report.
+    pub fn into_diagnostic(self) -> Diagnostic {
+        match self {
+            TreeError::Syntax(diagnostic) | TreeError::TooDeep(diagnostic) => diagnostic,
+        }
+    }
+}
+
+/// The length of the UTF-8 byte-order mark at the start of `text`: 3, or 0 without one.
+pub fn bom_len(text: &str) -> usize {
+    if text.starts_with('\u{feff}') {
+        '\u{feff}'.len_utf8()
+    } else {
+        0
+    }
+}
+
+/// The first key given twice in one mapping of the tree (keys compare as YAML values, so `1`
+/// and `"1"` differ), as a `strata::yaml::syntax` diagnostic at the second key.
+pub fn duplicate_key(root: &Option<Node>) -> Option<Diagnostic> {
+    let mut stack: Vec<&Node> = root.iter().collect();
+    while let Some(node) = stack.pop() {
+        match node {
+            Node::Scalar { .. } => {}
+            Node::Seq { items, .. } => stack.extend(items.iter().rev()),
+            Node::Map { entries, .. } => {
+                let mut seen: HashMap<serde_yaml::Value, Span> = HashMap::new();
+                for (key, _) in entries {
+                    if let Some(first) = seen.insert(to_value(key), key.span()) {
+                        return Some(duplicate(key, first));
+                    }
+                }
+                for (key, value) in entries.iter().rev() {
+                    stack.push(value);
+                    stack.push(key);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The diagnostic for `key`, given a second time after the key at `first`.
+fn duplicate(key: &Node, first: Span) -> Diagnostic {
+    let name = key.as_scalar().unwrap_or("this key");
+    Diagnostic::error(
+        codes::YAML_SYNTAX,
+        format!("the key `{name}` is given twice"),
+    )
+    .with_primary(key.span(), "given again here")
+    .with_secondary(first, "first given here")
+    .with_help("keep one of the two: a mapping has each key once")
 }
 
 /// The `strata::yaml::syntax` diagnostic.
@@ -141,7 +210,7 @@ enum Open {
 
 impl TreeBuilder {
     /// Takes one event; returns true when the first document is complete.
-    fn push(&mut self, event: Event<'_>, span: Span) -> Result<bool, Diagnostic> {
+    fn push(&mut self, event: Event<'_>, span: Span) -> Result<bool, TreeError> {
         match event {
             Event::Scalar(value, style, _, _) => self.add(Node::Scalar {
                 value: value.into_owned(),
@@ -149,12 +218,19 @@ impl TreeBuilder {
                 span,
             }),
             Event::Alias(_) => {
-                return Err(Diagnostic::error(
-                    codes::YAML_SYNTAX,
-                    "aliases (`*name`) are not supported in spec files",
-                )
-                .with_primary(span, "alias here")
-                .with_help("write the value out in full"))
+                return Err(TreeError::Syntax(
+                    Diagnostic::error(
+                        codes::YAML_SYNTAX,
+                        "aliases (`*name`) are not supported in spec files",
+                    )
+                    .with_primary(span, "alias here")
+                    .with_help("write the value out in full"),
+                ))
+            }
+            Event::MappingStart(..) | Event::SequenceStart(..)
+                if self.stack.len() >= MAX_YAML_NESTING =>
+            {
+                return Err(TreeError::TooDeep(too_deep(span)))
             }
             Event::MappingStart(..) => self.stack.push(Open::Map {
                 entries: Vec::new(),
