@@ -181,34 +181,34 @@ pub fn translate(image: &Pixels, shift_x: f64, shift_y: f64) -> Pixels {
 }
 
 /// Keras's `affine_transform` with `fill_mode="reflect"` and bilinear interpolation: output
-/// pixel `(x, y)` reads the input at `(m0 x + m1 y + m2, m3 x + m4 y + m5)`. Coordinates are
-/// computed in `f32`, as TensorFlow's kernel does.
+/// pixel `(x, y)` reads the input at `(m0 x + m1 y + m2, m3 x + m4 y + m5)`. Coordinates and
+/// weights are computed in `f32` by TensorFlow's formulas. Zooms and shifts (no cross terms)
+/// read one coordinate per column and one per row, so their taps are computed once per axis.
 pub fn affine(image: &Pixels, matrix: [f64; 6]) -> Pixels {
     let (height, width, channels) = (image.height, image.width, image.channels);
     let m = matrix.map(|value| value as f32);
     let mut values = vec![0.0f32; image.values.len()];
-    let at = |y: usize, x: usize| (y * width + x) * channels;
-    for y in 0..height {
-        for x in 0..width {
-            let (xf, yf) = (x as f32, y as f32);
-            let in_x = reflect(m[0] * xf + m[1] * yf + m[2], width);
-            let in_y = reflect(m[3] * xf + m[4] * yf + m[5], height);
-            let (x0, y0) = (in_x.floor(), in_y.floor());
-            let (wx, wy) = (in_x - x0, in_y - y0);
-            // INVARIANT: `reflect` returns a coordinate in [0, len - 1], so the floor is an
-            // index; its right or lower neighbour is read only with weight 0 when it would be
-            // `len` (TensorFlow reads the fill value there), so clamping it changes nothing.
-            let (x0, y0) = (x0 as usize, y0 as usize);
-            let (x1, y1) = ((x0 + 1).min(width - 1), (y0 + 1).min(height - 1));
-            let (top_left, top_right) = (at(y0, x0), at(y0, x1));
-            let (bottom_left, bottom_right) = (at(y1, x0), at(y1, x1));
-            let out = at(y, x);
-            for c in 0..channels {
-                let top =
-                    (1.0 - wx) * image.values[top_left + c] + wx * image.values[top_right + c];
-                let bottom = (1.0 - wx) * image.values[bottom_left + c]
-                    + wx * image.values[bottom_right + c];
-                values[out + c] = (1.0 - wy) * top + wy * bottom;
+    let mut out_pixels = values.chunks_exact_mut(channels.max(1));
+    if m[1] == 0.0 && m[3] == 0.0 {
+        // Adding the zero cross term is exact, so these are the general formula's taps.
+        let columns: Vec<Tap> = (0..width)
+            .map(|x| Tap::new(m[0] * x as f32 + m[2], width))
+            .collect();
+        for y in 0..height {
+            let row = Tap::new(m[4] * y as f32 + m[5], height);
+            for (column, out) in columns.iter().zip(&mut out_pixels) {
+                blend(image, &row, column, out);
+            }
+        }
+    } else {
+        for y in 0..height {
+            let yf = y as f32;
+            let (m1_y, m4_y) = (m[1] * yf, m[4] * yf);
+            for (x, out) in (0..width).zip(&mut out_pixels) {
+                let xf = x as f32;
+                let column = Tap::new(m[0] * xf + m1_y + m[2], width);
+                let row = Tap::new(m[3] * xf + m4_y + m[5], height);
+                blend(image, &row, &column, out);
             }
         }
     }
@@ -217,6 +217,46 @@ pub fn affine(image: &Pixels, matrix: [f64; 6]) -> Pixels {
         width,
         channels,
         values,
+    }
+}
+
+/// Where one output coordinate reads along one axis: two neighbouring indices and their
+/// weights, as TensorFlow's bilinear kernel weighs them.
+struct Tap {
+    low: usize,
+    high: usize,
+    low_weight: f32,
+    high_weight: f32,
+}
+
+impl Tap {
+    /// The taps of input coordinate `coord` on an axis of `len` pixels, after reflecting it.
+    fn new(coord: f32, len: usize) -> Tap {
+        let coord = reflect(coord, len);
+        let floor = coord.floor();
+        // INVARIANT: `reflect` returns a coordinate in [0, len - 1], so the floor is an index;
+        // the upper neighbour is read with weight 0 when it would be `len` (TensorFlow reads
+        // its fill value there), so clamping it changes nothing.
+        let low = floor as usize;
+        Tap {
+            low,
+            high: (low + 1).min(len.saturating_sub(1)),
+            low_weight: (floor + 1.0) - coord,
+            high_weight: coord - floor,
+        }
+    }
+}
+
+/// One output pixel (all channels) from the four input pixels at `row × column`.
+fn blend(image: &Pixels, row: &Tap, column: &Tap, out: &mut [f32]) {
+    let (width, channels) = (image.width, image.channels);
+    let at = |y: usize, x: usize| &image.values[(y * width + x) * channels..][..channels];
+    let (top_left, top_right) = (at(row.low, column.low), at(row.low, column.high));
+    let (bottom_left, bottom_right) = (at(row.high, column.low), at(row.high, column.high));
+    for (c, value) in out.iter_mut().enumerate() {
+        let top = column.low_weight * top_left[c] + column.high_weight * top_right[c];
+        let bottom = column.low_weight * bottom_left[c] + column.high_weight * bottom_right[c];
+        *value = row.low_weight * top + row.high_weight * bottom;
     }
 }
 
