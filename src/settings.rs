@@ -147,7 +147,8 @@ pub enum Flip {
     Horizontal,
     /// Upside-down mirrors.
     Vertical,
-    /// Either, each with probability one half (Keras's `horizontal_and_vertical`).
+    /// Both at once (a half turn) with probability one half, as Keras 3's
+    /// `horizontal_and_vertical` draws one decision for the two axes.
     Both,
 }
 

@@ -2,9 +2,9 @@
 //! the whole run folder; broken files are skipped with one warning; data errors stop before
 //! training with their codes; a NaN loss stops with the epoch and batch named; Ctrl-C saves
 //! and exits 130; `--resume` continues exactly where the run left off (same history and
-//! weights as an uninterrupted run) and refuses a changed spec; early stopping and
-//! reduce-on-plateau act at the epochs Keras's callbacks would; a kill -9 at any moment leaves
-//! files that parse and a run that resumes.
+//! weights as an uninterrupted run, with augmentation too) and refuses a changed spec; early
+//! stopping and reduce-on-plateau act at the epochs Keras's callbacks would; a kill -9 at any
+//! moment leaves files that parse and a run that resumes.
 
 mod common;
 
@@ -250,6 +250,27 @@ fn a_resumed_graph_run_repeats_the_uninterrupted_one() {
         );
     assert!(spec.contains("res(8)x2"), "{spec}");
     resumed_run_repeats_the_uninterrupted_one(&spec);
+}
+
+#[test]
+fn a_resumed_augmented_run_repeats_the_uninterrupted_one() {
+    let augment = "augment:\n  flip: both\n  rotation: 0.1\n  zoom: 0.2\n  translation: 0.1\n  contrast: 0.3\n  brightness: 0.2\n";
+    let spec = format!("{SPEC}{augment}");
+    resumed_run_repeats_the_uninterrupted_one(&spec);
+    // The augmented images are what training saw: one epoch learns otherwise than without.
+    let plain = project(SPEC);
+    let augmented = project(&spec);
+    for dir in [&plain, &augmented] {
+        let output = strata(
+            dir.path(),
+            &["train", "spec.yaml", "--out", "run", "--epochs", "1"],
+        );
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    }
+    assert_ne!(
+        history_without_seconds(&plain.path().join("run")),
+        history_without_seconds(&augmented.path().join("run"))
+    );
 }
 
 /// Trains `spec` for 4 epochs in one run, and for 2 then `--resume`d to 4 in another: the

@@ -91,6 +91,10 @@ pub enum Command {
         /// Columns of the grid.
         #[arg(long, default_value_t = 5)]
         columns: usize,
+        /// Show the spec's `augment:` section: each row one training image, as the model sees
+        /// it and then as epochs 1, 2, … of training augment it.
+        #[arg(long)]
+        augmented: bool,
     },
     /// Train a spec on its image folders; writes a run folder (checkpoints, history, curves).
     Train {
@@ -328,6 +332,7 @@ pub fn run(cli: Cli) -> u8 {
             data,
             rows,
             columns,
+            augmented,
         } => {
             let args = preview::PreviewArgs {
                 target: &target,
@@ -335,6 +340,7 @@ pub fn run(cli: Cli) -> u8 {
                 data: data.as_deref(),
                 rows,
                 columns,
+                augmented,
             };
             preview::run(&args, format)
         }

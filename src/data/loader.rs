@@ -5,7 +5,10 @@
 //! (after resizing, before rescaling: a quarter of the floats' size) while they fit in the
 //! byte budget, so epochs after the first do not decode again. Shuffling is a permutation drawn
 //! from the seed and the epoch number, so a run resumed at epoch `k` sees the same order.
+//! Training batches may be augmented ([`super::augment`]): on the same threads, after the
+//! cache, on a float copy, so the cache keeps the un-augmented bytes.
 
+use super::augment::{Augmentation, Pixels};
 use super::image::{load_bytes, ImageProblem, ImageSpec};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -148,13 +151,25 @@ impl Loader {
 
     /// The batches of one epoch, prepared on a prefetch thread. The last batch may be smaller.
     pub fn batches(&self, order: Vec<usize>, batch_size: usize) -> Receiver<Batch> {
+        self.augmented_batches(order, batch_size, None)
+    }
+
+    /// The batches of one epoch as [`Loader::batches`] gives them, every image augmented by
+    /// `augmentation` when there is one (training batches only). An image's transform depends
+    /// on the seed, the epoch and its index among the samples, not on `order` or `batch_size`.
+    pub fn augmented_batches(
+        &self,
+        order: Vec<usize>,
+        batch_size: usize,
+        augmentation: Option<Augmentation>,
+    ) -> Receiver<Batch> {
         let (sender, receiver) = sync_channel(prefetch_depth(batch_size, &self.spec));
         let samples = Arc::clone(&self.samples);
         let cache = Arc::clone(&self.cache);
         let spec = self.spec;
         std::thread::spawn(move || {
             for chunk in order.chunks(batch_size.max(1)) {
-                let batch = assemble(&samples, &cache, &spec, chunk);
+                let batch = assemble(&samples, &cache, &spec, chunk, augmentation.as_ref());
                 if sender.send(batch).is_err() {
                     return;
                 }
@@ -177,7 +192,18 @@ impl Loader {
 
     /// Loads the samples at `indices` on the calling thread (for tests and small jobs).
     pub fn batch_now(&self, indices: &[usize]) -> Batch {
-        assemble(&self.samples, &self.cache, &self.spec, indices)
+        assemble(&self.samples, &self.cache, &self.spec, indices, None)
+    }
+
+    /// [`Loader::batch_now`] with every image augmented by `augmentation`.
+    pub fn augmented_batch_now(&self, indices: &[usize], augmentation: &Augmentation) -> Batch {
+        assemble(
+            &self.samples,
+            &self.cache,
+            &self.spec,
+            indices,
+            Some(augmentation),
+        )
     }
 }
 
@@ -210,12 +236,24 @@ impl Cache {
     }
 }
 
-fn assemble(samples: &[Sample], cache: &Cache, spec: &ImageSpec, indices: &[usize]) -> Batch {
-    type Decoded = (usize, Result<Arc<Vec<u8>>, ImageProblem>);
+/// An image ready to join a batch: the cached bytes, or augmented values (already rescaled).
+enum Loaded {
+    Bytes(Arc<Vec<u8>>),
+    Augmented(Vec<f32>),
+}
+
+fn assemble(
+    samples: &[Sample],
+    cache: &Cache,
+    spec: &ImageSpec,
+    indices: &[usize],
+    augmentation: Option<&Augmentation>,
+) -> Batch {
+    type Decoded = (usize, Result<Loaded, ImageProblem>);
     let decoded: Vec<Decoded> = indices
         .par_iter()
         .map(|&index| {
-            let result = match cache.get(index) {
+            let bytes = match cache.get(index) {
                 Some(bytes) => Ok(bytes),
                 None => load_bytes(&samples[index].0, spec).map(|bytes| {
                     let bytes = Arc::new(bytes);
@@ -223,7 +261,11 @@ fn assemble(samples: &[Sample], cache: &Cache, spec: &ImageSpec, indices: &[usiz
                     bytes
                 }),
             };
-            (index, result)
+            let loaded = bytes.map(|bytes| match augmentation {
+                Some(augmentation) => Loaded::Augmented(augment(&bytes, spec, augmentation, index)),
+                None => Loaded::Bytes(bytes),
+            });
+            (index, loaded)
         })
         .collect();
     let per_image = spec.len();
@@ -234,16 +276,30 @@ fn assemble(samples: &[Sample], cache: &Cache, spec: &ImageSpec, indices: &[usiz
     };
     for (index, result) in decoded {
         match result {
-            Ok(bytes) => {
+            Ok(Loaded::Bytes(bytes)) => {
                 batch
                     .images
                     .extend(bytes.iter().map(|value| f32::from(*value) * spec.rescale));
+                batch.labels.push(samples[index].1);
+            }
+            Ok(Loaded::Augmented(values)) => {
+                batch.images.extend_from_slice(&values);
                 batch.labels.push(samples[index].1);
             }
             Err(problem) => batch.skipped.push((samples[index].0.clone(), problem)),
         }
     }
     batch
+}
+
+/// The decoded `bytes` of sample `index` augmented and rescaled.
+fn augment(bytes: &[u8], spec: &ImageSpec, augmentation: &Augmentation, index: usize) -> Vec<f32> {
+    let pixels = Pixels::from_bytes(bytes, spec.height, spec.width, spec.channels);
+    let mut values = augmentation.apply(index, pixels).values;
+    for value in &mut values {
+        *value *= spec.rescale;
+    }
+    values
 }
 
 /// Splits each class's samples: the first `fraction` of every class (in folder order) is held

@@ -1,6 +1,8 @@
 //! Image data: the single-image loader ([`image`]), class folders ([`folder`]), the
-//! pre-flight scan ([`check`]) and the `strata::data::…` diagnostics ([`errors`]).
+//! pre-flight scan ([`check`]), training-time augmentation ([`augment`]) and the
+//! `strata::data::…` diagnostics ([`errors`]).
 
+pub mod augment;
 pub mod check;
 pub mod errors;
 pub mod folder;

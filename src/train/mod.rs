@@ -17,6 +17,7 @@ use crate::backend::checkpoint::{self, Checkpoint, NamedTensor, STATE_PREFIX};
 use crate::backend::network::{BatchStats, Network};
 use crate::backend::optimizer::{export_state, Optimizer};
 use crate::backend::params::to_tensors;
+use crate::data::augment::Augmentation;
 use crate::data::errors;
 use crate::data::loader::Loader;
 use crate::diagnostics::Diagnostic;
@@ -164,7 +165,14 @@ impl Trainer {
         let mut totals = Totals::default();
         let mut skipped = Vec::new();
         let started = Instant::now();
-        for (batch_idx, batch) in loader.batches(order, batch_size).into_iter().enumerate() {
+        let augment = self.prep.model.data.augment;
+        let augmentation = augment.is_active().then_some(Augmentation {
+            config: augment,
+            seed,
+            epoch,
+        });
+        let batches = loader.augmented_batches(order, batch_size, augmentation);
+        for (batch_idx, batch) in batches.into_iter().enumerate() {
             skipped.extend(batch.skipped.iter().cloned());
             if batch.is_empty() {
                 continue;
