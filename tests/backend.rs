@@ -59,7 +59,8 @@ fn perturb_batch_norms(network: &mut Network) {
 #[test]
 fn inference_folds_each_batch_norm_into_the_conv_before_it_and_the_add_after_it() {
     use dfdx::prelude::*;
-    use strata::backend::forward::{run, PassConfig};
+    use std::borrow::Cow;
+    use strata::backend::forward::{run, run_values, PassConfig};
     let mut files = common::yaml_files(&common::root().join("specs/examples"));
     files.extend(common::yaml_files(&common::root().join("specs/seed")));
     let mut specs: Vec<(String, String)> = files
@@ -76,7 +77,14 @@ fn inference_folds_each_batch_norm_into_the_conv_before_it_and_the_add_after_it(
             "input: 5x7x3\nmodel: conv1(5) relu -> bn -> flatten -> dense{units} -> dense2 softmax\n"
         );
         specs.push((format!("inline dense{units}"), text));
+        // The same on the model's input (read in place by a pass on borrowed values).
+        let text =
+            format!("input: 5x7x3\nmodel: bn -> flatten -> dense{units} -> dense2 softmax\n");
+        specs.push((format!("inline input dense{units}"), text));
     }
+    // A batch norm with its activation on the model's input, read in place on borrowed values.
+    let text = "input: 5x7x3\nmodel: bn relu -> conv2(4) relu -> gap -> dense2 softmax\n";
+    specs.push(("inline input bn relu".to_string(), text.to_string()));
     let mut folded_somewhere = 0;
     let mut residual_adds = 0;
     let mut into_dense = 0;
@@ -102,6 +110,18 @@ fn inference_folds_each_batch_norm_into_the_conv_before_it_and_the_add_after_it(
             ran.push(idx)
         })
         .as_vec();
+        // The same pass on borrowed values: a first layer that reads them in place gives the
+        // tensor pass's bits.
+        let borrowed = run_values(
+            &model.layers,
+            &mut network.params,
+            (Cow::Borrowed(&images), (2, h, w, c)),
+            &device,
+            cfg,
+            &mut |_, _| {},
+        )
+        .as_vec();
+        assert_eq!(borrowed, folded, "{path}: the pass on borrowed values");
         let mut ran_unfolded = Vec::new();
         let x = device.tensor_from_vec(images, (2, h, w, c)).leaky_trace();
         let unfolded = run(&model.layers, &mut network.params, x, cfg, &mut |idx, _| {

@@ -90,7 +90,7 @@ fn run(
 #[test]
 fn the_fused_op_equals_batch_norm_then_dense() {
     for (case, shape) in SHAPES.iter().enumerate() {
-        for units in [1, 2, 5, 8] {
+        for units in [1, 2, 3, 5, 7, 8] {
             for training in [true, false] {
                 let v = values(*shape, units, 11 + case as u64 * 10 + units as u64);
                 let fused = run(*shape, &v, training, true);

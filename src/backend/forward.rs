@@ -10,11 +10,13 @@
 #![deny(clippy::wildcard_enum_match_arm)]
 
 use super::ops::activation::{elu, gelu, hard_sigmoid, hard_swish, leaky_relu, relu, relu6, silu};
-use super::ops::batch_norm::{self, batch_norm, batch_norm_add, BatchNormConfig, BatchNormParams};
+use super::ops::batch_norm::{
+    self, batch_norm, batch_norm_add, batch_norm_inference_values, BatchNormConfig, BatchNormParams,
+};
 use super::ops::bn_dense::{self, batch_norm_dense};
 use super::ops::conv2d::{conv2d_activated, conv2d_residual, Conv2dConfig, Conv2dParams};
 use super::ops::conv_pool::{conv2d_max_pool, fusable};
-use super::ops::dense::{dense, dense_of_affine};
+use super::ops::dense::{dense, dense_of_affine, dense_of_affine_values};
 use super::ops::depthwise::{depthwise_conv2d, DepthwiseConfig, DepthwiseParams};
 use super::ops::depthwise_kernels::FusedActivation;
 use super::ops::flatten::{flatten, flatten_pixels};
@@ -23,10 +25,11 @@ use super::ops::grouped::{grouped_conv2d, GroupedConfig};
 use super::ops::merge::{add_activated, merge, Merged, Operand};
 use super::ops::pool2d::{avg_pool2d, global_avg_pool, global_max_pool, max_pool2d, Pool2dConfig};
 use super::ops::separable::{separable_conv2d, SeparableConfig};
-use super::ops::{Flat, Image, Vector};
+use super::ops::{Flat, Image, Shape4, Vector};
 use super::params::{self, LayerParams};
 use crate::ir::{Activation, Layer, MergeKind, Op, Padding, PoolKind, Source};
 use dfdx::prelude::*;
+use std::borrow::Cow;
 
 /// An activation between layers, as an image batch or a flat batch.
 pub enum Act<T: Tape<f32, Cpu>> {
@@ -107,16 +110,31 @@ pub struct PassConfig {
     pub activation_to_loss: bool,
 }
 
+/// The model input of a pass: a tensor, or the caller's values, kept as they are until a layer
+/// needs them as a tensor (ops that read values in place never copy them).
+enum Input<'a> {
+    /// A tensor (clones share its data).
+    Tensor(Value),
+    /// `(n, h, w, c)` values, borrowed or owned, and the device to make a tensor of them on.
+    Values {
+        values: Cow<'a, [f32]>,
+        shape: Shape4,
+        device: Cpu,
+    },
+    /// Read by its last reader.
+    Gone,
+}
+
 /// The outputs of the layers of one pass, each kept until its last reader has read it.
-struct Store {
+struct Store<'a> {
     values: Vec<Option<Value>>,
-    input: Option<Value>,
+    input: Input<'a>,
     /// Readers still to come, per layer; the last entry counts the model input's readers.
     uses: Vec<usize>,
 }
 
-impl Store {
-    fn new(layers: &[Layer], input: Value) -> Store {
+impl<'a> Store<'a> {
+    fn new(layers: &[Layer], input: Input<'a>) -> Store<'a> {
         let mut uses = vec![0; layers.len() + 1];
         for layer in layers {
             for edge in &layer.inputs {
@@ -131,25 +149,66 @@ impl Store {
         }
         Store {
             values: vec![None; layers.len()],
-            input: Some(input),
+            input,
             uses,
         }
     }
 
-    /// The value of `source` for one reader: moved out at its last read, cloned before.
+    /// The value of `source` for one reader: moved out at its last read, cloned before. Input
+    /// values become a tensor here (owned ones move into it, borrowed ones are copied).
     fn read(&mut self, source: Source) -> Option<Value> {
         let n = self.values.len();
-        let (slot, value) = match source {
-            Source::Input => (n, &mut self.input),
-            Source::Layer(idx) => (idx, self.values.get_mut(idx)?),
+        let slot = match source {
+            Source::Input => n,
+            Source::Layer(idx) => idx,
         };
         let uses = self.uses.get_mut(slot)?;
         *uses = uses.saturating_sub(1);
-        if *uses == 0 {
-            value.take()
-        } else {
-            value.clone()
+        let last = *uses == 0;
+        let value = match source {
+            Source::Input => match std::mem::replace(&mut self.input, Input::Gone) {
+                Input::Tensor(value) => value,
+                Input::Values {
+                    values,
+                    shape,
+                    device,
+                } => Act::Image(device.tensor_from_vec(values.into_owned(), shape)),
+                Input::Gone => return None,
+            },
+            Source::Layer(idx) => self.values.get_mut(idx)?.take()?,
+        };
+        if !last {
+            match source {
+                Source::Input => self.input = Input::Tensor(value.clone()),
+                Source::Layer(idx) => self.values[idx] = Some(value.clone()),
+            }
         }
+        Some(value)
+    }
+
+    /// The borrowed input values, their shape and device when `layer` reads the model input
+    /// alone and is its last reader.
+    fn input_values(&self, layer: &Layer) -> Option<(&[f32], Shape4, Cpu)> {
+        let reads_input_alone =
+            matches!(layer.inputs.as_slice(), [edge] if edge.source == Source::Input);
+        let Input::Values {
+            values,
+            shape,
+            device,
+        } = &self.input
+        else {
+            return None;
+        };
+        (reads_input_alone && self.uses.last() == Some(&1))
+            .then(|| (&**values, *shape, device.clone()))
+    }
+
+    /// Counts the read of the borrowed input values by their last reader.
+    fn consume_input(&mut self) {
+        if let Some(uses) = self.uses.last_mut() {
+            *uses = 0;
+        }
+        self.input = Input::Gone;
     }
 
     fn readers(&self, idx: usize) -> usize {
@@ -176,12 +235,78 @@ pub fn run<T: Tape<f32, Cpu>>(
     cfg: PassConfig,
     observe: &mut dyn FnMut(usize, Vec<usize>),
 ) -> Flat<T> {
-    let (x, mut tape) = x.split_tape();
-    let mut store = Store::new(layers, Act::Image(x));
+    let (x, tape) = x.split_tape();
+    let store = Store::new(layers, Input::Tensor(Act::Image(x)));
+    run_store(layers, params, store, tape, cfg, observe)
+}
+
+/// [`run`] in inference on `(n, h, w, c)` values: a first layer that can read them in place
+/// (a batch norm, alone or fused with a flatten and dense layer) does; any other reader of the model
+/// input gets them as a tensor (owned values move into it, borrowed ones are copied).
+///
+/// # Panics
+/// When `values` does not hold `shape`'s elements, or as [`run`].
+pub fn run_values(
+    layers: &[Layer],
+    params: &mut [LayerParams],
+    (values, shape): (Cow<'_, [f32]>, Shape4),
+    device: &Cpu,
+    cfg: PassConfig,
+    observe: &mut dyn FnMut(usize, Vec<usize>),
+) -> Flat<NoneTape> {
+    let (n, h, w, c) = shape;
+    assert_eq!(
+        values.len(),
+        n * h * w * c,
+        "input values of the wrong length"
+    );
+    let input = Input::Values {
+        values,
+        shape,
+        device: device.clone(),
+    };
+    let store = Store::new(layers, input);
+    let cfg = PassConfig {
+        training: false,
+        ..cfg
+    };
+    run_store(layers, params, store, NoneTape, cfg, observe)
+}
+
+/// The pass of [`run`] over `store`, which holds the model input.
+fn run_store<T: Tape<f32, Cpu>>(
+    layers: &[Layer],
+    params: &mut [LayerParams],
+    mut store: Store<'_>,
+    mut tape: T,
+    cfg: PassConfig,
+    observe: &mut dyn FnMut(usize, Vec<usize>),
+) -> Flat<T> {
     let mut last: Option<Value> = None;
     let mut idx = 0;
     while idx < layers.len() {
         let layer = &layers[idx];
+        let streamed = if cfg.training || T::OWNS_TAPE {
+            None
+        } else {
+            store
+                .input_values(layer)
+                .and_then(|view| input_layers(layers, idx, params, view, cfg))
+        };
+        if streamed.is_some() {
+            store.consume_input();
+        }
+        if let Some((out, ran)) = streamed {
+            let at = idx + ran - 1;
+            observe(at, out.dims());
+            if at + 1 == layers.len() {
+                last = Some(out);
+            } else {
+                store.put(at, out);
+            }
+            idx += ran;
+            continue;
+        }
         let inputs: Vec<Value> = layer
             .inputs
             .iter()
@@ -721,6 +846,55 @@ fn foldable_bn_dense(layers: &[Layer], idx: usize) -> bool {
         && flatten.activation.is_none()
         && params::pixel_major_flatten(layers, idx + 1)
         && params::flattened_image(layers, idx + 2).is_some()
+}
+
+/// The first layers of an inference pass on borrowed input values `view`, which layer `idx`
+/// alone reads, when they can read them in place: the fused batch norm -> flatten -> dense
+/// product, or a batch norm on its own. Returns the output and the layers run; `None` when
+/// the layer needs a tensor.
+fn input_layers(
+    layers: &[Layer],
+    idx: usize,
+    params: &[LayerParams],
+    (values, shape, device): (&[f32], Shape4, Cpu),
+    cfg: PassConfig,
+) -> Option<(Value, usize)> {
+    // A batch norm that fuses with the layers after it (a residual add) runs as the pass
+    // runs it, on a tensor.
+    let fuses_after =
+        cfg.fuse && (foldable_bn_dense(layers, idx) || fusable_add(layers, idx).is_some());
+    if let (Op::BatchNorm { eps, .. }, Some(LayerParams::BatchNorm(bn)), false) =
+        (layers.get(idx)?.op, params.get(idx), fuses_after)
+    {
+        let layer = &layers[idx];
+        let fused = fused_activation(layer);
+        let out = batch_norm_inference_values(values, shape, bn, eps as f32, fused, &device);
+        let is_last = idx + 1 == layers.len();
+        let (out, _) = suffix(Act::Image(out), layer, fused, is_last, cfg).split();
+        return Some((out, 1));
+    }
+    if !(cfg.fuse && foldable_bn_dense(layers, idx)) {
+        return None;
+    }
+    let (bn_layer, dense_layer) = (layers.get(idx)?, layers.get(idx + 2)?);
+    let (Op::BatchNorm { eps, .. }, LayerParams::BatchNorm(bn), LayerParams::Dense(linear)) =
+        (bn_layer.op, params.get(idx)?, params.get(idx + 2)?)
+    else {
+        return None;
+    };
+    let (scale, shift) = inference_scale_shift(bn, eps);
+    let (n, h, w, c) = shape;
+    let out = dense_of_affine_values(values, (n, h * w * c), linear, &scale, &shift, &device);
+    let is_last = idx + 3 == layers.len();
+    let (out, _) = suffix(
+        Act::Flat(out),
+        dense_layer,
+        FusedActivation::Linear,
+        is_last,
+        cfg,
+    )
+    .split();
+    Some((out, 3))
 }
 
 /// Batch norm `idx`, the flatten and the dense layer after it, in inference: the dense product

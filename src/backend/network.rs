@@ -12,6 +12,7 @@ use super::optimizer::Optimizer;
 use super::params::{self, LayerParams, ParamMut};
 use crate::ir::{Head, Model};
 use dfdx::prelude::*;
+use std::borrow::Cow;
 
 /// A trainable network for a checked model.
 #[derive(Debug)]
@@ -169,13 +170,46 @@ impl Network {
     /// Class probabilities of each image, in inference mode. A binary head's one probability
     /// `p` (of the second class) is reported as both classes' `[1 - p, p]`.
     pub fn predict(&mut self, images: Vec<f32>, count: usize) -> Vec<Vec<f32>> {
-        let x = self.input_tensor(images, count);
-        self.predict_on(x)
+        self.predict_input(Cow::Owned(images), count)
+    }
+
+    /// [`Network::predict`] on borrowed images (`count × h × w × c` values): a first layer
+    /// that can read them in place does (a batch norm on the input), so that a memory-bound
+    /// model reads each image once; otherwise they are copied into the input tensor.
+    ///
+    /// # Panics
+    /// When `images` does not hold `count` images of the model's input shape.
+    pub fn predict_values(&mut self, images: &[f32], count: usize) -> Vec<Vec<f32>> {
+        self.predict_input(Cow::Borrowed(images), count)
+    }
+
+    /// [`Network::predict`] on owned or borrowed images.
+    fn predict_input(&mut self, images: Cow<'_, [f32]>, count: usize) -> Vec<Vec<f32>> {
+        let (h, w, c) = self.model.input.hwc();
+        let cfg = PassConfig {
+            training: false,
+            fuse: true,
+            activation_to_loss: true,
+        };
+        let logits = forward::run_values(
+            &self.model.layers,
+            &mut self.params,
+            (images, (count, h, w, c)),
+            &self.device,
+            cfg,
+            &mut |_, _| {},
+        );
+        self.probabilities(logits)
     }
 
     /// [`Network::predict`] on an input tensor.
     pub fn predict_on(&mut self, x: Image<NoneTape>) -> Vec<Vec<f32>> {
         let logits = self.forward(x, false);
+        self.probabilities(logits)
+    }
+
+    /// Class probabilities of a batch's logits: the head's activation applied.
+    fn probabilities(&self, logits: Flat<NoneTape>) -> Vec<Vec<f32>> {
         match self.model.head {
             Head::Softmax => logits
                 .softmax::<Axis<1>>()

@@ -16,9 +16,9 @@ use crate::backend::ops::buffers;
 use crate::backend::ops::depthwise_kernels::FusedActivation;
 use crate::backend::ops::profile;
 use crate::backend::ops::tape;
-use crate::backend::ops::Vector;
+use crate::backend::ops::{Image, Shape4, Vector};
 use dfdx::shapes::{HasShape, Shape};
-use dfdx::tensor::{Cpu, PutTape, SplitTape, Tape, Tensor, TensorFromVec};
+use dfdx::tensor::{Cpu, NoneTape, PutTape, SplitTape, Tape, Tensor, TensorFromVec};
 
 /// The hyper-parameters of one batch-norm layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -93,6 +93,69 @@ pub fn batch_norm_add<S: Shape, T: Tape<f32, Cpu>>(
     normalise(x, Some(skip), params, cfg)
 }
 
+/// An inference-mode batch norm (moving statistics) of borrowed `(n, h, w, c)` values, such as
+/// the model's input read in place, with `activation` applied inside: the values are read once
+/// and only the output is written.
+///
+/// # Panics
+/// When `input` does not hold `shape`'s elements or `c` is not the parameters' feature count.
+pub fn batch_norm_inference_values(
+    input: &[f32],
+    shape: Shape4,
+    params: &BatchNormParams,
+    eps: f32,
+    activation: FusedActivation,
+    device: &Cpu,
+) -> Image<NoneTape> {
+    let _timer = profile::scope("batch_norm.forward");
+    let (n, h, w, c) = shape;
+    assert!(
+        input.len() == n * h * w * c && params.gamma.shape().0 == c,
+        "batch norm input of the wrong shape"
+    );
+    let (mean, variance) = (params.moving_mean.as_vec(), params.moving_variance.as_vec());
+    let Affine { scale, shift, .. } = affine(params, &mean, &variance, eps);
+    let layout = Periods::new(c);
+    let (scale_p, shift_p) = (layout.pattern(&scale), layout.pattern(&shift));
+    let mut out = buffers::take(input.len());
+    apply(
+        layout,
+        &mut out,
+        input,
+        None,
+        (&scale_p, &shift_p),
+        activation,
+    );
+    device.tensor_from_vec(out, shape)
+}
+
+/// `out = activation(input * scale + shift [+ skip])` per feature, `pats` the scale and shift
+/// patterns of `layout`.
+fn apply(
+    layout: Periods,
+    out: &mut [f32],
+    input: &[f32],
+    skip: Option<&[f32]>,
+    pats: (&[f32], &[f32]),
+    activation: FusedActivation,
+) {
+    let pats = (pats.0, pats.1, pats.1);
+    match (activation.bounds(), skip) {
+        (None, None) => layout.map(out, input, input, pats, |_, x, _, a, b, _| x * a + b),
+        (Some((lo, hi)), None) => layout.map(out, input, input, pats, move |_, x, _, a, b, _| {
+            (x * a + b).max(lo).min(hi)
+        }),
+        (None, Some(skip)) => {
+            layout.map(out, input, skip, pats, |_, x, s, a, b, _| (x * a + b) + s)
+        }
+        (Some((lo, hi)), Some(skip)) => {
+            layout.map(out, input, skip, pats, move |_, x, s, a, b, _| {
+                ((x * a + b) + s).max(lo).min(hi)
+            })
+        }
+    }
+}
+
 fn normalise<S: Shape, T: Tape<f32, Cpu>>(
     x: Tensor<S, f32, Cpu, T>,
     skip: Option<&Tensor<S, f32, Cpu>>,
@@ -121,23 +184,15 @@ fn normalise<S: Shape, T: Tape<f32, Cpu>>(
     let activation = cfg.activation;
     let skip_data = skip.map(buffers::read);
     let skip_key = skip.map(|skip| skip.ghost());
-    let pats: (&[f32], &[f32], &[f32]) = (&scale_p, &shift_p, &shift_p);
-    match (activation.bounds(), &skip_data) {
-        (None, None) => layout.map(&mut out, &input, &input, pats, |_, x, _, a, b, _| x * a + b),
-        (Some((lo, hi)), None) => {
-            layout.map(&mut out, &input, &input, pats, move |_, x, _, a, b, _| {
-                (x * a + b).max(lo).min(hi)
-            })
-        }
-        (None, Some(skip)) => layout.map(&mut out, &input, skip, pats, |_, x, s, a, b, _| {
-            (x * a + b) + s
-        }),
-        (Some((lo, hi)), Some(skip)) => {
-            layout.map(&mut out, &input, skip, pats, move |_, x, s, a, b, _| {
-                ((x * a + b) + s).max(lo).min(hi)
-            })
-        }
-    }
+    let pats = (scale_p.as_slice(), shift_p.as_slice());
+    apply(
+        layout,
+        &mut out,
+        &input,
+        skip_data.as_deref(),
+        pats,
+        activation,
+    );
     if let Some(skip) = skip_data {
         buffers::give(skip);
     }
