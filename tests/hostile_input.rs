@@ -6,13 +6,15 @@
 //! generous enough for a loaded two-core machine, not speed targets. Allocation is counted per
 //! thread by a wrapping allocator, so the transport's memory limits are checked, not assumed.
 
+mod common;
+
 use lsp_server::{ErrorCode, Message, Notification, Request, RequestId};
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use serde_json::{json, Value};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use strata::diagnostics::codes;
@@ -652,7 +654,7 @@ fn serve(
     let reader = std::thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
         let mut messages = Vec::new();
-        while let Some(message) = read_frame(&mut reader) {
+        while let Some(message) = common::read_frame(&mut reader) {
             messages.push(message);
         }
         messages
@@ -690,26 +692,6 @@ fn serve(
         log.join().unwrap_or_default(),
         peak_kib,
     )
-}
-
-fn read_frame(reader: &mut impl BufRead) -> Option<Value> {
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some(value) = line.strip_prefix("Content-Length:") {
-            length = value.trim().parse().ok()?;
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    serde_json::from_slice(&body).ok()
 }
 
 fn json_frame(value: Value) -> Vec<u8> {

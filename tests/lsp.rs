@@ -2,8 +2,10 @@
 //! JSON-RPC session over pipes, with Content-Length framing. Every read has a timeout, so a
 //! server that hangs fails the test instead of stalling it.
 
+mod common;
+
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::Duration;
@@ -54,7 +56,7 @@ impl Session {
         let (sender, messages) = channel();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
-            while let Some(message) = read_frame(&mut reader) {
+            while let Some(message) = common::read_frame(&mut reader) {
                 if sender.send(message).is_err() {
                     break;
                 }
@@ -109,26 +111,6 @@ impl Session {
         assert_eq!(message["params"]["uri"], URI);
         message["params"].clone()
     }
-}
-
-fn read_frame(reader: &mut impl BufRead) -> Option<Value> {
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some(value) = line.strip_prefix("Content-Length:") {
-            length = value.trim().parse().ok()?;
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    serde_json::from_slice(&body).ok()
 }
 
 fn range(start: (u32, u32), end: (u32, u32)) -> Value {

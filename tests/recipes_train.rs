@@ -5,38 +5,18 @@
 //! rates, weights); a `class_weight` naming a class the data lacks stops before training with
 //! `strata::data::unknown_class` at the name.
 
-use image::{GrayImage, Luma};
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-
-/// Three classes of 16x16 grayscale shapes, `counts` images each: a bright bar, the
-/// bottom-right quarter, the top-left quarter.
-fn shapes(root: &Path, counts: [usize; 3]) {
-    for (class, name) in ["bar", "bottom_right", "top_left"].iter().enumerate() {
-        for idx in 0..counts[class] {
-            let image = GrayImage::from_fn(16, 16, |x, y| {
-                let inside = match class {
-                    0 => (6..10).contains(&x),
-                    1 => x >= 8 && y >= 8,
-                    _ => x < 8 && y < 8,
-                };
-                let noise = ((x * 7 + y * 13 + idx as u32 * 29) % 40) as u8;
-                Luma([if inside { 200 + noise / 2 } else { noise }])
-            });
-            let path = root.join(name).join(format!("{idx}.png"));
-            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-            image.save(&path).expect("save");
-        }
-    }
-}
 
 /// 23 + 16 + 11 = 50 training images: with `batch_size: 8`, 7 steps per epoch, the last of 2.
 const SPEC: &str = "input: 16x16x1\nclasses: 3\nmodel: bn -> conv3(8, pad=same) relu -> pool2 -> dense3 softmax\ntrain:\n  optimizer: adamw\n  lr: 0.01\n  epochs: 4\n  batch_size: 8\n  label_smoothing: 0.1\n  class_weight: balanced\n  schedule: { kind: cosine, warmup_epochs: 1, alpha: 0.1 }\ndata:\n  train: data/train\n  validation: data/validation\n";
 
 fn project(spec: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    shapes(&dir.path().join("data/train"), [23, 16, 11]);
-    shapes(&dir.path().join("data/validation"), [4, 4, 4]);
+    common::shapes(&dir.path().join("data/train"), [23, 16, 11]);
+    common::shapes(&dir.path().join("data/validation"), [4, 4, 4]);
     std::fs::write(dir.path().join("spec.yaml"), spec).expect("spec");
     dir
 }

@@ -8,37 +8,16 @@
 
 mod common;
 
-use image::{GrayImage, Luma};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-
-/// Three classes of 16x16 grayscale shapes: a bright square top-left, bottom-right, or a bar.
-fn shapes(root: &Path, per_class: usize) {
-    for (class, name) in ["bar", "bottom_right", "top_left"].iter().enumerate() {
-        for idx in 0..per_class {
-            let image = GrayImage::from_fn(16, 16, |x, y| {
-                let inside = match class {
-                    0 => (6..10).contains(&x),
-                    1 => x >= 8 && y >= 8,
-                    _ => x < 8 && y < 8,
-                };
-                let noise = ((x * 7 + y * 13 + idx as u32 * 29) % 40) as u8;
-                Luma([if inside { 200 + noise / 2 } else { noise }])
-            });
-            let path = root.join(name).join(format!("{idx}.png"));
-            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-            image.save(&path).expect("save");
-        }
-    }
-}
 
 const SPEC: &str = "input: 16x16x1\nclasses: 3\nmodel: bn -> conv3(8, pad=same) relu -> pool2 -> dense3 softmax\ntrain:\n  lr: 0.01\n  epochs: 4\n  batch_size: 8\ndata:\n  train: data/train\n  validation: data/validation\n";
 
 /// A spec and its data in a temp dir.
 fn project(spec: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    shapes(&dir.path().join("data/train"), 24);
-    shapes(&dir.path().join("data/validation"), 6);
+    common::shapes(&dir.path().join("data/train"), [24; 3]);
+    common::shapes(&dir.path().join("data/validation"), [6; 3]);
     std::fs::write(dir.path().join("spec.yaml"), spec).expect("spec");
     dir
 }
