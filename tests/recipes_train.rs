@@ -7,8 +7,8 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use common::run::{history_without_seconds, learning_rates, strata, tensors, text};
+use std::process::{Command, Stdio};
 
 /// 23 + 16 + 11 = 50 training images: with `batch_size: 8`, 7 steps per epoch, the last of 2.
 const SPEC: &str = "input: 16x16x1\nclasses: 3\nmodel: bn -> conv3(8, pad=same) relu -> pool2 -> dense3 softmax\ntrain:\n  optimizer: adamw\n  lr: 0.01\n  epochs: 4\n  batch_size: 8\n  label_smoothing: 0.1\n  class_weight: balanced\n  schedule: { kind: cosine, warmup_epochs: 1, alpha: 0.1 }\ndata:\n  train: data/train\n  validation: data/validation\n";
@@ -19,53 +19,6 @@ fn project(spec: &str) -> tempfile::TempDir {
     common::shapes(&dir.path().join("data/validation"), [4, 4, 4]);
     std::fs::write(dir.path().join("spec.yaml"), spec).expect("spec");
     dir
-}
-
-fn strata(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// Every column of `history.csv` but `seconds` (timing).
-fn history_without_seconds(run: &Path) -> Vec<String> {
-    let csv = std::fs::read_to_string(run.join("history.csv")).expect("history");
-    let header: Vec<&str> = csv.lines().next().expect("header").split(',').collect();
-    let seconds = header
-        .iter()
-        .position(|column| *column == "seconds")
-        .expect("seconds column");
-    csv.lines()
-        .map(|line| {
-            let mut columns: Vec<&str> = line.split(',').collect();
-            columns.remove(seconds);
-            columns.join(",")
-        })
-        .collect()
-}
-
-/// The weights and optimiser moments of a checkpoint, by name, as raw bytes.
-fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(path).expect("checkpoint");
-    let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    let mut named: Vec<(String, Vec<u8>)> = tensors
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| (name, view.data().to_vec()))
-        .collect();
-    named.sort();
-    named
 }
 
 /// Keras's `CosineDecay(0, decay_steps, alpha=0.1, warmup_target=0.01, warmup_steps)` at
@@ -79,16 +32,6 @@ fn keras_cosine(step: f64, warmup_steps: f64, decay_steps: f64) -> f64 {
         let fraction = (step - warmup_steps) / decay_steps;
         lr * ((1.0 - alpha) * 0.5 * (1.0 + (std::f64::consts::PI * fraction).cos()) + alpha)
     }
-}
-
-/// The learning rates of `history.json`.
-fn learning_rates(run: &Path) -> Vec<f64> {
-    let json = std::fs::read_to_string(run.join("history.json")).expect("history.json");
-    let records: Vec<serde_json::Value> = serde_json::from_str(&json).expect("records");
-    records
-        .iter()
-        .map(|record| record["lr"].as_f64().expect("lr"))
-        .collect()
 }
 
 #[test]

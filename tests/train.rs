@@ -8,8 +8,9 @@
 
 mod common;
 
+use common::run::{history_without_seconds, learning_rates, strata, tensors, text};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 const SPEC: &str = "input: 16x16x1\nclasses: 3\nmodel: bn -> conv3(8, pad=same) relu -> pool2 -> dense3 softmax\ntrain:\n  lr: 0.01\n  epochs: 4\n  batch_size: 8\ndata:\n  train: data/train\n  validation: data/validation\n";
 
@@ -20,23 +21,6 @@ fn project(spec: &str) -> tempfile::TempDir {
     common::shapes(&dir.path().join("data/validation"), [6; 3]);
     std::fs::write(dir.path().join("spec.yaml"), spec).expect("spec");
     dir
-}
-
-fn strata(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[test]
@@ -176,32 +160,6 @@ fn resume_continues_and_refuses_a_changed_spec() {
     );
 }
 
-/// Every column of `history.csv` but the sixth (seconds, which is timing).
-fn history_without_seconds(run: &Path) -> Vec<String> {
-    std::fs::read_to_string(run.join("history.csv"))
-        .expect("history")
-        .lines()
-        .map(|line| {
-            let mut columns: Vec<&str> = line.split(',').collect();
-            columns.remove(5);
-            columns.join(",")
-        })
-        .collect()
-}
-
-/// The weights of a checkpoint, by name, as raw little-endian bytes.
-fn weights(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(path).expect("checkpoint");
-    let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    let mut named: Vec<(String, Vec<u8>)> = tensors
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| (name, view.data().to_vec()))
-        .collect();
-    named.sort();
-    named
-}
-
 #[test]
 fn a_resumed_run_repeats_the_uninterrupted_one() {
     // Big enough that rayon's threads steal work from each other: a reduction whose result
@@ -278,21 +236,11 @@ fn resumed_run_repeats_the_uninterrupted_one(spec: &str) {
     assert_eq!(history, history_without_seconds(&split));
     for file in ["last.safetensors", "best.safetensors"] {
         assert_eq!(
-            weights(&whole.join(file)),
-            weights(&split.join(file)),
+            tensors(&whole.join(file)),
+            tensors(&split.join(file)),
             "{file}"
         );
     }
-}
-
-/// The learning rates of `history.json`.
-fn learning_rates(run: &Path) -> Vec<f64> {
-    let text = std::fs::read_to_string(run.join("history.json")).expect("history.json");
-    let records: Vec<serde_json::Value> = serde_json::from_str(&text).expect("json");
-    records
-        .iter()
-        .map(|record| record["lr"].as_f64().expect("lr"))
-        .collect()
 }
 
 #[test]
