@@ -3,13 +3,12 @@
 //! training with their codes; a NaN loss stops with the epoch and batch named; Ctrl-C saves
 //! and exits 130; `--resume` continues exactly where the run left off (same history and
 //! weights as an uninterrupted run, with augmentation too) and refuses a changed spec; early
-//! stopping and reduce-on-plateau act at the epochs Keras's callbacks would; a kill -9 at any
-//! moment leaves files that parse and a run that resumes.
+//! stopping and reduce-on-plateau act at the epochs Keras's callbacks would. Kills at any
+//! moment, run folder ownership and resume's refusals are in `run_folders.rs`.
 
 mod common;
 
 use common::run::{history_without_seconds, learning_rates, strata, tensors, text};
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 const SPEC: &str = "input: 16x16x1\nclasses: 3\nmodel: bn -> conv3(8, pad=same) relu -> pool2 -> dense3 softmax\ntrain:\n  lr: 0.01\n  epochs: 4\n  batch_size: 8\ndata:\n  train: data/train\n  validation: data/validation\n";
@@ -356,74 +355,4 @@ fn ctrl_c_saves_and_exits_130() {
     assert!(stderr.contains("strata train --resume run"), "{stderr}");
     assert!(dir.path().join("run/last.safetensors").is_file());
     assert!(dir.path().join("run/interrupted.safetensors").is_file());
-}
-
-/// What `--resume` will read: the epochs `last.safetensors` has finished.
-fn completed_epochs(run: &Path) -> u64 {
-    let checkpoint =
-        strata::backend::checkpoint::load(&run.join("last.safetensors")).expect("loads");
-    let state: serde_json::Value =
-        serde_json::from_str(&checkpoint.extra["strata.state"]).expect("state json");
-    state["completed_epochs"].as_u64().expect("epochs")
-}
-
-#[cfg(unix)]
-#[test]
-fn kill_9_at_any_moment_leaves_a_run_that_resumes() {
-    use std::io::{BufRead, BufReader};
-    let dir = project(&SPEC.replace("epochs: 4", "epochs: 1000"));
-    let run = dir.path().join("run");
-    // Kills land at growing delays after an epoch line, which is printed just before that
-    // epoch's files are written: some inside the writes, some inside the next epoch.
-    for (attempt, delay_us) in [0u64, 200, 500, 1_000, 2_000, 5_000]
-        .into_iter()
-        .enumerate()
-    {
-        let mut args = vec!["train", "spec.yaml", "--out", "run"];
-        if attempt > 0 {
-            args = vec!["train", "--resume", "run", "--epochs", "1000"];
-        }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(&args)
-            .current_dir(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        let stdout = child.stdout.take().expect("stdout");
-        let lines = BufReader::new(stdout).lines();
-        // The first run is killed after its second epoch line, so that one epoch is saved.
-        let seen = lines
-            .filter(|line| line.as_ref().is_ok_and(|l| l.starts_with("epoch ")))
-            .nth(usize::from(attempt == 0));
-        assert!(seen.is_some(), "attempt {attempt}: no epoch line");
-        std::thread::sleep(std::time::Duration::from_micros(delay_us));
-        child.kill().expect("SIGKILL");
-        let _ = child.wait();
-        // Every file parses; the history holds at least the epochs the checkpoint finished.
-        let done = completed_epochs(&run);
-        assert!(done >= 1, "attempt {attempt}");
-        let json = std::fs::read_to_string(run.join("history.json")).expect("history.json");
-        let records: Vec<serde_json::Value> = serde_json::from_str(&json).expect("valid json");
-        assert!(records.len() as u64 >= done, "attempt {attempt}");
-        // The CSV and JSON are two atomic writes: a kill between them leaves each whole, one
-        // an epoch ahead of the other; both hold what the checkpoint finished.
-        let csv = history_without_seconds(&run);
-        assert!(csv.len() as u64 > done, "attempt {attempt}");
-        assert!(
-            csv.iter().skip(1).all(|row| row.split(',').count() == 6),
-            "{csv:?}"
-        );
-        let state = std::fs::read_to_string(run.join("state.json")).expect("state.json");
-        serde_json::from_str::<serde_json::Value>(&state).expect("state.json is whole");
-        strata::backend::checkpoint::load(&run.join("best.safetensors")).expect("best loads");
-    }
-    let done = completed_epochs(&run);
-    let target = (done + 1).to_string();
-    let output = strata(
-        dir.path(),
-        &["train", "--resume", "run", "--epochs", &target],
-    );
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    assert_eq!(history_without_seconds(&run).len() as u64, done + 2);
 }

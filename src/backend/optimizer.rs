@@ -190,37 +190,86 @@ pub fn export_state(
     Ok(out)
 }
 
-/// Restores moment buffers written by [`export_state`]; buffers missing from `tensors` or of
-/// the wrong length stay zero.
+/// Why a checkpoint's optimiser state cannot be restored.
+#[derive(Debug)]
+pub enum StateError {
+    /// A moment buffer the optimiser needs is not in the checkpoint.
+    Missing(String),
+    /// A buffer holds another number of values than its parameter.
+    Length {
+        /// The buffer's name (`layers.3.weight.first`).
+        name: String,
+        /// The parameter's number of values.
+        expected: usize,
+        /// The buffer's.
+        found: usize,
+    },
+    /// A buffer that belongs to no parameter of the model.
+    Unexpected(String),
+    /// The tensor backend failed.
+    Backend(CpuError),
+}
+
+impl std::fmt::Display for StateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateError::Missing(name) => write!(f, "`{name}` is missing"),
+            StateError::Length {
+                name,
+                expected,
+                found,
+            } => write!(f, "`{name}` has {found} values, not {expected}"),
+            StateError::Unexpected(name) => {
+                write!(f, "`{name}` belongs to no parameter of the model")
+            }
+            StateError::Backend(err) => write!(f, "{err:?}"),
+        }
+    }
+}
+
+impl std::error::Error for StateError {}
+
+/// Restores the moment buffers written by [`export_state`]. The checkpoint must hold exactly
+/// the buffers `export_state` writes for this model, each as long as its parameter; anything
+/// else is an error, never a silent restart of the moments from zero.
 pub fn import_state(
     optimizer: &mut Optimizer,
     model: &crate::ir::Model,
     params: &mut [super::params::LayerParams],
     tensors: &[super::checkpoint::NamedTensor],
     step: i32,
-) -> Result<(), CpuError> {
+) -> Result<(), StateError> {
     use super::params::ParamMut;
     optimizer.step = step;
+    let mut used = std::collections::HashSet::new();
     for (name, param) in super::params::trainables(model, params) {
         for (suffix, store) in [
             ("first", &mut optimizer.first),
             ("second", &mut optimizer.second),
             ("third", &mut optimizer.third),
         ] {
-            let Some(saved) = tensors
-                .iter()
-                .find(|t| t.name == format!("{name}.{suffix}"))
-            else {
-                continue;
+            let wanted = format!("{name}.{suffix}");
+            let Some(saved) = tensors.iter().find(|t| t.name == wanted) else {
+                return Err(StateError::Missing(wanted));
             };
+            used.insert(wanted.clone());
             let slot = match &param {
-                ParamMut::Vector(t) => store.get_or_alloc_mut(&**t)?,
-                ParamMut::Matrix(t) => store.get_or_alloc_mut(&**t)?,
-            };
-            if slot.len() == saved.data.len() {
-                slot.copy_from_slice(&saved.data);
+                ParamMut::Vector(t) => store.get_or_alloc_mut(&**t),
+                ParamMut::Matrix(t) => store.get_or_alloc_mut(&**t),
             }
+            .map_err(StateError::Backend)?;
+            if slot.len() != saved.data.len() {
+                return Err(StateError::Length {
+                    name: wanted,
+                    expected: slot.len(),
+                    found: saved.data.len(),
+                });
+            }
+            slot.copy_from_slice(&saved.data);
         }
     }
-    Ok(())
+    match tensors.iter().find(|t| !used.contains(&t.name)) {
+        Some(extra) => Err(StateError::Unexpected(extra.name.clone())),
+        None => Ok(()),
+    }
 }

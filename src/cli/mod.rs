@@ -101,7 +101,8 @@ pub enum Command {
         /// The spec file (not needed with `--resume`).
         #[arg(required_unless_present = "resume")]
         spec: Option<PathBuf>,
-        /// Continue an interrupted run from its last finished epoch.
+        /// Continue an interrupted run from its last finished epoch, with the settings it
+        /// started with (only `--epochs`, `--cache-mb` and output flags go with it).
         #[arg(long, value_name = "RUN")]
         resume: Option<PathBuf>,
         /// Image folder: `DIR/train` and `DIR/validation` when `DIR/train` exists, else `DIR`.
@@ -119,9 +120,14 @@ pub enum Command {
         /// Seed for shuffling, initialisation and dropout.
         #[arg(long)]
         seed: Option<u64>,
-        /// The run folder (default `runs/<name>/<YYYYmmdd-HHMMSS>`).
+        /// The run folder (default `runs/<name>/<YYYYmmdd-HHMMSS>`): new or empty; a run
+        /// folder belongs to one run.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Replace the earlier run in `--out` (its files only: strata never deletes files it
+        /// did not write).
+        #[arg(long)]
+        force: bool,
         /// Memory for decoded images kept between epochs, in MiB (default: the spec's
         /// `data.cache_mb`, else a quarter of the memory available).
         #[arg(long)]
@@ -268,6 +274,7 @@ pub fn run(cli: Cli) -> u8 {
             lr,
             seed,
             out,
+            force,
             cache_mb,
             quiet,
         } => {
@@ -281,6 +288,7 @@ pub fn run(cli: Cli) -> u8 {
                 seed,
                 out,
                 cache_mb,
+                force,
             };
             train::run(&request, quiet, format)
         }

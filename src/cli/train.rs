@@ -83,18 +83,17 @@ fn report(
             printer.print(&diagnostics, &source);
             EXIT_ERROR
         }
-        TrainError::SpecChanged(path) => {
-            eprintln!(
-                "error: `{}` changed since this run started; resuming would train a different model\n  help: restore the spec, or start a new run with `strata train {}`",
-                path.display(),
-                path.display()
-            );
-            EXIT_ERROR
+        TrainError::Refused(diagnostic) => {
+            printer.print(&[diagnostic], &crate::diagnostics::SourceFile::new("", ""));
+            EXIT_USAGE
         }
         TrainError::NonFinite { epoch, batch } => {
-            let saved = run.map_or(String::new(), |(_, dir)| {
-                format!("; the last finished epoch is saved in {}", dir.display())
-            });
+            let saved = match run {
+                Some((_, dir)) if epoch > 1 => {
+                    format!("; the last finished epoch is saved in {}", dir.display())
+                }
+                _ => "; no epoch finished, so no checkpoint was saved".to_string(),
+            };
             eprintln!("error: the loss became NaN or infinite in epoch {epoch}, batch {batch}{saved}\n  help: lower the learning rate (`--lr`), e.g. by 10x");
             EXIT_ERROR
         }

@@ -71,6 +71,39 @@ pub const DATA_UNKNOWN_CLASS: &str = "strata::data::unknown_class";
 /// A class folder's name is not valid UTF-8.
 pub const DATA_CLASS_NAME: &str = "strata::data::class_name";
 
+/// `train --out` names a folder that holds files, and not this run's.
+pub const RUN_FOLDER_NOT_EMPTY: &str = "strata::run::folder_not_empty";
+/// Another process holds the run folder's lock.
+pub const RUN_FOLDER_IN_USE: &str = "strata::run::folder_in_use";
+/// The command line asks for a run that cannot be: a spec path or a setting flag with
+/// `--resume` (which continues with the run's own settings), or neither a spec nor `--resume`.
+pub const RUN_USAGE: &str = "strata::run::usage";
+/// `--resume` finds no readable `last.safetensors` with a run state.
+pub const RUN_NO_CHECKPOINT: &str = "strata::run::no_checkpoint";
+/// `--resume`: the spec file changed since the run started.
+pub const RUN_SPEC_CHANGED: &str = "strata::run::spec_changed";
+/// `--resume`: no intact copy of the run's history is left.
+pub const RUN_HISTORY: &str = "strata::run::history";
+/// `--resume`: the checkpoint's optimiser state does not fit the model and optimiser.
+pub const RUN_OPTIMIZER_STATE: &str = "strata::run::optimizer_state";
+/// `train`: the spec names no training images and no `--data` is given.
+pub const RUN_NO_TRAINING_DATA: &str = "strata::run::no_training_data";
+/// `--resume`: the training folder's classes changed since the run started.
+pub const RUN_CLASSES_CHANGED: &str = "strata::run::classes_changed";
+
+/// The codes about run folders and resuming, reported by `strata train`.
+pub const RUN: &[&str] = &[
+    RUN_FOLDER_NOT_EMPTY,
+    RUN_FOLDER_IN_USE,
+    RUN_USAGE,
+    RUN_NO_CHECKPOINT,
+    RUN_SPEC_CHANGED,
+    RUN_HISTORY,
+    RUN_OPTIMIZER_STATE,
+    RUN_NO_TRAINING_DATA,
+    RUN_CLASSES_CHANGED,
+];
+
 /// The codes about image folders, reported by the data stage (tested on generated folders).
 pub const DATA: &[&str] = &[
     DATA_MISSING_FOLDER,

@@ -18,6 +18,9 @@ pub struct JsonDiagnostic {
     pub filename: String,
     /// Primary label first.
     pub labels: Vec<JsonLabel>,
+    /// Extra lines of explanation; left out when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Machine-applicable edits; left out when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub suggestions: Vec<JsonSuggestion>,
@@ -82,6 +85,7 @@ impl JsonDiagnostic {
             help: diagnostic.help.clone(),
             filename: source.name.clone(),
             labels,
+            notes: diagnostic.notes.clone(),
             suggestions: diagnostic
                 .suggestions
                 .iter()

@@ -1,6 +1,7 @@
 //! `curves.png`: loss and accuracy per epoch, training against validation, side by side.
 
 use super::{plot_err, register_font, PlotError, FONT};
+use image::ImageEncoder;
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -22,10 +23,32 @@ pub struct CurvePoint {
 const TRAIN_COLOUR: RGBColor = RGBColor(31, 119, 180);
 const VAL_COLOUR: RGBColor = RGBColor(255, 127, 14);
 
-/// Draws loss (left) and accuracy (right) against epoch into a PNG at `path`.
+/// The picture's size in pixels.
+const SIZE: (u32, u32) = (1200, 500);
+
+/// Draws loss (left) and accuracy (right) against epoch into a PNG at `path`, written
+/// atomically (a kill never leaves a truncated picture).
 pub fn plot_curves(points: &[CurvePoint], title: &str, path: &Path) -> Result<(), PlotError> {
+    let png = curves_png(points, title)?;
+    crate::backend::checkpoint::write_atomic(path, &png)
+        .map_err(|err| PlotError(format!("cannot write `{}`: {err}", path.display())))
+}
+
+/// The curves as PNG bytes.
+pub fn curves_png(points: &[CurvePoint], title: &str) -> Result<Vec<u8>, PlotError> {
+    let (width, height) = SIZE;
+    let mut pixels = vec![0u8; width as usize * height as usize * 3];
+    draw(points, title, &mut pixels)?;
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&pixels, width, height, image::ExtendedColorType::Rgb8)
+        .map_err(plot_err)?;
+    Ok(png)
+}
+
+fn draw(points: &[CurvePoint], title: &str, pixels: &mut [u8]) -> Result<(), PlotError> {
     register_font();
-    let root = BitMapBackend::new(path, (1200, 500)).into_drawing_area();
+    let root = BitMapBackend::with_buffer(pixels, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let root = root.titled(title, (FONT, 24)).map_err(plot_err)?;
     let (left, right) = root.split_horizontally(600);

@@ -5,7 +5,7 @@
 mod curves;
 mod grid;
 
-pub use curves::{plot_curves, CurvePoint};
+pub use curves::{curves_png, plot_curves, CurvePoint};
 pub use grid::{render_grid, GridImage};
 
 use std::sync::Once;

@@ -8,6 +8,7 @@ pub mod class_weight;
 pub mod history;
 pub mod plateau;
 pub mod progress;
+pub mod run_folder;
 mod setup;
 pub mod state;
 
@@ -44,9 +45,10 @@ pub enum Outcome {
 pub enum TrainError {
     /// Spec or data problems, found before training, with the spec they point into.
     Diagnostics(crate::diagnostics::SourceFile, Vec<Diagnostic>),
-    /// `--resume` found the spec file changed since the run started.
-    SpecChanged(PathBuf),
-    /// Reading or writing failed.
+    /// A mistake in how the run was asked for (run folder, `--resume` and its flags),
+    /// refused before anything is written; not about the spec's text.
+    Refused(Diagnostic),
+    /// Reading or writing failed; the message names the path.
     Io(String),
     /// The loss became NaN or infinite.
     NonFinite {
@@ -57,16 +59,27 @@ pub enum TrainError {
     },
 }
 
-impl From<std::io::Error> for TrainError {
-    fn from(err: std::io::Error) -> TrainError {
-        TrainError::Io(err.to_string())
+impl From<checkpoint::CheckpointError> for TrainError {
+    fn from(err: checkpoint::CheckpointError) -> TrainError {
+        match err {
+            checkpoint::CheckpointError::Io(path, err) => {
+                run_folder::io_error("write", &path, &err)
+            }
+            other => TrainError::Io(other.to_string()),
+        }
     }
 }
 
-impl From<checkpoint::CheckpointError> for TrainError {
-    fn from(err: checkpoint::CheckpointError) -> TrainError {
-        TrainError::Io(err.to_string())
-    }
+/// Writes `state.json`, the run state for people and scripts.
+pub(crate) fn write_state(dir: &Path, state: &RunState) -> Result<(), TrainError> {
+    let json = serde_json::to_vec_pretty(state)
+        .map_err(|err| TrainError::Io(format!("cannot encode the run state: {err}")))?;
+    write_file(&dir.join("state.json"), &json)
+}
+
+/// Writes `bytes` to `path` atomically; an error names the path.
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    checkpoint::write_atomic(path, bytes).map_err(|err| run_folder::io_error("write", path, &err))
 }
 
 /// A prepared run, ready to train.
@@ -265,15 +278,14 @@ impl Trainer {
         }
         history::write(&dir, &self.history)?;
         let points: Vec<_> = self.history.iter().map(EpochRecord::curve_point).collect();
-        if let Err(err) =
-            crate::plot::plot_curves(&points, &self.prep.model.name, &dir.join("curves.png"))
-        {
-            eprintln!("warning: {err}");
+        match crate::plot::curves_png(&points, &self.prep.model.name) {
+            Ok(png) => write_file(&dir.join("curves.png"), &png)?,
+            Err(err) => eprintln!("warning: {err}"),
         }
+        write_state(&dir, &self.state)?;
+        // Last: the checkpoint that `--resume` trusts. A kill before this rename leaves the
+        // files above one epoch ahead of it, which the resume rewrites.
         checkpoint::save(&dir.join("last.safetensors"), &self.checkpoint(true)?)?;
-        let state_json = serde_json::to_vec_pretty(&self.state)
-            .map_err(|err| TrainError::Io(err.to_string()))?;
-        checkpoint::write_atomic(&dir.join("state.json"), &state_json)?;
         Ok(())
     }
 
@@ -292,9 +304,13 @@ impl Trainer {
                 name: format!("{STATE_PREFIX}{}", t.name),
                 ..t
             }));
-            let state = serde_json::to_string(&self.state)
-                .map_err(|err| TrainError::Io(err.to_string()))?;
+            let encode = |err: serde_json::Error| {
+                TrainError::Io(format!("cannot encode the run state: {err}"))
+            };
+            let state = serde_json::to_string(&self.state).map_err(encode)?;
             extra.insert(STATE_KEY.to_string(), state);
+            let history = serde_json::to_string(&self.history).map_err(encode)?;
+            extra.insert(history::HISTORY_KEY.to_string(), history);
         }
         Ok(Checkpoint {
             tensors,

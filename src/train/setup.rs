@@ -5,6 +5,7 @@
 
 use super::class_weight;
 use super::history::{self, EpochRecord};
+use super::run_folder::{self, RunClaim};
 use super::state::{RunState, STATE_KEY};
 use super::TrainError;
 use crate::backend::checkpoint::{self, Checkpoint, NamedTensor, STATE_PREFIX};
@@ -17,7 +18,7 @@ use crate::data::image::to_bytes;
 use crate::data::image::ReadLimits;
 use crate::data::loader::{cache_budget, split, Loader, Sample};
 use crate::data::{errors, folder, paths, ImageSpec};
-use crate::diagnostics::{Diagnostic, SourceFile};
+use crate::diagnostics::{codes, Diagnostic, SourceFile};
 use crate::ir::Model;
 use crate::spec::SpecFile;
 use std::collections::{HashMap, HashSet};
@@ -46,6 +47,35 @@ pub struct TrainRequest {
     /// `--cache-mb`: the decoded-image cache's budget in MiB, over the spec's `data.cache_mb`
     /// (default: [`crate::data::loader::default_cache_bytes`]).
     pub cache_mb: Option<u64>,
+    /// `--force`: replace the earlier run in `--out`.
+    pub force: bool,
+}
+
+impl TrainRequest {
+    /// What was given with `--resume` that a resumed run cannot honour: it continues with
+    /// the settings, data and folder it started with, so that it ends as the uninterrupted
+    /// run would have.
+    fn resume_conflicts(&self) -> Vec<String> {
+        let mut given = Vec::new();
+        if let Some(spec) = &self.spec {
+            given.push(format!("a spec path (`{}`)", spec.display()));
+        }
+        let flags = [
+            ("--data", self.data.is_some()),
+            ("--batch-size", self.batch_size.is_some()),
+            ("--lr", self.lr.is_some()),
+            ("--seed", self.seed.is_some()),
+            ("--out", self.out.is_some()),
+            ("--force", self.force),
+        ];
+        given.extend(
+            flags
+                .into_iter()
+                .filter(|(_, present)| *present)
+                .map(|(flag, _)| format!("`{flag}`")),
+        );
+        given
+    }
 }
 
 /// A run ready to start.
@@ -70,17 +100,46 @@ pub struct Prepared {
     pub warnings: Vec<Diagnostic>,
     /// Each class's weight in the training loss (`train.class_weight`); empty: all 1.
     pub class_weights: Vec<f32>,
+    /// The finished epochs' history (empty for a new run).
+    pub history: Vec<EpochRecord>,
+    /// The run folder, locked for as long as this run lives.
+    pub claim: RunClaim,
 }
 
 /// Compiles, checks data and makes the run folder; or reads a run back for `--resume`.
 pub fn prepare(request: &TrainRequest) -> Result<Prepared, TrainError> {
     match (&request.resume, &request.spec) {
-        (Some(run_dir), _) => prepare_resume(run_dir, request),
+        (Some(run_dir), _) => {
+            let given = request.resume_conflicts();
+            if !given.is_empty() {
+                return Err(TrainError::Refused(resume_conflict(run_dir, &given)));
+            }
+            prepare_resume(run_dir, request)
+        }
         (None, Some(spec)) => prepare_new(spec, request),
-        (None, None) => Err(TrainError::Io(
-            "give a spec file, or `--resume RUN`".to_string(),
+        (None, None) => Err(TrainError::Refused(
+            Diagnostic::error(codes::RUN_USAGE, "nothing to train")
+                .with_help("give a spec file (`strata train SPEC`), or `--resume RUN`"),
         )),
     }
+}
+
+/// The `strata::run::usage` refusal of flags given with `--resume`.
+fn resume_conflict(run_dir: &Path, given: &[String]) -> Diagnostic {
+    Diagnostic::error(
+        codes::RUN_USAGE,
+        format!(
+            "{} cannot be used with `--resume`: a resumed run continues with the spec, data, \
+             settings and folder it started with, so that it ends as the uninterrupted run \
+             would have",
+            given.join(", ")
+        ),
+    )
+    .with_help(format!(
+        "write `strata train --resume {}` alone (only `--epochs`, a new total, `--cache-mb`, \
+         `--quiet` and `--format` go with it); to change settings, start a new run from the spec",
+        run_dir.display()
+    ))
 }
 
 /// The checked model and the spec as read (its spans point diagnostics found later, such as
@@ -103,7 +162,7 @@ fn compile_model(
 
 fn prepare_new(spec_path: &Path, request: &TrainRequest) -> Result<Prepared, TrainError> {
     let text = std::fs::read_to_string(spec_path)
-        .map_err(|err| TrainError::Io(format!("cannot read `{}`: {err}", spec_path.display())))?;
+        .map_err(|err| run_folder::io_error("read", spec_path, &err))?;
     let source = SourceFile::new(spec_path.display().to_string(), text.clone());
     let stem = spec_path
         .file_stem()
@@ -111,10 +170,21 @@ fn prepare_new(spec_path: &Path, request: &TrainRequest) -> Result<Prepared, Tra
     let (model, spec) = compile_model(&text, &source, &stem)?;
     let data = paths::resolve(spec_path, &model.data, request.data.as_deref());
     let Some(train_dir) = data.train.clone() else {
-        return Err(TrainError::Io(format!(
-            "`{}` names no training images: add `data.train` or give `--data DIR`",
-            spec_path.display()
-        )));
+        let span = spec.as_ref().and_then(|spec| spec.key_span("data"));
+        let diagnostic = Diagnostic::error(
+            codes::RUN_NO_TRAINING_DATA,
+            format!("`{}` names no training images", spec_path.display()),
+        )
+        .with_help("add `data: { train: DIR }` to the spec, or give `--data DIR`");
+        let diagnostic = match span {
+            Some(span) => diagnostic.with_primary(span, "no `train` folder here"),
+            None => diagnostic,
+        };
+        return Err(TrainError::Diagnostics(source, vec![diagnostic]));
+    };
+    let mut claim = match &request.out {
+        Some(out) => RunClaim::new_run(out, request.force)?,
+        None => claim_default(&model.name)?,
     };
     let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let mut state = RunState {
@@ -144,14 +214,10 @@ fn prepare_new(spec_path: &Path, request: &TrainRequest) -> Result<Prepared, Tra
     state.classes = classes;
     state.steps_per_epoch = Some(steps_per_epoch(&train, state.batch_size));
     state.schedule_epochs = Some(state.epochs);
-    let run_dir = request
-        .out
-        .clone()
-        .unwrap_or_else(|| super::default_run_dir(&model.name));
-    std::fs::create_dir_all(&run_dir)
-        .map_err(|err| TrainError::Io(format!("cannot create `{}`: {err}", run_dir.display())))?;
-    checkpoint::write_atomic(&run_dir.join("spec.yaml"), text.as_bytes())?;
-    checkpoint::write_atomic(
+    claim.commit()?;
+    let run_dir = claim.dir().to_path_buf();
+    super::write_file(&run_dir.join("spec.yaml"), text.as_bytes())?;
+    super::write_file(
         &run_dir.join("summary.txt"),
         crate::summary::render_table(&model).as_bytes(),
     )?;
@@ -166,29 +232,102 @@ fn prepare_new(spec_path: &Path, request: &TrainRequest) -> Result<Prepared, Tra
         resume: None,
         warnings,
         class_weights,
+        history: Vec::new(),
+        claim,
     })
 }
 
+/// Claims `runs/<name>/<time>`, or `<time>-2`, `-3`, … when runs started in the same second
+/// took it.
+fn claim_default(name: &str) -> Result<RunClaim, TrainError> {
+    let base = super::default_run_dir(name);
+    let mut last = None;
+    for n in 1..=100 {
+        let dir = if n == 1 {
+            base.clone()
+        } else {
+            let mut with_suffix = base.clone().into_os_string();
+            with_suffix.push(format!("-{n}"));
+            PathBuf::from(with_suffix)
+        };
+        match RunClaim::new_run(&dir, false) {
+            Err(TrainError::Refused(diagnostic)) => last = Some(diagnostic),
+            claimed => return claimed,
+        }
+    }
+    Err(TrainError::Refused(last.unwrap_or_else(|| {
+        Diagnostic::error(codes::RUN_FOLDER_IN_USE, "no free run folder")
+    })))
+}
+
 fn prepare_resume(run_dir: &Path, request: &TrainRequest) -> Result<Prepared, TrainError> {
-    let checkpoint = checkpoint::load(&run_dir.join("last.safetensors")).map_err(|err| {
-        TrainError::Io(format!(
-            "cannot resume `{}`: {err} (no finished epoch to continue from?)",
-            run_dir.display()
-        ))
+    let claim = RunClaim::existing_run(run_dir)?;
+    let last = run_dir.join("last.safetensors");
+    let checkpoint = checkpoint::load(&last).map_err(|err| {
+        let diagnostic = match &err {
+            checkpoint::CheckpointError::Io(_, io) if io.kind() == std::io::ErrorKind::NotFound => {
+                Diagnostic::error(
+                    codes::RUN_NO_CHECKPOINT,
+                    format!(
+                        "cannot resume `{}`: it has no `last.safetensors`, so no epoch of it finished",
+                        run_dir.display()
+                    ),
+                )
+                .with_help(
+                    "start the run again: `strata train SPEC --out RUN --force` replaces it",
+                )
+            }
+            _ => Diagnostic::error(
+                codes::RUN_NO_CHECKPOINT,
+                format!(
+                    "cannot resume `{}`: `{}` is truncated or corrupt ({err})",
+                    run_dir.display(),
+                    last.display()
+                ),
+            )
+            .with_help(
+                "restore it from a backup, or start the run again with `--force`; \
+                 `best.safetensors`, if intact, still serves `predict` and `evaluate`",
+            ),
+        };
+        TrainError::Refused(diagnostic)
     })?;
     let mut state: RunState = checkpoint
         .extra
         .get(STATE_KEY)
         .and_then(|json| serde_json::from_str(json).ok())
         .ok_or_else(|| {
-            TrainError::Io(format!(
-                "`{}/last.safetensors` has no run state",
-                run_dir.display()
-            ))
+            TrainError::Refused(
+                Diagnostic::error(
+                    codes::RUN_NO_CHECKPOINT,
+                    format!(
+                        "cannot resume `{}`: `{}` has no run state",
+                        run_dir.display(),
+                        last.display()
+                    ),
+                )
+                .with_help("resume needs the `last.safetensors` that `strata train` wrote"),
+            )
         })?;
     if let Ok(current) = std::fs::read_to_string(&state.spec_path) {
         if current != checkpoint.spec {
-            return Err(TrainError::SpecChanged(state.spec_path.clone()));
+            let path = state.spec_path.display();
+            let source = SourceFile::new(path.to_string(), current.clone());
+            return Err(TrainError::Diagnostics(
+                source,
+                vec![Diagnostic::error(
+                    codes::RUN_SPEC_CHANGED,
+                    format!(
+                        "`{path}` changed since this run started; resuming would train a \
+                         different model"
+                    ),
+                )
+                .with_help(format!(
+                    "restore the spec (the run's copy is `{}`), or start a new run with \
+                     `strata train {path}`",
+                    run_dir.join("spec.yaml").display()
+                ))],
+            ));
         }
     }
     if let Some(epochs) = request.epochs {
@@ -200,20 +339,34 @@ fn prepare_resume(run_dir: &Path, request: &TrainRequest) -> Result<Prepared, Tr
             state.early_stopping.wait = 0;
         }
     }
+    let (history, repaired) = history::recover(
+        run_dir,
+        checkpoint
+            .extra
+            .get(history::HISTORY_KEY)
+            .map(String::as_str),
+        state.completed_epochs,
+    )
+    .map_err(TrainError::Refused)?;
     let source = SourceFile::new(
         run_dir.join("spec.yaml").display().to_string(),
         checkpoint.spec.clone(),
     );
     let (model, spec) = compile_model(&checkpoint.spec, &source, "model")?;
-    let (train, validation, classes, warnings, counts) =
+    let (train, validation, classes, mut warnings, counts) =
         data_loaders(&model, &state, &source, request.cache_mb)?;
     if classes != state.classes {
-        return Err(TrainError::Io(format!(
-            "the classes of `{}` changed since the run started",
-            state.train_dir.display()
-        )));
+        return Err(TrainError::Diagnostics(
+            source,
+            vec![classes_changed(&state, &classes)],
+        ));
     }
     let class_weights = weights_of(&model, &classes, &counts, spec.as_ref(), &source)?;
+    // The files now say exactly what the checkpoint holds: a kill between the history's
+    // write and the checkpoint's may have left them one epoch ahead, or damaged.
+    history::write(run_dir, &history)?;
+    super::write_state(run_dir, &state)?;
+    warnings.extend(repaired);
     let text = checkpoint.spec.clone();
     Ok(Prepared {
         model,
@@ -226,7 +379,54 @@ fn prepare_resume(run_dir: &Path, request: &TrainRequest) -> Result<Prepared, Tr
         resume: Some(checkpoint),
         warnings,
         class_weights,
+        history,
+        claim,
     })
+}
+
+/// The `strata::run::classes_changed` error: which classes came and went.
+fn classes_changed(state: &RunState, found: &[String]) -> Diagnostic {
+    let list = |names: Vec<&String>| {
+        names
+            .iter()
+            .map(|name| format!("`{}`", name.escape_debug()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let added = list(
+        found
+            .iter()
+            .filter(|c| !state.classes.contains(c))
+            .collect(),
+    );
+    let gone = list(
+        state
+            .classes
+            .iter()
+            .filter(|c| !found.contains(c))
+            .collect(),
+    );
+    let mut notes = Vec::new();
+    if !added.is_empty() {
+        notes.push(format!("new: {added}"));
+    }
+    if !gone.is_empty() {
+        notes.push(format!("missing: {gone}"));
+    }
+    if notes.is_empty() {
+        notes.push("the same names in another order".to_string());
+    }
+    Diagnostic::error(
+        codes::RUN_CLASSES_CHANGED,
+        format!(
+            "the classes of `{}` changed since the run started; the model's outputs are the \
+             run's {} classes",
+            state.train_dir.display(),
+            state.classes.len()
+        ),
+    )
+    .with_note(notes.join("; "))
+    .with_help("restore the folder's class subfolders, or start a new run on the new classes")
 }
 
 /// The loaders, the class names, warnings, and the number of training images of each class.
@@ -421,14 +621,13 @@ pub(super) fn start(prep: &Prepared) -> Result<Start, TrainError> {
             state,
         });
     };
-    let cannot = |what: String| {
-        TrainError::Io(format!(
-            "cannot resume `{}`: {what}",
-            prep.run_dir.join("last.safetensors").display()
+    let last = prep.run_dir.join("last.safetensors");
+    let mut network = Network::from_checkpoint(&prep.model, checkpoint).map_err(|err| {
+        TrainError::Refused(Diagnostic::error(
+            codes::RUN_NO_CHECKPOINT,
+            format!("cannot resume from `{}`: {err}", last.display()),
         ))
-    };
-    let mut network =
-        Network::from_checkpoint(&prep.model, checkpoint).map_err(|err| cannot(err.to_string()))?;
+    })?;
     network.set_class_weights(prep.class_weights.clone());
     let moments: Vec<NamedTensor> = checkpoint
         .tensors
@@ -447,13 +646,25 @@ pub(super) fn start(prep: &Prepared) -> Result<Start, TrainError> {
         &moments,
         state.optimizer_step,
     )
-    .map_err(|err| cannot(format!("its optimiser state does not fit: {err:?}")))?;
-    let mut history = history::read(&prep.run_dir).unwrap_or_default();
-    history.truncate(state.completed_epochs as usize);
+    .map_err(|err| {
+        TrainError::Refused(
+            Diagnostic::error(
+                codes::RUN_OPTIMIZER_STATE,
+                format!(
+                    "cannot resume from `{}`: its optimiser state does not fit the model: {err}",
+                    last.display()
+                ),
+            )
+            .with_help(
+                "the file was changed after `strata train` wrote it; restore it, or start the \
+                 run again with `--force`",
+            ),
+        )
+    })?;
     Ok(Start {
         network,
         optimizer,
-        history,
+        history: prep.history.clone(),
         state,
     })
 }
