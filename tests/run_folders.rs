@@ -31,17 +31,26 @@ fn project(spec: &str) -> tempfile::TempDir {
 }
 
 /// Runs strata with `--format json` and returns the output and the codes of the diagnostics
-/// it printed; asserts no panic and an answer within [`BOUND`].
+/// it printed; asserts no panic and an answer within [`BOUND`] (killing it past that).
 fn run_json(dir: &Path, args: &[&str]) -> (Output, Vec<String>) {
     let start = Instant::now();
-    let mut all = vec!["--format", "json"];
-    all.extend_from_slice(args);
-    let output = strata(dir, &all);
-    assert!(
-        start.elapsed() < BOUND,
-        "{args:?} took {:?}",
-        start.elapsed()
-    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["--format", "json"])
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > BOUND {
+            let _ = child.kill();
+            panic!("{args:?} did not answer within {BOUND:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let output = child.wait_with_output().expect("output");
     assert_ne!(output.status.code(), Some(101), "panic: {}", text(&output));
     let codes = String::from_utf8_lossy(&output.stdout)
         .lines()
@@ -149,11 +158,18 @@ fn two_processes_cannot_share_a_run_folder() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let stdout = first.stdout.take().expect("stdout");
-    let seen = BufReader::new(stdout)
-        .lines()
+    // Its output is read to the end, so that it never writes into a closed pipe.
+    let mut lines = BufReader::new(first.stdout.take().expect("stdout")).lines();
+    let seen = lines
+        .by_ref()
         .find(|line| line.as_ref().is_ok_and(|l| l.starts_with("epoch ")));
     assert!(seen.is_some(), "the first run trains");
+    let drain = std::thread::spawn(move || lines.for_each(drop));
+    let waited = Instant::now();
+    while !dir.path().join("run/last.safetensors").exists() {
+        assert!(waited.elapsed() < BOUND, "no epoch saved");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let holder = format!("pid {}", first.id());
     for args in [
         vec!["train", "spec.yaml", "--out", "run", "--force"],
@@ -164,8 +180,13 @@ fn two_processes_cannot_share_a_run_folder() {
         assert_eq!(found, [codes::RUN_FOLDER_IN_USE], "{args:?}");
         assert!(text(&output).contains(&holder), "{}", text(&output));
     }
+    assert!(
+        first.try_wait().expect("wait").is_none(),
+        "the first run still trains"
+    );
     first.kill().expect("kill");
     let _ = first.wait();
+    let _ = drain.join();
     // The lock dies with its holder, however it ends.
     let (output, found) = run_json(dir.path(), &["train", "--resume", "run", "--epochs", "1"]);
     assert!(
@@ -317,6 +338,12 @@ fn a_checkpoint_that_does_not_fit_is_refused_with_its_code() {
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert_eq!(found, [codes::RUN_NO_CHECKPOINT]);
     assert!(text(&output).contains("no epoch"), "{}", text(&output));
+    // A folder that is not a run is left as it was: no lock file appears in it.
+    let before = snapshot(&dir.path().join("data"));
+    let (output, found) = run_json(dir.path(), &["train", "--resume", "data"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert_eq!(found, [codes::RUN_NO_CHECKPOINT]);
+    assert_eq!(snapshot(&dir.path().join("data")), before);
     let (output, found) = run_json(dir.path(), &["train", "--resume", "nowhere"]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert_eq!(found, [codes::RUN_NO_CHECKPOINT]);
@@ -456,11 +483,13 @@ fn thirty_kills_at_varied_moments_lose_nothing() {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn");
+        // The pipe stays open until the kill: a closed one would end the run at its next
+        // line instead.
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         if kills % 2 == 0 {
-            let stdout = child.stdout.take().expect("stdout");
-            let lines = BufReader::new(stdout).lines();
             let nth = next(3) as usize;
             let _ = lines
+                .by_ref()
                 .filter(|line| line.as_ref().is_ok_and(|l| l.starts_with("epoch ")))
                 .nth(nth);
             std::thread::sleep(Duration::from_micros(next(3000)));
@@ -469,6 +498,7 @@ fn thirty_kills_at_varied_moments_lose_nothing() {
         }
         child.kill().expect("SIGKILL");
         let _ = child.wait();
+        drop(lines);
         kills += 1;
         assert_whole(&run, &spec, attempt);
     }

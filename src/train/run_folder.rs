@@ -84,29 +84,40 @@ impl RunClaim {
         Err(TrainError::Refused(not_empty(dir, &found, is_run, force)))
     }
 
-    /// Claims the folder of an existing run (`--resume`): locks it and removes temporary
-    /// files a killed process left.
+    /// Claims the folder of an existing run (`--resume`): a folder with a `last.safetensors`,
+    /// locked. [`RunClaim::commit`], once the checkpoint has been read, removes temporary
+    /// files a killed process left; until then, nothing in the folder is changed.
     pub fn existing_run(dir: &Path) -> Result<RunClaim, TrainError> {
+        let refuse = |message: String, help: &str| {
+            TrainError::Refused(
+                Diagnostic::error(codes::RUN_NO_CHECKPOINT, message).with_help(help.to_string()),
+            )
+        };
         if !dir.is_dir() {
-            return Err(TrainError::Refused(
-                Diagnostic::error(
-                    codes::RUN_NO_CHECKPOINT,
-                    format!("cannot resume `{}`: no such folder", dir.display()),
-                )
-                .with_help("give the run folder `strata train` printed (`runs/<name>/<time>`)"),
+            return Err(refuse(
+                format!("cannot resume `{}`: no such folder", dir.display()),
+                "give the run folder `strata train` printed (`runs/<name>/<time>`)",
+            ));
+        }
+        if !dir.join("last.safetensors").exists() {
+            return Err(refuse(
+                format!(
+                    "cannot resume `{}`: it has no `last.safetensors`, so no epoch of a run \
+                     finished there",
+                    dir.display()
+                ),
+                "start the run again: `strata train SPEC --out RUN --force` replaces it",
             ));
         }
         let (lock, created_lock) = lock(dir)?;
-        let mut claim = RunClaim {
+        Ok(RunClaim {
             dir: dir.to_path_buf(),
             lock,
             created_dir: false,
             created_lock,
             force: false,
             committed: false,
-        };
-        claim.commit()?;
-        Ok(claim)
+        })
     }
 
     /// The run folder.

@@ -261,23 +261,11 @@ fn claim_default(name: &str) -> Result<RunClaim, TrainError> {
 }
 
 fn prepare_resume(run_dir: &Path, request: &TrainRequest) -> Result<Prepared, TrainError> {
-    let claim = RunClaim::existing_run(run_dir)?;
+    let mut claim = RunClaim::existing_run(run_dir)?;
     let last = run_dir.join("last.safetensors");
     let checkpoint = checkpoint::load(&last).map_err(|err| {
-        let diagnostic = match &err {
-            checkpoint::CheckpointError::Io(_, io) if io.kind() == std::io::ErrorKind::NotFound => {
-                Diagnostic::error(
-                    codes::RUN_NO_CHECKPOINT,
-                    format!(
-                        "cannot resume `{}`: it has no `last.safetensors`, so no epoch of it finished",
-                        run_dir.display()
-                    ),
-                )
-                .with_help(
-                    "start the run again: `strata train SPEC --out RUN --force` replaces it",
-                )
-            }
-            _ => Diagnostic::error(
+        TrainError::Refused(
+            Diagnostic::error(
                 codes::RUN_NO_CHECKPOINT,
                 format!(
                     "cannot resume `{}`: `{}` is truncated or corrupt ({err})",
@@ -289,8 +277,7 @@ fn prepare_resume(run_dir: &Path, request: &TrainRequest) -> Result<Prepared, Tr
                 "restore it from a backup, or start the run again with `--force`; \
                  `best.safetensors`, if intact, still serves `predict` and `evaluate`",
             ),
-        };
-        TrainError::Refused(diagnostic)
+        )
     })?;
     let mut state: RunState = checkpoint
         .extra
@@ -364,6 +351,7 @@ fn prepare_resume(run_dir: &Path, request: &TrainRequest) -> Result<Prepared, Tr
     let class_weights = weights_of(&model, &classes, &counts, spec.as_ref(), &source)?;
     // The files now say exactly what the checkpoint holds: a kill between the history's
     // write and the checkpoint's may have left them one epoch ahead, or damaged.
+    claim.commit()?;
     history::write(run_dir, &history)?;
     super::write_state(run_dir, &state)?;
     warnings.extend(repaired);
