@@ -26,7 +26,12 @@ fn stderr(output: &Output) -> String {
 }
 
 fn every_code() -> Vec<&'static str> {
-    codes::ALL.iter().chain(codes::DATA).copied().collect()
+    codes::ALL
+        .iter()
+        .chain(codes::DATA)
+        .chain(codes::CHECKPOINT)
+        .copied()
+        .collect()
 }
 
 #[test]
@@ -296,7 +301,10 @@ fn every_diagnostics_section_has_an_example_and_a_fix() {
         let code = section.code.as_str();
         assert!(section.text.contains("Fix:"), "{code}: no `Fix:`");
         let blocks = fenced(&section.text);
-        if codes::DATA.contains(&code) || codes::TOO_LARGE_TO_SHOW.contains(&code) {
+        if codes::DATA.contains(&code)
+            || codes::CHECKPOINT.contains(&code)
+            || codes::TOO_LARGE_TO_SHOW.contains(&code)
+        {
             assert!(
                 blocks.iter().any(|block| block.lang == "text"),
                 "{code}: no example"

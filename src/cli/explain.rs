@@ -156,7 +156,8 @@ mod tests {
     fn every_code_has_a_section() {
         let codes = crate::diagnostics::codes::ALL
             .iter()
-            .chain(crate::diagnostics::codes::DATA);
+            .chain(crate::diagnostics::codes::DATA)
+            .chain(crate::diagnostics::codes::CHECKPOINT);
         for code in codes {
             let text = explanation(code).unwrap_or_default();
             assert!(!text.is_empty(), "{code}");
