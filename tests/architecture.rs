@@ -156,6 +156,7 @@ fn files_and_the_terminal_are_touched_only_where_the_document_says() {
         if touches_files
             && !may_touch_files.contains(&module.as_str())
             && relative != "src/backend/checkpoint.rs"
+            && relative != "src/spec/read.rs"
         {
             problems.push(format!("{relative} touches files"));
         }

@@ -106,8 +106,13 @@ fn mismatches_are_listed() {
 
 #[test]
 fn files_that_are_not_checkpoints_are_refused() {
+    // Seven bytes cannot even hold a header's length: cut short, or never a checkpoint.
     assert!(matches!(
         checkpoint::from_bytes(b"garbage"),
+        Err(CheckpointError::Truncated(_))
+    ));
+    assert!(matches!(
+        checkpoint::from_bytes(b"this is not a checkpoint"),
         Err(CheckpointError::Format(_))
     ));
     let plain = safetensors::serialize(

@@ -30,6 +30,7 @@ fn every_code() -> Vec<&'static str> {
         .iter()
         .chain(codes::DATA)
         .chain(codes::RUN)
+        .chain(codes::CHECKPOINT)
         .copied()
         .collect()
 }
@@ -303,6 +304,7 @@ fn every_diagnostics_section_has_an_example_and_a_fix() {
         let blocks = fenced(&section.text);
         if codes::DATA.contains(&code)
             || codes::RUN.contains(&code)
+            || codes::CHECKPOINT.contains(&code)
             || codes::TOO_LARGE_TO_SHOW.contains(&code)
         {
             assert!(

@@ -332,7 +332,8 @@ fn every_code_has_a_docs_section_where_its_link_points() {
     let codes = strata::diagnostics::codes::ALL
         .iter()
         .chain(strata::diagnostics::codes::DATA)
-        .chain(strata::diagnostics::codes::RUN);
+        .chain(strata::diagnostics::codes::RUN)
+        .chain(strata::diagnostics::codes::CHECKPOINT);
     for code in codes {
         assert!(
             docs.lines().any(|line| line == format!("## {code}")),

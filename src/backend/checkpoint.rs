@@ -47,6 +47,11 @@ pub struct Checkpoint {
 pub enum CheckpointError {
     /// Reading or writing failed.
     Io(PathBuf, std::io::Error),
+    /// The path is not a regular file but a FIFO, a device, a socket or a folder (named).
+    NotAFile(PathBuf, &'static str),
+    /// The file ends before the data its header describes, or its header length is cut off:
+    /// what is missing.
+    Truncated(String),
     /// The file is not a safetensors file strata can read.
     Format(String),
     /// The file lacks `strata.spec` or `strata.classes`.
@@ -59,6 +64,12 @@ impl fmt::Display for CheckpointError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CheckpointError::Io(path, err) => write!(f, "`{}`: {err}", path.display()),
+            CheckpointError::NotAFile(path, kind) => write!(
+                f,
+                "`{}` is not a checkpoint file but {kind}",
+                path.display()
+            ),
+            CheckpointError::Truncated(err) => write!(f, "truncated or corrupt: {err}"),
             CheckpointError::Format(err) => {
                 write!(f, "not a readable safetensors checkpoint: {err}")
             }
@@ -161,10 +172,10 @@ pub fn to_bytes(checkpoint: &Checkpoint) -> Result<Vec<u8>, CheckpointError> {
 
 /// Reads a checkpoint from safetensors bytes.
 pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
-    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
-        .map_err(|err| CheckpointError::Format(err.to_string()))?;
-    let file = safetensors::SafeTensors::deserialize(bytes)
-        .map_err(|err| CheckpointError::Format(err.to_string()))?;
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|err| format_error(bytes, err))?;
+    let file =
+        safetensors::SafeTensors::deserialize(bytes).map_err(|err| format_error(bytes, err))?;
     let mut metadata: BTreeMap<String, String> = header
         .metadata()
         .clone()
@@ -208,6 +219,97 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     })
 }
 
+/// The error of a file safetensors refused: [`CheckpointError::Truncated`] with what is missing
+/// when the file ends early, [`CheckpointError::Format`] otherwise.
+fn format_error(bytes: &[u8], err: safetensors::SafeTensorError) -> CheckpointError {
+    use safetensors::SafeTensorError as E;
+    const N_LEN: usize = 8;
+    let header_len = bytes
+        .get(..N_LEN)
+        .and_then(|len| <[u8; N_LEN]>::try_from(len).ok())
+        .map(u64::from_le_bytes);
+    let after_length = bytes.len().saturating_sub(N_LEN) as u64;
+    match (err, header_len) {
+        (E::HeaderTooSmall, _) => CheckpointError::Truncated(format!(
+            "{} byte(s), fewer than the {N_LEN} that give a safetensors header's length",
+            bytes.len()
+        )),
+        (E::InvalidHeaderLength, Some(len)) if len > after_length => CheckpointError::Truncated(
+            format!("its header should take {len} bytes but only {after_length} follow its length"),
+        ),
+        (E::MetadataIncompleteBuffer, Some(len)) => {
+            let data = after_length.saturating_sub(len);
+            match data_len(bytes, len) {
+                Some(needed) if needed > data => CheckpointError::Truncated(format!(
+                    "its tensors take {needed} bytes but only {data} follow its header"
+                )),
+                Some(needed) => CheckpointError::Format(format!(
+                    "its tensors take {needed} bytes but {data} follow its header"
+                )),
+                None => CheckpointError::Format(E::MetadataIncompleteBuffer.to_string()),
+            }
+        }
+        (err, _) => CheckpointError::Format(err.to_string()),
+    }
+}
+
+/// The bytes of tensor data a header of `header_len` bytes describes: the largest end offset.
+fn data_len(bytes: &[u8], header_len: u64) -> Option<u64> {
+    let end = usize::try_from(header_len).ok()?.checked_add(8)?;
+    let header = bytes.get(8..end)?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(header).ok()?;
+    header
+        .iter()
+        .filter(|(name, _)| name.as_str() != "__metadata__")
+        .filter_map(|(_, info)| info.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+}
+
+/// A model parameter tensor with NaN or infinite values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NonFinite {
+    /// `layers.<i>.<param>`.
+    pub name: String,
+    /// How many of its values are not finite.
+    pub count: usize,
+    /// How many values it has.
+    pub len: usize,
+    /// The index of the first, in row-major order.
+    pub first_index: usize,
+    /// The first (NaN, inf or -inf).
+    pub first_value: f32,
+}
+
+/// The model parameter tensors of `checkpoint` (not the optimiser's moments) that hold NaN or
+/// infinite values, in layer order. A network built from them would print `NaN%` for every
+/// image.
+pub fn non_finite_tensors(checkpoint: &Checkpoint) -> Vec<NonFinite> {
+    checkpoint
+        .tensors
+        .iter()
+        .filter(|tensor| !tensor.name.starts_with(STATE_PREFIX))
+        .filter_map(|tensor| {
+            let (first_index, first_value) = tensor
+                .data
+                .iter()
+                .copied()
+                .enumerate()
+                .find(|(_, value)| !value.is_finite())?;
+            Some(NonFinite {
+                name: tensor.name.clone(),
+                count: tensor
+                    .data
+                    .iter()
+                    .filter(|value| !value.is_finite())
+                    .count(),
+                len: tensor.data.len(),
+                first_index,
+                first_value,
+            })
+        })
+        .collect()
+}
+
 /// Sort key: layer index, then the name.
 fn tensor_order(name: &str) -> (usize, String) {
     let index = name
@@ -224,10 +326,75 @@ pub fn save(path: &Path, checkpoint: &Checkpoint) -> Result<(), CheckpointError>
     write_atomic(path, &bytes).map_err(|err| CheckpointError::Io(path.to_path_buf(), err))
 }
 
-/// Reads the checkpoint at `path`.
+/// Reads the checkpoint at `path`: a regular file (after following symlinks), read once to
+/// its size; a FIFO or a device is refused unread, so it neither blocks nor reads forever.
 pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(|err| CheckpointError::Io(path.to_path_buf(), err))?;
-    from_bytes(&bytes)
+    from_bytes(&read_regular_file(path)?)
+}
+
+/// The bytes of the regular file at `path`, its memory reserved up front (an error, not an
+/// abort, when the file is larger than memory).
+fn read_regular_file(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    use std::io::Read;
+    let io = |err| CheckpointError::Io(path.to_path_buf(), err);
+    let regular = |meta: &std::fs::Metadata| {
+        if meta.is_file() {
+            Ok(())
+        } else {
+            Err(CheckpointError::NotAFile(
+                path.to_path_buf(),
+                file_kind(&meta.file_type()),
+            ))
+        }
+    };
+    regular(&std::fs::metadata(path).map_err(io)?)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        // The path could be swapped for a FIFO between the check and the open: opening
+        // without blocking, then checking the opened file, closes that gap.
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    regular(&meta)?;
+    let len = meta.len();
+    let mut bytes = Vec::new();
+    usize::try_from(len)
+        .ok()
+        .and_then(|len| bytes.try_reserve_exact(len).ok())
+        .ok_or_else(|| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                format!("cannot hold its {len} bytes in memory"),
+            ))
+        })?;
+    file.take(len).read_to_end(&mut bytes).map_err(io)?;
+    Ok(bytes)
+}
+
+/// What a path that is not a regular file is, for messages.
+fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO";
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return "a device";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    if kind.is_dir() {
+        "a folder"
+    } else {
+        "a special file"
+    }
 }
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over `path`.

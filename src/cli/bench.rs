@@ -2,12 +2,13 @@
 //! images/s on synthetic input of the spec's shape (docs/commands.md). Warm-up steps first, then
 //! the median of several timed repeats.
 
-use super::output::{file_stem, read_spec, DiagnosticPrinter, OutputFormat};
+use super::output::{file_stem, outln, read_spec, DiagnosticPrinter, OutputFormat};
 use super::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
 use crate::backend::network::Network;
 use crate::backend::ops::profile;
 use crate::backend::optimizer::Optimizer;
 use crate::compile::compile;
+use crate::text::escape_control;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::path::Path;
@@ -46,7 +47,8 @@ pub struct Latency {
     pub calls: usize,
 }
 
-/// Options of `strata bench`.
+/// Options of `strata bench` (clap keeps `steps` and `repeats` at least 1, `repeats` at most
+/// 1,000).
 #[derive(Debug, Clone, Copy)]
 pub struct BenchArgs {
     /// Batch size (the spec's unless given).
@@ -69,11 +71,13 @@ const LATENCY_CALLS: usize = 100;
 
 /// Runs the command; returns the exit status.
 pub fn run(path: &Path, args: BenchArgs, format: OutputFormat) -> u8 {
-    let Some(source) = read_spec(path) else {
-        return EXIT_USAGE;
+    let mut printer = DiagnosticPrinter::new(format);
+    let source = match read_spec(path, &mut printer) {
+        Ok(source) => source,
+        Err(code) => return code,
     };
     let compiled = compile(&source.text, &file_stem(path));
-    DiagnosticPrinter::new(format).print(&compiled.diagnostics, &source);
+    printer.print(&compiled.diagnostics, &source);
     let Some(model) = compiled.model else {
         return EXIT_ERROR;
     };
@@ -81,10 +85,14 @@ pub fn run(path: &Path, args: BenchArgs, format: OutputFormat) -> u8 {
         .batch_size
         .unwrap_or(model.train.batch_size as usize)
         .max(1);
+    let per_image = model.input.len();
+    if let Err(message) = check_batch_bytes(batch, per_image) {
+        eprintln!("error: {message}");
+        return EXIT_USAGE;
+    }
     let mut network = Network::new(&model, model.train.seed);
     let mut optimizer = Optimizer::new(&model.train);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let per_image = model.input.len();
     let images: Vec<f32> = (0..batch * per_image).map(|_| rng.gen::<f32>()).collect();
     let labels: Vec<usize> = (0..batch)
         .map(|_| rng.gen_range(0..model.classes))
@@ -133,27 +141,49 @@ pub fn run(path: &Path, args: BenchArgs, format: OutputFormat) -> u8 {
         latency_ms,
     };
     match format {
-        OutputFormat::Json => println!("{}", serde_json::to_string(&result).unwrap_or_default()),
+        OutputFormat::Json => outln!("{}", serde_json::to_string(&result).unwrap_or_default()),
         _ => {
-            println!(
+            outln!(
                 "{}: train {:.1} images/s, inference {:.1} images/s (batch {}, {} threads; median of {} x {} steps)",
-                model.name, result.train_images_per_s, result.infer_images_per_s, batch, result.threads, args.repeats, args.steps
+                escape_control(&model.name), result.train_images_per_s, result.infer_images_per_s, batch, result.threads, args.repeats, args.steps
             );
-            println!(
+            outln!(
                 "read bandwidth on one input batch: {:.1} GB/s, {:.0} images/s read once each; inference at {:.0}% of that",
                 result.read_gb_per_s,
                 result.read_limit_images_per_s,
                 100.0 * result.infer_images_per_s / result.read_limit_images_per_s.max(f64::MIN_POSITIVE)
             );
             if let Some(latency) = result.latency_ms {
-                println!(
+                outln!(
                     "predict on one image: median {:.3} ms, p90 {:.3} ms ({} calls)",
-                    latency.median, latency.p90, latency.calls
+                    latency.median,
+                    latency.p90,
+                    latency.calls
                 );
             }
         }
     }
     EXIT_OK
+}
+
+/// The most bytes of synthetic input one batch may take: 4 GiB.
+const MAX_BATCH_BYTES: u64 = 4 << 30;
+
+/// Refuses a batch whose synthetic input alone (`batch` images of `per_image` `f32` values)
+/// would take more than [`MAX_BATCH_BYTES`]; the network's activations take more still.
+fn check_batch_bytes(batch: usize, per_image: usize) -> Result<(), String> {
+    let bytes = (batch as u64)
+        .saturating_mul(per_image as u64)
+        .saturating_mul(std::mem::size_of::<f32>() as u64);
+    if bytes <= MAX_BATCH_BYTES {
+        return Ok(());
+    }
+    Err(format!(
+        "a batch of {batch} images of {per_image} values takes {} MiB of input alone; the \
+         limit is {} MiB: give a smaller `--batch-size`",
+        bytes >> 20,
+        MAX_BATCH_BYTES >> 20
+    ))
 }
 
 /// GB/s of a parallel streaming sum over `values` (on the bench's threads), the median of
@@ -205,7 +235,7 @@ fn single_image_latency(network: &mut Network, image: &[f32]) -> Latency {
 
 /// The per-op times of the timed steps, per step, on stderr.
 fn print_profile(what: &str, args: BenchArgs) {
-    let steps = (args.repeats.max(1) * args.steps.max(1)) as f64;
+    let steps = args.repeats.max(1) as f64 * args.steps.max(1) as f64;
     let mut rows = profile::totals();
     rows.sort_by_key(|row| std::cmp::Reverse(row.1));
     eprintln!(
@@ -240,7 +270,8 @@ fn timed<E>(
         for _ in 0..args.steps.max(1) {
             step()?;
         }
-        rates.push((args.steps.max(1) * batch) as f64 / start.elapsed().as_secs_f64());
+        let items = args.steps.max(1) as f64 * batch as f64;
+        rates.push(items / start.elapsed().as_secs_f64().max(1e-9));
     }
     profile::enable(false);
     rates.sort_by(f64::total_cmp);

@@ -1,9 +1,10 @@
 //! `strata check SPEC…`: compile each spec and print its diagnostics.
 
-use super::output::{file_stem, read_spec, DiagnosticPrinter, OutputFormat};
+use super::output::{file_stem, outln, read_spec, DiagnosticPrinter, OutputFormat};
 use super::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
 use crate::compile::compile;
 use crate::suggest::grouped;
+use crate::text::escape_control;
 use std::path::PathBuf;
 
 /// Runs the command; returns the exit status.
@@ -11,16 +12,19 @@ pub fn run(specs: &[PathBuf], format: OutputFormat, deny_warnings: bool) -> u8 {
     let mut printer = DiagnosticPrinter::new(format);
     let mut io_failed = false;
     for path in specs {
-        let Some(source) = read_spec(path) else {
-            io_failed = true;
-            continue;
+        let source = match read_spec(path, &mut printer) {
+            Ok(source) => source,
+            Err(code) => {
+                io_failed |= code == EXIT_USAGE;
+                continue;
+            }
         };
         let compiled = compile(&source.text, &file_stem(path));
         printer.print(&compiled.diagnostics, &source);
         if let (OutputFormat::Human { .. }, Some(model)) = (format, &compiled.model) {
-            println!(
+            outln!(
                 "ok: {} ({} layers, {} params)",
-                source.name,
+                escape_control(&source.name),
                 model.layers.len(),
                 grouped(model.params.total())
             );

@@ -3,13 +3,14 @@
 //! `validation/`) inside is checked as a pair, with their class sets compared. `strata data
 //! bench DIR` times decoding and resizing the folder's images at a model's input size.
 
-use super::output::{DiagnosticPrinter, OutputFormat};
+use super::output::{out, outln, shown, DiagnosticPrinter, OutputFormat};
 use super::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
 use crate::data::check::{scan_images, FolderReport};
 use crate::data::image::ReadLimits;
 use crate::data::{errors, folder, ImageSpec, Loader};
 use crate::diagnostics::SourceFile;
 use crate::suggest::grouped;
+use crate::text::escape_control;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -47,10 +48,10 @@ pub fn check(dir: &Path, format: OutputFormat) -> u8 {
         }
         match format {
             OutputFormat::Json => match serde_json::to_string(&report) {
-                Ok(json) => println!("{json}"),
+                Ok(json) => outln!("{json}"),
                 Err(err) => eprintln!("error: {err}"),
             },
-            _ => print!("{}", render(&report)),
+            _ => out!("{}", render(&report)),
         }
     }
     if printer.errors > 0 {
@@ -60,20 +61,25 @@ pub fn check(dir: &Path, format: OutputFormat) -> u8 {
     }
 }
 
+/// The human report, control characters in the folder and class names escaped.
 fn render(report: &FolderReport) -> String {
     let mut out = format!(
         "{}: {} classes, {} images\n",
-        report.root.display(),
+        shown(&report.root),
         report.classes.len(),
         grouped(report.n_images() as u64)
     );
-    let width = report
+    let names: Vec<String> = report
         .classes
         .iter()
-        .map(|class| class.name.len())
+        .map(|class| escape_control(&class.name).into_owned())
+        .collect();
+    let width = names
+        .iter()
+        .map(|name| name.chars().count())
         .max()
         .unwrap_or(0);
-    for class in &report.classes {
+    for (class, name) in report.classes.iter().zip(&names) {
         let skipped = class.files - class.images;
         let note = if skipped > 0 {
             format!(" ({skipped} skipped)")
@@ -81,8 +87,7 @@ fn render(report: &FolderReport) -> String {
             String::new()
         };
         out.push_str(&format!(
-            "  {:<width$}  {:>8} images{note}\n",
-            class.name,
+            "  {name:<width$}  {:>8} images{note}\n",
             grouped(class.images as u64)
         ));
     }
@@ -149,7 +154,7 @@ pub fn bench(args: &BenchArgs<'_>, format: OutputFormat) -> u8 {
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
     let threads = rayon::current_num_threads();
     match format {
-        OutputFormat::Json => println!(
+        OutputFormat::Json => outln!(
             "{}",
             serde_json::json!({
                 "dir": args.dir, "images": n_images, "files": found.len(),
@@ -159,9 +164,9 @@ pub fn bench(args: &BenchArgs<'_>, format: OutputFormat) -> u8 {
                 "median_images_per_s": (median * 10.0).round() / 10.0,
             })
         ),
-        _ => println!(
+        _ => outln!(
             "{}: {} images to {}x{}x{}, {} threads: {} images/s (median of {}: {})",
-            args.dir.display(),
+            shown(args.dir),
             grouped(n_images as u64),
             spec.height,
             spec.width,
@@ -182,11 +187,10 @@ pub fn bench(args: &BenchArgs<'_>, format: OutputFormat) -> u8 {
 /// The image spec of `strata data bench`: the spec file's, or `--size`, or 224x224x3.
 fn image_spec(args: &BenchArgs<'_>, format: OutputFormat) -> Result<ImageSpec, u8> {
     if let Some(path) = args.spec {
-        let Some(source) = super::output::read_spec(path) else {
-            return Err(EXIT_USAGE);
-        };
+        let mut printer = DiagnosticPrinter::new(format);
+        let source = super::output::read_spec(path, &mut printer)?;
         let compiled = crate::compile::compile(&source.text, "model");
-        DiagnosticPrinter::new(format).print(&compiled.diagnostics, &source);
+        printer.print(&compiled.diagnostics, &source);
         let has_errors = compiled.has_errors();
         return match compiled.model {
             Some(model) if !has_errors => Ok(ImageSpec::for_model(&model)),

@@ -2,13 +2,14 @@
 //! matrix of a trained model on a folder of class folders. The folder's classes must be the
 //! model's (all, or some of them: a warning then names the missing ones).
 
-use super::output::{DiagnosticPrinter, OutputFormat};
+use super::output::{out, outln, shown, DiagnosticPrinter, OutputFormat};
 use super::predict::load_trained;
 use super::{EXIT_ERROR, EXIT_OK};
 use crate::data::folder;
 use crate::diagnostics::SourceFile;
 use crate::infer::evaluate::match_classes;
 use crate::infer::{errors, evaluate, Evaluation};
+use crate::text::escape_control;
 use std::path::Path;
 
 /// Options of `strata evaluate`.
@@ -57,13 +58,13 @@ pub fn run(args: &EvaluateArgs<'_>, format: OutputFormat) -> u8 {
     if result.count == 0 {
         eprintln!(
             "error: none of the images in `{}` could be read",
-            args.data.display()
+            shown(args.data)
         );
         return EXIT_ERROR;
     }
     match format {
-        OutputFormat::Json => println!("{}", json(&result)),
-        _ => print!("{}", render(&result, args, &trained.path)),
+        OutputFormat::Json => outln!("{}", json(&result)),
+        _ => out!("{}", render(&result, args, &trained.path)),
     }
     EXIT_OK
 }
@@ -86,28 +87,32 @@ fn json(result: &Evaluation) -> serde_json::Value {
     })
 }
 
-/// The human report: totals, a per-class table and the confusion matrix.
+/// The human report: totals, a per-class table and the confusion matrix, control characters
+/// in class names and paths escaped.
 fn render(result: &Evaluation, args: &EvaluateArgs<'_>, checkpoint: &Path) -> String {
     let mut out = format!(
         "`{}` on `{}`: {} images\n  loss      {:.4}\n  accuracy  {:.2}% ({} of {})\n\n",
-        checkpoint.display(),
-        args.data.display(),
+        shown(checkpoint),
+        shown(args.data),
         result.count,
         result.loss,
         result.accuracy() * 100.0,
         result.correct,
         result.count
     );
-    let name_width = result
+    let names: Vec<String> = result
         .classes
+        .iter()
+        .map(|class| escape_control(class).into_owned())
+        .collect();
+    let name_width = names
         .iter()
         .map(|class| class.chars().count())
         .chain([5])
         .max()
         .unwrap_or(5);
     out.push_str(&format!("  {:<name_width$}  images  accuracy\n", "class"));
-    for ((class, row), accuracy) in result
-        .classes
+    for ((class, row), accuracy) in names
         .iter()
         .zip(&result.confusion)
         .zip(result.per_class_accuracy())
@@ -119,14 +124,14 @@ fn render(result: &Evaluation, args: &EvaluateArgs<'_>, checkpoint: &Path) -> St
         ));
     }
     out.push_str("\nconfusion matrix (rows: true class, columns: predicted class)\n");
-    out.push_str(&confusion_table(result, name_width));
+    out.push_str(&confusion_table(result, &names, name_width));
     out
 }
 
-/// The confusion matrix with class names on both axes, columns as wide as their names.
-fn confusion_table(result: &Evaluation, name_width: usize) -> String {
-    let widths: Vec<usize> = result
-        .classes
+/// The confusion matrix with class names (`names`, escaped) on both axes, columns as wide as
+/// their names.
+fn confusion_table(result: &Evaluation, names: &[String], name_width: usize) -> String {
+    let widths: Vec<usize> = names
         .iter()
         .enumerate()
         .map(|(col, class)| {
@@ -140,11 +145,11 @@ fn confusion_table(result: &Evaluation, name_width: usize) -> String {
         })
         .collect();
     let mut out = format!("  {:<name_width$}", "");
-    for (class, width) in result.classes.iter().zip(&widths) {
+    for (class, width) in names.iter().zip(&widths) {
         out.push_str(&format!("  {class:>width$}"));
     }
     out.push('\n');
-    for (class, row) in result.classes.iter().zip(&result.confusion) {
+    for (class, row) in names.iter().zip(&result.confusion) {
         out.push_str(&format!("  {class:<name_width$}"));
         for (count, width) in row.iter().zip(&widths) {
             out.push_str(&format!("  {count:>width$}"));

@@ -157,7 +157,8 @@ mod tests {
         let codes = crate::diagnostics::codes::ALL
             .iter()
             .chain(crate::diagnostics::codes::DATA)
-            .chain(crate::diagnostics::codes::RUN);
+            .chain(crate::diagnostics::codes::RUN)
+            .chain(crate::diagnostics::codes::CHECKPOINT);
         for code in codes {
             let text = explanation(code).unwrap_or_default();
             assert!(!text.is_empty(), "{code}");

@@ -85,11 +85,11 @@ pub enum Command {
         /// Image folder to use instead of the spec's `data` section.
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Rows of the grid.
-        #[arg(long, default_value_t = 2)]
+        /// Rows of the grid (at most 100).
+        #[arg(long, default_value_t = 2, value_parser = one_to(preview::MAX_GRID_SIDE))]
         rows: usize,
-        /// Columns of the grid.
-        #[arg(long, default_value_t = 5)]
+        /// Columns of the grid (at most 100; rows x columns at most 1,000).
+        #[arg(long, default_value_t = 5, value_parser = one_to(preview::MAX_GRID_SIDE))]
         columns: usize,
         /// Show the spec's `augment:` section: each row one training image, as the model sees
         /// it and then as epochs 1, 2, … of training augment it.
@@ -141,15 +141,15 @@ pub enum Command {
         /// The spec file.
         spec: PathBuf,
         /// Images per batch (default: the spec's `train.batch_size`).
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one())]
         batch_size: Option<usize>,
-        /// Steps per timed repeat.
-        #[arg(long, default_value_t = 20)]
+        /// Steps per timed repeat (at least 1).
+        #[arg(long, default_value_t = 20, value_parser = at_least_one())]
         steps: usize,
-        /// Timed repeats; the median is reported.
-        #[arg(long, default_value_t = 3)]
+        /// Timed repeats, 1 to 1,000; the median is reported.
+        #[arg(long, default_value_t = 3, value_parser = one_to(MAX_REPEATS))]
         repeats: usize,
-        /// Untimed warm-up steps.
+        /// Untimed warm-up steps (0 for none).
         #[arg(long, default_value_t = 5)]
         warmup: usize,
         /// Also print where the time went: total milliseconds per op, forward and backward.
@@ -169,7 +169,7 @@ pub enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
         /// Images per forward pass (default: the spec's `train.batch_size`).
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one())]
         batch_size: Option<usize>,
         /// Classes shown per image in human output, most likely first.
         #[arg(long, default_value_t = 3)]
@@ -184,7 +184,7 @@ pub enum Command {
         #[arg(long)]
         data: PathBuf,
         /// Images per forward pass (default: the spec's `train.batch_size`).
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one())]
         batch_size: Option<usize>,
     },
     /// Image folder tools.
@@ -215,13 +215,27 @@ pub enum DataCommand {
         /// The input size, `HxW` (3 channels) or `HxWxC` (default 224x224x3).
         #[arg(long)]
         size: Option<String>,
-        /// Images per batch.
-        #[arg(long, default_value_t = 32)]
+        /// Images per batch (at least 1).
+        #[arg(long, default_value_t = 32, value_parser = at_least_one())]
         batch_size: usize,
-        /// Timed passes over the folder; the median is reported.
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
-        repeats: u64,
+        /// Timed passes over the folder, 1 to 1,000; the median is reported.
+        #[arg(long, default_value_t = 3, value_parser = one_to(MAX_REPEATS))]
+        repeats: usize,
     },
+}
+
+/// The most timed repeats `bench` and `data bench` run (each keeps its rate).
+const MAX_REPEATS: usize = 1000;
+
+/// A whole number of at least 1 (a count of steps or images): 0 is a usage error that says so.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+}
+
+/// A whole number from 1 to `max` (repeats, grid rows and columns): a usage error that says
+/// the range otherwise.
+fn one_to(max: usize) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..=max as u64)
 }
 
 /// Parses a positive, finite number (`--lr`).
@@ -259,7 +273,7 @@ pub fn main() -> ExitCode {
 /// Runs a parsed command line; returns the exit status.
 pub fn run(cli: Cli) -> u8 {
     let format = OutputFormat::from_arg(cli.format);
-    match cli.command {
+    let status = match cli.command {
         Command::Check {
             specs,
             deny_warnings,
@@ -330,7 +344,7 @@ pub fn run(cli: Cli) -> u8 {
                 spec: spec.as_deref(),
                 size: size.as_deref(),
                 batch_size,
-                repeats: repeats as usize,
+                repeats,
             },
             format,
         ),
@@ -382,5 +396,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Schema => schema::run(),
         Command::Layers => layers::run(format),
         Command::Explain { code } => explain::run(code.as_deref(), format),
-    }
+    };
+    // A command whose output could not be written (`> /dev/full`) did not succeed.
+    output::exit_status(status)
 }

@@ -3,10 +3,12 @@
 //! among the images means every image file in it. Human output is one line per image with the
 //! top classes; `--format json` prints one `{"path","class","probabilities"}` object per line.
 
-use super::output::{DiagnosticPrinter, OutputFormat};
+use super::output::{outln, shown, DiagnosticPrinter, OutputFormat};
 use super::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
 use crate::diagnostics::SourceFile;
+use crate::infer::trained::RUN_CHECKPOINTS;
 use crate::infer::{errors, image_files, predict_files, LoadError, Prediction, Trained};
+use crate::text::escape_control;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -47,13 +49,13 @@ pub fn run(args: &PredictArgs<'_>, format: OutputFormat) -> u8 {
     let width = result
         .predictions
         .iter()
-        .map(|p| p.path.display().to_string().chars().count())
+        .map(|p| shown(&p.path).chars().count())
         .max()
         .unwrap_or(0);
     for prediction in &result.predictions {
         match format {
-            OutputFormat::Json => println!("{}", json_line(prediction, &trained.classes)),
-            _ => println!(
+            OutputFormat::Json => outln!("{}", json_line(prediction, &trained.classes)),
+            _ => outln!(
                 "{}",
                 human_line(prediction, &trained.classes, width, args.top)
             ),
@@ -68,10 +70,16 @@ pub fn run(args: &PredictArgs<'_>, format: OutputFormat) -> u8 {
 }
 
 /// Loads the model of `run`; prints what went wrong and returns the exit status otherwise:
-/// 1 when the embedded spec no longer compiles, 2 for a missing or unreadable checkpoint.
+/// 1 when the embedded spec no longer compiles or the weights are not finite
+/// (`strata::model::non_finite_weights`), 2 for a missing, unreadable or corrupt checkpoint.
 pub(super) fn load_trained(run: &Path, printer: &mut DiagnosticPrinter) -> Result<Trained, u8> {
     match Trained::load(run) {
         Ok(trained) => Ok(trained),
+        Err(LoadError::NonFinite(path, tensors)) => {
+            let source = SourceFile::new(path.display().to_string(), "");
+            printer.print(&[errors::non_finite_weights(&path, &tensors)], &source);
+            Err(EXIT_ERROR)
+        }
         Err(LoadError::Spec {
             source,
             diagnostics,
@@ -84,17 +92,31 @@ pub(super) fn load_trained(run: &Path, printer: &mut DiagnosticPrinter) -> Resul
             Err(EXIT_ERROR)
         }
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: {}", escape_control(&err.to_string()));
+            if let LoadError::Checkpoint(failed, _) = &err {
+                let others = RUN_CHECKPOINTS
+                    .iter()
+                    .map(|name| run.join(name))
+                    .filter(|other| run.is_dir() && other != failed && other.is_file());
+                for other in others {
+                    eprintln!(
+                        "help: this run's other checkpoint `{}` may still be readable: give it \
+                         as RUN",
+                        shown(&other)
+                    );
+                }
+            }
             Err(EXIT_USAGE)
         }
     }
 }
 
-/// `path  class 97.3%  (other 2.1%, third 0.6%)`.
+/// `path  class 97.3%  (other 2.1%, third 0.6%)`, control characters in the path and the class
+/// names escaped.
 fn human_line(prediction: &Prediction, classes: &[String], width: usize, top: usize) -> String {
-    let name = |class: usize| classes.get(class).map_or("?", String::as_str);
+    let name = |class: usize| escape_control(classes.get(class).map_or("?", String::as_str));
     let ranked = prediction.top(top.max(1));
-    let mut line = format!("{:<width$}", prediction.path.display().to_string());
+    let mut line = format!("{:<width$}", shown(&prediction.path));
     if let Some((class, p)) = ranked.first() {
         line.push_str(&format!("  {} {:.1}%", name(*class), p * 100.0));
     }

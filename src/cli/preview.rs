@@ -3,9 +3,10 @@
 //! converted as the model will see them (channels, size, rescale); with a folder, they are
 //! shown in colour at 128×128. `--augmented` shows a spec's `augment:` section at work: each
 //! row one training image, first as the model sees it, then as epochs 1, 2, … of training
-//! augment it.
+//! augment it. A grid has at most [`MAX_GRID_SIDE`] rows and columns and [`MAX_GRID_IMAGES`]
+//! images, and is only as wide as the images found.
 
-use super::output::{file_stem, read_spec, DiagnosticPrinter, OutputFormat};
+use super::output::{file_stem, outln, read_spec, shown, DiagnosticPrinter, OutputFormat};
 use super::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
 use crate::compile::compile;
 use crate::data::augment::Augmentation;
@@ -14,6 +15,7 @@ use crate::data::{folder, load_image, paths, ImageFolder, ImageSpec, Loader};
 use crate::diagnostics::SourceFile;
 use crate::ir::Model;
 use crate::plot::{render_grid, GridImage};
+use crate::text::escape_control;
 use std::path::{Path, PathBuf};
 
 /// Options of `strata preview`.
@@ -36,6 +38,13 @@ pub struct PreviewArgs<'a> {
 /// Bytes of decoded images `--augmented` keeps while it draws the epochs.
 const PREVIEW_CACHE_BYTES: usize = 64 << 20;
 
+/// The most rows, and the most columns, of a grid.
+pub const MAX_GRID_SIDE: usize = 100;
+
+/// The most images of a grid (rows x columns). Each takes a fixed cell of about 30,000 pixels,
+/// so the canvas stays under 31 megapixels (90 MB of RGB) however the flags are set.
+pub const MAX_GRID_IMAGES: usize = 1000;
+
 /// What a spec says about its training images.
 struct SpecImages {
     /// The training folder.
@@ -51,6 +60,10 @@ struct SpecImages {
 /// Runs the command; returns the exit status.
 pub fn run(args: &PreviewArgs<'_>, format: OutputFormat) -> u8 {
     let mut printer = DiagnosticPrinter::new(format);
+    if let Err(message) = check_grid(args) {
+        eprintln!("error: {message}");
+        return EXIT_USAGE;
+    }
     if args.augmented && args.target.is_dir() {
         eprintln!(
             "error: `--augmented` needs a spec with an `augment:` section, not an image folder"
@@ -90,29 +103,68 @@ pub fn run(args: &PreviewArgs<'_>, format: OutputFormat) -> u8 {
             &spec,
         ),
     };
-    match render_grid(&images, args.columns, args.out) {
+    // The canvas is as wide as the images shown, not as the flag: 3 images take 3 columns.
+    let columns = args.columns.min(images.len()).max(1);
+    match render_grid(&images, columns, args.out) {
         Ok(()) => {
             if !matches!(format, OutputFormat::Json) {
-                println!(
+                outln!(
                     "wrote {} ({} images from `{}`)",
-                    args.out.display(),
+                    shown(args.out),
                     images.len(),
-                    dir.display()
+                    shown(&dir)
                 );
             }
             EXIT_OK
         }
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: cannot write `{}`: {err}", shown(args.out));
             EXIT_USAGE
         }
     }
 }
 
+/// Refuses a grid over [`MAX_GRID_SIDE`] rows or columns (clap checks these first) or
+/// [`MAX_GRID_IMAGES`] images, and an `--out` whose folder does not exist or that is a folder,
+/// before any image is read.
+fn check_grid(args: &PreviewArgs<'_>) -> Result<(), String> {
+    let (rows, columns) = (args.rows, args.columns);
+    if rows == 0 || columns == 0 || rows > MAX_GRID_SIDE || columns > MAX_GRID_SIDE {
+        return Err(format!(
+            "`--rows {rows} --columns {columns}`: rows and columns are 1 to {MAX_GRID_SIDE}"
+        ));
+    }
+    if rows * columns > MAX_GRID_IMAGES {
+        return Err(format!(
+            "`--rows {rows} --columns {columns}` asks for {} images; a grid holds at most \
+             {MAX_GRID_IMAGES} (rows x columns)",
+            rows * columns
+        ));
+    }
+    let folder = args
+        .out
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty());
+    if let Some(folder) = folder.filter(|folder| !folder.is_dir()) {
+        return Err(format!(
+            "cannot write `{}`: the folder `{}` does not exist",
+            shown(args.out),
+            shown(folder)
+        ));
+    }
+    if args.out.is_dir() {
+        return Err(format!(
+            "cannot write `{}`: it is a folder; give a file name such as `grid.png`",
+            shown(args.out)
+        ));
+    }
+    Ok(())
+}
+
 /// The training folder, image conversion and model of a spec; with `--augmented`, the spec
 /// must have an `augment:` section.
 fn spec_folder(args: &PreviewArgs<'_>, printer: &mut DiagnosticPrinter) -> Result<SpecImages, u8> {
-    let source = read_spec(args.target).ok_or(EXIT_USAGE)?;
+    let source = read_spec(args.target, printer)?;
     let compiled = compile(&source.text, &file_stem(args.target));
     printer.print(&compiled.diagnostics, &source);
     let model = compiled.model.ok_or(EXIT_ERROR)?;
@@ -120,7 +172,7 @@ fn spec_folder(args: &PreviewArgs<'_>, printer: &mut DiagnosticPrinter) -> Resul
         eprintln!(
             "error: `{}` has no `augment:` section (or all its factors are 0), so training \
              does not augment; add one, or preview without `--augmented`",
-            args.target.display()
+            shown(args.target)
         );
         return Err(EXIT_USAGE);
     }
@@ -140,7 +192,7 @@ fn spec_folder(args: &PreviewArgs<'_>, printer: &mut DiagnosticPrinter) -> Resul
         None => {
             eprintln!(
                 "error: `{}` has no `data.train`; give the images with `--data DIR`",
-                args.target.display()
+                shown(args.target)
             );
             Err(EXIT_USAGE)
         }
@@ -246,6 +298,8 @@ fn pick(
     images
 }
 
+/// One cell of the grid; control characters in the label (a class folder's name) are drawn as
+/// escapes.
 fn grid_image(pixels: Vec<f32>, spec: &ImageSpec, label: &str) -> GridImage {
     let max = pixels.iter().copied().fold(0.0f32, f32::max);
     let scale = if max > 1.0 { 1.0 / max } else { 1.0 };
@@ -254,6 +308,6 @@ fn grid_image(pixels: Vec<f32>, spec: &ImageSpec, label: &str) -> GridImage {
         height: spec.height,
         width: spec.width,
         channels: spec.channels,
-        label: label.to_string(),
+        label: escape_control(label).into_owned(),
     }
 }

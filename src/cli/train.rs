@@ -2,6 +2,7 @@
 
 use super::output::{DiagnosticPrinter, OutputFormat};
 use super::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
+use crate::text::escape_control;
 use crate::train::progress::ProgressMode;
 use crate::train::{prepare, Outcome, TrainError, TrainRequest, Trainer};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,7 +44,7 @@ pub fn run(request: &TrainRequest, quiet: bool, format: OutputFormat) -> u8 {
                 v.len()
             )),
             prep.state.classes.len(),
-            prep.run_dir.display()
+            escape_control(&prep.run_dir.display().to_string())
         );
     }
     let source = prep.source.clone();
@@ -55,7 +56,10 @@ pub fn run(request: &TrainRequest, quiet: bool, format: OutputFormat) -> u8 {
     match trainer.run() {
         Ok(Outcome::Finished) => {
             if mode != ProgressMode::Quiet {
-                println!("saved to {}", run_dir.display());
+                println!(
+                    "saved to {}",
+                    escape_control(&run_dir.display().to_string())
+                );
             }
             if matches!(format, OutputFormat::Json) {
                 println!("{}", serde_json::json!({ "run": run_dir }));
@@ -65,7 +69,7 @@ pub fn run(request: &TrainRequest, quiet: bool, format: OutputFormat) -> u8 {
         Ok(Outcome::Interrupted) => {
             eprintln!(
                 "interrupted: the last finished epoch is saved in {0}; continue with\n  strata train --resume {0}",
-                run_dir.display()
+                escape_control(&run_dir.display().to_string())
             );
             EXIT_INTERRUPTED
         }
@@ -90,7 +94,10 @@ fn report(
         TrainError::NonFinite { epoch, batch } => {
             let saved = match run {
                 Some((_, dir)) if epoch > 1 => {
-                    format!("; the last finished epoch is saved in {}", dir.display())
+                    format!(
+                        "; the last finished epoch is saved in {}",
+                        escape_control(&dir.display().to_string())
+                    )
                 }
                 _ => "; no epoch finished, so no checkpoint was saved".to_string(),
             };
@@ -98,7 +105,7 @@ fn report(
             EXIT_ERROR
         }
         TrainError::Io(message) => {
-            eprintln!("error: {message}");
+            eprintln!("error: {}", escape_control(&message));
             EXIT_USAGE
         }
     }

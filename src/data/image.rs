@@ -60,6 +60,14 @@ pub enum ImageProblem {
     Empty,
     /// The file is not in a supported image format.
     NotAnImage,
+    /// The file is in a supported format, but in a form its decoder does not read: a 32-bit
+    /// float grayscale TIFF, an unusual colour type.
+    Unsupported {
+        /// The format (`TIFF`).
+        format: String,
+        /// What the decoder does not read.
+        detail: String,
+    },
     /// The file looks like an image but does not decode (truncated or corrupt).
     Corrupt(String),
     /// The path is not a regular file once symlinks are followed (a FIFO, a device, a
@@ -90,6 +98,9 @@ impl fmt::Display for ImageProblem {
             ImageProblem::Empty => f.write_str("is empty (0 bytes)"),
             ImageProblem::NotAnImage => {
                 f.write_str("is not a JPEG, PNG, BMP, GIF, WebP or TIFF image")
+            }
+            ImageProblem::Unsupported { format, detail } => {
+                write!(f, "is a {format} image the decoder cannot read: {detail}")
             }
             ImageProblem::Corrupt(err) => {
                 write!(f, "does not decode (truncated or corrupt): {err}")
@@ -296,9 +307,39 @@ pub fn decode_limited(bytes: &[u8], limits: &ReadLimits) -> Result<DynamicImage,
 }
 
 fn problem(err: image::ImageError) -> ImageProblem {
-    match err {
-        image::ImageError::Unsupported(_) => ImageProblem::NotAnImage,
-        other => ImageProblem::Corrupt(other.to_string()),
+    use image::error::{ImageFormatHint, UnsupportedErrorKind};
+    let image::ImageError::Unsupported(err) = err else {
+        return ImageProblem::Corrupt(err.to_string());
+    };
+    let ImageFormatHint::Exact(format) = err.format_hint() else {
+        return ImageProblem::NotAnImage;
+    };
+    let detail = match err.kind() {
+        UnsupportedErrorKind::Format(_) => return ImageProblem::NotAnImage,
+        UnsupportedErrorKind::Color(image::ExtendedColorType::Unknown(bits)) => {
+            format!("an unsupported sample format or colour type ({bits} bits per pixel)")
+        }
+        UnsupportedErrorKind::Color(color) => format!("an unsupported colour type ({color:?})"),
+        UnsupportedErrorKind::GenericFeature(feature) => format!("unsupported: {feature}"),
+        _ => err.to_string(),
+    };
+    ImageProblem::Unsupported {
+        format: format_name(format),
+        detail,
+    }
+}
+
+/// The name messages give a format: `TIFF`, `PNG`, `WebP`.
+fn format_name(format: image::ImageFormat) -> String {
+    use image::ImageFormat as F;
+    match format {
+        F::Jpeg => "JPEG".to_string(),
+        F::Png => "PNG".to_string(),
+        F::Bmp => "BMP".to_string(),
+        F::Gif => "GIF".to_string(),
+        F::WebP => "WebP".to_string(),
+        F::Tiff => "TIFF".to_string(),
+        other => format!("{other:?}").to_uppercase(),
     }
 }
 

@@ -116,6 +116,13 @@ pub const DATA: &[&str] = &[
     DATA_CLASS_NAME,
 ];
 
+/// A checkpoint's model parameters hold NaN or infinite values.
+pub const MODEL_NON_FINITE_WEIGHTS: &str = "strata::model::non_finite_weights";
+
+/// The codes about trained checkpoints, reported by `predict` and `evaluate` when they load one
+/// (tested on generated checkpoints).
+pub const CHECKPOINT: &[&str] = &[MODEL_NON_FINITE_WEIGHTS];
+
 /// The codes whose failing spec is too large to show in the documentation, which shows the
 /// rendered report as a `text` example instead (their fixtures are in the tests).
 pub const TOO_LARGE_TO_SHOW: &[&str] = &[SPEC_TOO_LARGE];

@@ -1,11 +1,13 @@
 //! The diagnostics of inference: an evaluation folder whose classes differ from the model's,
-//! and unreadable images. They reuse the `strata::data::…` codes; data problems have no spec
-//! characters to point at.
+//! and unreadable images, which reuse the `strata::data::…` codes, and a checkpoint whose
+//! weights are not finite (`strata::model::non_finite_weights`). Data and checkpoint problems
+//! have no spec characters to point at.
 
+use crate::backend::checkpoint::NonFinite;
 use crate::data::errors as data_errors;
 use crate::data::{ImageFolder, ImageProblem};
 use crate::diagnostics::{codes, Diagnostic};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Error: the folder has class folders the model has no output for.
 pub fn unknown_classes(folder: &ImageFolder, model_classes: &[String]) -> Diagnostic {
@@ -57,6 +59,45 @@ pub fn missing_classes(folder: &ImageFolder, model_classes: &[String]) -> Diagno
 pub fn skipped_images(problems: &[(PathBuf, ImageProblem)]) -> Diagnostic {
     data_errors::skipped_images(problems)
         .with_help("remove or replace these files; the other images are still used")
+}
+
+/// Error: the checkpoint at `path` has model parameters that are NaN or infinite (`tensors`,
+/// in layer order, not empty).
+pub fn non_finite_weights(path: &Path, tensors: &[NonFinite]) -> Diagnostic {
+    let first = tensors.first();
+    let name = first.map_or("?", |tensor| tensor.name.as_str());
+    let mut diagnostic = Diagnostic::error(
+        codes::MODEL_NON_FINITE_WEIGHTS,
+        format!(
+            "`{name}` in `{}` holds NaN or infinite values",
+            path.display()
+        ),
+    );
+    if let Some(first) = first {
+        diagnostic = diagnostic.with_note(format!(
+            "{} of its {} values are not finite; the first, at index {}, is {}",
+            first.count, first.len, first.first_index, first.first_value
+        ));
+    }
+    if tensors.len() > 1 {
+        let others: Vec<String> = tensors
+            .iter()
+            .skip(1)
+            .take(5)
+            .map(|tensor| format!("`{}` ({} of {})", tensor.name, tensor.count, tensor.len))
+            .collect();
+        let more = tensors.len().saturating_sub(6);
+        let tail = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        diagnostic = diagnostic.with_note(format!("also: {}{tail}", others.join(", ")));
+    }
+    diagnostic.with_help(
+        "training diverged before this checkpoint was saved; predictions from it would all be \
+         NaN: train again with a lower `lr`, or use a checkpoint saved before it diverged",
+    )
 }
 
 fn quoted(names: &[&String]) -> String {

@@ -1,8 +1,9 @@
 //! A trained model from a run folder or a checkpoint file: the checkpoint's embedded spec
-//! (`strata.spec`) is compiled again, its tensors are checked against the model, and its class
-//! names (`strata.classes`) name the outputs, so nothing but the checkpoint is needed.
+//! (`strata.spec`) is compiled again, its tensors are checked against the model (names, shapes,
+//! and finite values: a diverged run's NaN weights are refused, not predicted with), and its
+//! class names (`strata.classes`) name the outputs, so nothing but the checkpoint is needed.
 
-use crate::backend::checkpoint::{self, Checkpoint, CheckpointError};
+use crate::backend::checkpoint::{self, Checkpoint, CheckpointError, NonFinite};
 use crate::backend::network::Network;
 use crate::compile::compile;
 use crate::data::ImageSpec;
@@ -36,6 +37,8 @@ pub enum LoadError {
     NoCheckpoint(PathBuf),
     /// The checkpoint cannot be read, or its tensors do not fit its spec.
     Checkpoint(PathBuf, CheckpointError),
+    /// Model parameters are NaN or infinite: the checkpoint and those tensors, in layer order.
+    NonFinite(PathBuf, Vec<NonFinite>),
     /// The embedded spec no longer compiles; its diagnostics, against its text.
     Spec {
         /// The embedded spec, named after the checkpoint, for rendering the diagnostics.
@@ -56,7 +59,20 @@ impl fmt::Display for LoadError {
                 RUN_CHECKPOINTS[0],
                 RUN_CHECKPOINTS[1]
             ),
+            LoadError::Checkpoint(
+                _,
+                err @ (CheckpointError::Io(..) | CheckpointError::NotAFile(..)),
+            ) => write!(f, "{err}"),
+            LoadError::Checkpoint(path, CheckpointError::Truncated(err)) => {
+                write!(f, "`{}` is truncated or corrupt: {err}", path.display())
+            }
             LoadError::Checkpoint(path, err) => write!(f, "`{}`: {err}", path.display()),
+            LoadError::NonFinite(path, tensors) => write!(
+                f,
+                "`{}` in `{}` holds NaN or infinite values",
+                tensors.first().map_or("?", |tensor| tensor.name.as_str()),
+                path.display()
+            ),
             LoadError::Spec { source, .. } => {
                 write!(f, "the spec inside `{}` does not compile", source.name)
             }
@@ -111,6 +127,10 @@ impl Trained {
         }
         let network = Network::from_checkpoint(&model, checkpoint)
             .map_err(|err| LoadError::Checkpoint(path.clone(), err))?;
+        let non_finite = checkpoint::non_finite_tensors(checkpoint);
+        if !non_finite.is_empty() {
+            return Err(LoadError::NonFinite(path, non_finite));
+        }
         Ok(Trained {
             path,
             classes: checkpoint.classes.clone(),

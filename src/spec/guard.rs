@@ -36,24 +36,29 @@ pub fn check(text: &str) -> Result<(), Diagnostic> {
     Ok(())
 }
 
-/// The `strata::spec::too_large` diagnostic.
+/// The `strata::spec::too_large` diagnostic of a whole text.
 fn too_large(text: &str) -> Diagnostic {
+    too_large_file(text, Some(text.len() as u64))
+}
+
+/// The `strata::spec::too_large` diagnostic of a file of `bytes` bytes (`None`: more than the
+/// limit, its size unknown, as for a pipe), labelled on the first line of `head`, the text read
+/// from its start.
+pub(super) fn too_large_file(head: &str, bytes: Option<u64>) -> Diagnostic {
     let mut end = 0;
-    while end < text.len() && !text[end..].starts_with('\n') && end < 80 {
-        end += text[end..].chars().next().map_or(1, char::len_utf8);
+    while end < head.len() && !head[end..].starts_with('\n') && end < 80 {
+        end += head[end..].chars().next().map_or(1, char::len_utf8);
     }
-    Diagnostic::error(
-        codes::SPEC_TOO_LARGE,
-        format!(
-            "the spec file has {} bytes; the limit is {MAX_SPEC_BYTES}",
-            text.len()
-        ),
-    )
-    .with_primary(Span::new(0, end), "nothing in this file was read")
-    .with_help(
-        "a spec needs a few kilobytes: move repeated stages into a repeat `(…)xN` or a block \
+    let message = match bytes {
+        Some(bytes) => format!("the spec file has {bytes} bytes; the limit is {MAX_SPEC_BYTES}"),
+        None => format!("the spec file has more than {MAX_SPEC_BYTES} bytes, the limit"),
+    };
+    Diagnostic::error(codes::SPEC_TOO_LARGE, message)
+        .with_primary(Span::new(0, end), "nothing in this file was read")
+        .with_help(
+            "a spec needs a few kilobytes: move repeated stages into a repeat `(…)xN` or a block \
          under `blocks:`",
-    )
+        )
 }
 
 /// The deep-nesting `strata::yaml::syntax` diagnostic at `span` (also reported by the span tree

@@ -4,11 +4,13 @@
 //! [`yaml`] (built from saphyr-parser's event markers) gives positions. Before either parser
 //! runs, one linear scan refuses a file over [`MAX_SPEC_BYTES`] or nested deeper than
 //! [`MAX_YAML_NESTING`]. Loading never fails on user mistakes: it returns what it could read
-//! together with the diagnostics it found.
+//! together with the diagnostics it found. [`read_spec_file`] reads a spec file from disk
+//! without ever reading more than that limit.
 
 mod guard;
 mod keys;
 mod load;
+mod read;
 mod schema;
 mod typed;
 pub mod yaml;
@@ -19,6 +21,7 @@ pub use keys::{
     SCHEDULE_KEYS, TOP_KEYS, TRAIN_KEYS,
 };
 pub use load::load;
+pub use read::{read_spec_file, SpecReadError};
 pub use schema::{schema, schema_text};
 
 use crate::settings::{DataConfig, TrainConfig};

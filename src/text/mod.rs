@@ -1,6 +1,7 @@
 //! Text types every stage shares: byte [`Span`]s of the spec file, [`MappedText`] (a decoded
 //! YAML scalar whose bytes know their file offsets), [`LineIndex`] (offsets → lines), names
-//! with their span ([`Ident`]) and the one literal parser ([`parse_literal`]).
+//! with their span ([`Ident`]), the one literal parser ([`parse_literal`]) and the escaping of
+//! text bound for a terminal ([`escape_control`]).
 //!
 //! This module sits below `spec`, `syntax`, `diagnostics` and the compiler, and uses none of
 //! them, so that no stage has to import another stage to talk about text.
@@ -8,10 +9,12 @@
 mod lines;
 mod literal;
 mod mapped;
+mod terminal;
 
 pub use lines::LineIndex;
 pub use literal::{parse_literal, Literal};
 pub use mapped::MappedText;
+pub use terminal::{escape_control, is_terminal_control};
 
 /// A byte range of the spec file: `offset` bytes from its start, `len` bytes long.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]

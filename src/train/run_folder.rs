@@ -201,7 +201,7 @@ fn lock(dir: &Path) -> Result<(File, bool), TrainError> {
         Err(TryLockError::WouldBlock) => {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim().escape_debug().to_string();
+            let holder = crate::text::escape_control(holder.trim());
             let holder = if holder.is_empty() {
                 "another strata process".to_string()
             } else {
@@ -249,7 +249,7 @@ fn not_empty(dir: &Path, found: &[String], is_run: bool, force: bool) -> Diagnos
     let shown: Vec<String> = found
         .iter()
         .take(5)
-        .map(|name| format!("`{}`", name.escape_debug()))
+        .map(|name| format!("`{}`", crate::text::escape_control(name)))
         .collect();
     let more = if found.len() > shown.len() {
         format!(" and {} more", found.len() - shown.len())

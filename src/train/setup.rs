@@ -5,7 +5,7 @@
 
 use super::class_weight;
 use super::history::{self, EpochRecord};
-use super::run_folder::{self, RunClaim};
+use super::run_folder::RunClaim;
 use super::state::{RunState, STATE_KEY};
 use super::TrainError;
 use crate::backend::checkpoint::{self, Checkpoint, NamedTensor, STATE_PREFIX};
@@ -161,8 +161,12 @@ fn compile_model(
 }
 
 fn prepare_new(spec_path: &Path, request: &TrainRequest) -> Result<Prepared, TrainError> {
-    let text = std::fs::read_to_string(spec_path)
-        .map_err(|err| run_folder::io_error("read", spec_path, &err))?;
+    let text = crate::spec::read_spec_file(spec_path).map_err(|err| match err {
+        crate::spec::SpecReadError::TooLarge { diagnostic, source } => {
+            TrainError::Diagnostics(source, vec![diagnostic])
+        }
+        other => TrainError::Io(other.to_string()),
+    })?;
     let source = SourceFile::new(spec_path.display().to_string(), text.clone());
     let stem = spec_path
         .file_stem()
@@ -377,7 +381,7 @@ fn classes_changed(state: &RunState, found: &[String]) -> Diagnostic {
     let list = |names: Vec<&String>| {
         names
             .iter()
-            .map(|name| format!("`{}`", name.escape_debug()))
+            .map(|name| format!("`{}`", crate::text::escape_control(name)))
             .collect::<Vec<_>>()
             .join(", ")
     };
