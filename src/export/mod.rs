@@ -1,0 +1,3 @@
+//! Export of a trained model to other runtimes.
+
+pub mod proto;
