@@ -41,7 +41,8 @@ struct ExportJson<'a> {
 struct InputJson {
     name: &'static str,
     dtype: &'static str,
-    shape: [String; 4],
+    /// `[h, w, c]`, without the batch axis (symbolic in the file), as `summary` writes shapes.
+    shape: [usize; 3],
     layout: &'static str,
     rescale: f64,
     rescaled_in_graph: bool,
@@ -78,7 +79,7 @@ pub fn run(args: &ExportArgs<'_>, format: OutputFormat) -> u8 {
     let input = InputJson {
         name: INPUT_NAME,
         dtype: if args.raw_input { "uint8" } else { "float32" },
-        shape: ["N".to_string(), h.to_string(), w.to_string(), c.to_string()],
+        shape: [h, w, c],
         layout: "NHWC",
         rescale: trained.model.data.rescale,
         rescaled_in_graph: args.raw_input,
