@@ -6,6 +6,7 @@ mod check;
 mod data;
 mod evaluate;
 mod explain;
+mod export;
 mod layers;
 mod lsp;
 mod output;
@@ -26,7 +27,7 @@ pub use output::{DiagnosticPrinter, OutputFormat};
 #[command(name = "strata", version, about, long_about = None)]
 pub struct Cli {
     /// Output format: `human` (default), `json` (JSON lines / objects on stdout) or `github`
-    /// (workflow annotations).
+    /// (workflow annotations); `onnx` is the file `strata export` writes (its default).
     #[arg(long, global = true, value_enum, default_value_t = FormatArg::Human)]
     pub format: FormatArg,
 
@@ -44,6 +45,8 @@ pub enum FormatArg {
     Json,
     /// GitHub Actions workflow annotations.
     Github,
+    /// The file format of `strata export` (its default); other commands refuse it.
+    Onnx,
 }
 
 /// The commands.
@@ -187,6 +190,19 @@ pub enum Command {
         #[arg(long, value_parser = at_least_one())]
         batch_size: Option<usize>,
     },
+    /// Export a trained model as an ONNX file (opset 17) that outputs the class probabilities.
+    Export {
+        /// A training run folder (its `best.safetensors`, else `last.safetensors`) or a
+        /// checkpoint file.
+        run: PathBuf,
+        /// The file to write (`model.onnx`); written atomically.
+        #[arg(long)]
+        out: PathBuf,
+        /// Take `uint8` pixels and rescale them in the graph, instead of `float32` values
+        /// already rescaled as the spec's `data.rescale` says.
+        #[arg(long)]
+        raw_input: bool,
+    },
     /// Image folder tools.
     Data {
         /// What to do with the folder.
@@ -272,6 +288,10 @@ pub fn main() -> ExitCode {
 
 /// Runs a parsed command line; returns the exit status.
 pub fn run(cli: Cli) -> u8 {
+    if cli.format == FormatArg::Onnx && !matches!(cli.command, Command::Export { .. }) {
+        eprintln!("error: `--format onnx` is the file format of `strata export` only");
+        return EXIT_USAGE;
+    }
     let format = OutputFormat::from_arg(cli.format);
     let status = match cli.command {
         Command::Check {
@@ -391,6 +411,18 @@ pub fn run(cli: Cli) -> u8 {
                 batch_size,
             };
             evaluate::run(&args, format)
+        }
+        Command::Export {
+            run,
+            out,
+            raw_input,
+        } => {
+            let args = export::ExportArgs {
+                run: &run,
+                out: &out,
+                raw_input,
+            };
+            export::run(&args, format)
         }
         Command::Lsp => lsp::run(),
         Command::Schema => schema::run(),

@@ -31,7 +31,7 @@ impl OutputFormat {
     /// The format for a `--format` value, looking at the terminal and `NO_COLOR`.
     pub fn from_arg(arg: FormatArg) -> OutputFormat {
         match arg {
-            FormatArg::Human => OutputFormat::Human {
+            FormatArg::Human | FormatArg::Onnx => OutputFormat::Human {
                 fancy: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
             },
             FormatArg::Json => OutputFormat::Json,
