@@ -7,13 +7,14 @@
 //! thread by a wrapping allocator, so the transport's memory limits are checked, not assumed.
 
 mod common;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
 use lsp_server::{ErrorCode, Message, Notification, Request, RequestId};
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use serde_json::{json, Value};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use counting_alloc::peak_allocation;
 use std::io::{self, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,67 +25,6 @@ use strata::spec::{MAX_SPEC_BYTES, MAX_YAML_NESTING};
 
 /// The bound on one check of one spec, however hostile.
 const HANG_GUARD: Duration = Duration::from_secs(2);
-
-// ---------------------------------------------------------------------------------------------
-// Allocation counting
-
-/// The system allocator, counting the live and peak bytes of each thread.
-struct Counting;
-
-thread_local! {
-    static LIVE: Cell<usize> = const { Cell::new(0) };
-    static PEAK: Cell<usize> = const { Cell::new(0) };
-}
-
-fn grow(bytes: usize) {
-    let _ = LIVE.try_with(|live| {
-        let now = live.get().saturating_add(bytes);
-        live.set(now);
-        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
-    });
-}
-
-fn shrink(bytes: usize) {
-    let _ = LIVE.try_with(|live| live.set(live.get().saturating_sub(bytes)));
-}
-
-// SAFETY: every call is forwarded to `System` unchanged; the counters are plain thread-local
-// cells without destructors, so counting never allocates or unwinds.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = System.alloc(layout);
-        if !ptr.is_null() {
-            grow(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
-        shrink(layout.size());
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let new = System.realloc(ptr, layout, new_size);
-        if !new.is_null() {
-            shrink(layout.size());
-            grow(new_size);
-        }
-        new
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Runs `work` and returns its result with the most bytes this thread held at once beyond
-/// what it held before.
-fn peak_allocation<T>(work: impl FnOnce() -> T) -> (T, usize) {
-    let base = LIVE.with(Cell::get);
-    PEAK.with(|peak| peak.set(base));
-    let result = work();
-    (result, PEAK.with(Cell::get).saturating_sub(base))
-}
 
 #[test]
 fn the_allocation_counter_counts() {

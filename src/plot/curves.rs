@@ -26,11 +26,11 @@ const VAL_COLOUR: RGBColor = RGBColor(255, 127, 14);
 /// The picture's size in pixels.
 const SIZE: (u32, u32) = (1200, 500);
 
-/// Draws loss (left) and accuracy (right) against epoch into a PNG at `path`, written
-/// atomically (a kill never leaves a truncated picture).
+/// Draws loss (left) and accuracy (right) against epoch into a PNG at `path`. (Training writes
+/// [`curves_png`]'s bytes atomically instead, so that a kill never leaves half a picture.)
 pub fn plot_curves(points: &[CurvePoint], title: &str, path: &Path) -> Result<(), PlotError> {
     let png = curves_png(points, title)?;
-    crate::backend::checkpoint::write_atomic(path, &png)
+    std::fs::write(path, png)
         .map_err(|err| PlotError(format!("cannot write `{}`: {err}", path.display())))
 }
 
