@@ -10,11 +10,11 @@ mod common;
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
 
+use counting_alloc::peak_allocation;
 use lsp_server::{ErrorCode, Message, Notification, Request, RequestId};
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use serde_json::{json, Value};
-use counting_alloc::peak_allocation;
 use std::io::{self, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
