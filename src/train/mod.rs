@@ -175,7 +175,7 @@ impl Trainer {
                 self.prep.validation.as_ref().map(|loader| {
                     ranks::evaluate(self.world, &mut self.network, loader, batch_size)
                 });
-            let record = EpochRecord {
+            let mut record = EpochRecord {
                 epoch,
                 loss: train.loss,
                 accuracy: train.accuracy(),
@@ -184,6 +184,9 @@ impl Trainer {
                 seconds: start.elapsed().as_secs_f64(),
                 lr: Some(self.optimizer.lr()),
             };
+            if self.world.size() > 1 {
+                ranks::share_record(self.world, &mut record);
+            }
             if self.mode != ProgressMode::Quiet {
                 let train = &self.prep.model.train;
                 let show_lr = train.reduce_lr.is_some() || train.schedule != Schedule::Constant;

@@ -12,6 +12,7 @@
 //! going on, so a failure on one host ends every rank with a message and never leaves the
 //! others waiting. Rank 0 alone prints and writes the run folder.
 
+use super::history::EpochRecord;
 use super::setup::Start;
 use super::{Metrics, Totals, TrainError};
 use crate::backend::network::{BatchStats, Network};
@@ -193,6 +194,33 @@ pub(super) fn evaluate(
     Metrics {
         loss: sums[0] / count,
         accuracy: sums[1] / count,
+    }
+}
+
+/// Rank 0's metrics of an epoch on every rank. The ranks computed them from the same sums,
+/// but what is decided from them (early stopping, a lower rate on a plateau, the best
+/// checkpoint) must be decided alike on every rank even if a reduction ever rounded differently
+/// on one: a rank that stopped alone would leave the others waiting.
+pub(super) fn share_record(world: &dyn Collective, record: &mut EpochRecord) {
+    let values = [
+        record.loss,
+        record.accuracy,
+        record.val_loss.unwrap_or(f64::NAN),
+        record.val_accuracy.unwrap_or(f64::NAN),
+    ];
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let Some(shared) = world.broadcast_bytes(Some(bytes)) else {
+        return;
+    };
+    let values: Vec<f64> = shared
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        .collect();
+    if let [loss, accuracy, val_loss, val_accuracy] = values[..] {
+        record.loss = loss;
+        record.accuracy = accuracy;
+        record.val_loss = record.val_loss.map(|_| val_loss);
+        record.val_accuracy = record.val_accuracy.map(|_| val_accuracy);
     }
 }
 
