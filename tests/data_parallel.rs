@@ -9,7 +9,8 @@
 //! - a two-rank run with `sync_bn` has the one-process history within 1e-4 in loss per epoch,
 //!   and one without `sync_bn` does not;
 //! - each rank takes its share of every batch, and a last batch with fewer images than ranks
-//!   is left out.
+//!   is left out;
+//! - weights that differ between ranks are an error on every rank, naming the rank.
 
 mod common;
 
@@ -20,7 +21,8 @@ use strata::backend::network::Network;
 use strata::compile::compile;
 use strata::distributed::{Collective, Traffic, SINGLE};
 use strata::train::progress::ProgressMode;
-use strata::train::ranks::local_order;
+use strata::train::ranks::{local_order, same_weights};
+use strata::train::TrainError;
 use strata::train::{prepare_on, Outcome, TrainRequest, Trainer};
 
 /// What the ranks of one in-process run share.
@@ -323,4 +325,52 @@ fn each_rank_takes_its_share_of_every_batch() {
     let order: Vec<usize> = (0..9).collect();
     assert_eq!(local_order(&order, 4, world[0]), [0, 1, 4, 5]);
     assert_eq!(local_order(&order, 4, world[1]), [2, 3, 6, 7]);
+}
+
+#[test]
+fn ranks_whose_weights_differ_stop_with_an_error_naming_them() {
+    let model = compile(&spec(false), "spec").model.expect("model");
+    let world = ThreadRank::world(3);
+    let outcomes: Vec<Result<u64, TrainError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = world
+            .iter()
+            .map(|rank| {
+                let model = model.clone();
+                let rank: &'static ThreadRank = rank;
+                // Rank 2 starts from another seed: other weights.
+                let seed = if rank.rank == 2 { 8 } else { 7 };
+                scope
+                    .spawn(move || same_weights(rank, &Network::new(&model, seed), "after epoch 1"))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank"))
+            .collect()
+    });
+    for outcome in outcomes {
+        let Err(TrainError::Ranks(message)) = outcome else {
+            panic!("expected the ranks to disagree: {outcome:?}");
+        };
+        assert!(message.starts_with("the weights of rank 2 ("), "{message}");
+        assert!(message.contains("differ from rank 0's"), "{message}");
+        assert!(message.contains("after epoch 1"), "{message}");
+    }
+    // The same weights everywhere: the checksum they share.
+    let same: Vec<u64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ThreadRank::world(2)
+            .into_iter()
+            .map(|rank| {
+                let model = model.clone();
+                scope.spawn(move || {
+                    same_weights(rank, &Network::new(&model, 7), "after epoch 1").expect("same")
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank"))
+            .collect()
+    });
+    assert_eq!(same[0], same[1]);
 }

@@ -179,6 +179,9 @@ fn resume_under_mpi_continues_as_the_uninterrupted_run() {
         tensors(&dir.path().join("whole/last.safetensors")),
         tensors(&dir.path().join("split/last.safetensors"))
     );
+    // Rank 1 wrote nothing where it ran.
+    let written: Vec<_> = std::fs::read_dir(elsewhere.path()).expect("dir").collect();
+    assert!(written.is_empty(), "{written:?}");
 }
 
 #[test]
