@@ -11,6 +11,7 @@ pub mod cli;
 pub mod compile;
 pub mod data;
 pub mod diagnostics;
+pub mod distributed;
 pub mod export;
 pub mod infer;
 pub mod ir;

@@ -25,6 +25,7 @@ fn cfg(training: bool) -> BatchNormConfig {
         training,
         input_grad: false,
         activation: FusedActivation::Linear,
+        sync: None,
     }
 }
 

@@ -27,6 +27,7 @@ use super::ops::pool2d::{avg_pool2d, global_avg_pool, global_max_pool, max_pool2
 use super::ops::separable::{separable_conv2d, SeparableConfig};
 use super::ops::{Flat, Image, Shape4, Vector};
 use super::params::{self, LayerParams};
+use crate::distributed::Collective;
 use crate::ir::{Activation, Layer, MergeKind, Op, Padding, PoolKind, Source};
 use dfdx::prelude::*;
 use std::borrow::Cow;
@@ -108,6 +109,9 @@ pub struct PassConfig {
     pub fuse: bool,
     /// Leave the last layer's activation to the loss (softmax or sigmoid).
     pub activation_to_loss: bool,
+    /// The ranks whose batch statistics a training pass's batch norms share (`train.sync_bn`
+    /// in a data-parallel run); `None`: this process's batch alone.
+    pub bn_sync: Option<&'static dyn Collective>,
 }
 
 /// The model input of a pass: a tensor, or the caller's values, kept as they are until a layer
@@ -353,6 +357,7 @@ fn run_store<T: Tape<f32, Cpu>>(
                     training: cfg.training,
                     input_grad: !layer.inputs.iter().any(|edge| edge.source == Source::Input),
                     activation: fused_activation(add),
+                    sync: cfg.bn_sync,
                 };
                 let out = Act::Image(batch_norm_add(x.put_tape(tape), &skip, bn, &bn_cfg));
                 let is_last = idx + 2 == layers.len();
@@ -471,6 +476,7 @@ fn layer_forward<T: Tape<f32, Cpu>>(
                 training: cfg.training,
                 input_grad: !reads_input,
                 activation: fused_activation(layer),
+                sync: cfg.bn_sync,
             };
             match act {
                 Act::Image(x) => Act::Image(batch_norm(x, params, &bn)),
@@ -956,6 +962,7 @@ fn bn_dense_training<T: Tape<f32, Cpu>>(
         training: cfg.training,
         input_grad: false,
         activation: FusedActivation::Linear,
+        sync: cfg.bn_sync,
     };
     let out = Act::Flat(batch_norm_dense(x, bn, &bn_cfg, linear));
     suffix(out, dense_layer, FusedActivation::Linear, is_last, cfg).split()

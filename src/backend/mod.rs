@@ -2,6 +2,7 @@
 //! stable Rust, optimisers and checkpoints.
 
 pub mod checkpoint;
+pub mod data_parallel;
 pub mod forward;
 pub mod network;
 pub mod ops;

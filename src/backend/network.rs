@@ -10,6 +10,7 @@ use super::ops::loss::{binary_cross_entropy, categorical_cross_entropy, BceMode,
 use super::ops::{Flat, Image};
 use super::optimizer::Optimizer;
 use super::params::{self, LayerParams, ParamMut};
+use crate::distributed::Collective;
 use crate::ir::{Head, Model};
 use dfdx::prelude::*;
 use std::borrow::Cow;
@@ -24,6 +25,8 @@ pub struct Network {
     device: Cpu,
     /// Each class's weight in the training loss, by label; empty: all 1.
     class_weights: Vec<f32>,
+    /// The ranks whose batch statistics training passes share (`train.sync_bn`).
+    bn_sync: Option<&'static dyn Collective>,
 }
 
 /// Loss and accuracy of one batch.
@@ -48,6 +51,7 @@ impl Network {
             params,
             device,
             class_weights: Vec::new(),
+            bn_sync: None,
         }
     }
 
@@ -65,6 +69,7 @@ impl Network {
             params,
             device,
             class_weights: Vec::new(),
+            bn_sync: None,
         })
     }
 
@@ -85,6 +90,13 @@ impl Network {
     /// unweighted, as Keras's validation loss is.
     pub fn set_class_weights(&mut self, weights: Vec<f32>) {
         self.class_weights = weights;
+    }
+
+    /// Makes training passes normalise every batch norm over the batch shares of all ranks of
+    /// `world` (`train.sync_bn` in a data-parallel run); `None` (the default): over this
+    /// process's batch.
+    pub fn set_batch_norm_sync(&mut self, world: Option<&'static dyn Collective>) {
+        self.bn_sync = world;
     }
 
     /// The loss options of a batch: the spec's label smoothing always, the class weights only
@@ -190,6 +202,7 @@ impl Network {
             training: false,
             fuse: true,
             activation_to_loss: true,
+            bn_sync: None,
         };
         let logits = forward::run_values(
             &self.model.layers,
@@ -230,7 +243,7 @@ impl Network {
     /// images are classified right: categorical cross-entropy on softmax, or binary
     /// cross-entropy on the sigmoid as Keras computes it in `fit` (from the logits); with the
     /// spec's label smoothing, and in `training` its class weights.
-    fn loss<T: Tape<f32, Cpu>>(
+    pub(super) fn loss<T: Tape<f32, Cpu>>(
         &self,
         logits: Flat<T>,
         labels: &[usize],
@@ -255,6 +268,7 @@ impl Network {
             training,
             fuse: true,
             activation_to_loss: true,
+            bn_sync: if training { self.bn_sync } else { None },
         };
         forward::run(&self.model.layers, &mut self.params, x, cfg, &mut |_, _| {})
     }
@@ -268,6 +282,7 @@ impl Network {
             training: false,
             fuse: false,
             activation_to_loss: true,
+            bn_sync: None,
         };
         forward::run(
             &self.model.layers,

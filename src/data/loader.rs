@@ -137,6 +137,11 @@ impl Loader {
         self.samples.is_empty()
     }
 
+    /// The samples, by index.
+    pub fn samples(&self) -> &[Sample] {
+        &self.samples
+    }
+
     /// The order of the samples in `epoch` (0-based): shuffled from `seed` and the epoch, or in
     /// folder order when `shuffle` is false.
     pub fn order(&self, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {

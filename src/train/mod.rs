@@ -8,11 +8,12 @@ pub mod class_weight;
 pub mod history;
 pub mod plateau;
 pub mod progress;
+pub mod ranks;
 pub mod run_folder;
 mod setup;
 pub mod state;
 
-pub use setup::{prepare, Prepared, TrainRequest};
+pub use setup::{prepare, prepare_on, Prepared, TrainRequest};
 
 use crate::backend::checkpoint::{self, Checkpoint, NamedTensor, STATE_PREFIX};
 use crate::backend::network::{BatchStats, Network};
@@ -22,6 +23,7 @@ use crate::data::augment::Augmentation;
 use crate::data::errors;
 use crate::data::loader::Loader;
 use crate::diagnostics::Diagnostic;
+use crate::distributed::{Collective, SINGLE};
 use crate::settings::Schedule;
 use history::EpochRecord;
 use progress::{epoch_line, EpochProgress, ProgressMode};
@@ -50,6 +52,10 @@ pub enum TrainError {
     Refused(Diagnostic),
     /// Reading or writing failed; the message names the path.
     Io(String),
+    /// Another rank of a data-parallel run failed, or the ranks disagree (their data or
+    /// their weights differ); rank 0 reports the message (empty when rank 0's own error
+    /// speaks for the run).
+    Ranks(String),
     /// The loss became NaN or infinite.
     NonFinite {
         /// 1-based epoch.
@@ -91,6 +97,8 @@ pub struct Trainer {
     state: RunState,
     mode: ProgressMode,
     interrupted: Arc<AtomicBool>,
+    /// The ranks of a data-parallel run ([`SINGLE`] for one process).
+    world: &'static dyn Collective,
 }
 
 impl Trainer {
@@ -100,12 +108,27 @@ impl Trainer {
         mode: ProgressMode,
         interrupted: Arc<AtomicBool>,
     ) -> Result<Trainer, TrainError> {
+        Trainer::new_on(prep, mode, interrupted, &SINGLE)
+    }
+
+    /// [`Trainer::new`] as one rank of `world` (`prep` from [`prepare_on`] with the same
+    /// world): the ranks agree that each of them started, with the same weights.
+    pub fn new_on(
+        prep: Prepared,
+        mode: ProgressMode,
+        interrupted: Arc<AtomicBool>,
+        world: &'static dyn Collective,
+    ) -> Result<Trainer, TrainError> {
+        let started = setup::start(&prep);
         let setup::Start {
-            network,
+            mut network,
             optimizer,
             history,
             state,
-        } = setup::start(&prep)?;
+        } = ranks::agree_on_start(world, started)?;
+        if world.size() > 1 && prep.model.train.sync_bn {
+            network.set_batch_norm_sync(Some(world));
+        }
         Ok(Trainer {
             prep,
             network,
@@ -114,6 +137,7 @@ impl Trainer {
             state,
             mode,
             interrupted,
+            world,
         })
     }
 
@@ -130,6 +154,7 @@ impl Trainer {
                 break;
             }
             let start = Instant::now();
+            let traffic = self.world.traffic();
             let train = match self.train_epoch(epoch)? {
                 Some(stats) => stats,
                 None => {
@@ -137,11 +162,20 @@ impl Trainer {
                     return Ok(Outcome::Interrupted);
                 }
             };
+            let training_time = start.elapsed();
+            let steps = train.steps;
+            let sync_bn = self.prep.model.train.sync_bn;
+            let checksum = match self.world.size() {
+                1 => 0,
+                _ => ranks::settle_epoch(self.world, &mut self.network, sync_bn, epoch)?,
+            };
+            let traffic = self.world.traffic().since(&traffic);
+            let batch_size = (self.state.batch_size as usize / self.world.size()).max(1);
             let validation =
                 self.prep.validation.as_ref().map(|loader| {
-                    evaluate(&mut self.network, loader, self.state.batch_size as usize)
+                    ranks::evaluate(self.world, &mut self.network, loader, batch_size)
                 });
-            let record = EpochRecord {
+            let mut record = EpochRecord {
                 epoch,
                 loss: train.loss,
                 accuracy: train.accuracy(),
@@ -150,13 +184,35 @@ impl Trainer {
                 seconds: start.elapsed().as_secs_f64(),
                 lr: Some(self.optimizer.lr()),
             };
+            if self.world.size() > 1 {
+                ranks::share_record(self.world, &mut record);
+            }
             if self.mode != ProgressMode::Quiet {
                 let train = &self.prep.model.train;
                 let show_lr = train.reduce_lr.is_some() || train.schedule != Schedule::Constant;
                 println!("{}", epoch_line(&record, self.state.epochs, show_lr));
+                if self.world.size() > 1 {
+                    let line = ranks::epoch_ranks_line(
+                        self.world,
+                        checksum,
+                        &traffic,
+                        steps,
+                        training_time,
+                    );
+                    println!("{line}");
+                }
             }
             self.history.push(record);
-            self.finish_epoch(&record)?;
+            let saved = self.finish_epoch(&record);
+            if self.world.size() > 1 {
+                let stage = format!("could not save epoch {epoch}");
+                match saved {
+                    Ok(()) => ranks::agree(self.world, Ok(&[]), &stage).map(|_| ())?,
+                    Err(err) => return Err(ranks::agree_failed(self.world, err, &stage)),
+                }
+            } else {
+                saved?;
+            }
         }
         Ok(Outcome::Finished)
     }
@@ -164,11 +220,17 @@ impl Trainer {
     /// One epoch of training; `None` when interrupted.
     fn train_epoch(&mut self, epoch: u64) -> Result<Option<Totals>, TrainError> {
         let seed = self.state.seed;
+        // Each rank draws its own dropout masks; rank 0 (and one process) as before.
+        let rank = (self.world.rank() as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
         self.network
-            .reseed(seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407));
+            .reseed(seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407) ^ rank);
         let loader = &self.prep.train;
-        let batch_size = self.state.batch_size as usize;
-        let order = loader.order(seed, epoch, true);
+        let mut batch_size = self.state.batch_size as usize;
+        let mut order = loader.order(seed, epoch, true);
+        if self.world.size() > 1 {
+            order = ranks::local_order(&order, batch_size, self.world);
+            batch_size /= self.world.size();
+        }
         let progress = EpochProgress::start(
             self.mode,
             epoch,
@@ -187,27 +249,42 @@ impl Trainer {
         let batches = loader.augmented_batches(order, batch_size, augmentation);
         for (batch_idx, batch) in batches.into_iter().enumerate() {
             skipped.extend(batch.skipped.iter().cloned());
-            if batch.is_empty() {
-                continue;
+            let (stats, stop) = if self.world.size() > 1 {
+                // The ranks stop together, after the step in which any was interrupted.
+                let step = ranks::train_step(
+                    self.world,
+                    &mut self.network,
+                    &mut self.optimizer,
+                    batch,
+                    self.interrupted.load(Ordering::SeqCst),
+                    self.prep.model.train.sync_bn,
+                );
+                (step.stats, step.stop)
+            } else if batch.is_empty() {
+                (None, self.interrupted.load(Ordering::SeqCst))
+            } else {
+                let stats = self
+                    .network
+                    .train_step(batch.images, &batch.labels, &mut self.optimizer)
+                    .map_err(|err| TrainError::Io(format!("training step failed: {err:?}")))?;
+                (Some(stats), self.interrupted.load(Ordering::SeqCst))
+            };
+            if let Some(stats) = stats {
+                if !stats.loss.is_finite() {
+                    progress.finish();
+                    return Err(TrainError::NonFinite {
+                        epoch,
+                        batch: batch_idx + 1,
+                    });
+                }
+                totals.add(&stats);
+                progress.batch(
+                    totals.loss / totals.count.max(1) as f64,
+                    totals.accuracy(),
+                    totals.count as f64 / started.elapsed().as_secs_f64(),
+                );
             }
-            let stats = self
-                .network
-                .train_step(batch.images, &batch.labels, &mut self.optimizer)
-                .map_err(|err| TrainError::Io(format!("training step failed: {err:?}")))?;
-            if !stats.loss.is_finite() {
-                progress.finish();
-                return Err(TrainError::NonFinite {
-                    epoch,
-                    batch: batch_idx + 1,
-                });
-            }
-            totals.add(&stats);
-            progress.batch(
-                totals.loss / totals.count.max(1) as f64,
-                totals.accuracy(),
-                totals.count as f64 / started.elapsed().as_secs_f64(),
-            );
-            if self.interrupted.load(Ordering::SeqCst) {
+            if stop {
                 progress.finish();
                 return Ok(None);
             }
@@ -273,7 +350,12 @@ impl Trainer {
         self.state.completed_epochs = record.epoch;
         self.state.optimizer_step = self.optimizer.step;
         self.state.lr = self.optimizer.lr();
-        if plateau::improved_loss(&mut self.state.best_checkpoint, record) {
+        let improved = plateau::improved_loss(&mut self.state.best_checkpoint, record);
+        if self.world.rank() != 0 {
+            // Rank 0 alone writes the run folder; the others keep the same state.
+            return Ok(());
+        }
+        if improved {
             checkpoint::save(&dir.join("best.safetensors"), &self.checkpoint(false)?)?;
         }
         history::write(&dir, &self.history)?;
@@ -323,6 +405,9 @@ impl Trainer {
     /// On an interrupt: the weights of the unfinished epoch go to `interrupted.safetensors`;
     /// `last.safetensors` keeps the last finished epoch, which `--resume` continues from.
     fn save_interrupted(&mut self) -> Result<(), TrainError> {
+        if self.world.rank() != 0 {
+            return Ok(());
+        }
         let checkpoint = self.checkpoint(false)?;
         checkpoint::save(
             &self.prep.run_dir.join("interrupted.safetensors"),
@@ -347,6 +432,8 @@ struct Totals {
     loss: f64,
     correct: usize,
     count: usize,
+    /// Batches added.
+    steps: usize,
 }
 
 impl Totals {
@@ -354,6 +441,7 @@ impl Totals {
         self.loss += stats.loss * stats.count as f64;
         self.correct += stats.correct;
         self.count += stats.count;
+        self.steps += 1;
     }
 
     fn accuracy(&self) -> f64 {

@@ -1,10 +1,13 @@
 //! Before the first batch: the spec compiled with the command line's overrides, the data
 //! folders resolved, scanned and checked against the model (classes, broken files), the
 //! loaders built and the run folder made — or, for `--resume`, all of it read back from the
-//! run folder's `last.safetensors`.
+//! run folder's `last.safetensors`. In a data-parallel run every rank prepares (compiles and
+//! checks the data it sees), rank 0 alone claims and writes the run folder, and the ranks
+//! agree that all of them are ready before rank 0 commits it ([`prepare_on`]).
 
 use super::class_weight;
 use super::history::{self, EpochRecord};
+use super::ranks;
 use super::run_folder::RunClaim;
 use super::state::{RunState, STATE_KEY};
 use super::TrainError;
@@ -19,8 +22,10 @@ use crate::data::image::ReadLimits;
 use crate::data::loader::{cache_budget, split, Loader, Sample};
 use crate::data::{errors, folder, paths, ImageSpec};
 use crate::diagnostics::{codes, Diagnostic, SourceFile};
+use crate::distributed::{Collective, SINGLE};
 use crate::ir::Model;
 use crate::spec::SpecFile;
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -102,26 +107,125 @@ pub struct Prepared {
     pub class_weights: Vec<f32>,
     /// The finished epochs' history (empty for a new run).
     pub history: Vec<EpochRecord>,
-    /// The run folder, locked for as long as this run lives.
-    pub claim: RunClaim,
+    /// The run folder, locked for as long as this run lives (rank 0's; the other ranks of a
+    /// data-parallel run hold none).
+    pub claim: Option<RunClaim>,
 }
 
 /// Compiles, checks data and makes the run folder; or reads a run back for `--resume`.
 pub fn prepare(request: &TrainRequest) -> Result<Prepared, TrainError> {
-    match (&request.resume, &request.spec) {
+    prepare_on(request, &SINGLE)
+}
+
+/// [`prepare`] as one rank of `world`. Every rank compiles the spec and checks the images it
+/// sees; rank 0 alone claims the run folder (for `--resume` it reads the run and sends it to
+/// the others). The ranks agree that each of them is ready, that they see the same images and
+/// that the batch splits over them, before rank 0 commits the folder; an error on any rank
+/// ends [`prepare_on`] on every rank.
+pub fn prepare_on(
+    request: &TrainRequest,
+    world: &'static dyn Collective,
+) -> Result<Prepared, TrainError> {
+    let gate = Gate {
+        world,
+        state: Cell::new(GateState::NotReached),
+    };
+    let prepared = match (&request.resume, &request.spec) {
         (Some(run_dir), _) => {
             let given = request.resume_conflicts();
-            if !given.is_empty() {
-                return Err(TrainError::Refused(resume_conflict(run_dir, &given)));
+            if given.is_empty() {
+                prepare_resume(run_dir, request, &gate)
+            } else {
+                Err(TrainError::Refused(resume_conflict(run_dir, &given)))
             }
-            prepare_resume(run_dir, request)
         }
-        (None, Some(spec)) => prepare_new(spec, request),
+        (None, Some(spec)) => prepare_new(spec, request, &gate),
         (None, None) => Err(TrainError::Refused(
             Diagnostic::error(codes::RUN_USAGE, "nothing to train")
                 .with_help("give a spec file (`strata train SPEC`), or `--resume RUN`"),
         )),
+    };
+    match prepared {
+        Err(err) if world.size() > 1 && gate.state.get() != GateState::Failed => {
+            // The other ranks wait in an agreement: the gate's when this rank failed before
+            // it, else the start's (`Trainer::new_on`), after rank 0's writes failed.
+            Err(ranks::agree_failed(world, err, "could not start"))
+        }
+        other => other,
     }
+}
+
+/// Where a rank is in the agreement that all ranks are ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GateState {
+    NotReached,
+    /// Some rank failed; every rank knows.
+    Failed,
+    Passed,
+}
+
+/// The agreement before rank 0 writes: every rank ready, with the same images.
+struct Gate {
+    world: &'static dyn Collective,
+    state: Cell<GateState>,
+}
+
+impl Gate {
+    /// Takes part in the agreement with the loaders this rank built.
+    fn pass(
+        &self,
+        state: &RunState,
+        train: &Loader,
+        validation: Option<&Loader>,
+    ) -> Result<(), TrainError> {
+        let (train_hash, train_count) = ranks::data_fingerprint(train, &state.train_dir);
+        let validation_root = state.validation_dir.as_ref().unwrap_or(&state.train_dir);
+        let (validation_hash, validation_count) = validation.map_or((0, 0), |loader| {
+            ranks::data_fingerprint(loader, validation_root)
+        });
+        let seen = [train_hash, train_count, validation_hash, validation_count];
+        let agreed = ranks::agree(self.world, Ok(&seen), "could not start")
+            .and_then(|all| ranks::same_data(&all, self.world.size()));
+        self.state.set(if agreed.is_ok() {
+            GateState::Passed
+        } else {
+            GateState::Failed
+        });
+        agreed
+    }
+
+    /// Whether this process writes the run folder.
+    fn writes(&self) -> bool {
+        self.world.rank() == 0
+    }
+}
+
+/// The `strata::run::usage` refusal of a global batch that does not split over the ranks.
+fn check_batch_split(batch_size: u64, world: &dyn Collective) -> Result<(), TrainError> {
+    let ranks = world.size() as u64;
+    if batch_size.is_multiple_of(ranks) {
+        return Ok(());
+    }
+    let below = batch_size / ranks * ranks;
+    let above = batch_size.div_ceil(ranks) * ranks;
+    Err(TrainError::Refused(
+        Diagnostic::error(
+            codes::RUN_USAGE,
+            format!(
+                "a batch of {batch_size} images cannot be split evenly over {ranks} ranks: each \
+                 rank takes the same share of every batch"
+            ),
+        )
+        .with_help(format!(
+            "make `train.batch_size` (or `--batch-size`) a multiple of {ranks}, such as {}, or \
+             start a number of ranks that divides {batch_size}",
+            if below > 0 {
+                format!("{below} or {above}")
+            } else {
+                above.to_string()
+            }
+        )),
+    ))
 }
 
 /// The `strata::run::usage` refusal of flags given with `--resume`.
@@ -160,7 +264,11 @@ fn compile_model(
     }
 }
 
-fn prepare_new(spec_path: &Path, request: &TrainRequest) -> Result<Prepared, TrainError> {
+fn prepare_new(
+    spec_path: &Path,
+    request: &TrainRequest,
+    gate: &Gate,
+) -> Result<Prepared, TrainError> {
     let text = crate::spec::read_spec_file(spec_path).map_err(|err| match err {
         crate::spec::SpecReadError::TooLarge { diagnostic, source } => {
             TrainError::Diagnostics(source, vec![diagnostic])
@@ -186,9 +294,10 @@ fn prepare_new(spec_path: &Path, request: &TrainRequest) -> Result<Prepared, Tra
         };
         return Err(TrainError::Diagnostics(source, vec![diagnostic]));
     };
-    let mut claim = match &request.out {
-        Some(out) => RunClaim::new_run(out, request.force)?,
-        None => claim_default(&model.name)?,
+    let mut claim = match (&request.out, gate.writes()) {
+        (_, false) => None,
+        (Some(out), true) => Some(RunClaim::new_run(out, request.force)?),
+        (None, true) => Some(claim_default(&model.name)?),
     };
     let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let mut state = RunState {
@@ -211,6 +320,7 @@ fn prepare_new(spec_path: &Path, request: &TrainRequest) -> Result<Prepared, Tra
         early_stopping: Default::default(),
         reduce_lr: Default::default(),
     };
+    check_batch_split(state.batch_size, gate.world)?;
     let (train, validation, classes, warnings, counts) =
         data_loaders(&model, &state, &source, request.cache_mb)?;
     check_monitors(&model, spec.as_ref(), &source, validation.is_some())?;
@@ -218,13 +328,23 @@ fn prepare_new(spec_path: &Path, request: &TrainRequest) -> Result<Prepared, Tra
     state.classes = classes;
     state.steps_per_epoch = Some(steps_per_epoch(&train, state.batch_size));
     state.schedule_epochs = Some(state.epochs);
-    claim.commit()?;
-    let run_dir = claim.dir().to_path_buf();
-    super::write_file(&run_dir.join("spec.yaml"), text.as_bytes())?;
-    super::write_file(
-        &run_dir.join("summary.txt"),
-        crate::summary::render_table(&model).as_bytes(),
-    )?;
+    gate.pass(&state, &train, validation.as_ref())?;
+    let run_dir = match &mut claim {
+        Some(claim) => {
+            claim.commit()?;
+            let run_dir = claim.dir().to_path_buf();
+            super::write_file(&run_dir.join("spec.yaml"), text.as_bytes())?;
+            super::write_file(
+                &run_dir.join("summary.txt"),
+                crate::summary::render_table(&model).as_bytes(),
+            )?;
+            run_dir
+        }
+        None => request
+            .out
+            .clone()
+            .unwrap_or_else(|| super::default_run_dir(&model.name)),
+    };
     Ok(Prepared {
         model,
         spec_text: text,
@@ -264,8 +384,88 @@ fn claim_default(name: &str) -> Result<RunClaim, TrainError> {
     })))
 }
 
-fn prepare_resume(run_dir: &Path, request: &TrainRequest) -> Result<Prepared, TrainError> {
-    let mut claim = RunClaim::existing_run(run_dir)?;
+fn prepare_resume(
+    run_dir: &Path,
+    request: &TrainRequest,
+    gate: &Gate,
+) -> Result<Prepared, TrainError> {
+    let opened = if gate.writes() {
+        open_run(run_dir, request)
+    } else {
+        // Filled in from rank 0's run by `share_run`.
+        Err(TrainError::Ranks(String::new()))
+    };
+    let Opened {
+        mut claim,
+        checkpoint,
+        state,
+        history,
+        repaired,
+    } = if gate.world.size() > 1 {
+        share_run(gate.world, opened, run_dir, request)?
+    } else {
+        opened?
+    };
+    check_batch_split(state.batch_size, gate.world)?;
+    let source = SourceFile::new(
+        run_dir.join("spec.yaml").display().to_string(),
+        checkpoint.spec.clone(),
+    );
+    let (model, spec) = compile_model(&checkpoint.spec, &source, "model")?;
+    let (train, validation, classes, mut warnings, counts) =
+        data_loaders(&model, &state, &source, request.cache_mb)?;
+    if classes != state.classes {
+        return Err(TrainError::Diagnostics(
+            source,
+            vec![classes_changed(&state, &classes)],
+        ));
+    }
+    let class_weights = weights_of(&model, &classes, &counts, spec.as_ref(), &source)?;
+    gate.pass(&state, &train, validation.as_ref())?;
+    if gate.writes() {
+        if let Some(claim) = claim.as_mut() {
+            claim.commit()?;
+        }
+        // The files now say exactly what the checkpoint holds: a kill between the history's
+        // write and the checkpoint's may have left them one epoch ahead, or damaged.
+        history::write(run_dir, &history)?;
+        super::write_state(run_dir, &state)?;
+    }
+    warnings.extend(repaired);
+    let text = checkpoint.spec.clone();
+    Ok(Prepared {
+        model,
+        spec_text: text,
+        source,
+        run_dir: run_dir.to_path_buf(),
+        train,
+        validation,
+        state,
+        resume: Some(checkpoint),
+        warnings,
+        class_weights,
+        history,
+        claim,
+    })
+}
+
+/// A run folder read back for `--resume`.
+struct Opened {
+    /// The folder, locked (rank 0's only).
+    claim: Option<RunClaim>,
+    /// Its `last.safetensors`.
+    checkpoint: Checkpoint,
+    /// The state in it, with `--epochs` applied.
+    state: RunState,
+    /// The finished epochs' history (rank 0's only).
+    history: Vec<EpochRecord>,
+    /// A warning about history files repaired.
+    repaired: Option<Diagnostic>,
+}
+
+/// Locks the run folder and reads what `--resume` continues from.
+fn open_run(run_dir: &Path, request: &TrainRequest) -> Result<Opened, TrainError> {
+    let claim = RunClaim::existing_run(run_dir)?;
     let last = run_dir.join("last.safetensors");
     let checkpoint = checkpoint::load(&last).map_err(|err| {
         TrainError::Refused(
@@ -283,23 +483,7 @@ fn prepare_resume(run_dir: &Path, request: &TrainRequest) -> Result<Prepared, Tr
             ),
         )
     })?;
-    let mut state: RunState = checkpoint
-        .extra
-        .get(STATE_KEY)
-        .and_then(|json| serde_json::from_str(json).ok())
-        .ok_or_else(|| {
-            TrainError::Refused(
-                Diagnostic::error(
-                    codes::RUN_NO_CHECKPOINT,
-                    format!(
-                        "cannot resume `{}`: `{}` has no run state",
-                        run_dir.display(),
-                        last.display()
-                    ),
-                )
-                .with_help("resume needs the `last.safetensors` that `strata train` wrote"),
-            )
-        })?;
+    let mut state = run_state(&checkpoint, run_dir)?;
     if let Ok(current) = std::fs::read_to_string(&state.spec_path) {
         if current != checkpoint.spec {
             let path = state.spec_path.display();
@@ -321,15 +505,7 @@ fn prepare_resume(run_dir: &Path, request: &TrainRequest) -> Result<Prepared, Tr
             ));
         }
     }
-    if let Some(epochs) = request.epochs {
-        state.epochs = epochs;
-        if state.stopped_early {
-            // Asked for more epochs after early stopping ended the run: count afresh, as a
-            // second `fit` in Keras would, rather than stopping again after one epoch.
-            state.stopped_early = false;
-            state.early_stopping.wait = 0;
-        }
-    }
+    apply_epochs(&mut state, request);
     let (history, repaired) = history::recover(
         run_dir,
         checkpoint
@@ -339,40 +515,91 @@ fn prepare_resume(run_dir: &Path, request: &TrainRequest) -> Result<Prepared, Tr
         state.completed_epochs,
     )
     .map_err(TrainError::Refused)?;
-    let source = SourceFile::new(
-        run_dir.join("spec.yaml").display().to_string(),
-        checkpoint.spec.clone(),
-    );
-    let (model, spec) = compile_model(&checkpoint.spec, &source, "model")?;
-    let (train, validation, classes, mut warnings, counts) =
-        data_loaders(&model, &state, &source, request.cache_mb)?;
-    if classes != state.classes {
-        return Err(TrainError::Diagnostics(
-            source,
-            vec![classes_changed(&state, &classes)],
-        ));
-    }
-    let class_weights = weights_of(&model, &classes, &counts, spec.as_ref(), &source)?;
-    // The files now say exactly what the checkpoint holds: a kill between the history's
-    // write and the checkpoint's may have left them one epoch ahead, or damaged.
-    claim.commit()?;
-    history::write(run_dir, &history)?;
-    super::write_state(run_dir, &state)?;
-    warnings.extend(repaired);
-    let text = checkpoint.spec.clone();
-    Ok(Prepared {
-        model,
-        spec_text: text,
-        source,
-        run_dir: run_dir.to_path_buf(),
-        train,
-        validation,
+    Ok(Opened {
+        claim: Some(claim),
+        checkpoint,
         state,
-        resume: Some(checkpoint),
-        warnings,
-        class_weights,
         history,
-        claim,
+        repaired,
+    })
+}
+
+/// The run state a checkpoint carries.
+fn run_state(checkpoint: &Checkpoint, run_dir: &Path) -> Result<RunState, TrainError> {
+    checkpoint
+        .extra
+        .get(STATE_KEY)
+        .and_then(|json| serde_json::from_str(json).ok())
+        .ok_or_else(|| {
+            TrainError::Refused(
+                Diagnostic::error(
+                    codes::RUN_NO_CHECKPOINT,
+                    format!(
+                        "cannot resume `{}`: `{}` has no run state",
+                        run_dir.display(),
+                        run_dir.join("last.safetensors").display()
+                    ),
+                )
+                .with_help("resume needs the `last.safetensors` that `strata train` wrote"),
+            )
+        })
+}
+
+/// `--epochs N` on `--resume`: a new total.
+fn apply_epochs(state: &mut RunState, request: &TrainRequest) {
+    if let Some(epochs) = request.epochs {
+        state.epochs = epochs;
+        if state.stopped_early {
+            // Asked for more epochs after early stopping ended the run: count afresh, as a
+            // second `fit` in Keras would, rather than stopping again after one epoch.
+            state.stopped_early = false;
+            state.early_stopping.wait = 0;
+        }
+    }
+}
+
+/// Rank 0's opened run on every rank: its checkpoint is sent to the others, which need not
+/// see the run folder (it lives on rank 0's host). When rank 0 could not open the run, the
+/// others learn it here and stop (rank 0 reports why).
+fn share_run(
+    world: &dyn Collective,
+    opened: Result<Opened, TrainError>,
+    run_dir: &Path,
+    request: &TrainRequest,
+) -> Result<Opened, TrainError> {
+    if world.rank() == 0 {
+        let bytes = match &opened {
+            Ok(opened) => Some(checkpoint::to_bytes(&opened.checkpoint)),
+            Err(_) => None,
+        };
+        return match bytes {
+            Some(Ok(bytes)) => {
+                world.broadcast_bytes(Some(bytes));
+                opened
+            }
+            Some(Err(err)) => {
+                world.broadcast_bytes(None);
+                Err(err.into())
+            }
+            None => {
+                world.broadcast_bytes(None);
+                opened
+            }
+        };
+    }
+    let Some(bytes) = world.broadcast_bytes(None) else {
+        return Err(TrainError::Ranks(String::new()));
+    };
+    let checkpoint = checkpoint::from_bytes(&bytes)
+        .map_err(|err| TrainError::Io(format!("the run that rank 0 sent cannot be read: {err}")))?;
+    let mut state = run_state(&checkpoint, run_dir)?;
+    apply_epochs(&mut state, request);
+    Ok(Opened {
+        claim: None,
+        checkpoint,
+        state,
+        history: Vec::new(),
+        repaired: None,
     })
 }
 

@@ -17,11 +17,12 @@ use crate::backend::ops::depthwise_kernels::FusedActivation;
 use crate::backend::ops::profile;
 use crate::backend::ops::tape;
 use crate::backend::ops::{Image, Shape4, Vector};
+use crate::distributed::Collective;
 use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::{Cpu, NoneTape, PutTape, SplitTape, Tape, Tensor, TensorFromVec};
 
 /// The hyper-parameters of one batch-norm layer.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 pub struct BatchNormConfig {
     /// Weight of the old moving statistics (Keras 0.99).
     pub momentum: f32,
@@ -33,6 +34,10 @@ pub struct BatchNormConfig {
     pub input_grad: bool,
     /// The activation applied to the normalised output inside the op.
     pub activation: FusedActivation,
+    /// The ranks of a data-parallel run to normalise over (`train.sync_bn`): in training the
+    /// batch statistics are summed over every rank's share of the batch, and so are the two
+    /// sums the input gradient needs; `None` normalises with this process's images alone.
+    pub sync: Option<&'static dyn Collective>,
 }
 
 impl Default for BatchNormConfig {
@@ -43,6 +48,7 @@ impl Default for BatchNormConfig {
             training: true,
             input_grad: true,
             activation: FusedActivation::Linear,
+            sync: None,
         }
     }
 }
@@ -173,7 +179,7 @@ fn normalise<S: Shape, T: Tape<f32, Cpu>>(
     let input = buffers::read(&x);
     drop(x);
     let layout = Periods::new(features);
-    let (mean, variance) = statistics(&input, rows, params, cfg);
+    let (mean, variance, all_rows) = statistics_over_ranks(&input, rows, params, cfg);
     let Affine {
         inv_std,
         scale,
@@ -216,7 +222,7 @@ fn normalise<S: Shape, T: Tape<f32, Cpu>>(
     }
     let out_ghost = out.ghost();
     let (gamma_key, beta_key) = (params.gamma.clone(), params.beta.clone());
-    let (training, input_grad) = (cfg.training, cfg.input_grad);
+    let (training, input_grad, sync) = (cfg.training, cfg.input_grad, cfg.sync);
     let features_layout = layout;
     tape.add_backward_op(move |grads| {
         let _timer = profile::scope("batch_norm.backward");
@@ -265,7 +271,9 @@ fn normalise<S: Shape, T: Tape<f32, Cpu>>(
             let n = rows as f32;
             // Training: dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)); inference:
             // the statistics are constants, dx = scale * dy.
-            let (a, b): (Vec<f32>, Vec<f32>) = if training {
+            let (a, b): (Vec<f32>, Vec<f32>) = if let (true, Some(world)) = (training, sync) {
+                gradient_means_over_ranks(world, &sums, rows, all_rows)
+            } else if training {
                 let a = grad_beta.iter().map(|s| s / n).collect();
                 let b = grad_gamma.iter().map(|s| s / n).collect();
                 (a, b)
@@ -309,30 +317,89 @@ pub(crate) fn statistics(
     params: &mut BatchNormParams,
     cfg: &BatchNormConfig,
 ) -> (Vec<f32>, Vec<f32>) {
+    let (mean, variance, _) = statistics_over_ranks(input, rows, params, cfg);
+    (mean, variance)
+}
+
+/// [`statistics`], over every rank's rows with `cfg.sync` in training, and the number of rows
+/// they were taken over (`rows` without `cfg.sync`).
+fn statistics_over_ranks(
+    input: &[f32],
+    rows: usize,
+    params: &mut BatchNormParams,
+    cfg: &BatchNormConfig,
+) -> (Vec<f32>, Vec<f32>, f64) {
     if !cfg.training {
-        return (params.moving_mean.as_vec(), params.moving_variance.as_vec());
+        let (mean, variance) = (params.moving_mean.as_vec(), params.moving_variance.as_vec());
+        return (mean, variance, rows as f64);
     }
     let features = params.gamma.shape().0;
     let layout = Periods::new(features);
     let zeros = layout.pattern(&vec![0.0; features]);
-    let sums = layout.sums(input, input, (&zeros, &zeros), |x, _, _, _| (x, 0.0));
-    let mean: Vec<f64> = sums.iter().map(|s| s[0] / rows as f64).collect();
+    let mut sums = layout.sums(input, input, (&zeros, &zeros), |x, _, _, _| (x, 0.0));
+    let all_rows = sum_over_ranks(cfg.sync, &mut sums, rows as f64);
+    let mean: Vec<f64> = sums.iter().map(|s| s[0] / all_rows).collect();
     let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
     let mean_pattern = layout.pattern(&mean32);
-    let sums = layout.sums(input, input, (&mean_pattern, &zeros), |x, _, m, _| {
+    let mut sums = layout.sums(input, input, (&mean_pattern, &zeros), |x, _, m, _| {
         let d = x - m;
         (d * d, d)
     });
+    sum_over_ranks(cfg.sync, &mut sums, 0.0);
     // Two-pass variance with the rounding of the mean corrected by sum(x - mean).
     let variance: Vec<f64> = sums
         .iter()
-        .map(|s| ((s[0] - s[1] * s[1] / rows as f64) / rows as f64).max(0.0))
+        .map(|s| ((s[0] - s[1] * s[1] / all_rows) / all_rows).max(0.0))
         .collect();
     update_moving(params, cfg.momentum, &mean, &variance);
     (
         mean32,
         variance.into_iter().map(|v| v as f32).collect::<Vec<f32>>(),
+        all_rows,
     )
+}
+
+/// Sums per-feature pairs and `extra` over the ranks of `sync` in one call (nothing without
+/// `sync`); returns the summed `extra`.
+fn sum_over_ranks(sync: Option<&dyn Collective>, sums: &mut [[f64; 2]], extra: f64) -> f64 {
+    let Some(world) = sync else {
+        return extra;
+    };
+    let mut values: Vec<f64> = sums.iter().flatten().copied().collect();
+    values.push(extra);
+    world.sum_f64(&mut values);
+    for (pair, summed) in sums.iter_mut().zip(values.chunks_exact(2)) {
+        *pair = [summed[0], summed[1]];
+    }
+    values.last().copied().unwrap_or(extra)
+}
+
+/// The means over every rank's rows of `dy` and `dy * x_hat` that the input gradient of a
+/// synchronised batch norm subtracts, from this rank's sums of them over its `rows` of the
+/// `all_rows`.
+///
+/// Each rank's loss is the mean over its own share, and the trainer averages the ranks'
+/// gradients weighted by their shares, so rank `s`'s `dy` is `all_rows / rows_s` times its
+/// part of the whole batch's: its sums are weighted by `rows_s` before they are added, and the
+/// total is divided by this rank's `rows` (its own weighting) and `all_rows` (the mean). With
+/// equal shares this is the plain mean of the summed sums. γ and β keep their local gradients,
+/// which the trainer averages as it averages every other parameter's.
+fn gradient_means_over_ranks(
+    world: &dyn Collective,
+    sums: &[[f64; 2]],
+    rows: usize,
+    all_rows: f64,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut weighted: Vec<[f64; 2]> = sums
+        .iter()
+        .map(|s| [s[0] * rows as f64, s[1] * rows as f64])
+        .collect();
+    sum_over_ranks(Some(world), &mut weighted, 0.0);
+    let divisor = rows as f64 * all_rows;
+    weighted
+        .iter()
+        .map(|s| ((s[0] / divisor) as f32, (s[1] / divisor) as f32))
+        .unzip()
 }
 
 /// A batch norm with given statistics as a per-feature affine map `x * scale + shift`.

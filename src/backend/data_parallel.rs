@@ -1,0 +1,122 @@
+//! A training step taken apart for data-parallel training: the gradients of this process's
+//! share of a batch as one flat buffer (to be summed over the ranks in one call), the
+//! optimiser step from such a buffer, and the moving statistics of the batch norms as one
+//! buffer (to be made the same on every rank). Flat buffers list the trainable parameters in
+//! the order of [`params::trainables`], each in its backend layout.
+
+use super::network::{BatchStats, Network};
+use super::ops::tape::Grads;
+use super::optimizer::Optimizer;
+use super::params::{self, LayerParams, ParamMut};
+use dfdx::prelude::*;
+
+impl Network {
+    /// The number of trainable values: the length of a flat gradient.
+    pub fn trainable_len(&mut self) -> usize {
+        params::trainables(&self.model, &mut self.params)
+            .iter()
+            .map(|(_, param)| match param {
+                ParamMut::Vector(tensor) => tensor.shape().num_elements(),
+                ParamMut::Matrix(tensor) => tensor.shape().num_elements(),
+            })
+            .sum()
+    }
+
+    /// Forward in training mode and backward on a batch (`images`: `n × h × w × c`), without
+    /// an update: the batch's loss and accuracy, and the gradient of its mean loss as one flat
+    /// buffer.
+    pub fn flat_gradients(
+        &mut self,
+        images: Vec<f32>,
+        labels: &[usize],
+    ) -> Result<(BatchStats, Vec<f32>), CpuError> {
+        let x = self.input_tensor(images, labels.len());
+        let logits = self.forward(x.leaky_trace(), true);
+        let (loss, correct) = self.loss(logits, labels, true);
+        let value = loss.array();
+        let mut grads = loss.backward();
+        let mut flat = Vec::with_capacity(self.trainable_len());
+        for (_, param) in params::trainables(&self.model, &mut self.params) {
+            let grad = match param {
+                ParamMut::Vector(tensor) => grads.get_or_alloc_mut(&*tensor)?,
+                ParamMut::Matrix(tensor) => grads.get_or_alloc_mut(&*tensor)?,
+            };
+            flat.extend_from_slice(grad);
+        }
+        let stats = BatchStats {
+            loss: f64::from(value),
+            correct,
+            count: labels.len(),
+        };
+        Ok((stats, flat))
+    }
+
+    /// One optimiser step with the gradient `flat` (as [`Network::flat_gradients`] lays it
+    /// out), as [`Network::train_step`] steps with the gradient it computed.
+    ///
+    /// # Panics
+    /// When `flat` is not [`Network::trainable_len`] long.
+    pub fn apply_flat_gradients(
+        &mut self,
+        flat: &[f32],
+        optimizer: &mut Optimizer,
+    ) -> Result<(), CpuError> {
+        let mut grads: Grads = Gradients::leaky();
+        let mut offset = 0;
+        optimizer.begin_step();
+        for (_, param) in params::trainables(&self.model, &mut self.params) {
+            match param {
+                ParamMut::Vector(tensor) => {
+                    let slot = grads.get_or_alloc_mut(&*tensor)?;
+                    let len = slot.len();
+                    slot.copy_from_slice(&flat[offset..offset + len]);
+                    offset += len;
+                    optimizer.update(tensor, &mut grads)?;
+                }
+                ParamMut::Matrix(tensor) => {
+                    let slot = grads.get_or_alloc_mut(&*tensor)?;
+                    let len = slot.len();
+                    slot.copy_from_slice(&flat[offset..offset + len]);
+                    offset += len;
+                    optimizer.update(tensor, &mut grads)?;
+                }
+            }
+        }
+        assert_eq!(offset, flat.len(), "a flat gradient of the wrong length");
+        Ok(())
+    }
+
+    /// The moving mean and variance of every batch norm, in layer order, as one buffer.
+    pub fn moving_statistics(&self) -> Vec<f32> {
+        let mut out = Vec::new();
+        for params in &self.params {
+            if let LayerParams::BatchNorm(bn) = params {
+                out.extend(bn.moving_mean.as_vec());
+                out.extend(bn.moving_variance.as_vec());
+            }
+        }
+        out
+    }
+
+    /// Sets the moving statistics from a buffer [`Network::moving_statistics`] wrote.
+    ///
+    /// # Panics
+    /// When `values` is not as long as that buffer.
+    pub fn set_moving_statistics(&mut self, values: &[f32]) {
+        let mut offset = 0;
+        for params in &mut self.params {
+            if let LayerParams::BatchNorm(bn) = params {
+                for tensor in [&mut bn.moving_mean, &mut bn.moving_variance] {
+                    let len = tensor.shape().num_elements();
+                    tensor.copy_from(&values[offset..offset + len]);
+                    offset += len;
+                }
+            }
+        }
+        assert_eq!(
+            offset,
+            values.len(),
+            "moving statistics of the wrong length"
+        );
+    }
+}
