@@ -3,7 +3,7 @@
 //! does not fit its spec gets the same error; the file is written atomically (a temporary file
 //! beside it, then a rename). Human output is one line; `--format json` prints one object.
 
-use super::output::{DiagnosticPrinter, OutputFormat};
+use super::output::{check_out_file, shown, DiagnosticPrinter, OutputFormat};
 use super::predict::load_trained;
 use super::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
 use crate::backend::checkpoint::write_atomic;
@@ -56,8 +56,8 @@ pub fn run(args: &ExportArgs<'_>, format: OutputFormat) -> u8 {
         Ok(trained) => trained,
         Err(code) => return code,
     };
-    if let Err(message) = check_out(args.out) {
-        eprintln!("error: cannot write `{}`: {message}", args.out.display());
+    if let Err(message) = check_out_file(args.out, "model.onnx") {
+        eprintln!("error: cannot write `{}`: {message}", shown(args.out));
         return EXIT_USAGE;
     }
     let tensors = params::to_tensors(&trained.model, &trained.network.params);
@@ -113,20 +113,4 @@ pub fn run(args: &ExportArgs<'_>, format: OutputFormat) -> u8 {
         ),
     }
     EXIT_OK
-}
-
-/// Why `out` cannot be written, found before any work: a folder, or a file in a folder that
-/// does not exist.
-fn check_out(out: &Path) -> Result<(), String> {
-    if out.is_dir() {
-        return Err("it is a folder; give a file name such as `model.onnx`".to_string());
-    }
-    let parent = out
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !parent.is_dir() {
-        return Err(format!("the folder `{}` does not exist", parent.display()));
-    }
-    Ok(())
 }

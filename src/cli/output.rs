@@ -202,6 +202,21 @@ pub fn shown(path: &Path) -> String {
     escape_control(&path.display().to_string()).into_owned()
 }
 
+/// Why `out` cannot be written as a new file, checked before any work: its folder is missing,
+/// or it is a folder itself (`example` is a file name to suggest, such as `grid.png`).
+pub fn check_out_file(out: &Path, example: &str) -> Result<(), String> {
+    if out.is_dir() {
+        return Err(format!(
+            "it is a folder; give a file name such as `{example}`"
+        ));
+    }
+    let folder = out.parent().filter(|dir| !dir.as_os_str().is_empty());
+    if let Some(folder) = folder.filter(|folder| !folder.is_dir()) {
+        return Err(format!("the folder `{}` does not exist", shown(folder)));
+    }
+    Ok(())
+}
+
 /// The file stem, the default model name.
 pub fn file_stem(path: &Path) -> String {
     path.file_stem().map_or_else(

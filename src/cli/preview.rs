@@ -6,7 +6,9 @@
 //! augment it. A grid has at most [`MAX_GRID_SIDE`] rows and columns and [`MAX_GRID_IMAGES`]
 //! images, and is only as wide as the images found.
 
-use super::output::{file_stem, outln, read_spec, shown, DiagnosticPrinter, OutputFormat};
+use super::output::{
+    check_out_file, file_stem, outln, read_spec, shown, DiagnosticPrinter, OutputFormat,
+};
 use super::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
 use crate::compile::compile;
 use crate::data::augment::Augmentation;
@@ -141,24 +143,8 @@ fn check_grid(args: &PreviewArgs<'_>) -> Result<(), String> {
             rows * columns
         ));
     }
-    let folder = args
-        .out
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty());
-    if let Some(folder) = folder.filter(|folder| !folder.is_dir()) {
-        return Err(format!(
-            "cannot write `{}`: the folder `{}` does not exist",
-            shown(args.out),
-            shown(folder)
-        ));
-    }
-    if args.out.is_dir() {
-        return Err(format!(
-            "cannot write `{}`: it is a folder; give a file name such as `grid.png`",
-            shown(args.out)
-        ));
-    }
-    Ok(())
+    check_out_file(args.out, "grid.png")
+        .map_err(|why| format!("cannot write `{}`: {why}", shown(args.out)))
 }
 
 /// The training folder, image conversion and model of a spec; with `--augmented`, the spec
