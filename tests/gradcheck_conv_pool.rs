@@ -220,11 +220,13 @@ fn fused_strided_conv_same_padding() {
 #[test]
 fn fused_planar_first_layer_windows_across_vectors() {
     // Up to 4 channels, stride 1, pooled 2x2: the pixel-vectorised kernel
-    // (`backend::ops::conv_pool_planar`), 16 pooled windows per vector. Rows of 18 and 20
-    // pooled windows (a whole vector and a short one), `valid` and `same` (padding before and
-    // after), 1, 3 and 4 channels.
+    // (`backend::ops::conv_pool_planar`), 16 pooled windows per vector with AVX-512, 8 with
+    // AVX2. Rows of 18 and 20 pooled windows (a whole vector and a short one), of 9 (a short
+    // vector, or with AVX2 a whole and a short one reading past the row), `valid` and `same`
+    // (padding before and after), 1, 3 and 4 channels.
     let pool = pool_cfg(2, 2, Padding::Valid);
     for (kernel, padding, shape, filters, pooled) in [
+        ((2, 2), Padding::Valid, (1, 3, 19, 3), 4, (1, 9)),
         ((2, 2), Padding::Valid, (1, 6, 37, 3), 5, (2, 18)),
         ((3, 3), Padding::Same, (2, 5, 40, 4), 3, (2, 20)),
         ((3, 2), Padding::Same, (1, 4, 34, 1), 17, (2, 17)),

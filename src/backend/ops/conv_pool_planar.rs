@@ -43,8 +43,10 @@ struct Planes {
 
 impl Planes {
     fn new(image: &[f32], (rows, width): (usize, usize), c_in: usize, out_w: usize) -> Self {
-        // Pooled windows are read 16 at a time, up to one column pair past the kernel.
-        let cols = out_w.div_ceil(LANES) * LANES + MAX_KERNEL;
+        // A block of pooled windows starts at any multiple of the machine's vector (8 lanes
+        // with AVX2, 16 with AVX-512) below `out_w`, and 16 values are read from up to one
+        // column pair past it: room for a whole 16 past the last block's start.
+        let cols = out_w.div_ceil(LANES) * LANES + LANES;
         let mut data = vec![0.0f32; c_in * 2 * rows * cols];
         let plane_len = rows * cols;
         for (y, row) in image.chunks_exact(width * c_in).enumerate().take(rows) {
