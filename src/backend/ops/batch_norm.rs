@@ -11,7 +11,7 @@
 //! the output gradient by the activation's derivative at the recomputed pre-activation (the
 //! same arithmetic as the forward, so the same bits), with no tensor in between.
 
-use crate::backend::ops::batch_norm_kernels::Periods;
+use crate::backend::ops::batch_norm_kernels::{tree_f32, tree_f64, Periods};
 use crate::backend::ops::buffers;
 use crate::backend::ops::depthwise_kernels::FusedActivation;
 use crate::backend::ops::profile;
@@ -173,13 +173,14 @@ fn normalise<S: Shape, T: Tape<f32, Cpu>>(
     let features = *params.gamma.shape();
     let features = features.0;
     let rows = shape.num_elements() / features.max(1);
+    let samples = shape.concrete().into_iter().next().unwrap_or(1);
     let (x, mut tape) = x.split_tape();
     let device = x.device().clone();
     let x_ghost = x.ghost();
     let input = buffers::read(&x);
     drop(x);
     let layout = Periods::new(features);
-    let (mean, variance, all_rows) = statistics_over_ranks(&input, rows, params, cfg);
+    let (mean, variance, all_rows) = statistics_over_ranks(&input, rows, samples, params, cfg);
     let Affine {
         inv_std,
         scale,
@@ -257,26 +258,31 @@ fn normalise<S: Shape, T: Tape<f32, Cpu>>(
             );
         }
         let (mean_p, inv_std_p) = (layout.pattern(&mean), layout.pattern(&inv_std));
-        // sums[f] = [sum(dy), sum(dy * x_hat)]
-        let sums = layout.sums(&grad_out, &input, (&mean_p, &inv_std_p), |dy, x, m, s| {
-            (dy, dy * (x - m) * s)
-        });
+        // sums[f] = [sum(dy), sum(dy * x_hat)], per image, then over the batch
+        let leaves = layout.sums(
+            &grad_out,
+            &input,
+            (&mean_p, &inv_std_p),
+            samples,
+            |dy, x, m, s| (dy, dy * (x - m) * s),
+        );
+        let sums = tree_f64(&leaves);
+        let gradient = tree_f32(&leaves);
         if let Some(skip_key) = &skip_key {
             tape::add_into(grads.get_or_alloc_mut(skip_key)?, &grad_out);
         }
-        let grad_beta: Vec<f32> = sums.iter().map(|s| s[0] as f32).collect();
-        let grad_gamma: Vec<f32> = sums.iter().map(|s| s[1] as f32).collect();
+        let grad_beta: Vec<f32> = gradient.iter().map(|s| s[0]).collect();
+        let grad_gamma: Vec<f32> = gradient.iter().map(|s| s[1]).collect();
         if input_grad {
             let grad_input: &mut [f32] = grads.get_or_alloc_mut(&x_ghost)?;
-            let n = rows as f32;
             // Training: dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)); inference:
             // the statistics are constants, dx = scale * dy.
             let (a, b): (Vec<f32>, Vec<f32>) = if let (true, Some(world)) = (training, sync) {
-                gradient_means_over_ranks(world, &sums, rows, all_rows)
+                gradient_means_over_ranks(world, &sums, samples, all_rows)
             } else if training {
-                let a = grad_beta.iter().map(|s| s / n).collect();
-                let b = grad_gamma.iter().map(|s| s / n).collect();
-                (a, b)
+                sums.iter()
+                    .map(|s| ((s[0] / all_rows) as f32, (s[1] / all_rows) as f32))
+                    .unzip()
             } else {
                 (vec![0.0; features], vec![0.0; features])
             };
@@ -314,10 +320,11 @@ fn normalise<S: Shape, T: Tape<f32, Cpu>>(
 pub(crate) fn statistics(
     input: &[f32],
     rows: usize,
+    samples: usize,
     params: &mut BatchNormParams,
     cfg: &BatchNormConfig,
 ) -> (Vec<f32>, Vec<f32>) {
-    let (mean, variance, _) = statistics_over_ranks(input, rows, params, cfg);
+    let (mean, variance, _) = statistics_over_ranks(input, rows, samples, params, cfg);
     (mean, variance)
 }
 
@@ -326,6 +333,7 @@ pub(crate) fn statistics(
 fn statistics_over_ranks(
     input: &[f32],
     rows: usize,
+    samples: usize,
     params: &mut BatchNormParams,
     cfg: &BatchNormConfig,
 ) -> (Vec<f32>, Vec<f32>, f64) {
@@ -336,15 +344,25 @@ fn statistics_over_ranks(
     let features = params.gamma.shape().0;
     let layout = Periods::new(features);
     let zeros = layout.pattern(&vec![0.0; features]);
-    let mut sums = layout.sums(input, input, (&zeros, &zeros), |x, _, _, _| (x, 0.0));
+    let leaves = layout.sums(input, input, (&zeros, &zeros), samples, |x, _, _, _| {
+        (x, 0.0)
+    });
+    let mut sums = tree_f64(&leaves);
     let all_rows = sum_over_ranks(cfg.sync, &mut sums, rows as f64);
     let mean: Vec<f64> = sums.iter().map(|s| s[0] / all_rows).collect();
     let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
     let mean_pattern = layout.pattern(&mean32);
-    let mut sums = layout.sums(input, input, (&mean_pattern, &zeros), |x, _, m, _| {
-        let d = x - m;
-        (d * d, d)
-    });
+    let leaves = layout.sums(
+        input,
+        input,
+        (&mean_pattern, &zeros),
+        samples,
+        |x, _, m, _| {
+            let d = x - m;
+            (d * d, d)
+        },
+    );
+    let mut sums = tree_f64(&leaves);
     sum_over_ranks(cfg.sync, &mut sums, 0.0);
     // Two-pass variance with the rounding of the mean corrected by sum(x - mean).
     let variance: Vec<f64> = sums
@@ -375,27 +393,30 @@ fn sum_over_ranks(sync: Option<&dyn Collective>, sums: &mut [[f64; 2]], extra: f
 }
 
 /// The means over every rank's rows of `dy` and `dy * x_hat` that the input gradient of a
-/// synchronised batch norm subtracts, from this rank's sums of them over its `rows` of the
-/// `all_rows`.
+/// synchronised batch norm subtracts, from this rank's sums of them over its `samples` images
+/// (of the `all_rows` rows of every rank).
 ///
 /// Each rank's loss is the mean over its own share, and the trainer averages the ranks'
-/// gradients weighted by their shares, so rank `s`'s `dy` is `all_rows / rows_s` times its
-/// part of the whole batch's: its sums are weighted by `rows_s` before they are added, and the
-/// total is divided by this rank's `rows` (its own weighting) and `all_rows` (the mean). With
-/// equal shares this is the plain mean of the summed sums. γ and β keep their local gradients,
-/// which the trainer averages as it averages every other parameter's.
+/// gradients weighted by their shares, so rank `s`'s `dy` is `all / images_s` times its part
+/// of the whole batch's: its sums are weighted by its image count before they are added, and
+/// the total is divided by this rank's count (its own weighting) and `all_rows` (the mean).
+/// Weighting by images rather than rows keeps the scaling exact when the shares are equal
+/// powers of two, so two ranks divide the one-process sum by a power of two more, no more.
+/// γ and β keep their local gradients, which the trainer averages as it averages every other
+/// parameter's.
 fn gradient_means_over_ranks(
     world: &dyn Collective,
     sums: &[[f64; 2]],
-    rows: usize,
+    samples: usize,
     all_rows: f64,
 ) -> (Vec<f32>, Vec<f32>) {
+    let weight = samples as f64;
     let mut weighted: Vec<[f64; 2]> = sums
         .iter()
-        .map(|s| [s[0] * rows as f64, s[1] * rows as f64])
+        .map(|s| [s[0] * weight, s[1] * weight])
         .collect();
     sum_over_ranks(Some(world), &mut weighted, 0.0);
-    let divisor = rows as f64 * all_rows;
+    let divisor = weight * all_rows;
     weighted
         .iter()
         .map(|s| ((s[0] / divisor) as f32, (s[1] / divisor) as f32))

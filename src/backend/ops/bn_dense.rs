@@ -8,10 +8,11 @@
 use crate::backend::ops::batch_norm::{
     affine, statistics, Affine, BatchNormConfig, BatchNormParams,
 };
+use crate::backend::ops::batch_norm_kernels::tree_f32;
 use crate::backend::ops::buffers;
 use crate::backend::ops::dense::{affine_product, period_pattern, task_features, DenseParams};
 use crate::backend::ops::profile;
-use crate::backend::ops::reduce::fold_in_order;
+use crate::backend::ops::reduce::batch_tree;
 use crate::backend::ops::tape;
 use crate::backend::ops::{Flat, Image};
 use dfdx::shapes::HasShape;
@@ -46,7 +47,7 @@ pub fn batch_norm_dense<T: Tape<f32, Cpu>>(
     let device = x.device().clone();
     let input = buffers::read(&x);
     drop(x);
-    let (mean, variance) = statistics(&input, batch * h * w, bn, cfg);
+    let (mean, variance) = statistics(&input, batch * h * w, batch, bn, cfg);
     let Affine {
         inv_std,
         scale,
@@ -84,20 +85,15 @@ pub fn batch_norm_dense<T: Tape<f32, Cpu>>(
             scale: period_pattern(&scale),
             shift: period_pattern(&shift),
         };
-        let gradients = backward(&input, &weight, &grad_out, dims, &normalise);
-        // γ and β: fold the per-position sums of one period onto the channels.
-        let mut grad_gamma = vec![0.0f32; channels];
-        let mut grad_beta = vec![0.0f32; channels];
-        for (k, (g, b)) in gradients.gamma.iter().zip(&gradients.beta).enumerate() {
-            grad_gamma[k % channels] += *g as f32;
-            grad_beta[k % channels] += *b as f32;
-        }
+        let gradients = backward(&input, &weight, &grad_out, dims, &normalise, channels);
+        let grad_gamma: Vec<f32> = gradients.normaliser.iter().map(|s| s[0]).collect();
+        let grad_beta: Vec<f32> = gradients.normaliser.iter().map(|s| s[1]).collect();
         tape::add_into(grads.get_or_alloc_mut(weight_key)?, &gradients.weight);
         if let Some(bias_key) = bias_key {
             let mut grad_bias = vec![0.0f32; units];
-            for row in grad_out.chunks_exact(units) {
-                grad_bias.iter_mut().zip(row).for_each(|(d, g)| *d += g);
-            }
+            batch_tree(0..batch, &mut grad_bias, &|n, out| {
+                out.copy_from_slice(&grad_out[n * units..][..units]);
+            });
             tape::add_into(grads.get_or_alloc_mut(bias_key)?, &grad_bias);
         }
         tape::add_into(grads.get_or_alloc_mut(gamma_key)?, &grad_gamma);
@@ -118,119 +114,198 @@ struct Normalise {
     shift: Vec<f32>,
 }
 
-/// The op's gradients: the dense weights (`units x inputs`), and γ and β by position in a
-/// period (folded onto channels by the caller).
+/// The op's gradients: the dense weights (`units x inputs`), and γ and β by channel.
 struct Gradients {
     weight: Vec<f32>,
-    gamma: Vec<f64>,
-    beta: Vec<f64>,
+    /// `[dγ, dβ]` of each channel.
+    normaliser: Vec<[f32; 2]>,
 }
 
 /// One pass over the input: with `y = x * scale + shift` (the dense layer's input) and
 /// `g = dy W` (its gradient), `dW += dyᵀ y`, `dγ += Σ g x̂`, `dβ += Σ g`. Tasks over slices of
-/// features own their slice of `dW`; the γ and β sums are added in task order.
+/// features own their slice of `dW`, summed over the images in `reduce`'s tree; the γ and β
+/// sums are kept per image (in double precision over the tasks and the period) and then
+/// summed over the images in the same tree, so that a batch's gradients are the exact sums
+/// of its halves'.
 fn backward(
     input: &[f32],
     weight: &[f32],
     grad_out: &[f32],
     (batch, inputs, units): (usize, usize, usize),
     k: &Normalise,
+    channels: usize,
 ) -> Gradients {
+    use rayon::prelude::*;
     let period = k.scale.len();
     let task_len = task_features(period / 16);
     let starts: Vec<usize> = (0..inputs).step_by(task_len).collect();
-    let tasks = starts.len();
-    let zero = || (Vec::new(), vec![0.0f64; period], vec![0.0f64; period]);
-    // Each task's weight-gradient slice, in task order.
-    let (slices, gamma, beta) = fold_in_order(
-        starts,
-        zero,
-        |(mut slices, mut gamma, mut beta): (Vec<(usize, Vec<f32>)>, _, _), _, start| {
+    // Each task's weight-gradient slice and its per-image sums, in task order.
+    let tasks: Vec<(usize, Vec<f32>, Vec<PeriodSums>)> = starts
+        .into_par_iter()
+        .map(|start| {
             let end = (start + task_len).min(inputs);
             let operands = (input, weight, grad_out);
-            let (dw, sums) = backward_task(operands, (batch, inputs, units), k, start..end);
-            gamma
-                .iter_mut()
-                .zip(&sums.0)
-                .for_each(|(a, b)| *a += f64::from(*b));
-            beta.iter_mut()
-                .zip(&sums.1)
-                .for_each(|(a, b)| *a += f64::from(*b));
-            slices.push((start, dw));
-            (slices, gamma, beta)
-        },
-        |(mut slices, mut gamma, mut beta), (more, gamma2, beta2)| {
-            slices.extend(more);
-            gamma.iter_mut().zip(&gamma2).for_each(|(a, b)| *a += b);
-            beta.iter_mut().zip(&beta2).for_each(|(a, b)| *a += b);
-            (slices, gamma, beta)
-        },
-    );
-    debug_assert_eq!(slices.len(), tasks);
+            let mut dw = vec![0.0f32; units * (end - start)];
+            let mut per_image = Vec::with_capacity(batch);
+            task_tree(
+                operands,
+                (batch, inputs, units),
+                k,
+                start..end,
+                0..batch,
+                &mut dw,
+                &mut per_image,
+            );
+            (start, dw, per_image)
+        })
+        .collect();
     let mut grad_weight = vec![0.0f32; units * inputs];
-    for (start, dw) in slices {
+    let mut leaves = vec![vec![[0.0f64; 2]; channels.max(1)]; batch];
+    for (start, dw, per_image) in tasks {
         let len = dw.len() / units.max(1);
         for u in 0..units {
             grad_weight[u * inputs + start..][..len].copy_from_slice(&dw[u * len..][..len]);
         }
+        for (leaf, (gamma, beta)) in leaves.iter_mut().zip(&per_image) {
+            for (position, (g, b)) in gamma.iter().zip(beta).enumerate() {
+                let sums = &mut leaf[position % channels.max(1)];
+                sums[0] += f64::from(*g);
+                sums[1] += f64::from(*b);
+            }
+        }
     }
     Gradients {
         weight: grad_weight,
-        gamma,
-        beta,
+        normaliser: tree_f32(&leaves),
     }
 }
 
 /// Per-position sums of one period: (`Σ g x̂`, `Σ g`).
 type PeriodSums = (Vec<f32>, Vec<f32>);
 
-/// The backward pass over the features `range` of every image: that slice of `dW`
-/// (`units x range.len()`) and the task's γ and β sums by position in the period.
+/// The backward pass over the features `range` of the images `images`: that slice of `dW`
+/// (`units x range.len()`, overwritten) summed over the images in the tree, and each image's
+/// γ and β sums by position in the period, pushed in image order.
+fn task_tree(
+    operands: (&[f32], &[f32], &[f32]),
+    dims: (usize, usize, usize),
+    k: &Normalise,
+    range: std::ops::Range<usize>,
+    images: std::ops::Range<usize>,
+    dw: &mut [f32],
+    per_image: &mut Vec<PeriodSums>,
+) {
+    match images.len() {
+        0 => dw.fill(0.0),
+        len if len <= GROUP => group_task(operands, dims, k, range, images, dw, per_image),
+        n => {
+            let mid = images.start + n.div_ceil(2);
+            task_tree(
+                operands,
+                dims,
+                k,
+                range.clone(),
+                images.start..mid,
+                dw,
+                per_image,
+            );
+            let mut right = vec![0.0f32; dw.len()];
+            task_tree(
+                operands,
+                dims,
+                k,
+                range,
+                mid..images.end,
+                &mut right,
+                per_image,
+            );
+            dw.iter_mut().zip(&right).for_each(|(a, b)| *a += b);
+        }
+    }
+}
+
+/// Images whose products [`group_task`] adds in one pass (a subtree of [`task_tree`]).
+const GROUP: usize = 4;
+
+/// The part of [`task_tree`] for up to [`GROUP`] images: `dw` (overwritten) as their subtree
+/// adds it (the first `⌈len/2⌉` images' products, then the rest, each the same way), in one
+/// pass per unit, and each image's γ and β sums.
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
     "x86_64+avx2+fma"
 ))]
-fn backward_task(
+fn group_task(
     (input, weight, grad_out): (&[f32], &[f32], &[f32]),
-    (batch, inputs, units): (usize, usize, usize),
+    (_batch, inputs, units): (usize, usize, usize),
     k: &Normalise,
     range: std::ops::Range<usize>,
-) -> (Vec<f32>, PeriodSums) {
+    images: std::ops::Range<usize>,
+    dw: &mut [f32],
+    per_image: &mut Vec<PeriodSums>,
+) {
     let period = k.scale.len();
     let len = range.len();
-    let mut dw = vec![0.0f32; units * len];
-    let mut g = vec![0.0f32; len];
-    let mut sums = (vec![0.0f32; period], vec![0.0f32; period]);
-    for n in 0..batch {
-        let xs = &input[n * inputs + range.start..n * inputs + range.end];
-        let dy = &grad_out[n * units..(n + 1) * units];
-        g.fill(0.0);
-        for (u, &d) in dy.iter().enumerate() {
-            let ws = &weight[u * inputs + range.start..u * inputs + range.end];
-            let dw_u = &mut dw[u * len..(u + 1) * len];
-            add_products(xs, ws, d, k, dw_u, &mut g);
+    let xs: Vec<&[f32]> = images
+        .clone()
+        .map(|n| &input[n * inputs + range.start..n * inputs + range.end])
+        .collect();
+    let dys: Vec<&[f32]> = images
+        .clone()
+        .map(|n| &grad_out[n * units..(n + 1) * units])
+        .collect();
+    // Each image's normalised slice, the dense layer's input.
+    let ys: Vec<Vec<f32>> = xs
+        .iter()
+        .map(|x| {
+            let mut y = vec![0.0f32; len];
+            for ((y, x), (scale, shift)) in y.chunks_mut(period).zip(x.chunks(period)).zip(
+                k.scale
+                    .chunks(period)
+                    .cycle()
+                    .zip(k.shift.chunks(period).cycle()),
+            ) {
+                let lanes = y.iter_mut().zip(x).zip(scale.iter().zip(shift));
+                lanes.for_each(|((y, x), (scale, shift))| *y = x * scale + shift);
+            }
+            y
+        })
+        .collect();
+    let mut gs = vec![vec![0.0f32; len]; xs.len()];
+    for u in 0..units {
+        let ws = &weight[u * inputs + range.start..u * inputs + range.end];
+        let dw_u = &mut dw[u * len..(u + 1) * len];
+        let d: Vec<f32> = dys.iter().map(|dy| dy[u]).collect();
+        match ys.as_slice() {
+            [y0] => {
+                let lanes = dw_u.iter_mut().zip(y0);
+                lanes.for_each(|(dw, y0)| *dw = d[0] * y0);
+            }
+            [y0, y1] => {
+                let lanes = dw_u.iter_mut().zip(y0.iter().zip(y1));
+                lanes.for_each(|(dw, (y0, y1))| *dw = d[0] * y0 + d[1] * y1);
+            }
+            [y0, y1, y2] => {
+                let lanes = dw_u.iter_mut().zip(y0.iter().zip(y1).zip(y2));
+                lanes.for_each(|(dw, ((y0, y1), y2))| *dw = (d[0] * y0 + d[1] * y1) + d[2] * y2);
+            }
+            [y0, y1, y2, y3] => {
+                let lanes = dw_u
+                    .iter_mut()
+                    .zip(y0.iter().zip(y1).zip(y2.iter().zip(y3)));
+                lanes.for_each(|(dw, ((y0, y1), (y2, y3)))| {
+                    *dw = (d[0] * y0 + d[1] * y1) + (d[2] * y2 + d[3] * y3);
+                });
+            }
+            _ => unreachable!("a group holds 1 to {GROUP} images"),
         }
-        add_normaliser_sums(xs, &g, k, &mut sums);
+        for (g, d) in gs.iter_mut().zip(&d) {
+            g.iter_mut().zip(ws).for_each(|(g, w)| *g += d * w);
+        }
     }
-    (dw, sums)
-}
-
-/// For one image's slice and one unit of output gradient `d`: `dw += d * y` and `g += d * w`,
-/// `y = x * scale + shift` normalised on the fly (the slice starts a period).
-#[inline(always)]
-fn add_products(xs: &[f32], ws: &[f32], d: f32, k: &Normalise, dw: &mut [f32], g: &mut [f32]) {
-    let period = k.scale.len();
-    let slices = xs
-        .chunks(period)
-        .zip(ws.chunks(period))
-        .zip(dw.chunks_mut(period))
-        .zip(g.chunks_mut(period));
-    for (((x, w), dw), g) in slices {
-        let lanes = x.iter().zip(w).zip(dw).zip(g).zip(&k.scale).zip(&k.shift);
-        for (((((x, w), dw), g), scale), shift) in lanes {
-            *dw += d * (x * scale + shift);
-            *g += d * w;
-        }
+    for (x, g) in xs.iter().zip(&gs) {
+        let mut sums = (vec![0.0f32; period], vec![0.0f32; period]);
+        add_normaliser_sums(x, g, k, &mut sums);
+        per_image.push(sums);
     }
 }
 

@@ -2,9 +2,9 @@
 
 use crate::backend::ops::buffers;
 use crate::backend::ops::lanes::{self, LaneKernel, Lanes};
-use crate::backend::ops::matmul::{gemm, View};
+use crate::backend::ops::matmul::{gemm, gemm_by_rows, View};
 use crate::backend::ops::profile;
-use crate::backend::ops::reduce::fold_in_order;
+use crate::backend::ops::reduce::{batch_tree, fold_in_order, tree_program, TreeStep};
 use crate::backend::ops::tape;
 use crate::backend::ops::{Flat, Vector};
 use dfdx::shapes::HasShape;
@@ -45,11 +45,36 @@ pub fn dense<T: Tape<f32, Cpu>>(x: Flat<T>, params: &DenseParams) -> Flat<T> {
             .for_each(|row| row.copy_from_slice(&bias));
     }
     let dims = (batch, units, inputs);
-    let (x_view, w_t) = (
-        View::rows(&input, inputs),
-        View::transposed(&weight, inputs),
-    );
-    gemm(&mut out, dims, x_view, w_t, params.bias.is_some(), threads);
+    if T::OWNS_TAPE {
+        // Training: the weights transposed into rows, so that each image's row keeps its bits
+        // whatever the batch size (see `gemm_by_rows`) and a data-parallel rank computes what
+        // one process does for its images.
+        let w_t = transpose(&weight, units, inputs);
+        let (x_view, w_view) = (View::rows(&input, inputs), View::rows(&w_t, units));
+        gemm_by_rows(
+            &mut out,
+            dims,
+            x_view,
+            w_view,
+            params.bias.is_some(),
+            threads,
+        );
+        buffers::give(w_t);
+    } else {
+        // Inference: no copy of the weights (validation and prediction need no such bits).
+        let (x_view, w_view) = (
+            View::rows(&input, inputs),
+            View::transposed(&weight, inputs),
+        );
+        gemm(
+            &mut out,
+            dims,
+            x_view,
+            w_view,
+            params.bias.is_some(),
+            threads,
+        );
+    }
     let out = device.tensor_from_vec(out, (batch, units));
     if !T::OWNS_TAPE {
         buffers::give(input);
@@ -65,23 +90,17 @@ pub fn dense<T: Tape<f32, Cpu>>(x: Flat<T>, params: &DenseParams) -> Flat<T> {
         // dx (n x in) += dy (n x units) * W (units x in)
         let grad_input: &mut [f32] = grads.get_or_alloc_mut(&x_ghost)?;
         let w = View::rows(&weight, inputs);
-        gemm(grad_input, (batch, inputs, units), go, w, true, threads);
-        // dW (units x in) += dy^T (units x n) * x (n x in)
+        gemm_by_rows(grad_input, (batch, inputs, units), go, w, true, threads);
+        // dW (units x in) += dy^T (units x n) * x (n x in), the images summed in a tree
         let grad_weight: &mut [f32] = grads.get_or_alloc_mut(&weight_key)?;
-        let go_t = View::transposed(&grad_out, units);
-        gemm(
-            grad_weight,
-            (units, inputs, batch),
-            go_t,
-            View::rows(&input, inputs),
-            true,
-            threads,
-        );
+        add_weight_gradient(grad_weight, &grad_out, &input, (batch, inputs, units));
         if let Some(bias_key) = &bias_key {
             let grad_bias: &mut [f32] = grads.get_or_alloc_mut(bias_key)?;
-            for row in grad_out.chunks_exact(units.max(1)) {
-                grad_bias.iter_mut().zip(row).for_each(|(b, g)| *b += g);
-            }
+            let mut sum = vec![0.0f32; units];
+            batch_tree(0..batch, &mut sum, &|n, out| {
+                out.copy_from_slice(&grad_out[n * units..][..units]);
+            });
+            grad_bias.iter_mut().zip(&sum).for_each(|(b, g)| *b += g);
         }
         tape::release(grad_out);
         buffers::give(input);
@@ -89,6 +108,130 @@ pub fn dense<T: Tape<f32, Cpu>>(x: Flat<T>, params: &DenseParams) -> Flat<T> {
         Ok(())
     });
     out.put_tape(tape)
+}
+
+/// `matrix` (`rows x cols`, row-major) transposed, in tiles that stay in cache.
+fn transpose(matrix: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 16;
+    let mut out = buffers::take(rows * cols);
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    out[c * rows + r] = matrix[r * cols + c];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Input features per block of [`add_weight_gradient`].
+const FEATURE_BLOCK: usize = 64;
+/// Images whose products [`unit_block_tree`] adds in registers (a [`TreeStep::Leaf`]).
+const GROUP: usize = 4;
+/// Units per parallel task of [`add_weight_gradient`].
+const UNITS_PER_TASK: usize = 8;
+
+/// `grad_weight (units x inputs) += dyᵀ x`, with each image's outer product summed over the
+/// batch in `reduce`'s tree rather than inside one matrix product over the batch: a batch's
+/// gradient is then the exact sum of its halves', as a data-parallel run adds them. The tree
+/// runs once per unit and block of [`FEATURE_BLOCK`] features, its partial sums on a short
+/// stack in cache, so the images' products cost no more memory traffic than a matrix product.
+fn add_weight_gradient(
+    grad_weight: &mut [f32],
+    grad_out: &[f32],
+    input: &[f32],
+    (batch, inputs, units): (usize, usize, usize),
+) {
+    use rayon::prelude::*;
+    let (program, depth) = tree_program(0..batch, GROUP);
+    if program.is_empty() || inputs == 0 {
+        return;
+    }
+    // x by blocks of features (`[block][image][feature]`, zero past `inputs`), dy by units.
+    let blocks = inputs.div_ceil(FEATURE_BLOCK);
+    let mut packed = vec![[0.0f32; FEATURE_BLOCK]; blocks * batch];
+    for (n, row) in input.chunks_exact(inputs).enumerate().take(batch) {
+        for (b, features) in row.chunks(FEATURE_BLOCK).enumerate() {
+            packed[b * batch + n][..features.len()].copy_from_slice(features);
+        }
+    }
+    let mut dy_t = vec![0.0f32; units * batch];
+    for (n, row) in grad_out.chunks_exact(units.max(1)).enumerate().take(batch) {
+        for (u, &d) in row.iter().enumerate() {
+            dy_t[u * batch + n] = d;
+        }
+    }
+    grad_weight
+        .par_chunks_mut(UNITS_PER_TASK * inputs)
+        .enumerate()
+        .for_each(|(task, rows)| {
+            let mut stack = vec![[0.0f32; FEATURE_BLOCK]; depth];
+            for (b, x) in packed.chunks_exact(batch).enumerate() {
+                let start = b * FEATURE_BLOCK;
+                let len = FEATURE_BLOCK.min(inputs - start);
+                for (i, row) in rows.chunks_exact_mut(inputs).enumerate() {
+                    let u = task * UNITS_PER_TASK + i;
+                    let dy = &dy_t[u * batch..(u + 1) * batch];
+                    let dst = &mut row[start..start + len];
+                    unit_block_tree(&program, &mut stack, x, dy, dst);
+                }
+            }
+        });
+}
+
+/// One unit's row of [`add_weight_gradient`] over one block of features: `dst += Σ dy[n] x[n]`
+/// over the images in the tree `program` gives.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn unit_block_tree(
+    program: &[TreeStep],
+    stack: &mut [[f32; FEATURE_BLOCK]],
+    x: &[[f32; FEATURE_BLOCK]],
+    dy: &[f32],
+    dst: &mut [f32],
+) {
+    let mut top = 0;
+    for step in program {
+        match *step {
+            TreeStep::Leaf { start, len } => {
+                // The group's products in the tree's order: the first ⌈len/2⌉, then the rest.
+                let d = &dy[start..start + len];
+                let x = &x[start..start + len];
+                let sum = &mut stack[top];
+                match len {
+                    1 => sum.iter_mut().zip(&x[0]).for_each(|(s, a)| *s = d[0] * a),
+                    2 => {
+                        for (j, s) in sum.iter_mut().enumerate() {
+                            *s = d[0] * x[0][j] + d[1] * x[1][j];
+                        }
+                    }
+                    3 => {
+                        for (j, s) in sum.iter_mut().enumerate() {
+                            *s = (d[0] * x[0][j] + d[1] * x[1][j]) + d[2] * x[2][j];
+                        }
+                    }
+                    _ => {
+                        for (j, s) in sum.iter_mut().enumerate() {
+                            *s = (d[0] * x[0][j] + d[1] * x[1][j])
+                                + (d[2] * x[2][j] + d[3] * x[3][j]);
+                        }
+                    }
+                }
+                top += 1;
+            }
+            TreeStep::Add => {
+                top -= 1;
+                let (lower, upper) = stack.split_at_mut(top);
+                let sum = &mut lower[top - 1];
+                sum.iter_mut().zip(&upper[0]).for_each(|(a, b)| *a += b);
+            }
+        }
+    }
+    dst.iter_mut().zip(&stack[0]).for_each(|(d, s)| *d += s);
 }
 
 /// Units up to which [`dense_of_affine`] runs its streaming kernel; wider layers fold the

@@ -18,13 +18,13 @@
 //! owns a disjoint band of input rows whose gradient it computes from the output-gradient rows
 //! it needs (a halo of `k_h / stride` rows beyond its own). Blocks never write the same
 //! element, every element's sum has a fixed order, and the weight and bias gradients are
-//! summed with [`fold_in_order`]: the result does not depend on the thread count. A fused relu
+//! summed with [`fold_in_order_by`]: the result does not depend on the thread count. A fused relu
 //! or relu6 is not recorded: the backward pass recomputes the pre-activations of its rows with
 //! the forward kernel, bit for bit, from the input it reads anyway.
 
 use crate::backend::ops::geometry::{Axis1, Window2};
 use crate::backend::ops::lanes::{self, LaneKernel, Lanes};
-use crate::backend::ops::reduce::{add_pairs, fold_in_order};
+use crate::backend::ops::reduce::{add_pairs, fold_in_order_by};
 use rayon::prelude::*;
 use std::cell::Cell;
 use std::ops::Range;
@@ -1175,8 +1175,9 @@ pub fn backward(
     let block_rows = g.rows_per_block(ELEMENTS_PER_BLOCK);
     let items = blocks(g, block_rows, grad_input, g.in_row());
     let (wl, cm) = (g.weight_len(), g.out_channels());
-    let (dw, db) = fold_in_order(
+    let (dw, db) = fold_in_order_by(
         items,
+        |block| block.image,
         || (vec![0.0f32; wl], vec![0.0f32; cm]),
         |(mut dw, mut db), _, block| {
             let image = &input[block.image * g.in_image()..][..g.in_image()];

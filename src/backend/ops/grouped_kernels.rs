@@ -22,7 +22,7 @@ use crate::backend::ops::depthwise_kernels::{
 };
 use crate::backend::ops::geometry::Window2;
 use crate::backend::ops::matmul::View;
-use crate::backend::ops::reduce::{add_pairs, fold_in_order};
+use crate::backend::ops::reduce::{add_pairs, fold_in_order, fold_in_order_by};
 use crate::backend::ops::simd;
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -646,8 +646,9 @@ fn lanes_backward(
     let want_input = grad_input.is_some();
     let block_rows = dg.rows_per_block(LANES_ELEMENTS_PER_BLOCK);
     let items = dk::blocks(&dg, block_rows, grad_input, w * g.c_in);
-    let (d_split, db) = fold_in_order(
+    let (d_split, db) = fold_in_order_by(
         items,
+        |block| block.image,
         || (vec![0.0f32; split.len()], vec![0.0f32; f]),
         |(mut d_split, mut db), _, block| {
             let image = &input[block.image * g.in_image()..][..g.in_image()];

@@ -94,3 +94,70 @@ pub fn gemm(
         )
     }
 }
+
+/// [`gemm`] for a product whose rows are the images of a batch (`lhs` and `dst` by rows, `rhs`
+/// row-major): each row comes out with the same bits whatever the number of rows, so a batch
+/// and its halves give the same per-image results (a data-parallel rank computes a half).
+/// The crate takes other paths for a column-major `rhs` and for a single row, which round
+/// differently; a single row is computed here as two equal rows.
+pub fn gemm_by_rows(
+    dst: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    lhs: View<'_>,
+    rhs: View<'_>,
+    accumulate: bool,
+    threads: usize,
+) {
+    if m != 1 {
+        return gemm(dst, (m, n, k), lhs, rhs, accumulate, threads);
+    }
+    lhs.check(1, k);
+    let twice = View {
+        data: lhs.data,
+        row_stride: 0,
+        col_stride: lhs.col_stride,
+    };
+    let mut out = Vec::with_capacity(2 * n);
+    out.extend_from_slice(&dst[..n]);
+    out.extend_from_slice(&dst[..n]);
+    gemm(&mut out, (2, n, k), twice, rhs, accumulate, threads);
+    dst[..n].copy_from_slice(&out[..n]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 997.0 - 0.5)
+            .collect()
+    }
+
+    #[test]
+    fn rows_have_the_same_bits_in_any_number_of_rows() {
+        for (k, n) in [(3, 7), (10, 64), (256, 10), (1568, 64)] {
+            let (a, b) = (values(8 * k, 1), values(k * n, 2));
+            for accumulate in [false, true] {
+                let mut full = values(8 * n, 3);
+                let start = full.clone();
+                gemm_by_rows(
+                    &mut full,
+                    (8, n, k),
+                    View::rows(&a, k),
+                    View::rows(&b, n),
+                    accumulate,
+                    2,
+                );
+                for m in [1, 2, 3, 4] {
+                    let first = 8 - m;
+                    let mut part = start[first * n..].to_vec();
+                    let lhs = View::rows(&a[first * k..], k);
+                    gemm_by_rows(&mut part, (m, n, k), lhs, View::rows(&b, n), accumulate, 1);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&part), bits(&full[first * n..]), "k {k} n {n} m {m}");
+                }
+            }
+        }
+    }
+}

@@ -1,41 +1,165 @@
-//! Parallel reductions whose result does not depend on thread timing.
+//! Parallel reductions whose result depends neither on thread timing nor on how a batch was
+//! split.
 //!
 //! Rayon's `fold`/`reduce` split work where threads steal it, so the order in which
 //! floating-point partial sums meet changes from run to run and the last bits of a gradient
-//! with it. That breaks the promise that a resumed run repeats the uninterrupted one. Here the
-//! items are cut into a fixed number of groups that depends only on their count; each group is
-//! folded in order on some thread, and the partials are combined left to right on the caller.
+//! with it. That breaks the promise that a resumed run repeats the uninterrupted one. Here
+//! every item (an image of a batch, for the gradients) is folded on its own into a leaf, and
+//! the leaves meet in a fixed binary tree: a run of `n` leaves is the sum of its first
+//! `⌈n/2⌉` and its last `⌊n/2⌋`, each summed the same way. Threads take subtrees, so any
+//! thread count gives the same bits.
+//!
+//! The tree also makes a sum over a batch the same as the sums over its halves added
+//! together, and so on down: a data-parallel run on 2, 4, 8… ranks, each summing its equal,
+//! contiguous share of a batch, adds exactly the subtrees one process adds
+//! (docs/distributed.md).
 
-use rayon::prelude::*;
-
-/// At most this many partial results: enough to keep a large machine busy, few enough that
-/// combining them costs little next to the work that produced them.
-const MAX_GROUPS: usize = 16;
-
-/// Folds `items` (with their indices) in parallel and combines the group partials in order;
-/// the same items always give the same bits, whatever the thread count or scheduling.
+/// Folds `items` (with their indices) and combines them in the fixed tree above: each item is
+/// folded alone into `init()`, and leaves are combined by halves. The same items always give
+/// the same bits, whatever the thread count or scheduling.
 pub fn fold_in_order<T, A>(
     items: Vec<T>,
     init: impl Fn() -> A + Sync + Send,
     fold: impl Fn(A, usize, T) -> A + Sync + Send,
-    combine: impl Fn(A, A) -> A,
+    combine: impl Fn(A, A) -> A + Sync + Send,
 ) -> A
 where
     T: Send,
     A: Send,
 {
-    let group_len = items.len().div_ceil(MAX_GROUPS).max(1);
-    let partials: Vec<A> = items
-        .into_par_iter()
-        .enumerate()
-        .chunks(group_len)
-        .map(|group| {
-            group
-                .into_iter()
-                .fold(init(), |acc, (index, item)| fold(acc, index, item))
-        })
-        .collect();
-    partials.into_iter().reduce(combine).unwrap_or_else(init)
+    let leaves: Vec<Vec<(usize, T)>> = items.into_iter().enumerate().map(|i| vec![i]).collect();
+    tree(leaves, &init, &fold, &combine)
+}
+
+/// [`fold_in_order`] with consecutive items of one `key` (the blocks of one image) folded in
+/// order into one leaf: the tree runs over the keys, so it does not depend on how many blocks
+/// an image was cut into.
+pub fn fold_in_order_by<T, A>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> usize,
+    init: impl Fn() -> A + Sync + Send,
+    fold: impl Fn(A, usize, T) -> A + Sync + Send,
+    combine: impl Fn(A, A) -> A + Sync + Send,
+) -> A
+where
+    T: Send,
+    A: Send,
+{
+    let mut leaves: Vec<Vec<(usize, T)>> = Vec::new();
+    let mut last_key = None;
+    for (index, item) in items.into_iter().enumerate() {
+        let k = key(&item);
+        match leaves.last_mut() {
+            Some(leaf) if last_key == Some(k) => leaf.push((index, item)),
+            _ => leaves.push(vec![(index, item)]),
+        }
+        last_key = Some(k);
+    }
+    tree(leaves, &init, &fold, &combine)
+}
+
+/// The tree sum of `leaves`, its halves in parallel.
+fn tree<T, A, I, F, C>(mut leaves: Vec<Vec<(usize, T)>>, init: &I, fold: &F, combine: &C) -> A
+where
+    T: Send,
+    A: Send,
+    I: Fn() -> A + Sync + Send,
+    F: Fn(A, usize, T) -> A + Sync + Send,
+    C: Fn(A, A) -> A + Sync + Send,
+{
+    match leaves.len() {
+        0 => init(),
+        1 => leaves
+            .pop()
+            .into_iter()
+            .flatten()
+            .fold(init(), |acc, (index, item)| fold(acc, index, item)),
+        n => {
+            let right = leaves.split_off(n.div_ceil(2));
+            let (a, b) = rayon::join(
+                || tree(leaves, init, fold, combine),
+                || tree(right, init, fold, combine),
+            );
+            combine(a, b)
+        }
+    }
+}
+
+/// The sum of `values` in [`fold_in_order`]'s tree (sequential: for short runs of scalars or
+/// small vectors, such as per-image sums).
+pub fn tree_sum<A: Clone>(values: &[A], zero: A, add: &impl Fn(A, A) -> A) -> A {
+    match values.len() {
+        0 => zero,
+        1 => values[0].clone(),
+        n => {
+            let (left, right) = values.split_at(n.div_ceil(2));
+            add(
+                tree_sum(left, zero.clone(), add),
+                tree_sum(right, zero, add),
+            )
+        }
+    }
+}
+
+/// `out = Σ leaf(n)` over the images `images`, in `reduce`'s tree (`leaf` overwrites its
+/// slice; `out` is overwritten).
+pub fn batch_tree(
+    images: std::ops::Range<usize>,
+    out: &mut [f32],
+    leaf: &impl Fn(usize, &mut [f32]),
+) {
+    match images.len() {
+        0 => out.fill(0.0),
+        1 => leaf(images.start, out),
+        n => {
+            let mid = images.start + n.div_ceil(2);
+            batch_tree(images.start..mid, out, leaf);
+            let mut right = vec![0.0f32; out.len()];
+            batch_tree(mid..images.end, &mut right, leaf);
+            out.iter_mut().zip(&right).for_each(|(a, b)| *a += b);
+        }
+    }
+}
+
+/// One step of [`tree_program`]: push the tree sum of a run of images, or add the top two
+/// partial sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeStep {
+    /// Push the sum of the `len` images from `start`, in the tree's own order over them (a
+    /// run no longer than the program's group, which a kernel adds in registers).
+    Leaf { start: usize, len: usize },
+    /// Replace the top two partial sums by their sum (the lower one plus the upper one).
+    Add,
+}
+
+/// [`batch_tree`]'s order over `images` as a postfix program for a stack of partial sums, and
+/// the stack depth it needs: for kernels that keep the partial sums of a small block of
+/// outputs in cache and run the tree once per block. Subtrees of at most `group` images are
+/// one [`TreeStep::Leaf`], which the kernel must sum in the same tree (the first `⌈len/2⌉`
+/// plus the rest, each the same way): the result is the per-image tree's, bit for bit.
+pub fn tree_program(images: std::ops::Range<usize>, group: usize) -> (Vec<TreeStep>, usize) {
+    fn build(images: std::ops::Range<usize>, group: usize, program: &mut Vec<TreeStep>) -> usize {
+        match images.len() {
+            0 => 0,
+            len if len <= group => {
+                program.push(TreeStep::Leaf {
+                    start: images.start,
+                    len,
+                });
+                1
+            }
+            n => {
+                let mid = images.start + n.div_ceil(2);
+                let left = build(images.start..mid, group, program);
+                let right = build(mid..images.end, group, program);
+                program.push(TreeStep::Add);
+                left.max(right + 1)
+            }
+        }
+    }
+    let mut program = Vec::with_capacity(2 * images.len());
+    let depth = build(images, group.max(1), &mut program);
+    (program, depth)
 }
 
 /// Adds a partial (weight gradient, bias gradient) pair into another, element by element.
@@ -51,6 +175,34 @@ pub fn add_pairs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tree_program_adds_as_batch_tree_does() {
+        for batch in [1usize, 2, 3, 5, 7, 8, 13, 32] {
+            let values: Vec<f32> = (0..batch).map(|i| 0.1 + i as f32 / 7.0).collect();
+            let mut expected = [0.0f32];
+            batch_tree(0..batch, &mut expected, &|n, out| out[0] = values[n]);
+            for group in [1, 2, 4] {
+                let (program, depth) = tree_program(0..batch, group);
+                let mut stack = Vec::new();
+                for step in &program {
+                    match *step {
+                        TreeStep::Leaf { start, len } => {
+                            assert!(len <= group);
+                            stack.push(tree_sum(&values[start..start + len], 0.0, &|a, b| a + b));
+                        }
+                        TreeStep::Add => {
+                            let top = stack.pop().unwrap();
+                            *stack.last_mut().unwrap() += top;
+                        }
+                    }
+                    assert!(stack.len() <= depth, "batch {batch} group {group}");
+                }
+                assert_eq!(stack, vec![expected[0]], "batch {batch} group {group}");
+            }
+        }
+        assert_eq!(tree_program(0..0, 4), (Vec::new(), 0));
+    }
 
     #[test]
     fn sums_are_the_same_bits_on_any_thread_count() {
@@ -70,12 +222,54 @@ mod tests {
                 assert_eq!(sum(threads).to_bits(), one.to_bits());
             }
         }
-        let sequential_groups: f32 = items
-            .chunks(10_000usize.div_ceil(MAX_GROUPS))
-            .map(|g| g.iter().fold(0.0f32, |a, v| a + v))
-            .fold(None, |acc: Option<f32>, v| Some(acc.map_or(v, |a| a + v)))
-            .expect("non-empty");
-        assert_eq!(one.to_bits(), sequential_groups.to_bits());
+        let reference = tree_sum(&items, 0.0f32, &|a, b| a + b);
+        assert_eq!(one.to_bits(), reference.to_bits());
+    }
+
+    #[test]
+    fn a_sum_is_the_sum_of_its_halves_and_of_its_quarters() {
+        let items: Vec<f32> = (0..48).map(|i| 1.0 / (i as f32 + 1.7)).collect();
+        let sum = |v: &[f32]| fold_in_order(v.to_vec(), || 0.0f32, |a, _, x| a + x, |a, b| a + b);
+        let whole = sum(&items);
+        assert_eq!(
+            whole.to_bits(),
+            (sum(&items[..24]) + sum(&items[24..])).to_bits()
+        );
+        let q: Vec<f32> = items.chunks(12).map(sum).collect();
+        assert_eq!(whole.to_bits(), ((q[0] + q[1]) + (q[2] + q[3])).to_bits());
+        // Left to right, the same numbers round differently: the tree is what makes it exact.
+        let in_order = items.iter().fold(0.0f32, |a, x| a + x);
+        assert_ne!(whole.to_bits(), in_order.to_bits());
+    }
+
+    #[test]
+    fn blocks_of_one_key_fold_into_one_leaf() {
+        // Keys 0,0,1,1,1,2: three leaves, the first two meeting first.
+        let items = vec![
+            (0, 1.0f32),
+            (0, 2.0),
+            (1, 3.0),
+            (1, 4.0),
+            (1, 5.0),
+            (2, 6.0),
+        ];
+        let seen = fold_in_order_by(
+            items,
+            |item| item.0,
+            Vec::new,
+            |mut v: Vec<Vec<f32>>, _, (_, x)| {
+                match v.last_mut() {
+                    Some(last) => last.push(x),
+                    None => v.push(vec![x]),
+                }
+                v
+            },
+            |mut a, b| {
+                a.extend(b);
+                a
+            },
+        );
+        assert_eq!(seen, vec![vec![1.0, 2.0], vec![3.0, 4.0, 5.0], vec![6.0]]);
     }
 
     #[test]

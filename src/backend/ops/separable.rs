@@ -18,7 +18,7 @@ use crate::backend::ops::depthwise_kernels::{
 use crate::backend::ops::geometry::Padding;
 use crate::backend::ops::matmul::{gemm, View};
 use crate::backend::ops::profile;
-use crate::backend::ops::reduce::fold_in_order;
+use crate::backend::ops::reduce::fold_in_order_by;
 use crate::backend::ops::simd;
 use crate::backend::ops::tape;
 use crate::backend::ops::{Image, Vector};
@@ -433,8 +433,9 @@ pub fn backward(
             vec![0.0f32; f],
         ]
     };
-    fold_in_order(
+    fold_in_order_by(
         items,
+        |block| block.image,
         zeros,
         |[mut d_dw, mut d_pw, mut d_bias], _, block| {
             let image = &input[block.image * g.in_image()..][..g.in_image()];

@@ -372,19 +372,20 @@ fn backward_with<V: Variant>(
         GradOut::Plain(_) => g.out_image(),
     };
     let slots = g.image_slots(grad_input);
-    let zero = || {
-        let du = vec![0.0f32; V::XI * t.c_in * t.f_s];
-        (du, vec![0.0f32; t.filters])
-    };
-    let (du, db) = fold_in_order(
+    // Each image's transformed gradient is taken back to the weights before the images' sums
+    // meet, so that a batch's gradient is the exact sum of its halves' (see `reduce`).
+    let weight_len = grad_weight.len();
+    let zero = || (vec![0.0f32; weight_len], vec![0.0f32; t.filters]);
+    let (dw, db) = fold_in_order(
         slots,
         zero,
-        |(mut du, mut db), n, grad_image| {
+        |(mut dw, mut db), n, grad_image| {
             let operands = BackwardOperands {
                 image: &input[n * in_image..][..in_image],
                 u_t: &u_t,
                 grad_out: grad_out.image(n, grad_len),
             };
+            let mut du = vec![0.0f32; V::XI * t.c_in * t.f_s];
             let mut scratch = Scratch::take();
             Arch::new().dispatch(BackwardImage::<V> {
                 variant: PhantomData,
@@ -396,11 +397,12 @@ fn backward_with<V: Variant>(
                 scratch: &mut scratch,
             });
             scratch.give();
-            (du, db)
+            add_weight_gradient::<V>(t, &du, &mut dw);
+            (dw, db)
         },
         add_pairs,
     );
-    add_weight_gradient::<V>(t, &du, grad_weight);
+    grad_weight.iter_mut().zip(&dw).for_each(|(a, b)| *a += b);
     if let Some(grad_bias) = grad_bias {
         grad_bias.iter_mut().zip(&db).for_each(|(a, b)| *a += b);
     }
