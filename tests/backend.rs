@@ -103,6 +103,7 @@ fn inference_folds_each_batch_norm_into_the_conv_before_it_and_the_add_after_it(
             fuse: true,
             activation_to_loss: true,
             bn_sync: None,
+            dropout: Default::default(),
         };
         // Without a tape the pass folds; with one (gradients wanted) it does not.
         let mut ran = Vec::new();

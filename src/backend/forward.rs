@@ -19,6 +19,7 @@ use super::ops::conv_pool::{conv2d_max_pool, fusable};
 use super::ops::dense::{dense, dense_of_affine, dense_of_affine_values};
 use super::ops::depthwise::{depthwise_conv2d, DepthwiseConfig, DepthwiseParams};
 use super::ops::depthwise_kernels::FusedActivation;
+use super::ops::dropout::{dropout, DropoutKey};
 use super::ops::flatten::{flatten, flatten_pixels};
 use super::ops::geometry::Padding as OpPadding;
 use super::ops::grouped::{grouped_conv2d, GroupedConfig};
@@ -112,6 +113,8 @@ pub struct PassConfig {
     /// The ranks whose batch statistics a training pass's batch norms share (`train.sync_bn`
     /// in a data-parallel run); `None`: this process's batch alone.
     pub bn_sync: Option<&'static dyn Collective>,
+    /// What a training pass's dropout masks are drawn from.
+    pub dropout: DropoutKey,
 }
 
 /// The model input of a pass: a tensor, or the caller's values, kept as they are until a layer
@@ -588,8 +591,8 @@ fn layer_forward<T: Tape<f32, Cpu>>(
         (Op::Flatten, Act::Image(x), _) => Act::Flat(flatten(x)),
         (Op::Dense { .. }, Act::Flat(x), LayerParams::Dense(params)) => Act::Flat(dense(x, params)),
         (Op::Dropout { rate }, act, _) if cfg.training && rate > 0.0 => match act {
-            Act::Image(x) => Act::Image(x.dropout(rate)),
-            Act::Flat(x) => Act::Flat(x.dropout(rate)),
+            Act::Image(x) => Act::Image(dropout(x, rate as f32, cfg.dropout, layer.index)),
+            Act::Flat(x) => Act::Flat(dropout(x, rate as f32, cfg.dropout, layer.index)),
         },
         (Op::Activation(activation), act, _)
             if is_last && cfg.activation_to_loss && is_loss_activation(activation) =>

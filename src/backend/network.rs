@@ -10,6 +10,7 @@ use super::ops::loss::{binary_cross_entropy, categorical_cross_entropy, BceMode,
 use super::ops::{Flat, Image};
 use super::optimizer::Optimizer;
 use super::params::{self, LayerParams, ParamMut};
+use crate::backend::ops::dropout::{mix, DropoutKey};
 use crate::distributed::Collective;
 use crate::ir::{Head, Model};
 use dfdx::prelude::*;
@@ -27,6 +28,11 @@ pub struct Network {
     class_weights: Vec<f32>,
     /// The ranks whose batch statistics training passes share (`train.sync_bn`).
     bn_sync: Option<&'static dyn Collective>,
+    /// Dropout's seed ([`Network::reseed`]) and the training passes since it was set.
+    dropout_seed: u64,
+    dropout_passes: u64,
+    /// The place in the whole batch of the next training pass's first image.
+    first_image: usize,
 }
 
 /// Loss and accuracy of one batch.
@@ -52,6 +58,9 @@ impl Network {
             device,
             class_weights: Vec::new(),
             bn_sync: None,
+            dropout_seed: seed ^ 0x5EED_D20F,
+            dropout_passes: 0,
+            first_image: 0,
         }
     }
 
@@ -70,12 +79,25 @@ impl Network {
             device,
             class_weights: Vec::new(),
             bn_sync: None,
+            dropout_seed: 0,
+            dropout_passes: 0,
+            first_image: 0,
         })
     }
 
-    /// Re-seeds dropout's random numbers (the trainer does this per epoch, for exact resume).
+    /// Re-seeds dropout's random numbers (the trainer does this per epoch, for exact resume):
+    /// each training pass after it draws its masks from `seed` and the pass's number.
     pub fn reseed(&mut self, seed: u64) {
         self.device = Cpu::seed_from_u64(seed);
+        self.dropout_seed = seed;
+        self.dropout_passes = 0;
+    }
+
+    /// Where the images of the next training passes start in the whole batch: a data-parallel
+    /// rank's share starts past the other ranks' images, and dropout draws each image's mask
+    /// by its place in the whole batch ([`crate::backend::ops::dropout`]). 0 by default.
+    pub fn set_first_image(&mut self, first_image: usize) {
+        self.first_image = first_image;
     }
 
     /// A batch of `count` images (`n × h × w × c` values) as the network's input tensor; clones
@@ -203,6 +225,7 @@ impl Network {
             fuse: true,
             activation_to_loss: true,
             bn_sync: None,
+            dropout: DropoutKey::default(),
         };
         let logits = forward::run_values(
             &self.model.layers,
@@ -264,11 +287,21 @@ impl Network {
 
     /// Logits of a batch: every layer, the final softmax (or sigmoid) left to the loss.
     pub fn forward<T: Tape<f32, Cpu>>(&mut self, x: Image<T>, training: bool) -> Flat<T> {
+        let dropout = if training {
+            self.dropout_passes += 1;
+            DropoutKey {
+                pass: mix(self.dropout_seed ^ mix(self.dropout_passes)),
+                first_image: self.first_image,
+            }
+        } else {
+            DropoutKey::default()
+        };
         let cfg = PassConfig {
             training,
             fuse: true,
             activation_to_loss: true,
             bn_sync: if training { self.bn_sync } else { None },
+            dropout,
         };
         forward::run(&self.model.layers, &mut self.params, x, cfg, &mut |_, _| {})
     }
@@ -283,6 +316,7 @@ impl Network {
             fuse: false,
             activation_to_loss: true,
             bn_sync: None,
+            dropout: DropoutKey::default(),
         };
         forward::run(
             &self.model.layers,

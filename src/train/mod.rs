@@ -23,7 +23,7 @@ use crate::data::augment::Augmentation;
 use crate::data::errors;
 use crate::data::loader::Loader;
 use crate::diagnostics::Diagnostic;
-use crate::distributed::{Collective, SINGLE};
+use crate::distributed::{share, Collective, SINGLE};
 use crate::settings::Schedule;
 use history::EpochRecord;
 use progress::{epoch_line, EpochProgress, ProgressMode};
@@ -220,13 +220,14 @@ impl Trainer {
     /// One epoch of training; `None` when interrupted.
     fn train_epoch(&mut self, epoch: u64) -> Result<Option<Totals>, TrainError> {
         let seed = self.state.seed;
-        // Each rank draws its own dropout masks; rank 0 (and one process) as before.
-        let rank = (self.world.rank() as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        // Every rank draws the masks one process draws: dropout keys each image's mask by its
+        // place in the whole batch (`set_first_image` below).
         self.network
-            .reseed(seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407) ^ rank);
+            .reseed(seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407));
         let loader = &self.prep.train;
         let mut batch_size = self.state.batch_size as usize;
         let mut order = loader.order(seed, epoch, true);
+        let (images, whole_batch) = (order.len(), batch_size);
         if self.world.size() > 1 {
             order = ranks::local_order(&order, batch_size, self.world);
             batch_size /= self.world.size();
@@ -250,6 +251,9 @@ impl Trainer {
         for (batch_idx, batch) in batches.into_iter().enumerate() {
             skipped.extend(batch.skipped.iter().cloned());
             let (stats, stop) = if self.world.size() > 1 {
+                let whole = whole_batch.min(images.saturating_sub(batch_idx * whole_batch));
+                let mine = share(whole, self.world.rank(), self.world.size());
+                self.network.set_first_image(mine.start);
                 // The ranks stop together, after the step in which any was interrupted.
                 let step = ranks::train_step(
                     self.world,

@@ -22,6 +22,7 @@ pub mod denormals;
 pub mod dense;
 pub mod depthwise;
 pub mod depthwise_kernels;
+pub mod dropout;
 pub mod flatten;
 pub mod geometry;
 pub mod grouped;
