@@ -309,6 +309,19 @@ fn two_ranks_with_sync_bn_repeat_the_one_process_history() {
     println!("max |Δloss| per epoch, 2 ranks vs 1 process: sync_bn {with_sync:.2e}, without {without_sync:.2e}");
     assert!(with_sync < 1e-4, "{with_sync}");
     assert!(without_sync > with_sync, "{without_sync} vs {with_sync}");
+    // More than close: the weights are the same bits (equal shares of a batch add up to
+    // exactly the one-process gradient), and the loss differs only in how it is reported.
+    assert!(with_sync < 1e-6, "{with_sync}");
+    let weights = |run: &str| -> Vec<(String, Vec<u32>)> {
+        let path = synced.path().join(run).join("last.safetensors");
+        let checkpoint = strata::backend::checkpoint::load(&path).expect("checkpoint");
+        checkpoint
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.data.iter().map(|v| v.to_bits()).collect()))
+            .collect()
+    };
+    assert_eq!(weights("one"), weights("two"));
     for file in ["last.safetensors", "best.safetensors", "history.csv"] {
         assert!(synced.path().join("two").join(file).is_file(), "{file}");
     }
@@ -373,4 +386,119 @@ fn ranks_whose_weights_differ_stop_with_an_error_naming_them() {
             .collect()
     });
     assert_eq!(same[0], same[1]);
+}
+
+/// Models that cover every kind of reduction over a batch: batch norms on images and on flat
+/// features (with and without `sync_bn`'s sums), plain, fused (conv + pool), Winograd,
+/// depthwise, separable and grouped convolutions, the fused first batch norm + dense layer,
+/// hidden dense layers, merges and global pooling.
+const EXACT_MODELS: &[&str] = &[
+    "bn -> conv3(16, pad=same) -> bn relu -> pool2 -> conv3(32, pad=same) -> bn relu -> pool2 -> dense64 relu -> dense10 softmax",
+    "bn -> flatten -> dense4 softmax",
+    "conv2x2(8) relu -> pool2 -> conv3(16) relu -> pool2 -> dense10 softmax",
+    "conv3(16, pad=same) -> bn relu -> dwconv3(multiplier=2, pad=same) -> bn relu6 -> conv1(16) -> gap -> dense10 softmax",
+    "conv3(8) -> sepconv3(16, pad=same) -> bn hardswish -> conv3(16, groups=4, stride=2) -> bn silu -> gmp -> dense10 softmax",
+    "conv3(16, pad=same) -> bn relu -> add(identity, conv3(16, pad=same) -> bn) relu -> concat(conv1(8), pool2(stride=1, pad=same)) -> gap -> dense1 sigmoid",
+    "conv3(16, pad=same) -> relu -> mul(identity, gap -> dense4 relu -> dense16 hardsigmoid) -> flatten -> dense16 -> bn elu -> dense10 softmax",
+];
+
+/// `n` images of `len` values spread over [0, 1), and labels of `classes` classes.
+fn images(n: usize, len: usize, classes: usize) -> (Vec<f32>, Vec<usize>) {
+    let images = (0..n * len)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+        .collect();
+    let labels = (0..n).map(|i| i % classes.max(2)).collect();
+    (images, labels)
+}
+
+/// The whole-batch gradient of one process (no collective at all, as a plain `strata train`
+/// runs) and the one of `ranks` equal shares with `sync_bn`, combined as the trainer combines
+/// them (each weighted by its share, summed in rank order, divided by the batch).
+fn one_and_ranks(spec: &str, batch: usize, ranks: usize) -> (Vec<f32>, Vec<f32>) {
+    let model = compile(spec, "spec").model.expect("model");
+    let len = model.input.len();
+    let (images, labels) = images(batch, len, model.classes);
+    let mut network = Network::new(&model, 7);
+    let (_, one) = network
+        .flat_gradients(images.clone(), &labels)
+        .expect("step");
+    let share = batch / ranks;
+    let world = ThreadRank::world(ranks);
+    let gradients: Vec<Vec<f32>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = world
+            .iter()
+            .enumerate()
+            .map(|(r, rank)| {
+                let images = images[r * share * len..(r + 1) * share * len].to_vec();
+                let labels = labels[r * share..(r + 1) * share].to_vec();
+                let model = model.clone();
+                let rank: &'static ThreadRank = rank;
+                scope.spawn(move || {
+                    let mut network = Network::new(&model, 7);
+                    network.set_batch_norm_sync(Some(rank));
+                    network.set_first_image(r * share);
+                    let (_, flat) = network.flat_gradients(images, &labels).expect("step");
+                    flat.iter().map(|g| g * share as f32).collect::<Vec<f32>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank"))
+            .collect()
+    });
+    let mut sum = gradients[0].clone();
+    for gradient in &gradients[1..] {
+        sum.iter_mut().zip(gradient).for_each(|(s, g)| *s += g);
+    }
+    let combined = sum.iter().map(|g| g / batch as f32).collect();
+    (one, combined)
+}
+
+/// How many values of two gradients differ in any bit.
+fn differing_bits(a: &[f32], b: &[f32]) -> usize {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count()
+}
+
+#[test]
+fn two_ranks_with_sync_bn_give_the_one_process_gradient_bit_for_bit() {
+    for model in EXACT_MODELS {
+        let spec = format!("input: 16x16x3\nmodel: {model}\ntrain:\n  sync_bn: true\n");
+        let (one, two) = one_and_ranks(&spec, 8, 2);
+        assert_eq!(differing_bits(&one, &two), 0, "{model}");
+        // The check can fail: shares that normalise alone give another gradient.
+        if model.contains("bn") {
+            let local = spec.replace("sync_bn: true", "sync_bn: false");
+            let model_local = compile(&local, "spec").model.expect("model");
+            let len = model_local.input.len();
+            let (images, labels) = images(4, len, model_local.classes);
+            let mut network = Network::new(&model_local, 7);
+            let (_, half) = network.flat_gradients(images, &labels).expect("step");
+            assert!(differing_bits(&one, &half) > 0, "{model}");
+        }
+    }
+}
+
+#[test]
+fn the_bundled_specs_split_over_two_ranks_bit_for_bit() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs");
+    let mut checked = 0;
+    for folder in ["examples", "seed"] {
+        let mut paths: Vec<_> = std::fs::read_dir(root.join(folder))
+            .expect("specs")
+            .map(|entry| entry.expect("entry").path())
+            .collect();
+        paths.sort();
+        for path in paths {
+            let text = std::fs::read_to_string(&path).expect("spec");
+            let (one, two) = one_and_ranks(&text, 4, 2);
+            assert_eq!(differing_bits(&one, &two), 0, "{}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "{checked} specs");
 }

@@ -145,6 +145,19 @@ fn with_sync_bn_two_ranks_repeat_the_one_process_history() {
     println!("max |Δloss| per epoch, mpirun -n 2 vs 1 process: sync_bn {synced:.2e}, without {unsynced:.2e}");
     assert!(synced < 1e-4, "{synced}");
     assert!(unsynced > synced, "{unsynced} vs {synced}");
+    // The two runs' weights are the same bits: equal shares add up to exactly the
+    // one-process gradient, so nothing is left for rounding to amplify.
+    assert!(synced < 1e-6, "{synced}");
+    let weights = |run: &str| -> Vec<(String, Vec<u32>)> {
+        let path = dir.path().join(run).join("last.safetensors");
+        let checkpoint = strata::backend::checkpoint::load(&path).expect("checkpoint");
+        checkpoint
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.data.iter().map(|v| v.to_bits()).collect()))
+            .collect()
+    };
+    assert_eq!(weights("one"), weights("two"));
 }
 
 #[test]
@@ -293,4 +306,70 @@ fn a_rank_that_sees_other_images_ends_the_whole_run() {
         "{log}"
     );
     assert!(log.contains("rank 1 sees 70 training"), "{log}");
+}
+
+#[test]
+fn a_rank_whose_share_fails_mid_run_ends_every_rank_through_mpi_abort() {
+    // With `sync_bn` a rank cannot sit a batch out (the others wait for its batch-norm sums in
+    // the forward pass), so a share whose every image fails to decode mid-run ends the job
+    // through `MPI_Abort`. Batches of 2 on 2 ranks: a share is one image. No cache, so every
+    // epoch reads the files again, and the images are spoiled once the first epoch is saved.
+    let spec = spec(true)
+        .replace("epochs: 3", "epochs: 1000")
+        .replace("batch_size: 8", "batch_size: 2");
+    let dir = project(&spec);
+    let mut child = Command::new("mpirun")
+        .args([
+            "--allow-run-as-root",
+            "--oversubscribe",
+            "-x",
+            "RAYON_NUM_THREADS=1",
+        ])
+        .args([
+            "-n",
+            "2",
+            env!("CARGO_BIN_EXE_strata"),
+            "train",
+            "spec.yaml",
+        ])
+        .args(["--out", "run", "--cache-mb", "0", "--quiet"])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpirun");
+    let started = Instant::now();
+    let saved = dir.path().join("run/history.csv");
+    while !saved.exists() {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended before epoch 1 was saved"
+        );
+        assert!(started.elapsed() < HANG, "no epoch saved in {HANG:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for class in std::fs::read_dir(dir.path().join("data/train")).expect("classes") {
+        for image in std::fs::read_dir(class.expect("class").path()).expect("images") {
+            std::fs::write(image.expect("image").path(), b"no longer an image").expect("spoil");
+        }
+    }
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if started.elapsed() > HANG {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("output");
+            panic!("mpirun hung for {HANG:?}:\n{}", text(&output));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("output");
+    let log = text(&output);
+    assert_ne!(output.status.code(), Some(0), "{log}");
+    assert!(log.contains("a rank cannot sit a batch out"), "{log}");
+    assert!(log.contains("ending every rank"), "{log}");
+    // The last finished epoch stays on disk for `--resume`.
+    assert!(dir.path().join("run/last.safetensors").is_file(), "{log}");
 }
