@@ -17,6 +17,7 @@ mod common;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Barrier, Mutex};
+use strata::backend::data_parallel::share_part;
 use strata::backend::network::Network;
 use strata::compile::compile;
 use strata::distributed::{Collective, Traffic, SINGLE};
@@ -170,7 +171,8 @@ fn gradient_over_ranks(shares: &[usize], sync_bn: bool) -> Vec<f32> {
                         network.set_batch_norm_sync(Some(rank));
                     }
                     let (_, flat) = network.flat_gradients(images, &labels).expect("step");
-                    flat.iter().map(|g| g * share as f32).collect::<Vec<f32>>()
+                    let part = share_part(share, total);
+                    flat.iter().map(|g| g * part).collect::<Vec<f32>>()
                 })
             })
             .collect();
@@ -183,7 +185,7 @@ fn gradient_over_ranks(shares: &[usize], sync_bn: bool) -> Vec<f32> {
     for gradient in &gradients {
         sum.iter_mut().zip(gradient).for_each(|(s, g)| *s += g);
     }
-    sum.iter().map(|g| g / total as f32).collect()
+    sum
 }
 
 /// The largest difference between two gradients, relative to the largest value.
@@ -438,7 +440,8 @@ fn one_and_ranks(spec: &str, batch: usize, ranks: usize) -> (Vec<f32>, Vec<f32>)
                     network.set_batch_norm_sync(Some(rank));
                     network.set_first_image(r * share);
                     let (_, flat) = network.flat_gradients(images, &labels).expect("step");
-                    flat.iter().map(|g| g * share as f32).collect::<Vec<f32>>()
+                    let part = share_part(share, batch);
+                    flat.iter().map(|g| g * part).collect::<Vec<f32>>()
                 })
             })
             .collect();
@@ -451,8 +454,7 @@ fn one_and_ranks(spec: &str, batch: usize, ranks: usize) -> (Vec<f32>, Vec<f32>)
     for gradient in &gradients[1..] {
         sum.iter_mut().zip(gradient).for_each(|(s, g)| *s += g);
     }
-    let combined = sum.iter().map(|g| g / batch as f32).collect();
-    (one, combined)
+    (one, sum)
 }
 
 /// How many values of two gradients differ in any bit.
@@ -468,8 +470,12 @@ fn differing_bits(a: &[f32], b: &[f32]) -> usize {
 fn two_ranks_with_sync_bn_give_the_one_process_gradient_bit_for_bit() {
     for model in EXACT_MODELS {
         let spec = format!("input: 16x16x3\nmodel: {model}\ntrain:\n  sync_bn: true\n");
-        let (one, two) = one_and_ranks(&spec, 8, 2);
-        assert_eq!(differing_bits(&one, &two), 0, "{model}");
+        // Shares of 4 and of 6 (a part of 1/2 either way).
+        for batch in [8, 12] {
+            let (one, two) = one_and_ranks(&spec, batch, 2);
+            assert_eq!(differing_bits(&one, &two), 0, "{model}, batch {batch}");
+        }
+        let (one, _) = one_and_ranks(&spec, 8, 2);
         // The check can fail: shares that normalise alone give another gradient.
         if model.contains("bn") {
             let local = spec.replace("sync_bn: true", "sync_bn: false");

@@ -10,6 +10,14 @@ use super::optimizer::Optimizer;
 use super::params::{self, LayerParams, ParamMut};
 use dfdx::prelude::*;
 
+/// The weight of a rank's gradient (the mean over its `share` of the images) in the sum over
+/// the ranks that gives the mean gradient of the `whole` batch: its part of the batch. With
+/// equal shares over 2, 4, 8… ranks it is a power of two, and the weighted sum of the ranks'
+/// gradients has one process's bits (`reduce`'s tree makes each share a subtree).
+pub fn share_part(share: usize, whole: usize) -> f32 {
+    share as f32 / whole.max(1) as f32
+}
+
 impl Network {
     /// The number of trainable values: the length of a flat gradient.
     pub fn trainable_len(&mut self) -> usize {

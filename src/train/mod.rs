@@ -259,7 +259,7 @@ impl Trainer {
                     self.world,
                     &mut self.network,
                     &mut self.optimizer,
-                    batch,
+                    (batch, whole),
                     self.interrupted.load(Ordering::SeqCst),
                     self.prep.model.train.sync_bn,
                 );

@@ -15,6 +15,7 @@
 use super::history::EpochRecord;
 use super::setup::Start;
 use super::{Metrics, Totals, TrainError};
+use crate::backend::data_parallel::share_part;
 use crate::backend::network::{BatchStats, Network};
 use crate::backend::optimizer::Optimizer;
 use crate::backend::params::to_tensors;
@@ -52,16 +53,18 @@ pub(super) struct Step {
     pub stop: bool,
 }
 
-/// One step on this rank's share of a batch: local gradients, one all-reduce of the gradients
-/// (each rank's weighted by its images) followed by the loss sum, the right answers, the
-/// images and the flags, then the optimiser step with the mean gradient. An error that leaves
+/// One step on this rank's share of a batch of `whole` images: local gradients, one
+/// all-reduce of the gradients (each rank's weighted by its part of the batch, a power of two
+/// when the shares are equal over 2, 4, 8… ranks, so the sum has one process's bits) followed
+/// by the loss sum, the right answers, the images and the flags, then the optimiser step with
+/// the mean gradient. An error that leaves
 /// the other ranks waiting (the backend failed; or, with `sync_bn`, every image of the share
 /// failed to decode, so this rank cannot join the batch norms' sums) ends every rank.
 pub(super) fn train_step(
     world: &dyn Collective,
     network: &mut Network,
     optimizer: &mut Optimizer,
-    batch: Batch,
+    (batch, whole): (Batch, usize),
     interrupted: bool,
     sync_bn: bool,
 ) -> Step {
@@ -81,8 +84,8 @@ pub(super) fn train_step(
     } else {
         (BatchStats::default(), vec![0.0; n_values])
     };
-    let weight = count as f32;
-    buffer.iter_mut().for_each(|g| *g *= weight);
+    let part = share_part(count, whole);
+    buffer.iter_mut().for_each(|g| *g *= part);
     let finite = local.loss.is_finite();
     buffer.extend([
         if finite {
@@ -118,7 +121,11 @@ pub(super) fn train_step(
             stop,
         };
     }
-    buffer.iter_mut().for_each(|g| *g /= images);
+    if images != whole as f32 {
+        // Some images failed to decode: the mean over those that came.
+        let correction = whole as f32 / images;
+        buffer.iter_mut().for_each(|g| *g *= correction);
+    }
     if let Err(err) = network.apply_flat_gradients(&buffer, optimizer) {
         abort(world, &format!("the optimiser step failed: {err:?}"));
     }

@@ -278,7 +278,7 @@ fn normalise<S: Shape, T: Tape<f32, Cpu>>(
             // Training: dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)); inference:
             // the statistics are constants, dx = scale * dy.
             let (a, b): (Vec<f32>, Vec<f32>) = if let (true, Some(world)) = (training, sync) {
-                gradient_means_over_ranks(world, &sums, samples, all_rows)
+                gradient_means_over_ranks(world, &sums, rows, all_rows)
             } else if training {
                 sums.iter()
                     .map(|s| ((s[0] / all_rows) as f32, (s[1] / all_rows) as f32))
@@ -393,33 +393,33 @@ fn sum_over_ranks(sync: Option<&dyn Collective>, sums: &mut [[f64; 2]], extra: f
 }
 
 /// The means over every rank's rows of `dy` and `dy * x_hat` that the input gradient of a
-/// synchronised batch norm subtracts, from this rank's sums of them over its `samples` images
-/// (of the `all_rows` rows of every rank).
+/// synchronised batch norm subtracts, from this rank's sums of them over its `rows` (of the
+/// `all_rows` rows of every rank).
 ///
-/// Each rank's loss is the mean over its own share, and the trainer averages the ranks'
-/// gradients weighted by their shares, so rank `s`'s `dy` is `all / images_s` times its part
-/// of the whole batch's: its sums are weighted by its image count before they are added, and
-/// the total is divided by this rank's count (its own weighting) and `all_rows` (the mean).
-/// Weighting by images rather than rows keeps the scaling exact when the shares are equal
-/// powers of two, so two ranks divide the one-process sum by a power of two more, no more.
-/// γ and β keep their local gradients, which the trainer averages as it averages every other
-/// parameter's.
+/// Each rank's loss is the mean over its own share, and the trainer adds the ranks' gradients
+/// weighted by their parts of the whole batch, so rank `s`'s `dy` is `1 / part_s` times its
+/// part of the whole batch's gradient. Its sums are weighted by its part before they are
+/// added, and the whole batch's means are brought back to this rank's scale by dividing by its
+/// own part. With equal shares over 2, 4, 8… ranks the parts are powers of two, every step is
+/// exact, and the means are one process's to the bit. γ and β keep their local gradients,
+/// which the trainer adds as it adds every other parameter's.
 fn gradient_means_over_ranks(
     world: &dyn Collective,
     sums: &[[f64; 2]],
-    samples: usize,
+    rows: usize,
     all_rows: f64,
 ) -> (Vec<f32>, Vec<f32>) {
-    let weight = samples as f64;
-    let mut weighted: Vec<[f64; 2]> = sums
-        .iter()
-        .map(|s| [s[0] * weight, s[1] * weight])
-        .collect();
+    let part = rows as f64 / all_rows;
+    let mut weighted: Vec<[f64; 2]> = sums.iter().map(|s| [s[0] * part, s[1] * part]).collect();
     sum_over_ranks(Some(world), &mut weighted, 0.0);
-    let divisor = weight * all_rows;
     weighted
         .iter()
-        .map(|s| ((s[0] / divisor) as f32, (s[1] / divisor) as f32))
+        .map(|s| {
+            (
+                (s[0] / all_rows / part) as f32,
+                (s[1] / all_rows / part) as f32,
+            )
+        })
         .unzip()
 }
 
