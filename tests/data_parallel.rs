@@ -21,6 +21,7 @@ use strata::backend::data_parallel::share_part;
 use strata::backend::network::Network;
 use strata::compile::compile;
 use strata::distributed::{Collective, Traffic, SINGLE};
+use strata::ir::Model;
 use strata::train::progress::ProgressMode;
 use strata::train::ranks::{local_order, same_weights};
 use strata::train::TrainError;
@@ -151,8 +152,21 @@ fn batch(n: usize) -> (Vec<f32>, Vec<usize>) {
 /// threads as ranks and combined as the trainer combines them (weighted by share).
 fn gradient_over_ranks(shares: &[usize], sync_bn: bool) -> Vec<f32> {
     let model = compile(&spec(sync_bn), "spec").model.expect("model");
-    let total: usize = shares.iter().sum();
-    let (images, labels) = batch(total);
+    let (images, labels) = batch(shares.iter().sum());
+    ranks_gradient(&model, (&images, &labels), shares, sync_bn)
+}
+
+/// The gradient of a batch split into `shares` over ranks as threads (each rank's share
+/// contiguous, in rank order), each rank's weighted by its part and added as the all-reduce
+/// adds them (rank 0's plus rank 1's…).
+fn ranks_gradient(
+    model: &Model,
+    (images, labels): (&[f32], &[usize]),
+    shares: &[usize],
+    sync_bn: bool,
+) -> Vec<f32> {
+    let len = model.input.len();
+    let whole = labels.len();
     let world = ThreadRank::world(shares.len());
     let gradients: Vec<Vec<f32>> = std::thread::scope(|scope| {
         let mut start = 0;
@@ -160,18 +174,19 @@ fn gradient_over_ranks(shares: &[usize], sync_bn: bool) -> Vec<f32> {
             .iter()
             .zip(shares)
             .map(|(rank, &share)| {
-                let images = images[start * 256..(start + share) * 256].to_vec();
-                let labels = labels[start..start + share].to_vec();
+                let first = start;
+                let images = images[first * len..(first + share) * len].to_vec();
+                let labels = labels[first..first + share].to_vec();
                 start += share;
-                let model = model.clone();
                 let rank: &'static ThreadRank = rank;
                 scope.spawn(move || {
-                    let mut network = Network::new(&model, 7);
+                    let mut network = Network::new(model, 7);
                     if sync_bn {
                         network.set_batch_norm_sync(Some(rank));
                     }
+                    network.set_first_image(first);
                     let (_, flat) = network.flat_gradients(images, &labels).expect("step");
-                    let part = share_part(share, total);
+                    let part = share_part(share, whole);
                     flat.iter().map(|g| g * part).collect::<Vec<f32>>()
                 })
             })
@@ -181,8 +196,8 @@ fn gradient_over_ranks(shares: &[usize], sync_bn: bool) -> Vec<f32> {
             .map(|h| h.join().expect("rank"))
             .collect()
     });
-    let mut sum = vec![0.0f32; gradients[0].len()];
-    for gradient in &gradients {
+    let mut sum = gradients[0].clone();
+    for gradient in &gradients[1..] {
         sum.iter_mut().zip(gradient).for_each(|(s, g)| *s += g);
     }
     sum
@@ -314,15 +329,8 @@ fn two_ranks_with_sync_bn_repeat_the_one_process_history() {
     // More than close: the weights are the same bits (equal shares of a batch add up to
     // exactly the one-process gradient), and the loss differs only in how it is reported.
     assert!(with_sync < 1e-6, "{with_sync}");
-    let weights = |run: &str| -> Vec<(String, Vec<u32>)> {
-        let path = synced.path().join(run).join("last.safetensors");
-        let checkpoint = strata::backend::checkpoint::load(&path).expect("checkpoint");
-        checkpoint
-            .tensors
-            .iter()
-            .map(|t| (t.name.clone(), t.data.iter().map(|v| v.to_bits()).collect()))
-            .collect()
-    };
+    let weights =
+        |run: &str| common::run::tensors(&synced.path().join(run).join("last.safetensors"));
     assert_eq!(weights("one"), weights("two"));
     for file in ["last.safetensors", "best.safetensors", "history.csv"] {
         assert!(synced.path().join("two").join(file).is_file(), "{file}");
@@ -424,37 +432,11 @@ fn one_and_ranks(spec: &str, batch: usize, ranks: usize) -> (Vec<f32>, Vec<f32>)
     let (_, one) = network
         .flat_gradients(images.clone(), &labels)
         .expect("step");
-    let share = batch / ranks;
-    let world = ThreadRank::world(ranks);
-    let gradients: Vec<Vec<f32>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = world
-            .iter()
-            .enumerate()
-            .map(|(r, rank)| {
-                let images = images[r * share * len..(r + 1) * share * len].to_vec();
-                let labels = labels[r * share..(r + 1) * share].to_vec();
-                let model = model.clone();
-                let rank: &'static ThreadRank = rank;
-                scope.spawn(move || {
-                    let mut network = Network::new(&model, 7);
-                    network.set_batch_norm_sync(Some(rank));
-                    network.set_first_image(r * share);
-                    let (_, flat) = network.flat_gradients(images, &labels).expect("step");
-                    let part = share_part(share, batch);
-                    flat.iter().map(|g| g * part).collect::<Vec<f32>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("rank"))
-            .collect()
-    });
-    let mut sum = gradients[0].clone();
-    for gradient in &gradients[1..] {
-        sum.iter_mut().zip(gradient).for_each(|(s, g)| *s += g);
-    }
-    (one, sum)
+    let shares = vec![batch / ranks; ranks];
+    (
+        one,
+        ranks_gradient(&model, (&images, &labels), &shares, true),
+    )
 }
 
 /// How many values of two gradients differ in any bit.

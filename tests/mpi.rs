@@ -13,7 +13,7 @@ mod common;
 
 use common::run::{strata, tensors, text};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The longest a test's `mpirun` may take before it counts as a hang.
@@ -38,7 +38,12 @@ fn project(spec: &str) -> tempfile::TempDir {
 /// `mpirun --allow-run-as-root --oversubscribe` with `args` (ranks and programs) in `dir`,
 /// one thread per rank; fails the test when it runs past [`HANG`].
 fn mpirun(dir: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new("mpirun")
+    finish(spawn_mpirun(dir, args), Instant::now())
+}
+
+/// [`mpirun`] started, its output piped.
+fn spawn_mpirun(dir: &Path, args: &[&str]) -> Child {
+    Command::new("mpirun")
         .args([
             "--allow-run-as-root",
             "--oversubscribe",
@@ -52,8 +57,12 @@ fn mpirun(dir: &Path, args: &[&str]) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("mpirun (install Open MPI: apt-get install openmpi-bin libopenmpi-dev)");
-    let started = Instant::now();
+        .expect("mpirun (install Open MPI: apt-get install openmpi-bin libopenmpi-dev)")
+}
+
+/// The output of `child` once it ends; fails the test when it is still running [`HANG`] after
+/// `started`.
+fn finish(mut child: Child, started: Instant) -> Output {
     loop {
         if child.try_wait().expect("wait").is_some() {
             return child.wait_with_output().expect("output");
@@ -63,7 +72,7 @@ fn mpirun(dir: &Path, args: &[&str]) -> Output {
             let output = child.wait_with_output().expect("output");
             panic!("mpirun hung for {HANG:?}:\n{}", text(&output));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -148,15 +157,7 @@ fn with_sync_bn_two_ranks_repeat_the_one_process_history() {
     // The two runs' weights are the same bits: equal shares add up to exactly the
     // one-process gradient, so nothing is left for rounding to amplify.
     assert!(synced < 1e-6, "{synced}");
-    let weights = |run: &str| -> Vec<(String, Vec<u32>)> {
-        let path = dir.path().join(run).join("last.safetensors");
-        let checkpoint = strata::backend::checkpoint::load(&path).expect("checkpoint");
-        checkpoint
-            .tensors
-            .iter()
-            .map(|t| (t.name.clone(), t.data.iter().map(|v| v.to_bits()).collect()))
-            .collect()
-    };
+    let weights = |run: &str| common::run::tensors(&dir.path().join(run).join("last.safetensors"));
     assert_eq!(weights("one"), weights("two"));
 }
 
@@ -318,27 +319,12 @@ fn a_rank_whose_share_fails_mid_run_ends_every_rank_through_mpi_abort() {
         .replace("epochs: 3", "epochs: 1000")
         .replace("batch_size: 8", "batch_size: 2");
     let dir = project(&spec);
-    let mut child = Command::new("mpirun")
-        .args([
-            "--allow-run-as-root",
-            "--oversubscribe",
-            "-x",
-            "RAYON_NUM_THREADS=1",
-        ])
-        .args([
-            "-n",
-            "2",
-            env!("CARGO_BIN_EXE_strata"),
-            "train",
-            "spec.yaml",
-        ])
-        .args(["--out", "run", "--cache-mb", "0", "--quiet"])
-        .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mpirun");
+    let strata = env!("CARGO_BIN_EXE_strata");
+    let args = ["-n", "2", strata, "train", "spec.yaml", "--out", "run"];
+    let mut child = spawn_mpirun(
+        dir.path(),
+        &[&args[..], &["--cache-mb", "0", "--quiet"]].concat(),
+    );
     let started = Instant::now();
     let saved = dir.path().join("run/history.csv");
     while !saved.exists() {
@@ -354,18 +340,7 @@ fn a_rank_whose_share_fails_mid_run_ends_every_rank_through_mpi_abort() {
             std::fs::write(image.expect("image").path(), b"no longer an image").expect("spoil");
         }
     }
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        if started.elapsed() > HANG {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("output");
-            panic!("mpirun hung for {HANG:?}:\n{}", text(&output));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().expect("output");
+    let output = finish(child, started);
     let log = text(&output);
     assert_ne!(output.status.code(), Some(0), "{log}");
     assert!(log.contains("a rank cannot sit a batch out"), "{log}");

@@ -44,36 +44,20 @@ pub fn dense<T: Tape<f32, Cpu>>(x: Flat<T>, params: &DenseParams) -> Flat<T> {
         out.chunks_exact_mut(units.max(1))
             .for_each(|row| row.copy_from_slice(&bias));
     }
-    let dims = (batch, units, inputs);
+    let (dims, accumulate) = ((batch, units, inputs), params.bias.is_some());
+    let x_view = View::rows(&input, inputs);
     if T::OWNS_TAPE {
         // Training: the weights transposed into rows, so that each image's row keeps its bits
         // whatever the batch size (see `gemm_by_rows`) and a data-parallel rank computes what
         // one process does for its images.
         let w_t = transpose(&weight, units, inputs);
-        let (x_view, w_view) = (View::rows(&input, inputs), View::rows(&w_t, units));
-        gemm_by_rows(
-            &mut out,
-            dims,
-            x_view,
-            w_view,
-            params.bias.is_some(),
-            threads,
-        );
+        let w_view = View::rows(&w_t, units);
+        gemm_by_rows(&mut out, dims, x_view, w_view, accumulate, threads);
         buffers::give(w_t);
     } else {
         // Inference: no copy of the weights (validation and prediction need no such bits).
-        let (x_view, w_view) = (
-            View::rows(&input, inputs),
-            View::transposed(&weight, inputs),
-        );
-        gemm(
-            &mut out,
-            dims,
-            x_view,
-            w_view,
-            params.bias.is_some(),
-            threads,
-        );
+        let w_view = View::transposed(&weight, inputs);
+        gemm(&mut out, dims, x_view, w_view, accumulate, threads);
     }
     let out = device.tensor_from_vec(out, (batch, units));
     if !T::OWNS_TAPE {
