@@ -13,6 +13,7 @@ pub mod data;
 pub mod diagnostics;
 pub mod distributed;
 pub mod export;
+pub mod files;
 pub mod infer;
 pub mod ir;
 pub mod lsp;

@@ -5,6 +5,7 @@
 //! (a JSON array of class names). Files are written atomically: a temporary file in the same
 //! folder, synced, then renamed over the target, so a crash never leaves a half-written one.
 
+use crate::files::{open_regular, OpenError};
 use crate::ir::Model;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -337,29 +338,10 @@ pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
 fn read_regular_file(path: &Path) -> Result<Vec<u8>, CheckpointError> {
     use std::io::Read;
     let io = |err| CheckpointError::Io(path.to_path_buf(), err);
-    let regular = |meta: &std::fs::Metadata| {
-        if meta.is_file() {
-            Ok(())
-        } else {
-            Err(CheckpointError::NotAFile(
-                path.to_path_buf(),
-                file_kind(&meta.file_type()),
-            ))
-        }
-    };
-    regular(&std::fs::metadata(path).map_err(io)?)?;
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        // The path could be swapped for a FIFO between the check and the open: opening
-        // without blocking, then checking the opened file, closes that gap.
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NONBLOCK);
-    }
-    let file = options.open(path).map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
-    regular(&meta)?;
+    let (file, meta) = open_regular(path).map_err(|err| match err {
+        OpenError::Io(err) => io(err),
+        OpenError::NotAFile(kind) => CheckpointError::NotAFile(path.to_path_buf(), kind),
+    })?;
     let len = meta.len();
     let mut bytes = Vec::new();
     usize::try_from(len)
@@ -373,28 +355,6 @@ fn read_regular_file(path: &Path) -> Result<Vec<u8>, CheckpointError> {
         })?;
     file.take(len).read_to_end(&mut bytes).map_err(io)?;
     Ok(bytes)
-}
-
-/// What a path that is not a regular file is, for messages.
-fn file_kind(kind: &std::fs::FileType) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if kind.is_fifo() {
-            return "a FIFO";
-        }
-        if kind.is_char_device() || kind.is_block_device() {
-            return "a device";
-        }
-        if kind.is_socket() {
-            return "a socket";
-        }
-    }
-    if kind.is_dir() {
-        "a folder"
-    } else {
-        "a special file"
-    }
 }
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over `path`.

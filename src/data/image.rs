@@ -9,6 +9,7 @@
 //! `tf.image.resize(method="bilinear")` — by fast_image_resize's SIMD kernels, applied only when
 //! the size differs.
 
+use crate::files::{open_regular, OpenError};
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageReader};
 use std::fmt;
@@ -204,66 +205,25 @@ pub fn load_bytes(path: &Path, spec: &ImageSpec) -> Result<Vec<u8>, ImageProblem
 pub fn read_file(path: &Path, limits: &ReadLimits) -> Result<Vec<u8>, ImageProblem> {
     use std::io::Read;
     let unreadable = |err: std::io::Error| ImageProblem::Unreadable(err.to_string());
-    let meta = std::fs::metadata(path).map_err(unreadable)?;
-    check_regular(&meta, limits)?;
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        // The path could be swapped for a FIFO between the check and the open: opening
-        // without blocking, then checking the opened file, closes that gap.
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NONBLOCK);
+    let (file, meta) = open_regular(path).map_err(|err| match err {
+        OpenError::Io(err) => unreadable(err),
+        OpenError::NotAFile(kind) => ImageProblem::NotAFile(kind),
+    })?;
+    let too_large = |bytes: u64| ImageProblem::TooLarge {
+        bytes,
+        max: limits.max_file_bytes,
+    };
+    if meta.len() > limits.max_file_bytes {
+        return Err(too_large(meta.len()));
     }
-    let file = options.open(path).map_err(unreadable)?;
-    let meta = file.metadata().map_err(unreadable)?;
-    check_regular(&meta, limits)?;
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.take(limits.max_file_bytes.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(unreadable)?;
     if bytes.len() as u64 > limits.max_file_bytes {
-        return Err(ImageProblem::TooLarge {
-            bytes: bytes.len() as u64,
-            max: limits.max_file_bytes,
-        });
+        return Err(too_large(bytes.len() as u64));
     }
     Ok(bytes)
-}
-
-fn check_regular(meta: &std::fs::Metadata, limits: &ReadLimits) -> Result<(), ImageProblem> {
-    let kind = meta.file_type();
-    if !kind.is_file() {
-        return Err(ImageProblem::NotAFile(file_kind(&kind)));
-    }
-    if meta.len() > limits.max_file_bytes {
-        return Err(ImageProblem::TooLarge {
-            bytes: meta.len(),
-            max: limits.max_file_bytes,
-        });
-    }
-    Ok(())
-}
-
-fn file_kind(kind: &std::fs::FileType) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if kind.is_fifo() {
-            return "a FIFO";
-        }
-        if kind.is_char_device() || kind.is_block_device() {
-            return "a device";
-        }
-        if kind.is_socket() {
-            return "a socket";
-        }
-    }
-    if kind.is_dir() {
-        "a folder"
-    } else {
-        "a special file"
-    }
 }
 
 /// Decodes an image from its bytes, within the default [`ReadLimits`].
