@@ -270,15 +270,18 @@ mod loader {
     #[test]
     fn images_kept_from_the_scan_fill_the_cache_within_its_budget() {
         use strata::data::check::scan_images_with;
-        use strata::data::image::{to_bytes, ReadLimits};
+        use strata::data::image::{decode_converted, ReadLimits};
         let dir = tempfile::tempdir().expect("tempdir");
         let root = class_folder(dir.path());
         let found = folder::scan(&root).expect("scan");
         let kept = std::sync::Mutex::new(std::collections::HashMap::new());
-        scan_images_with(&found, &ReadLimits::for_spec(&RGB), |path, image| {
+        let limits = ReadLimits::for_spec(&RGB);
+        scan_images_with(&found, &limits, |path, bytes| {
+            let (converted, found) = decode_converted(bytes, &RGB, &limits)?;
             kept.lock()
                 .expect("lock")
-                .insert(path.to_path_buf(), to_bytes(image, &RGB));
+                .insert(path.to_path_buf(), converted);
+            Ok(found)
         });
         let mut kept = kept.into_inner().expect("lock");
         assert_eq!(kept.len(), 6);
@@ -342,5 +345,171 @@ mod loader {
         };
         assert_eq!(names(&validation), vec!["0.png", "1.png", "5.png", "6.png"]);
         assert_eq!(train.len(), 6);
+    }
+}
+
+/// The JPEG fast path (`strata::data::jpeg`): planes resized before the colour conversion
+/// give what a full decode and resize give, up to rounding, for every subsampling, size
+/// direction and channel count; files it does not take go to the general decoder.
+mod jpeg_fast_path {
+    use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
+    use strata::data::image::{decode_converted, decode_limited, to_bytes, ReadLimits};
+    use strata::data::{jpeg, ImageProblem, ImageSpec};
+
+    /// A photo-like test card: smooth colour ramps and blocks of saturated colour (where
+    /// the placement of the chroma samples shows at the edges).
+    fn card(width: u16, height: u16) -> Vec<u8> {
+        let mut rgb = Vec::with_capacity(width as usize * height as usize * 3);
+        for y in 0..u32::from(height) {
+            for x in 0..u32::from(width) {
+                let in_block = (x / 13 + y / 11) % 3 == 0;
+                let pixel = if in_block {
+                    [230, 60, 40]
+                } else {
+                    [
+                        (x * 255 / u32::from(width)) as u8,
+                        (y * 255 / u32::from(height)) as u8,
+                        ((x + y) % 256) as u8,
+                    ]
+                };
+                rgb.extend_from_slice(&pixel);
+            }
+        }
+        rgb
+    }
+
+    fn encode(width: u16, height: u16, sampling: SamplingFactor, color: ColorType) -> Vec<u8> {
+        let rgb = card(width, height);
+        let data: Vec<u8> = match color {
+            ColorType::Luma => rgb.chunks(3).map(|p| p[1]).collect(),
+            ColorType::Cmyk => rgb
+                .chunks(3)
+                .flat_map(|p| [255 - p[0], 255 - p[1], 255 - p[2], 0])
+                .collect(),
+            _ => rgb,
+        };
+        let mut bytes = Vec::new();
+        let mut encoder = Encoder::new(&mut bytes, 92);
+        encoder.set_sampling_factor(sampling);
+        encoder.encode(&data, width, height, color).expect("encode");
+        bytes
+    }
+
+    fn spec(height: usize, width: usize, channels: usize) -> ImageSpec {
+        ImageSpec {
+            height,
+            width,
+            channels,
+            rescale: 1.0,
+        }
+    }
+
+    /// Mean and largest absolute difference between the fast path and a full decode then
+    /// resize.
+    fn difference(bytes: &[u8], spec: &ImageSpec) -> (f64, u8) {
+        let limits = ReadLimits::for_spec(spec);
+        let (fast, _) = jpeg::decode_converted(bytes, spec, &limits)
+            .expect("the fast path takes this file")
+            .expect("decodes");
+        let full = to_bytes(&decode_limited(bytes, &limits).expect("full decode"), spec);
+        assert_eq!(fast.len(), full.len());
+        let diffs: Vec<u8> = fast
+            .iter()
+            .zip(&full)
+            .map(|(a, b)| a.abs_diff(*b))
+            .collect();
+        let mean = diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64;
+        (mean, diffs.iter().copied().max().unwrap_or(0))
+    }
+
+    #[test]
+    fn every_subsampling_matches_a_full_decode_and_resize() {
+        // The largest mean difference allowed (in levels of 255), colour then gray. The
+        // reference upsamples chroma its own way before resizing; on this card's hard
+        // saturated edges that costs up to about 1.7 levels at 4:2:0 and 4 at 4:1:1, while
+        // chroma placed half a sample off gives 5 to 10.
+        let samplings = [
+            ("4:4:4", SamplingFactor::R_4_4_4, 0.5),
+            ("4:2:2", SamplingFactor::R_4_2_2, 2.0),
+            ("4:2:0", SamplingFactor::R_4_2_0, 2.5),
+            ("4:4:0", SamplingFactor::R_4_4_0, 2.0),
+            ("4:1:1", SamplingFactor::R_4_1_1, 5.0),
+        ];
+        // Down by about 1.8 with odd sizes, up, and the same size.
+        let sizes = [
+            ((401, 299), (224, 224)),
+            ((61, 47), (96, 80)),
+            ((64, 48), (48, 64)),
+        ];
+        for (name, sampling, colour_bound) in samplings {
+            for ((width, height), (out_width, out_height)) in sizes {
+                let bytes = encode(width, height, sampling, ColorType::Rgb);
+                for (channels, bound) in [(3, colour_bound), (1, 0.5)] {
+                    let target = spec(out_height, out_width, channels);
+                    let (mean, max) = difference(&bytes, &target);
+                    let case =
+                        format!("{name} {width}x{height} to {out_width}x{out_height}x{channels}");
+                    assert!(mean < bound, "{case}: mean {mean:.3}, largest {max}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn grayscale_and_progressive_files_take_the_fast_path() {
+        let limits = ReadLimits::default();
+        let gray = encode(37, 29, SamplingFactor::R_4_4_4, ColorType::Luma);
+        let (values, found) = jpeg::decode_converted(&gray, &spec(20, 30, 3), &limits)
+            .expect("taken")
+            .expect("decodes");
+        assert_eq!((found.width, found.height, found.mode), (37, 29, "L"));
+        assert!(values.chunks(3).all(|p| p[0] == p[1] && p[1] == p[2]));
+        assert!(difference(&gray, &spec(20, 30, 1)).0 < 0.5);
+        let mut progressive = Vec::new();
+        let mut encoder = Encoder::new(&mut progressive, 90);
+        encoder.set_progressive(true);
+        encoder
+            .encode(&card(50, 40), 50, 40, ColorType::Rgb)
+            .expect("encode");
+        let (_, found) = jpeg::decode_converted(&progressive, &spec(24, 24, 3), &limits)
+            .expect("taken")
+            .expect("decodes");
+        assert_eq!((found.width, found.height, found.mode), (50, 40, "RGB"));
+    }
+
+    #[test]
+    fn other_files_go_to_the_general_decoder() {
+        let rgb = spec(16, 16, 3);
+        let limits = ReadLimits::default();
+        // CMYK: declined by the fast path, decoded by the general one.
+        let cmyk = encode(40, 30, SamplingFactor::R_4_4_4, ColorType::Cmyk);
+        assert!(jpeg::decode_converted(&cmyk, &rgb, &limits).is_none());
+        let (values, found) = decode_converted(&cmyk, &rgb, &limits).expect("general decoder");
+        assert_eq!(
+            (values.len(), found.width, found.height),
+            (16 * 16 * 3, 40, 30)
+        );
+        // Truncated: libjpeg warns, so the fast path declines and the general decoder says
+        // what it says of such a file.
+        let whole = encode(64, 64, SamplingFactor::R_4_2_0, ColorType::Rgb);
+        let truncated = &whole[..whole.len() / 2];
+        assert!(jpeg::decode_converted(truncated, &rgb, &limits).is_none());
+        let general = decode_limited(truncated, &limits).map(|image| to_bytes(&image, &rgb));
+        assert_eq!(
+            decode_converted(truncated, &rgb, &limits).map(|(values, _)| values),
+            general
+        );
+        // Not a JPEG at all.
+        assert!(jpeg::decode_converted(b"\x89PNG\r\n\x1a\n", &rgb, &limits).is_none());
+        // Too many pixels: refused from the header, as the general decoder refuses it.
+        let small = ReadLimits::with_max_pixels(64 * 63);
+        assert!(matches!(
+            jpeg::decode_converted(&whole, &rgb, &small),
+            Some(Err(ImageProblem::TooManyPixels {
+                width: 64,
+                height: 64,
+                ..
+            }))
+        ));
     }
 }

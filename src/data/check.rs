@@ -4,9 +4,8 @@
 
 use super::errors;
 use super::folder::ImageFolder;
-use super::image::{decode_limited, info, read_file, ImageProblem, ReadLimits};
+use super::image::{decode_limited, info, read_file, ImageInfo, ImageProblem, ReadLimits};
 use crate::diagnostics::Diagnostic;
-use image::DynamicImage;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -60,25 +59,23 @@ impl FolderReport {
 
 /// Decodes every file of `folder`, each within `limits`.
 pub fn scan_images(folder: &ImageFolder, limits: &ReadLimits) -> FolderReport {
-    scan_images_with(folder, limits, |_, _| {})
+    scan_images_with(folder, limits, |_, bytes| {
+        decode_limited(bytes, limits).map(|image| info(&image))
+    })
 }
 
-/// [`scan_images`], handing each decoded image to `keep` (on the decoding thread) with its
-/// path: training keeps them, resized, for its first epoch, so each image is decoded once.
-pub fn scan_images_with<F>(folder: &ImageFolder, limits: &ReadLimits, keep: F) -> FolderReport
+/// [`scan_images`] with the decoding left to `decode` (called on the decoding thread with
+/// each file's path and bytes, read within `limits`): training converts each image for the
+/// model and keeps what fits in the cache for its first epoch, so each image is decoded once.
+pub fn scan_images_with<F>(folder: &ImageFolder, limits: &ReadLimits, decode: F) -> FolderReport
 where
-    F: Fn(&Path, &DynamicImage) + Sync,
+    F: Fn(&Path, &[u8]) -> Result<ImageInfo, ImageProblem> + Sync,
 {
     let samples = folder.samples();
-    let results: Vec<(usize, Result<super::image::ImageInfo, ImageProblem>)> = samples
+    let results: Vec<(usize, Result<ImageInfo, ImageProblem>)> = samples
         .par_iter()
         .map(|(path, class)| {
-            let result = read_file(path, limits)
-                .and_then(|bytes| decode_limited(&bytes, limits))
-                .map(|image| {
-                    keep(path, &image);
-                    info(&image)
-                });
+            let result = read_file(path, limits).and_then(|bytes| decode(path, &bytes));
             (*class, result)
         })
         .collect();

@@ -195,8 +195,23 @@ pub fn load_image(path: &Path, spec: &ImageSpec) -> Result<Vec<f32>, ImageProble
 pub fn load_bytes(path: &Path, spec: &ImageSpec) -> Result<Vec<u8>, ImageProblem> {
     let limits = ReadLimits::for_spec(spec);
     let bytes = read_file(path, &limits)?;
-    let image = decode_limited(&bytes, &limits)?;
-    Ok(to_bytes(&image, spec))
+    decode_converted(&bytes, spec, &limits).map(|(converted, _)| converted)
+}
+
+/// Decodes an image from its bytes within `limits` and converts it to `spec`'s channels and
+/// size ([`to_bytes`]), with its stored size and colour mode. A YCbCr or grayscale JPEG takes
+/// the JPEG fast path ([`super::jpeg`]: its planes resized before the colour conversion);
+/// every other file, and a JPEG that path declines, is decoded whole and then converted.
+pub fn decode_converted(
+    bytes: &[u8],
+    spec: &ImageSpec,
+    limits: &ReadLimits,
+) -> Result<(Vec<u8>, ImageInfo), ImageProblem> {
+    if let Some(converted) = super::jpeg::decode_converted(bytes, spec, limits) {
+        return converted;
+    }
+    let image = decode_limited(bytes, limits)?;
+    Ok((to_bytes(&image, spec), info(&image)))
 }
 
 /// Reads a whole file if it is a regular file (after following symlinks) of at most
@@ -338,7 +353,7 @@ pub fn to_tensor(image: &DynamicImage, spec: &ImageSpec) -> Vec<f32> {
 pub fn to_bytes(image: &DynamicImage, spec: &ImageSpec) -> Vec<u8> {
     let (width, height) = (spec.width as u32, spec.height as u32);
     let converted = if spec.channels == 1 {
-        DynamicImage::ImageLuma8(image.to_luma8())
+        DynamicImage::ImageLuma8(luma_601(image))
     } else {
         DynamicImage::ImageRgb8(image.to_rgb8())
     };
@@ -351,6 +366,25 @@ pub fn to_bytes(image: &DynamicImage, spec: &ImageSpec) -> Vec<u8> {
         let sized = converted.resize_exact(width, height, FilterType::Triangle);
         raw_bytes(sized, spec.channels)
     })
+}
+
+/// The image as 8-bit gray: gray images as they are, colour ones by ITU-R 601 luma in PIL's
+/// fixed-point form (`L = (19595 R + 38470 G + 7471 B + 2^15) >> 16`), which is also what a
+/// JPEG's own luma plane holds. (The image crate's `to_luma8` weighs by Rec. 709 instead.)
+fn luma_601(image: &DynamicImage) -> image::GrayImage {
+    use image::ColorType as C;
+    if matches!(image.color(), C::L8 | C::La8 | C::L16 | C::La16) {
+        return image.to_luma8();
+    }
+    let rgb = image.to_rgb8();
+    let luma = rgb
+        .pixels()
+        .map(|pixel| {
+            let [red, green, blue] = pixel.0.map(u32::from);
+            ((19_595 * red + 38_470 * green + 7_471 * blue + (1 << 15)) >> 16) as u8
+        })
+        .collect();
+    image::GrayImage::from_raw(rgb.width(), rgb.height(), luma).unwrap_or_else(|| image.to_luma8())
 }
 
 fn raw_bytes(image: DynamicImage, channels: usize) -> Vec<u8> {

@@ -17,8 +17,7 @@ use crate::backend::optimizer::{import_state, Optimizer};
 use crate::backend::schedule::LrSchedule;
 use crate::compile::compile;
 use crate::data::check::scan_images_with;
-use crate::data::image::to_bytes;
-use crate::data::image::ReadLimits;
+use crate::data::image::{decode_converted, ReadLimits};
 use crate::data::loader::{cache_budget, split, Loader, Sample};
 use crate::data::{errors, folder, paths, ImageSpec};
 use crate::diagnostics::{codes, Diagnostic, SourceFile};
@@ -699,19 +698,15 @@ fn data_loaders(
     // The scan decodes every image anyway: what fits in the cache is kept, resized, for the
     // first epoch, which then decodes only the rest.
     let kept = Mutex::new((HashMap::new(), 0_usize));
-    let keep = |path: &Path, image: &image::DynamicImage| {
-        let full = match kept.lock() {
-            Ok(kept) => kept.1 + spec.len() > cache_bytes,
-            Err(_) => true,
-        };
-        if full {
-            return;
-        }
-        let bytes = to_bytes(image, &spec);
+    let keep = |path: &Path, bytes: &[u8]| {
+        let (converted, found) = decode_converted(bytes, &spec, &limits)?;
         if let Ok(mut kept) = kept.lock() {
-            kept.1 += bytes.len();
-            kept.0.insert(path.to_path_buf(), bytes);
+            if kept.1 + converted.len() <= cache_bytes {
+                kept.1 += converted.len();
+                kept.0.insert(path.to_path_buf(), converted);
+            }
         }
+        Ok(found)
     };
     let mut reports = vec![scan_images_with(&train_folder, &limits, keep)];
     if let Some(found) = &validation_folder {
