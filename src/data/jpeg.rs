@@ -83,8 +83,11 @@ pub fn decode_converted(
                 max: limits.max_pixels,
             }));
         }
-        let planes = decoder.planes(bytes, &header)?;
-        let converted = convert(&planes, spec)?;
+        let converted = decoder
+            .planes(bytes, &header)
+            .and_then(|planes| convert(&planes, spec));
+        decoder.release_large_buffers();
+        let converted = converted?;
         let mode = if header.subsampling == SUBSAMPLING_GRAY {
             "L"
         } else {
@@ -277,6 +280,21 @@ impl Decoder {
         Some(Planes { planes })
     }
 }
+
+impl Decoder {
+    /// Frees plane buffers above [`KEPT_BUFFER_BYTES`], so that one large photo does not
+    /// hold its planes' memory on every decoding thread for the rest of the run.
+    fn release_large_buffers(&mut self) {
+        for buffer in &mut self.buffers {
+            if buffer.capacity() > KEPT_BUFFER_BYTES {
+                *buffer = Vec::new();
+            }
+        }
+    }
+}
+
+/// The largest plane buffer a decoder keeps between images: 4 MiB, a 2048x2048 luma plane.
+const KEPT_BUFFER_BYTES: usize = 4 << 20;
 
 impl Drop for Decoder {
     fn drop(&mut self) {
@@ -478,4 +496,32 @@ fn blend_rows(plane: &Plane<'_>, rows: &Axis, row_idx: usize, out: &mut Vec<f32>
 fn to_byte(value: f32) -> u8 {
     const ROUNDER: f32 = 12_582_912.0;
     ((value.clamp(0.0, 255.0) + ROUNDER).to_bits() & 0xFF) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gray_jpeg(width: u16, height: u16) -> Vec<u8> {
+        let samples: Vec<u8> = (0..usize::from(width) * usize::from(height))
+            .map(|idx| (idx % 251) as u8)
+            .collect();
+        let mut bytes = Vec::new();
+        jpeg_encoder::Encoder::new(&mut bytes, 80)
+            .encode(&samples, width, height, jpeg_encoder::ColorType::Luma)
+            .expect("encode");
+        bytes
+    }
+
+    #[test]
+    fn a_large_image_does_not_keep_its_planes_but_a_small_one_does() {
+        let mut decoder = Decoder::new().expect("decompressor");
+        for ((width, height), kept) in [((2100, 2048), false), ((300, 200), true)] {
+            let bytes = gray_jpeg(width, height);
+            let header = decoder.header(&bytes).expect("header");
+            assert!(decoder.planes(&bytes, &header).is_some());
+            decoder.release_large_buffers();
+            assert_eq!(decoder.buffers[0].capacity() > 0, kept, "{width}x{height}");
+        }
+    }
 }
