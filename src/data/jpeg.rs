@@ -137,12 +137,6 @@ impl Header {
     }
 }
 
-/// Decoded component planes, borrowed from the decoder's buffers: luma, then blue and red
-/// chroma (absent for a grayscale file).
-struct Planes<'a> {
-    planes: Vec<Plane<'a>>,
-}
-
 /// One decoded component. TurboJPEG pads every plane to whole subsampling blocks, so a plane
 /// may hold a column or row more than the image covers.
 #[derive(Clone, Copy)]
@@ -200,8 +194,10 @@ impl Decoder {
         })
     }
 
-    /// Decodes the planes of a file whose header is `header`; `None` on any error or warning.
-    fn planes(&mut self, bytes: &[u8], header: &Header) -> Option<Planes<'_>> {
+    /// Decodes the planes of a file whose header is `header`, borrowed from the decoder's
+    /// buffers: luma, then blue and red chroma (absent for a grayscale file); `None` on any
+    /// error or warning.
+    fn planes(&mut self, bytes: &[u8], header: &Header) -> Option<Vec<Plane<'_>>> {
         let n_planes = header.n_planes();
         let (width, height) = (
             c_int::try_from(header.width).ok()?,
@@ -277,7 +273,7 @@ impl Decoder {
                 }
             })
             .collect();
-        Some(Planes { planes })
+        Some(planes)
     }
 }
 
@@ -312,10 +308,10 @@ impl Drop for Decoder {
 /// of a colour JPEG); three are JFIF YCbCr to RGB, or luma repeated for a grayscale file. A
 /// plane is read over the image's extent only, so padding past an odd edge is not sampled and
 /// chroma samples sit where JFIF places them, centred on the luma samples they stand for.
-fn convert(planes: &Planes<'_>, spec: &ImageSpec) -> Option<Vec<u8>> {
+fn convert(planes: &[Plane<'_>], spec: &ImageSpec) -> Option<Vec<u8>> {
     let (width, height, channels) = (spec.width, spec.height, spec.channels);
-    let luma = planes.planes.first()?;
-    let chroma = match planes.planes.as_slice() {
+    let luma = planes.first()?;
+    let chroma = match planes {
         [_, blue, red] if channels == 3 => Some((blue, red)),
         _ => None,
     };
