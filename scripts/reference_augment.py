@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Keras 3's image augmentation layers on small images with fixed factors, for strata's
-`data::augment` (tests/augment.rs reads what this writes).
+`data::augment` (tests/suite/augment.rs reads what this writes).
 
 Each case applies one layer's `transform_images` to a fixed image with an explicit
 transformation (the flip decision, the angle, the zoom, the shift in pixels, the contrast

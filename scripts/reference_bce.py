@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Keras's binary cross-entropy on a `Dense(1, activation="sigmoid")` head, for strata's
-`backend::ops::loss` (tests/loss_bce.rs reads what this writes).
+`backend::ops::loss` (tests/suite/loss_bce.rs reads what this writes).
 
 Keras 3 computes two different things under the name `binary_crossentropy`:
 

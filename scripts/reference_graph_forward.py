@@ -11,7 +11,7 @@ For each of
     densenet_small     specs/examples/densenet_small.yaml      DenseNet (concat merges)
 
 this script builds the Keras model with the builders of scripts/keras_examples.py, gives it
-deterministic *formula* weights (no random numbers, so that tests/graph_parity.rs regenerates
+deterministic *formula* weights (no random numbers, so that tests/suite/graph_parity.rs regenerates
 exactly the same values in Rust), runs a few formula images through it in inference mode
 (`model(x, training=False)`) in float64 and in float32, and writes
 tests/data/reference_graph_forward.json: per model the spec path, every checkpoint tensor's
@@ -65,7 +65,7 @@ in another order than the spec expands them, a skip connection taken before inst
 activation, a wrong shape) fails loudly. Then the layers with parameters are paired in that
 order and every converted tensor's shape is asserted against the Keras variable's. The Keras
 layers' arguments (kernel, stride, padding, bias, pool windows, bn eps, ...) go into the JSON
-too, and tests/graph_parity.rs checks them against strata's compiled IR.
+too, and tests/suite/graph_parity.rs checks them against strata's compiled IR.
 
 Layout conversions (strata checkpoint -> Keras variables)
     Conv2D kernel [kh, kw, c_in/groups, f]  = weight.transpose(2, 3, 1, 0)
@@ -92,7 +92,7 @@ Run from the repository root, after `cargo build --release`:
         [--out tests/data/reference_graph_forward.json] [--stats] [EXAMPLE ...]
 (--stats prints the root-mean-square of every layer's output of the first image, to check that
 activations stay O(1); naming examples writes only those, so use it for inspection only.)
-Then `cargo test --release --test graph_parity -- --nocapture`.
+Then `cargo test --release --test suite graph_parity -- --nocapture`.
 """
 import argparse
 import json
@@ -291,7 +291,7 @@ def compare_graphs(key, s_nodes, k_nodes):
 
 
 def keras_args(layer):
-    """The Keras layer's arguments as tests/graph_parity.rs compares them with strata's op."""
+    """The Keras layer's arguments as tests/suite/graph_parity.rs compares them with strata's op."""
     cfg = layer.get_config()
     cls = layer.__class__.__name__
     pair = lambda v: [int(v[0]), int(v[1])]  # noqa: E731

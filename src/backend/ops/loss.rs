@@ -35,7 +35,7 @@
 //!
 //! Both take the mean over the batch (Keras's `sum_over_batch_size`; the per-sample mean over
 //! the last axis is over one value). `scripts/reference_bce.py` prints both from Keras;
-//! `tests/loss_bce.rs` compares.
+//! `tests/suite/loss_bce.rs` compares.
 //!
 //! Accuracy follows Keras's `binary_accuracy`: class 1 when `p > 0.5` (strictly; `p = 0.5`,
 //! i.e. a logit of 0, counts as class 0).

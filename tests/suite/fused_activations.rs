@@ -1,0 +1,343 @@
+//! A `relu` or `relu6` run inside a batch norm (`bn relu`), an `add` (`add(…) relu`) or a
+//! convolution (`conv1(96) relu6`), and a residual `add` run inside the batch norm before it
+//! (`add(identity, … -> bn) relu`), give the same output and the same gradients, bit for bit,
+//! as the separate ops; and a finite-difference check of each fused op.
+
+use crate::common;
+
+use common::gradcheck::{check, weighted_sum, Grads, Rng};
+use dfdx::prelude::*;
+use strata::backend::ops::activation::{relu, relu6};
+use strata::backend::ops::batch_norm::{
+    batch_norm, batch_norm_add, BatchNormConfig, BatchNormParams,
+};
+use strata::backend::ops::conv2d::{conv2d, conv2d_activated, Conv2dConfig, Conv2dParams};
+use strata::backend::ops::depthwise_kernels::FusedActivation;
+use strata::backend::ops::geometry::Padding;
+use strata::backend::ops::merge::{add, add_activated, Merged, Operand};
+use strata::backend::ops::Image;
+
+type Tape = OwnedTape<f32, Cpu>;
+
+const SHAPE: (usize, usize, usize, usize) = (3, 5, 4, 6);
+
+fn len() -> usize {
+    SHAPE.0 * SHAPE.1 * SHAPE.2 * SHAPE.3
+}
+
+/// The separate activation op that `fused` stands for.
+fn unfused(x: Image<Tape>, fused: FusedActivation) -> Image<Tape> {
+    match fused {
+        FusedActivation::Relu => relu(x),
+        FusedActivation::Relu6 => relu6(x),
+        FusedActivation::Linear => x,
+    }
+}
+
+fn bn_params(dev: &Cpu, gamma: &[f32], beta: &[f32]) -> BatchNormParams {
+    let vector = |data: &[f32]| dev.tensor_from_vec(data.to_vec(), (data.len(),));
+    let c = gamma.len();
+    BatchNormParams {
+        gamma: vector(gamma),
+        beta: vector(beta),
+        moving_mean: vector(&vec![0.3; c]),
+        moving_variance: vector(&vec![1.7; c]),
+    }
+}
+
+/// Output, input gradient, gamma and beta gradients, and the moving statistics after the step.
+fn bn_run(values: &[Vec<f32>], cfg: &BatchNormConfig, fuse: bool) -> Vec<Vec<f32>> {
+    let dev = Cpu::default();
+    let x = dev.tensor_from_vec(values[0].clone(), SHAPE);
+    let mut p = bn_params(&dev, &values[1], &values[2]);
+    let out = if fuse {
+        batch_norm(x.leaky_trace(), &mut p, cfg)
+    } else {
+        let linear = BatchNormConfig {
+            activation: FusedActivation::Linear,
+            ..*cfg
+        };
+        unfused(batch_norm(x.leaky_trace(), &mut p, &linear), cfg.activation)
+    };
+    let forward = out.as_vec();
+    let (_, grads) = weighted_sum(out, &values[3]);
+    vec![
+        forward,
+        grads.get(&x).as_vec(),
+        grads.get(&p.gamma).as_vec(),
+        grads.get(&p.beta).as_vec(),
+        p.moving_mean.as_vec(),
+        p.moving_variance.as_vec(),
+    ]
+}
+
+fn bn_values(seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = Rng::new(seed);
+    let c = SHAPE.3;
+    vec![
+        // Wide enough that relu6 clips at both ends.
+        rng.vec(len(), -4.0, 9.0),
+        rng.vec(c, 0.5, 4.0),
+        rng.vec(c, -1.0, 3.0),
+        rng.vec(len(), -1.0, 1.0),
+    ]
+}
+
+#[test]
+fn batch_norm_with_a_fused_activation_equals_batch_norm_then_the_activation() {
+    for activation in [FusedActivation::Relu, FusedActivation::Relu6] {
+        for training in [true, false] {
+            let values = bn_values(5);
+            let cfg = BatchNormConfig {
+                training,
+                activation,
+                ..Default::default()
+            };
+            let fused = bn_run(&values, &cfg, true);
+            let separate = bn_run(&values, &cfg, false);
+            let names = [
+                "output",
+                "dx",
+                "dgamma",
+                "dbeta",
+                "moving mean",
+                "moving var",
+            ];
+            for ((name, a), b) in names.iter().zip(&fused).zip(&separate) {
+                assert_eq!(a, b, "{activation:?}, training {training}: {name}");
+            }
+            // The activation did clip something, and passed something.
+            let out = &fused[0];
+            assert!(out.contains(&0.0) && out.iter().any(|&v| v > 0.0));
+            if activation == FusedActivation::Relu6 {
+                assert!(out.contains(&6.0), "{out:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn batch_norm_with_a_fused_relu6_passes_a_finite_difference_check() {
+    let mut rng = Rng::new(17);
+    let c = SHAPE.3;
+    // Distinct inputs away from each other, so the step crosses no kink.
+    let x: Vec<f32> = rng.distinct(len()).into_iter().map(|v| v * 6.0).collect();
+    let values = vec![x, rng.vec(c, 1.0, 3.0), rng.vec(c, -0.5, 2.0)];
+    let weights = rng.vec(len(), -1.0, 1.0);
+    let cfg = BatchNormConfig {
+        activation: FusedActivation::Relu6,
+        ..Default::default()
+    };
+    let dev = Cpu::default();
+    check("bn relu6", values, 1e-3, (5e-4, 5e-3), |v| {
+        let x = dev.tensor_from_vec(v[0].clone(), SHAPE);
+        let mut p = bn_params(&dev, &v[1], &v[2]);
+        let out = batch_norm(x.leaky_trace(), &mut p, &cfg);
+        let (loss, grads) = weighted_sum(out, &weights);
+        (
+            loss,
+            vec![
+                grads.get(&x).as_vec(),
+                grads.get(&p.gamma).as_vec(),
+                grads.get(&p.beta).as_vec(),
+            ],
+        )
+    });
+}
+
+fn image(merged: Merged<Tape>) -> Image<Tape> {
+    merged.into_image().expect("an add of images is an image")
+}
+
+/// Output and the gradients of the two inputs, `a` read twice (`add(a, b, a)`).
+fn add_run(values: &[Vec<f32>], activation: FusedActivation, fuse: bool) -> Vec<Vec<f32>> {
+    let dev = Cpu::default();
+    let a = dev.tensor_from_vec(values[0].clone(), SHAPE);
+    let b = dev.tensor_from_vec(values[1].clone(), SHAPE);
+    let inputs = vec![
+        Operand::Image(a.clone()),
+        Operand::Image(b.clone()),
+        Operand::Image(a.clone()),
+    ];
+    let out = if fuse {
+        image(add_activated(inputs, activation, Tape::default()))
+    } else {
+        unfused(image(add(inputs, Tape::default())), activation)
+    };
+    let forward = out.as_vec();
+    let (_, grads): (f64, Grads) = weighted_sum(out, &values[2]);
+    vec![forward, grads.get(&a).as_vec(), grads.get(&b).as_vec()]
+}
+
+#[test]
+fn add_with_a_fused_activation_equals_add_then_the_activation() {
+    let mut rng = Rng::new(23);
+    let values = vec![
+        rng.vec(len(), -3.0, 4.0),
+        rng.vec(len(), -3.0, 4.0),
+        rng.vec(len(), -1.0, 1.0),
+    ];
+    for activation in [FusedActivation::Relu, FusedActivation::Relu6] {
+        let fused = add_run(&values, activation, true);
+        let separate = add_run(&values, activation, false);
+        for ((name, a), b) in ["output", "da", "db"].iter().zip(&fused).zip(&separate) {
+            assert_eq!(a, b, "{activation:?}: {name}");
+        }
+        let out = &fused[0];
+        assert!(out.contains(&0.0) && out.iter().any(|&v| v > 0.0));
+        if activation == FusedActivation::Relu6 {
+            assert!(out.contains(&6.0), "{out:?}");
+        }
+    }
+}
+
+#[test]
+fn add_with_a_fused_relu_passes_a_finite_difference_check() {
+    let mut rng = Rng::new(29);
+    // Sums at least 0.003 from the kink at 0.
+    let b = rng.distinct(len()).into_iter().map(|v| v + 0.003).collect();
+    let values = vec![rng.distinct(len()), b];
+    let weights = rng.vec(len(), -1.0, 1.0);
+    let dev = Cpu::default();
+    check("add relu", values, 1e-4, (5e-4, 5e-3), |v| {
+        let a = dev.tensor_from_vec(v[0].clone(), SHAPE);
+        let b = dev.tensor_from_vec(v[1].clone(), SHAPE);
+        let inputs = vec![Operand::Image(a.clone()), Operand::Image(b.clone())];
+        let out = image(add_activated(
+            inputs,
+            FusedActivation::Relu,
+            Tape::default(),
+        ));
+        let (loss, grads) = weighted_sum(out, &weights);
+        (loss, vec![grads.get(&a).as_vec(), grads.get(&b).as_vec()])
+    });
+}
+
+/// Output and the gradients of input, weight and bias of a 3x3 stride-2 `same` convolution.
+fn conv_run(values: &[Vec<f32>], activation: FusedActivation, fuse: bool) -> Vec<Vec<f32>> {
+    let dev = Cpu::default();
+    let (n, h, w, c) = SHAPE;
+    let filters = 5;
+    let x = dev.tensor_from_vec(values[0].clone(), SHAPE);
+    let params = Conv2dParams {
+        weight: dev.tensor_from_vec(values[1].clone(), (9 * c, filters)),
+        bias: Some(dev.tensor_from_vec(values[2].clone(), (filters,))),
+    };
+    let cfg = Conv2dConfig {
+        kernel: (3, 3),
+        stride: (2, 2),
+        padding: Padding::Same,
+        relu: false,
+        input_grad: true,
+    };
+    let out = if fuse {
+        conv2d_activated(x.leaky_trace(), &params, &cfg, activation)
+    } else {
+        unfused(conv2d(x.leaky_trace(), &params, &cfg), activation)
+    };
+    let forward = out.as_vec();
+    let weights: Vec<f32> = (0..forward.len())
+        .map(|i| ((i * 13 % 7) as f32 - 3.0) / 3.0)
+        .collect();
+    assert_eq!(forward.len(), n * h.div_ceil(2) * w.div_ceil(2) * filters);
+    let (_, grads) = weighted_sum(out, &weights);
+    let bias = params.bias.as_ref().expect("bias");
+    vec![
+        forward,
+        grads.get(&x).as_vec(),
+        grads.get(&params.weight).as_vec(),
+        grads.get(bias).as_vec(),
+    ]
+}
+
+#[test]
+fn conv_with_a_fused_activation_equals_conv_then_the_activation() {
+    let mut rng = Rng::new(31);
+    let c = SHAPE.3;
+    let values = vec![
+        rng.vec(len(), -2.0, 3.0),
+        rng.vec(9 * c * 5, -1.0, 1.0),
+        rng.vec(5, -1.0, 2.0),
+    ];
+    for activation in [FusedActivation::Relu, FusedActivation::Relu6] {
+        let fused = conv_run(&values, activation, true);
+        let separate = conv_run(&values, activation, false);
+        let names = ["output", "dx", "dweight", "dbias"];
+        for ((name, a), b) in names.iter().zip(&fused).zip(&separate) {
+            assert_eq!(a, b, "{activation:?}: {name}");
+        }
+        let out = &fused[0];
+        assert!(out.contains(&0.0) && out.iter().any(|&v| v > 0.0));
+        if activation == FusedActivation::Relu6 {
+            assert!(out.contains(&6.0), "{out:?}");
+        }
+    }
+}
+
+/// `activation(bn(x) + skip)`: output, and the gradients of x, skip, gamma and beta, and the
+/// moving statistics; fused (one op) or as batch norm then `add_activated`.
+fn bn_add_run(values: &[Vec<f32>], cfg: &BatchNormConfig, fuse: bool) -> Vec<Vec<f32>> {
+    let dev = Cpu::default();
+    let x = dev.tensor_from_vec(values[0].clone(), SHAPE);
+    let skip = dev.tensor_from_vec(values[4].clone(), SHAPE);
+    let mut p = bn_params(&dev, &values[1], &values[2]);
+    let out = if fuse {
+        batch_norm_add(x.leaky_trace(), &skip, &mut p, cfg)
+    } else {
+        let linear = BatchNormConfig {
+            activation: FusedActivation::Linear,
+            ..*cfg
+        };
+        let (normalised, tape) = batch_norm(x.leaky_trace(), &mut p, &linear).split_tape();
+        let inputs = vec![Operand::Image(skip.clone()), Operand::Image(normalised)];
+        image(add_activated(inputs, cfg.activation, tape))
+    };
+    let forward = out.as_vec();
+    let (_, grads) = weighted_sum(out, &values[3]);
+    vec![
+        forward,
+        grads.get(&x).as_vec(),
+        grads.get(&skip).as_vec(),
+        grads.get(&p.gamma).as_vec(),
+        grads.get(&p.beta).as_vec(),
+        p.moving_mean.as_vec(),
+        p.moving_variance.as_vec(),
+    ]
+}
+
+#[test]
+fn batch_norm_with_a_fused_residual_add_equals_batch_norm_then_add() {
+    for activation in [
+        FusedActivation::Linear,
+        FusedActivation::Relu,
+        FusedActivation::Relu6,
+    ] {
+        for training in [true, false] {
+            let mut values = bn_values(7);
+            values.push(Rng::new(8).vec(len(), -3.0, 3.0));
+            let cfg = BatchNormConfig {
+                training,
+                activation,
+                ..Default::default()
+            };
+            let fused = bn_add_run(&values, &cfg, true);
+            let separate = bn_add_run(&values, &cfg, false);
+            let names = [
+                "output",
+                "dx",
+                "dskip",
+                "dgamma",
+                "dbeta",
+                "moving mean",
+                "moving var",
+            ];
+            for ((name, a), b) in names.iter().zip(&fused).zip(&separate) {
+                assert_eq!(a, b, "{activation:?}, training {training}: {name}");
+            }
+            if activation != FusedActivation::Linear {
+                let out = &fused[0];
+                assert!(out.contains(&0.0) && out.iter().any(|&v| v > 0.0));
+            }
+        }
+    }
+}
