@@ -1,20 +1,31 @@
 //! How far the JPEG fast path (planes resized, then converted) is from decoding each file to
 //! full-size RGB and resizing that, over a folder of JPEGs:
 //!
-//!     cargo run --release --example jpeg_difference -- DIR [HEIGHT WIDTH CHANNELS]
+//!     cargo run --release --example jpeg_difference -- DIR [HEIGHT WIDTH CHANNELS] [--accurate]
 //!
+//! The fast path decodes with libjpeg's fast IDCT, as strata does everywhere (and as
+//! TensorFlow does); `--accurate` measures it with the accurate IDCT, which isolates what the
+//! plane resizing itself changes.
 //! Prints the mean absolute difference over all values (in levels of 255), the share of
 //! values that differ by more than 2, the median and largest per-image maximum, and how many
 //! files the fast path declined (those decode the general way, so they do not differ).
 
 use std::path::Path;
 use strata::data::image::{decode_limited, to_bytes, ReadLimits};
+use strata::data::jpeg::Idct;
 use strata::data::{folder, jpeg, ImageSpec};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let idct = match args.iter().position(|arg| arg == "--accurate") {
+        Some(idx) => {
+            args.remove(idx);
+            Idct::Accurate
+        }
+        None => Idct::Fast,
+    };
     let Some(dir) = args.first() else {
-        eprintln!("usage: jpeg_difference DIR [HEIGHT WIDTH CHANNELS]");
+        eprintln!("usage: jpeg_difference DIR [HEIGHT WIDTH CHANNELS] [--accurate]");
         std::process::exit(2);
     };
     let number = |idx: usize, default: usize| {
@@ -42,7 +53,7 @@ fn main() {
         let Ok(bytes) = std::fs::read(&path) else {
             continue;
         };
-        let Some(Ok((fast, _))) = jpeg::decode_converted(&bytes, &spec, &limits) else {
+        let Some(Ok((fast, _))) = jpeg::decode_converted_with(&bytes, &spec, &limits, idct) else {
             declined += 1;
             continue;
         };

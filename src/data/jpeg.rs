@@ -32,6 +32,19 @@ const SUBSAMPLING_GRAY: c_int = 3;
 /// `TJFLAG_STOPONWARNING`: a corrupt or truncated file stops the decode (and the general
 /// decoder then reports it) instead of decoding to grey.
 const FLAG_STOP_ON_WARNING: c_int = 8192;
+/// `TJFLAG_FASTDCT`: libjpeg's fast integer inverse DCT (`JDCT_IFAST`).
+const FLAG_FAST_DCT: c_int = 2048;
+
+/// Which of libjpeg's inverse DCTs the fast path decodes with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Idct {
+    /// The fast integer IDCT (`JDCT_IFAST`), TensorFlow's default for `decode_jpeg` and so
+    /// for Keras's image folders: about 10% more images a second than `Accurate` on 300 to
+    /// 500 px photos, and about one level of 255 further from a full decode on average.
+    Fast,
+    /// The accurate integer IDCT (`JDCT_ISLOW`), libjpeg's default.
+    Accurate,
+}
 
 extern "C" {
     fn tjInitDecompress() -> *mut c_void;
@@ -63,11 +76,23 @@ extern "C" {
 /// (0..=255, channels last), with what the pre-flight scan reports of the file. `None` when
 /// the fast path does not apply (not a JPEG, another colour space, a file libjpeg warns
 /// about): the caller decodes the file the general way. An image over `limits.max_pixels` is
-/// refused from its header.
+/// refused from its header. Decodes with the fast IDCT, as Keras does: every reader of
+/// images (the loader, the pre-flight scan, `predict`) goes through here, so training and
+/// prediction see the same pixels.
 pub fn decode_converted(
     bytes: &[u8],
     spec: &ImageSpec,
     limits: &ReadLimits,
+) -> Option<Result<(Vec<u8>, ImageInfo), ImageProblem>> {
+    decode_converted_with(bytes, spec, limits, Idct::Fast)
+}
+
+/// [`decode_converted`] with the inverse DCT chosen.
+pub fn decode_converted_with(
+    bytes: &[u8],
+    spec: &ImageSpec,
+    limits: &ReadLimits,
+    idct: Idct,
 ) -> Option<Result<(Vec<u8>, ImageInfo), ImageProblem>> {
     if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         return None;
@@ -84,7 +109,7 @@ pub fn decode_converted(
             }));
         }
         let converted = decoder
-            .planes(bytes, &header)
+            .planes(bytes, &header, idct)
             .and_then(|planes| convert(&planes, spec));
         decoder.release_large_buffers();
         let converted = converted?;
@@ -195,9 +220,9 @@ impl Decoder {
     }
 
     /// Decodes the planes of a file whose header is `header`, borrowed from the decoder's
-    /// buffers: luma, then blue and red chroma (absent for a grayscale file); `None` on any
-    /// error or warning.
-    fn planes(&mut self, bytes: &[u8], header: &Header) -> Option<Vec<Plane<'_>>> {
+    /// buffers: luma, then blue and red chroma (absent for a grayscale file), through the
+    /// inverse DCT `idct`; `None` on any error or warning.
+    fn planes(&mut self, bytes: &[u8], header: &Header, idct: Idct) -> Option<Vec<Plane<'_>>> {
         let n_planes = header.n_planes();
         let (width, height) = (
             c_int::try_from(header.width).ok()?,
@@ -244,7 +269,10 @@ impl Decoder {
                 width,
                 strides.as_mut_ptr(),
                 height,
-                FLAG_STOP_ON_WARNING,
+                match idct {
+                    Idct::Fast => FLAG_STOP_ON_WARNING | FLAG_FAST_DCT,
+                    Idct::Accurate => FLAG_STOP_ON_WARNING,
+                },
             )
         };
         if status != 0 {
@@ -515,7 +543,7 @@ mod tests {
         for ((width, height), kept) in [((2100, 2048), false), ((300, 200), true)] {
             let bytes = gray_jpeg(width, height);
             let header = decoder.header(&bytes).expect("header");
-            assert!(decoder.planes(&bytes, &header).is_some());
+            assert!(decoder.planes(&bytes, &header, Idct::Fast).is_some());
             decoder.release_large_buffers();
             assert_eq!(decoder.buffers[0].capacity() > 0, kept, "{width}x{height}");
         }

@@ -354,6 +354,7 @@ mod loader {
 mod jpeg_fast_path {
     use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
     use strata::data::image::{decode_converted, decode_limited, to_bytes, ReadLimits};
+    use strata::data::jpeg::Idct;
     use strata::data::{jpeg, ImageProblem, ImageSpec};
 
     /// A photo-like test card: smooth colour ramps and blocks of saturated colour (where
@@ -404,22 +405,56 @@ mod jpeg_fast_path {
         }
     }
 
-    /// Mean and largest absolute difference between the fast path and a full decode then
-    /// resize.
-    fn difference(bytes: &[u8], spec: &ImageSpec) -> (f64, u8) {
-        let limits = ReadLimits::for_spec(spec);
-        let (fast, _) = jpeg::decode_converted(bytes, spec, &limits)
-            .expect("the fast path takes this file")
-            .expect("decodes");
-        let full = to_bytes(&decode_limited(bytes, &limits).expect("full decode"), spec);
-        assert_eq!(fast.len(), full.len());
-        let diffs: Vec<u8> = fast
-            .iter()
-            .zip(&full)
-            .map(|(a, b)| a.abs_diff(*b))
-            .collect();
+    /// Mean and largest absolute difference between two conversions of one image.
+    fn mean_and_max(a: &[u8], b: &[u8]) -> (f64, u8) {
+        assert_eq!(a.len(), b.len());
+        let diffs: Vec<u8> = a.iter().zip(b).map(|(a, b)| a.abs_diff(*b)).collect();
         let mean = diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64;
         (mean, diffs.iter().copied().max().unwrap_or(0))
+    }
+
+    /// The fast path's conversion with the inverse DCT `idct`.
+    fn fast_path(bytes: &[u8], spec: &ImageSpec, idct: Idct) -> Vec<u8> {
+        let limits = ReadLimits::for_spec(spec);
+        let (values, _) = jpeg::decode_converted_with(bytes, spec, &limits, idct)
+            .expect("the fast path takes this file")
+            .expect("decodes");
+        values
+    }
+
+    /// Mean and largest absolute difference between the fast path and a full decode then
+    /// resize, both with the accurate IDCT (the general decoder's), so that only the plane
+    /// resizing differs.
+    fn difference(bytes: &[u8], spec: &ImageSpec) -> (f64, u8) {
+        let limits = ReadLimits::for_spec(spec);
+        let full = to_bytes(&decode_limited(bytes, &limits).expect("full decode"), spec);
+        mean_and_max(&fast_path(bytes, spec, Idct::Accurate), &full)
+    }
+
+    #[test]
+    fn the_default_is_the_fast_idct_within_rounding_of_the_accurate_one() {
+        // Keras decodes JPEGs with libjpeg's fast IDCT, and so does strata by default. It
+        // must reach libjpeg (the pixels change) and stay close to the accurate IDCT: chroma
+        // placed half a sample off moves the mean by 5 to 10 levels, the IDCT by about 1.
+        for (name, sampling) in [
+            ("4:4:4", SamplingFactor::R_4_4_4),
+            ("4:2:0", SamplingFactor::R_4_2_0),
+        ] {
+            let bytes = encode(401, 299, sampling, ColorType::Rgb);
+            let target = spec(224, 224, 3);
+            let limits = ReadLimits::for_spec(&target);
+            let (default, _) = jpeg::decode_converted(&bytes, &target, &limits)
+                .expect("taken")
+                .expect("decodes");
+            assert_eq!(default, fast_path(&bytes, &target, Idct::Fast), "{name}");
+            let accurate = fast_path(&bytes, &target, Idct::Accurate);
+            let (mean, max) = mean_and_max(&default, &accurate);
+            eprintln!("{name}: fast against accurate IDCT: mean {mean:.3}, largest {max}");
+            assert!(
+                mean > 0.0 && mean < 2.0,
+                "{name}: mean {mean:.3}, largest {max}"
+            );
+        }
     }
 
     #[test]
