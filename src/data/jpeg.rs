@@ -303,9 +303,7 @@ impl Decoder {
             .collect();
         Some(planes)
     }
-}
 
-impl Decoder {
     /// Frees plane buffers above [`KEPT_BUFFER_BYTES`], so that one large photo does not
     /// hold its planes' memory on every decoding thread for the rest of the run.
     fn release_large_buffers(&mut self) {
