@@ -119,3 +119,54 @@ fn batch_norm_statistics_match_keras() {
     assert!(out.iter().all(|v| v.abs() < 1e-6));
     assert_eq!(p.moving_mean.as_vec(), mean);
 }
+
+/// The batch statistics (read back as the moving statistics with momentum 0) against a
+/// two-pass f64 reference, on images whose means differ from each other and sit far from 0:
+/// the per-image moments are combined about the batch mean without losing the variance to
+/// cancellation.
+#[test]
+fn batch_norm_statistics_of_offset_images_match_a_two_pass_reference() {
+    let dev = Cpu::default();
+    let (n, h, w, c) = (5, 6, 7, 3);
+    let mut rng = Rng::new(29);
+    let noise = rng.vec(n * h * w * c, -1.0, 1.0);
+    // Image i, channel f: 1000 + 3 i - 2 f plus noise of variance 1/3.
+    let x: Vec<f32> = noise
+        .iter()
+        .enumerate()
+        .map(|(k, e)| {
+            let (image, f) = (k / (h * w * c), k % c);
+            1000.0 + 3.0 * image as f32 - 2.0 * f as f32 + e
+        })
+        .collect();
+    let mut p = BatchNormParams {
+        gamma: dev.tensor_from_vec(vec![1.0; c], (c,)),
+        beta: dev.tensor_from_vec(vec![0.0; c], (c,)),
+        moving_mean: dev.tensor_from_vec(vec![0.0; c], (c,)),
+        moving_variance: dev.tensor_from_vec(vec![0.0; c], (c,)),
+    };
+    let cfg = BatchNormConfig {
+        momentum: 0.0,
+        ..Default::default()
+    };
+    let _ = batch_norm(
+        dev.tensor_from_vec(x.clone(), (n, h, w, c)).leaky_trace(),
+        &mut p,
+        &cfg,
+    );
+    let rows = (n * h * w) as f64;
+    for f in 0..c {
+        let values = x.iter().skip(f).step_by(c).map(|&v| f64::from(v));
+        let mean = values.clone().sum::<f64>() / rows;
+        let variance = values.map(|v| (v - mean) * (v - mean)).sum::<f64>() / rows;
+        let (got_mean, got_variance) = (p.moving_mean.as_vec()[f], p.moving_variance.as_vec()[f]);
+        assert!(
+            (f64::from(got_mean) - mean).abs() <= 1e-6 * mean.abs(),
+            "feature {f}: mean {got_mean} against {mean}"
+        );
+        assert!(
+            (f64::from(got_variance) - variance).abs() <= 1e-5 * variance,
+            "feature {f}: variance {got_variance} against {variance}"
+        );
+    }
+}

@@ -208,11 +208,18 @@ fn normalise<S: Shape, T: Tape<f32, Cpu>>(
     let passes: Option<Vec<u8>> = match activation.bounds() {
         Some((lo, hi)) if T::OWNS_TAPE && skip.is_some() => {
             use rayon::prelude::*;
-            Some(
-                out.par_iter()
-                    .map(|&y| u8::from(y > lo && y < hi))
-                    .collect(),
-            )
+            // In chunks of whole slices: a per-element parallel `collect` costs more than the
+            // normalisation itself.
+            let mut passes = vec![0u8; out.len()];
+            passes
+                .par_chunks_mut(1 << 15)
+                .zip(out.par_chunks(1 << 15))
+                .for_each(|(p, y)| {
+                    p.iter_mut()
+                        .zip(y)
+                        .for_each(|(p, &y)| *p = u8::from(y > lo && y < hi));
+                });
+            Some(passes)
         }
         Some(_) | None => None,
     };
@@ -239,15 +246,20 @@ fn normalise<S: Shape, T: Tape<f32, Cpu>>(
                         .zip(p)
                         .for_each(|(g, &p)| *g = if p == 1 { *g } else { 0.0 });
                 });
-        } else if let Some((lo, hi)) = activation.bounds() {
+        }
+        let (mean_p, inv_std_p) = (layout.pattern(&mean), layout.pattern(&inv_std));
+        // sums[f] = [sum(dy), sum(dy * x_hat)], per image, then over the batch
+        let term = |dy: f32, x: f32, m: f32, s: f32| (dy, dy * (x - m) * s);
+        let leaves = match activation.bounds() {
             // The activation's derivative (0 at the kinks) at the pre-activation `x * a + b`,
-            // computed as the forward computed it.
-            layout.map(
+            // computed as the forward computed it, applied as the sums read the gradient.
+            Some((lo, hi)) if passes.is_none() => layout.masked_sums(
                 &mut grad_out,
                 &input,
-                &input,
-                (&scale_p, &shift_p, &shift_p),
-                move |dy, x, _, a, b, _| {
+                (&scale_p, &shift_p),
+                (&mean_p, &inv_std_p),
+                samples,
+                move |dy, x, a, b| {
                     let z = x * a + b;
                     if z > lo && z < hi {
                         dy
@@ -255,17 +267,10 @@ fn normalise<S: Shape, T: Tape<f32, Cpu>>(
                         0.0
                     }
                 },
-            );
-        }
-        let (mean_p, inv_std_p) = (layout.pattern(&mean), layout.pattern(&inv_std));
-        // sums[f] = [sum(dy), sum(dy * x_hat)], per image, then over the batch
-        let leaves = layout.sums(
-            &grad_out,
-            &input,
-            (&mean_p, &inv_std_p),
-            samples,
-            |dy, x, m, s| (dy, dy * (x - m) * s),
-        );
+                term,
+            ),
+            Some(_) | None => layout.sums(&grad_out, &input, (&mean_p, &inv_std_p), samples, term),
+        };
         let sums = tree_f64(&leaves);
         let gradient = tree_f32(&leaves);
         if let Some(skip_key) = &skip_key {
@@ -343,32 +348,33 @@ fn statistics_over_ranks(
     }
     let features = params.gamma.shape().0;
     let layout = Periods::new(features);
-    let zeros = layout.pattern(&vec![0.0; features]);
-    let leaves = layout.sums(input, input, (&zeros, &zeros), samples, |x, _, _, _| {
-        (x, 0.0)
-    });
+    let moments = layout.image_moments(input, samples);
+    let image_rows = (rows / samples.max(1)) as f64;
+    let leaves: Vec<Vec<[f64; 2]>> = moments
+        .iter()
+        .map(|m| m.sum.iter().map(|&s| [s, 0.0]).collect())
+        .collect();
     let mut sums = tree_f64(&leaves);
     let all_rows = sum_over_ranks(cfg.sync, &mut sums, rows as f64);
     let mean: Vec<f64> = sums.iter().map(|s| s[0] / all_rows).collect();
     let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
-    let mean_pattern = layout.pattern(&mean32);
-    let leaves = layout.sums(
-        input,
-        input,
-        (&mean_pattern, &zeros),
-        samples,
-        |x, _, m, _| {
-            let d = x - m;
-            (d * d, d)
-        },
-    );
+    // Each image's squared deviations about the batch mean, from those about its own mean:
+    // Σ(x - m)² = Σ(x - a)² - (Σ(x - a))² / n + n (μ - m)², μ = Σx / n its exact mean.
+    let leaves: Vec<Vec<[f64; 2]>> = moments
+        .iter()
+        .map(|m| {
+            (0..features)
+                .map(|f| {
+                    let [d2, d1] = m.centred[f];
+                    let off = m.sum[f] / image_rows - mean[f];
+                    [d2 - d1 * d1 / image_rows + image_rows * off * off, 0.0]
+                })
+                .collect()
+        })
+        .collect();
     let mut sums = tree_f64(&leaves);
     sum_over_ranks(cfg.sync, &mut sums, 0.0);
-    // Two-pass variance with the rounding of the mean corrected by sum(x - mean).
-    let variance: Vec<f64> = sums
-        .iter()
-        .map(|s| ((s[0] - s[1] * s[1] / all_rows) / all_rows).max(0.0))
-        .collect();
+    let variance: Vec<f64> = sums.iter().map(|s| (s[0] / all_rows).max(0.0)).collect();
     update_moving(params, cfg.momentum, &mean, &variance);
     (
         mean32,

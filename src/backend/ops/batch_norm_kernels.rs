@@ -6,8 +6,17 @@
 //! per-feature sums become per-position sums folded at the end.
 
 use crate::backend::ops::reduce::tree_sum;
-use crate::backend::ops::simd;
 use rayon::prelude::*;
+
+/// One image's share of a batch norm's statistics ([`Periods::image_moments`]).
+#[derive(Debug, Clone)]
+pub struct ImageMoments {
+    /// Per feature: the sum of the image's values.
+    pub sum: Vec<f64>,
+    /// Per feature: the sums of `(x - a)²` and of `x - a`, `a` the image's mean rounded to
+    /// single precision.
+    pub centred: Vec<[f64; 2]>,
+}
 
 /// Periods per parallel chunk.
 const PERIODS_PER_CHUNK: usize = 1024;
@@ -58,43 +67,125 @@ impl Periods {
         samples: usize,
         term: impl Fn(f32, f32, f32, f32) -> (f32, f32) + Sync,
     ) -> Vec<Vec<[f64; 2]>> {
-        let samples = samples.max(1);
-        let sample_len = a.len() / samples;
-        assert!(
-            sample_len * samples == a.len() && sample_len.is_multiple_of(self.features),
-            "batch-norm sums over parts that are not whole images"
-        );
+        let sample_len = self.sample_len(a.len(), samples);
         if sample_len == 0 {
-            return vec![vec![[0.0f64; 2]; self.features]; samples];
+            return vec![vec![[0.0f64; 2]; self.features]; samples.max(1)];
         }
         a.par_chunks(sample_len)
             .zip(b.par_chunks(sample_len))
-            .map(|(a, b)| {
+            .map(|(a, b)| self.image_sums(a, b, pats, &term))
+            .collect()
+    }
+
+    /// [`Periods::sums`] of `term(m(dy, x, p, q), x, r, s)`, writing `m(dy, x, p, q)` back
+    /// into `dy` in the same pass (`(p, q)` from `mask_pats`, `(r, s)` from `pats`): a batch
+    /// norm's backward masks its output gradient by the fused activation's derivative and
+    /// sums it with one read of each operand.
+    ///
+    /// # Panics
+    /// As [`Periods::sums`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn masked_sums(
+        &self,
+        dy: &mut [f32],
+        x: &[f32],
+        mask_pats: (&[f32], &[f32]),
+        pats: (&[f32], &[f32]),
+        samples: usize,
+        mask: impl Fn(f32, f32, f32, f32) -> f32 + Sync,
+        term: impl Fn(f32, f32, f32, f32) -> (f32, f32) + Sync,
+    ) -> Vec<Vec<[f64; 2]>> {
+        let sample_len = self.sample_len(dy.len(), samples);
+        if sample_len == 0 {
+            return vec![vec![[0.0f64; 2]; self.features]; samples.max(1)];
+        }
+        dy.par_chunks_mut(sample_len)
+            .zip(x.par_chunks(sample_len))
+            .map(|(dy, x)| {
                 let mut sums = vec![[0.0f64; 2]; self.features];
                 let mut acc = vec![0.0f32; 2 * self.period];
-                for (a, b) in a.chunks(self.chunk()).zip(b.chunks(self.chunk())) {
+                for (dy, x) in dy.chunks_mut(self.chunk()).zip(x.chunks(self.chunk())) {
                     acc.fill(0.0);
-                    simd::fast(|| {
-                        let (acc0, acc1) = acc.split_at_mut(self.period);
-                        for (a, b) in a.chunks(self.period).zip(b.chunks(self.period)) {
-                            let terms = a.iter().zip(b).zip(pats.0).zip(pats.1);
-                            for ((((&a, &b), &p), &q), (s0, s1)) in
-                                terms.zip(acc0.iter_mut().zip(acc1.iter_mut()))
-                            {
-                                let (t0, t1) = term(a, b, p, q);
-                                *s0 += t0;
-                                *s1 += t1;
-                            }
-                        }
-                    });
-                    for j in 0..self.period {
-                        sums[j % self.features][0] += f64::from(acc[j]);
-                        sums[j % self.features][1] += f64::from(acc[self.period + j]);
-                    }
+                    let period = self.period;
+                    masked_sums_chunk(period, (dy, x), (mask_pats, pats), (&mask, &term), &mut acc);
+                    self.fold_into(&mut sums, &acc);
                 }
                 sums
             })
             .collect()
+    }
+
+    /// What a training batch norm's statistics need of each of `samples` images, reading
+    /// `x` from memory once: the per-feature sum of the image, and the sums of `(x - a)²` and
+    /// `x - a` about the image's own mean `a` (the second pass over an image runs in cache).
+    /// The batch's variance about its mean `m` is then `Σ (d2 - d1² / n + n (μ - m)²)` over
+    /// the images (`μ` the image's exact mean, `n` its rows), as accurate as two passes over
+    /// the batch.
+    ///
+    /// # Panics
+    /// As [`Periods::sums`].
+    pub fn image_moments(&self, x: &[f32], samples: usize) -> Vec<ImageMoments> {
+        let sample_len = self.sample_len(x.len(), samples);
+        let rows = (sample_len / self.features) as f64;
+        if sample_len == 0 {
+            let empty = ImageMoments {
+                sum: vec![0.0; self.features],
+                centred: vec![[0.0; 2]; self.features],
+            };
+            return vec![empty; samples.max(1)];
+        }
+        let zeros = self.pattern(&vec![0.0; self.features]);
+        x.par_chunks(sample_len)
+            .map(|x| {
+                let sums = self.image_sums(x, x, (&zeros, &zeros), &|x, _, _, _| (x, 0.0));
+                let sum: Vec<f64> = sums.iter().map(|s| s[0]).collect();
+                let mean: Vec<f32> = sum.iter().map(|&s| (s / rows) as f32).collect();
+                let mean = self.pattern(&mean);
+                let centred = self.image_sums(x, x, (&mean, &zeros), &|x, _, a, _| {
+                    let d = x - a;
+                    (d * d, d)
+                });
+                ImageMoments { sum, centred }
+            })
+            .collect()
+    }
+
+    /// The length of one of `samples` equal parts of `len` elements.
+    fn sample_len(&self, len: usize, samples: usize) -> usize {
+        let samples = samples.max(1);
+        let sample_len = len / samples;
+        assert!(
+            sample_len * samples == len && sample_len.is_multiple_of(self.features),
+            "batch-norm sums over parts that are not whole images"
+        );
+        sample_len
+    }
+
+    /// [`Periods::sums`] of one image.
+    fn image_sums(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        pats: (&[f32], &[f32]),
+        term: &(impl Fn(f32, f32, f32, f32) -> (f32, f32) + Sync),
+    ) -> Vec<[f64; 2]> {
+        let mut sums = vec![[0.0f64; 2]; self.features];
+        let mut acc = vec![0.0f32; 2 * self.period];
+        for (a, b) in a.chunks(self.chunk()).zip(b.chunks(self.chunk())) {
+            acc.fill(0.0);
+            sums_chunk(self.period, (a, b), pats, term, &mut acc);
+            self.fold_into(&mut sums, &acc);
+        }
+        sums
+    }
+
+    /// Adds a chunk's per-position sums (`acc`: the first terms, then the second) into the
+    /// per-feature sums.
+    fn fold_into(&self, sums: &mut [[f64; 2]], acc: &[f32]) {
+        for j in 0..self.period {
+            sums[j % self.features][0] += f64::from(acc[j]);
+            sums[j % self.features][1] += f64::from(acc[self.period + j]);
+        }
     }
 
     /// `out = f(out, a, b, p, q, r)` element-wise, with `p`, `q`, `r` from patterns `pats`.
@@ -109,17 +200,89 @@ impl Periods {
         out.par_chunks_mut(self.chunk())
             .zip(a.par_chunks(self.chunk()))
             .zip(b.par_chunks(self.chunk()))
-            .for_each(|((out, a), b)| {
-                simd::fast(|| {
-                    let periods = out.chunks_mut(self.period).zip(a.chunks(self.period));
-                    for ((out, a), b) in periods.zip(b.chunks(self.period)) {
-                        let items = out.iter_mut().zip(a).zip(b).zip(pats.0).zip(pats.1);
-                        for (((((o, &a), &b), &p), &q), &r) in items.zip(pats.2) {
-                            *o = f(*o, a, b, p, q, r);
-                        }
-                    }
-                })
-            });
+            .for_each(|((out, a), b)| map_chunk(self.period, out, (a, b), pats, &f));
+    }
+}
+
+// The loops over one chunk, compiled for AVX-512 and AVX2 with run-time dispatch: inside
+// `simd::fast`'s closure LLVM kept them as functions of their own, compiled for plain x86-64
+// (4-lane SSE). Vector width does not change a result: every position of a period has its own
+// accumulator, and nothing is contracted into a fused multiply-add.
+
+/// Two patterns of one period, read together.
+type Patterns<'a> = (&'a [f32], &'a [f32]);
+
+/// Adds `term(a, b, p, q)` of every element of one chunk into the per-position sums `acc`
+/// (the first terms, then the second).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn sums_chunk<F: Fn(f32, f32, f32, f32) -> (f32, f32)>(
+    period: usize,
+    (a, b): (&[f32], &[f32]),
+    pats: (&[f32], &[f32]),
+    term: &F,
+    acc: &mut [f32],
+) {
+    let (acc0, acc1) = acc.split_at_mut(period);
+    for (a, b) in a.chunks(period).zip(b.chunks(period)) {
+        let terms = a.iter().zip(b).zip(pats.0).zip(pats.1);
+        for ((((&a, &b), &p), &q), (s0, s1)) in terms.zip(acc0.iter_mut().zip(acc1.iter_mut())) {
+            let (t0, t1) = term(a, b, p, q);
+            *s0 += t0;
+            *s1 += t1;
+        }
+    }
+}
+
+/// [`sums_chunk`] of `term(mask(dy, x, p, q), x, r, s)`, writing the masked `dy` back.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn masked_sums_chunk<M, F>(
+    period: usize,
+    (dy, x): (&mut [f32], &[f32]),
+    (mask_pats, pats): (Patterns<'_>, Patterns<'_>),
+    (mask, term): (&M, &F),
+    acc: &mut [f32],
+) where
+    M: Fn(f32, f32, f32, f32) -> f32,
+    F: Fn(f32, f32, f32, f32) -> (f32, f32),
+{
+    let (acc0, acc1) = acc.split_at_mut(period);
+    for (dy, x) in dy.chunks_mut(period).zip(x.chunks(period)) {
+        let masks = mask_pats.0.iter().zip(mask_pats.1);
+        let terms = x.iter().zip(pats.0).zip(pats.1).zip(masks);
+        let accs = acc0.iter_mut().zip(acc1.iter_mut());
+        for ((d, (((&x, &r), &s), (&p, &q))), (s0, s1)) in dy.iter_mut().zip(terms).zip(accs) {
+            *d = mask(*d, x, p, q);
+            let (t0, t1) = term(*d, x, r, s);
+            *s0 += t0;
+            *s1 += t1;
+        }
+    }
+}
+
+/// `out = f(out, a, b, p, q, r)` over one chunk.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn map_chunk<F: Fn(f32, f32, f32, f32, f32, f32) -> f32>(
+    period: usize,
+    out: &mut [f32],
+    (a, b): (&[f32], &[f32]),
+    pats: (&[f32], &[f32], &[f32]),
+    f: &F,
+) {
+    let periods = out.chunks_mut(period).zip(a.chunks(period));
+    for ((out, a), b) in periods.zip(b.chunks(period)) {
+        let items = out.iter_mut().zip(a).zip(b).zip(pats.0).zip(pats.1);
+        for (((((o, &a), &b), &p), &q), &r) in items.zip(pats.2) {
+            *o = f(*o, a, b, p, q, r);
+        }
     }
 }
 
