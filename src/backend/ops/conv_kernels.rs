@@ -132,6 +132,32 @@ impl ConvGeometry {
             None => (0..self.batch).map(|_| None).collect(),
         }
     }
+    /// Whether this is a 1x1 convolution at stride 1 (no padding): its patch matrix is the
+    /// image itself, pixel by pixel, so im2col would only copy it.
+    fn is_pointwise(&self) -> bool {
+        let (rows, cols) = (self.window.rows, self.window.cols);
+        (rows.kernel, cols.kernel, rows.stride, cols.stride) == (1, 1, 1, 1)
+            && (rows.pad_before, cols.pad_before) == (0, 0)
+            && (rows.output, cols.output) == (rows.input, cols.input)
+    }
+    /// The patches (`pixels x K`) of the output rows `ys` of `image`: the image's own rows for
+    /// a pointwise convolution, else written into `scratch` by [`im2col`].
+    #[inline(always)]
+    fn patches<'a>(
+        &self,
+        image: &'a [f32],
+        ys: std::ops::Range<usize>,
+        scratch: &'a mut Vec<f32>,
+    ) -> &'a [f32] {
+        let (wo, k) = (self.window.cols.output, self.k());
+        let len = ys.len() * wo * k;
+        if self.is_pointwise() {
+            return &image[ys.start * wo * k..][..len];
+        }
+        let patches = sized(scratch, len);
+        im2col(self, image, (ys, 0..wo), patches);
+        patches
+    }
     /// Output rows per im2col block.
     fn rows_per_block(&self) -> usize {
         (PIXELS_PER_BLOCK / self.window.cols.output.max(1)).max(1)
@@ -297,8 +323,7 @@ pub(crate) fn forward_im2col(
         let y1 = y0 + pixels / wo;
         let mut scratch = Scratch::take();
         simd::fast(|| {
-            let patches = sized(&mut scratch.patches, pixels * k);
-            im2col(g, image, (y0..y1, 0..wo), patches);
+            let patches = g.patches(image, y0..y1, &mut scratch.patches);
             let start = image_idx * g.out_image() + y0 * wo * f;
             match (residual, bias) {
                 (Some(residual), _) => {
@@ -428,10 +453,9 @@ pub(crate) fn backward_im2col(
                 });
                 let mut scratch = Scratch::take();
                 simd::fast(|| {
-                    let patches = sized(&mut scratch.patches, pixels * k);
+                    let patches = g.patches(image, y0..y1, &mut scratch.patches);
                     let grad_len = if want_input { pixels * k } else { 0 };
                     let grad_patches = sized(&mut scratch.grad_patches, grad_len);
-                    im2col(g, image, (y0..y1, 0..wo), patches);
                     let dims = (k, f, pixels);
                     gemm(
                         &mut dw,
