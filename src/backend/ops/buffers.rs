@@ -11,6 +11,11 @@ static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
 const MAX_POOLED: usize = 1024;
 
 /// A buffer of `len` elements whose contents are unspecified (left over from an earlier use).
+///
+/// The smallest pooled buffer that fits is reused. A pooled buffer's length is the part of it
+/// known to be initialised; when that is shorter than `len`, only the difference is zeroed, so
+/// a buffer that served a smaller request is not refilled in full, and one that serves the
+/// same request every step is not written at all.
 pub fn take(len: usize) -> Vec<f32> {
     let reused = {
         let mut pool = POOL.lock().unwrap_or_else(|poison| poison.into_inner());
@@ -25,12 +30,11 @@ pub fn take(len: usize) -> Vec<f32> {
     };
     match reused {
         Some(mut buffer) => {
-            // INVARIANT: pooled buffers are fully initialised up to their capacity.
-            let capacity = buffer.capacity();
-            // SAFETY: every pooled buffer was given back with len == capacity (see `give`), so
-            // all elements up to the capacity are initialised f32 values.
-            unsafe { buffer.set_len(capacity) };
-            buffer.truncate(len);
+            if buffer.len() >= len {
+                buffer.truncate(len);
+            } else {
+                buffer.resize(len, 0.0);
+            }
             buffer
         }
         None => vec![0.0; len],
@@ -45,13 +49,10 @@ pub fn take_zeroed(len: usize) -> Vec<f32> {
 }
 
 /// Gives a buffer back to the pool for a later [`take`].
-pub fn give(mut buffer: Vec<f32>) {
+pub fn give(buffer: Vec<f32>) {
     if buffer.capacity() < 1024 {
         return;
     }
-    // Initialise the spare capacity so that `take` may hand out any length up to it.
-    let spare = buffer.capacity() - buffer.len();
-    buffer.extend(std::iter::repeat_n(0.0, spare));
     let mut pool = POOL.lock().unwrap_or_else(|poison| poison.into_inner());
     if pool.len() < MAX_POOLED {
         pool.push(buffer);
