@@ -14,10 +14,13 @@ use super::ops::batch_norm::{
     self, batch_norm, batch_norm_add, batch_norm_inference_values, BatchNormConfig, BatchNormParams,
 };
 use super::ops::bn_dense::{self, batch_norm_dense};
-use super::ops::conv2d::{conv2d_activated, conv2d_residual, Conv2dConfig, Conv2dParams};
-use super::ops::conv_pool::{conv2d_max_pool, fusable};
+use super::ops::buffers;
+use super::ops::conv2d::{conv2d_activated, conv2d_batch, Conv2dConfig, Conv2dParams};
+use super::ops::conv_pool::{conv2d_max_pool, conv2d_max_pool_batch, fusable};
 use super::ops::dense::{dense, dense_of_affine, dense_of_affine_values};
-use super::ops::depthwise::{depthwise_conv2d, DepthwiseConfig, DepthwiseParams};
+use super::ops::depthwise::{
+    depthwise_conv2d, depthwise_conv2d_batch, DepthwiseConfig, DepthwiseParams,
+};
 use super::ops::depthwise_kernels::FusedActivation;
 use super::ops::dropout::{dropout, DropoutKey};
 use super::ops::flatten::{flatten, flatten_pixels};
@@ -26,7 +29,7 @@ use super::ops::grouped::{grouped_conv2d, GroupedConfig};
 use super::ops::merge::{add_activated, merge, Merged, Operand};
 use super::ops::pool2d::{avg_pool2d, global_avg_pool, global_max_pool, max_pool2d, Pool2dConfig};
 use super::ops::separable::{separable_conv2d, SeparableConfig};
-use super::ops::{Flat, Image, Shape4, Vector};
+use super::ops::{Batch, Flat, Image, Shape4, Vector};
 use super::params::{self, LayerParams};
 use crate::distributed::Collective;
 use crate::ir::{Activation, Layer, MergeKind, Op, Padding, PoolKind, Source};
@@ -132,16 +135,58 @@ enum Input<'a> {
     Gone,
 }
 
+/// A layer output as the pass keeps it: a tensor, or in inference a [`Batch`] for the ops that
+/// read one in place.
+enum Stored {
+    Tensor(Value),
+    Batch(Batch),
+}
+
+impl Stored {
+    /// The output as a tensor (a batch's buffer moves into it, no copy).
+    fn into_value(self, device: &Cpu) -> Value {
+        match self {
+            Stored::Tensor(value) => value,
+            Stored::Batch(batch) => Act::Image(batch.into_tensor(device)),
+        }
+    }
+
+    /// The output as a batch: an image tensor's data is copied out; `None` for a flat batch.
+    fn into_batch(self) -> Option<Batch> {
+        match self {
+            Stored::Batch(batch) => Some(batch),
+            Stored::Tensor(Act::Image(x)) => Some(Batch {
+                data: buffers::read(&x),
+                shape: *x.shape(),
+            }),
+            Stored::Tensor(Act::Flat(_)) => None,
+        }
+    }
+
+    /// The dims without the batch axis.
+    fn dims(&self) -> Vec<usize> {
+        match self {
+            Stored::Tensor(value) => value.dims(),
+            Stored::Batch(batch) => {
+                let (_, h, w, c) = batch.shape;
+                vec![h, w, c]
+            }
+        }
+    }
+}
+
 /// The outputs of the layers of one pass, each kept until its last reader has read it.
 struct Store<'a> {
-    values: Vec<Option<Value>>,
+    values: Vec<Option<Stored>>,
     input: Input<'a>,
     /// Readers still to come, per layer; the last entry counts the model input's readers.
     uses: Vec<usize>,
+    /// Where batches become tensors.
+    device: Cpu,
 }
 
 impl<'a> Store<'a> {
-    fn new(layers: &[Layer], input: Input<'a>) -> Store<'a> {
+    fn new(layers: &[Layer], input: Input<'a>, device: Cpu) -> Store<'a> {
         let mut uses = vec![0; layers.len() + 1];
         for layer in layers {
             for edge in &layer.inputs {
@@ -155,15 +200,25 @@ impl<'a> Store<'a> {
             }
         }
         Store {
-            values: vec![None; layers.len()],
+            values: (0..layers.len()).map(|_| None).collect(),
             input,
             uses,
+            device,
         }
     }
 
-    /// The value of `source` for one reader: moved out at its last read, cloned before. Input
-    /// values become a tensor here (owned ones move into it, borrowed ones are copied).
+    /// The value of `source` for one reader, as a tensor: see [`Store::read_stored`].
     fn read(&mut self, source: Source) -> Option<Value> {
+        let device = self.device.clone();
+        self.read_stored(source)
+            .map(|stored| stored.into_value(&device))
+    }
+
+    /// The value of `source` for one reader: moved out at its last read, cloned before (a
+    /// batch read before its last reader becomes a tensor, whose clones share its data). Input
+    /// values become a batch at their last read (owned ones move into it, borrowed ones are
+    /// copied), a tensor before.
+    fn read_stored(&mut self, source: Source) -> Option<Stored> {
         let n = self.values.len();
         let slot = match source {
             Source::Input => n,
@@ -172,25 +227,26 @@ impl<'a> Store<'a> {
         let uses = self.uses.get_mut(slot)?;
         *uses = uses.saturating_sub(1);
         let last = *uses == 0;
-        let value = match source {
+        let stored = match source {
             Source::Input => match std::mem::replace(&mut self.input, Input::Gone) {
-                Input::Tensor(value) => value,
-                Input::Values {
-                    values,
+                Input::Tensor(value) => Stored::Tensor(value),
+                Input::Values { values, shape, .. } => Stored::Batch(Batch {
+                    data: values.into_owned(),
                     shape,
-                    device,
-                } => Act::Image(device.tensor_from_vec(values.into_owned(), shape)),
+                }),
                 Input::Gone => return None,
             },
             Source::Layer(idx) => self.values.get_mut(idx)?.take()?,
         };
-        if !last {
-            match source {
-                Source::Input => self.input = Input::Tensor(value.clone()),
-                Source::Layer(idx) => self.values[idx] = Some(value.clone()),
-            }
+        if last {
+            return Some(stored);
         }
-        Some(value)
+        let value = stored.into_value(&self.device);
+        match source {
+            Source::Input => self.input = Input::Tensor(value.clone()),
+            Source::Layer(idx) => self.values[idx] = Some(Stored::Tensor(value.clone())),
+        }
+        Some(Stored::Tensor(value))
     }
 
     /// The borrowed input values, their shape and device when `layer` reads the model input
@@ -222,7 +278,7 @@ impl<'a> Store<'a> {
         self.uses.get(idx).copied().unwrap_or(0)
     }
 
-    fn put(&mut self, idx: usize, value: Value) {
+    fn put(&mut self, idx: usize, value: Stored) {
         if let Some(slot) = self.values.get_mut(idx) {
             *slot = Some(value);
         }
@@ -243,7 +299,8 @@ pub fn run<T: Tape<f32, Cpu>>(
     observe: &mut dyn FnMut(usize, Vec<usize>),
 ) -> Flat<T> {
     let (x, tape) = x.split_tape();
-    let store = Store::new(layers, Input::Tensor(Act::Image(x)));
+    let device = x.device().clone();
+    let store = Store::new(layers, Input::Tensor(Act::Image(x)), device);
     run_store(layers, params, store, tape, cfg, observe)
 }
 
@@ -272,7 +329,7 @@ pub fn run_values(
         shape,
         device: device.clone(),
     };
-    let store = Store::new(layers, input);
+    let store = Store::new(layers, input, device.clone());
     let cfg = PassConfig {
         training: false,
         ..cfg
@@ -289,10 +346,34 @@ fn run_store<T: Tape<f32, Cpu>>(
     cfg: PassConfig,
     observe: &mut dyn FnMut(usize, Vec<usize>),
 ) -> Flat<T> {
-    let mut last: Option<Value> = None;
+    let mut last: Option<Stored> = None;
     let mut idx = 0;
     while idx < layers.len() {
         let layer = &layers[idx];
+        // In inference, a fused conv + pool reads and writes batches (no tensor, no copy).
+        let pool = (cfg.fuse && store.readers(idx) == 1)
+            .then(|| fusable_pool(layers, idx))
+            .flatten();
+        if let (Some(pool), LayerParams::Conv(conv), false) =
+            (pool.as_ref(), &params[idx], T::OWNS_TAPE)
+        {
+            let input = layer.inputs.first().map(|edge| edge.source);
+            let read = input.and_then(|source| store.read_stored(source));
+            let Some(x) = read.and_then(Stored::into_batch) else {
+                unreachable!("fusable_pool checked that the conv reads one image")
+            };
+            let out = conv2d_max_pool_batch(x, conv, &conv_config(layer), pool, &store.device);
+            let out = Stored::Batch(out);
+            let at = idx + 1;
+            observe(at, out.dims());
+            if at + 1 == layers.len() {
+                last = Some(out);
+            } else {
+                store.put(at, out);
+            }
+            idx += 2;
+            continue;
+        }
         let streamed = if cfg.training || T::OWNS_TAPE {
             None
         } else {
@@ -314,19 +395,24 @@ fn run_store<T: Tape<f32, Cpu>>(
             idx += ran;
             continue;
         }
-        let inputs: Vec<Value> = layer
+        let inputs: Vec<Stored> = layer
             .inputs
             .iter()
             .map(|edge| {
                 store
-                    .read(edge.source)
+                    .read_stored(edge.source)
                     .expect("INVARIANT: the compiler orders every layer after its inputs")
             })
             .collect();
+        let device = store.device.clone();
+        // The inputs as tensors, for every op but those that read batches.
+        let tensors = |inputs: Vec<Stored>| -> Vec<Value> {
+            inputs
+                .into_iter()
+                .map(|stored| stored.into_value(&device))
+                .collect()
+        };
         let is_last = idx + 1 == layers.len();
-        let pool = (cfg.fuse && store.readers(idx) == 1)
-            .then(|| fusable_pool(layers, idx))
-            .flatten();
         let folds_bn = cfg.fuse
             && !cfg.training
             && !T::OWNS_TAPE
@@ -347,7 +433,7 @@ fn run_store<T: Tape<f32, Cpu>>(
                 let add = &layers[idx + 1];
                 let skip = skip.and_then(|source| store.read(source));
                 let (Some(Act::Image(skip)), Some(Act::Image(x))) =
-                    (skip, inputs.into_iter().next())
+                    (skip, tensors(inputs).into_iter().next())
                 else {
                     unreachable!("fusable_add checked that both inputs are images")
                 };
@@ -366,7 +452,7 @@ fn run_store<T: Tape<f32, Cpu>>(
                 let is_last = idx + 2 == layers.len();
                 let out = suffix(out, add, bn_cfg.activation, is_last, cfg);
                 let (out, tape) = out.split();
-                (out, tape, 2)
+                (Stored::Tensor(out), tape, 2)
             }
             (None, LayerParams::Conv(_) | LayerParams::Depthwise(_)) if folds_bn => {
                 // The block's residual add too, when it alone reads the batch norm.
@@ -374,52 +460,60 @@ fn run_store<T: Tape<f32, Cpu>>(
                 let skip = (plain && store.readers(idx + 1) == 1)
                     .then(|| fusable_add(layers, idx + 1))
                     .flatten();
-                let residual = skip.and_then(|source| store.read(source));
+                let residual = skip.and_then(|source| store.read_stored(source));
                 let ran = if residual.is_some() { 3 } else { 2 };
                 let is_last = idx + ran == layers.len();
-                let (out, tape) =
-                    conv_bn_inference(layers, idx, params, inputs, residual, tape, cfg, is_last);
+                let (out, tape) = conv_bn_inference(
+                    layers,
+                    idx,
+                    params,
+                    inputs,
+                    residual,
+                    (tape, &device),
+                    cfg,
+                    is_last,
+                );
                 (out, tape, ran)
             }
             (None, LayerParams::BatchNorm(_)) if folds_bn_dense => {
-                let Some(Act::Image(x)) = inputs.into_iter().next() else {
+                let Some(Act::Image(x)) = tensors(inputs).into_iter().next() else {
                     unreachable!("foldable_bn_dense checked that the batch norm reads an image")
                 };
                 let is_last = idx + 3 == layers.len();
                 let (out, tape) = bn_dense_inference(layers, idx, params, x, tape, cfg, is_last);
-                (out, tape, 3)
+                (Stored::Tensor(out), tape, 3)
             }
             (None, LayerParams::BatchNorm(_)) if trains_bn_dense => {
-                let Some(Act::Image(x)) = inputs.into_iter().next() else {
+                let Some(Act::Image(x)) = tensors(inputs).into_iter().next() else {
                     unreachable!("trainable_bn_dense checked that the batch norm reads an image")
                 };
                 let is_last = idx + 3 == layers.len();
                 let x = x.put_tape(tape);
                 let (out, tape) = bn_dense_training(layers, idx, params, x, cfg, is_last);
-                (out, tape, 3)
+                (Stored::Tensor(out), tape, 3)
             }
             (None, LayerParams::None)
                 if layer.op == Op::Flatten && params::pixel_major_flatten(layers, idx) =>
             {
-                let Some(Act::Image(x)) = inputs.into_iter().next() else {
+                let Some(Act::Image(x)) = tensors(inputs).into_iter().next() else {
                     unreachable!("a pixel-major flatten reads an image")
                 };
                 let out = Act::Flat(flatten_pixels(x.put_tape(tape)));
                 let (out, tape) = suffix(out, layer, FusedActivation::Linear, is_last, cfg).split();
-                (out, tape, 1)
+                (Stored::Tensor(out), tape, 1)
             }
             (Some(pool), LayerParams::Conv(conv)) => {
-                let Some(Act::Image(x)) = inputs.into_iter().next() else {
+                let Some(Act::Image(x)) = tensors(inputs).into_iter().next() else {
                     unreachable!("fusable_pool checked that the conv reads one image")
                 };
                 let out = conv2d_max_pool(x.put_tape(tape), conv, &conv_config(layer), &pool);
                 let (out, tape) = Act::Image(out).split();
-                (out, tape, 2)
+                (Stored::Tensor(out), tape, 2)
             }
             _ => {
                 let (out, tape) =
-                    layer_forward(layer, inputs, &mut params[idx], tape, cfg, is_last);
-                (out, tape, 1)
+                    layer_forward(layer, tensors(inputs), &mut params[idx], tape, cfg, is_last);
+                (Stored::Tensor(out), tape, 1)
             }
         };
         tape = next_tape;
@@ -433,7 +527,7 @@ fn run_store<T: Tape<f32, Cpu>>(
         idx += ran;
     }
     let last = last.expect("INVARIANT: a checked model has at least one layer");
-    last.with_tape(tape).into_flat()
+    last.into_value(&store.device).with_tape(tape).into_flat()
 }
 
 /// One layer: its op, then its suffix activation (unless fused into the op or left to the
@@ -663,14 +757,17 @@ fn suffix<T: Tape<f32, Cpu>>(
     cfg: PassConfig,
 ) -> Act<T> {
     match layer.activation {
-        Some(activation)
-            if fused == FusedActivation::Linear
-                && !(is_last && cfg.activation_to_loss && is_loss_activation(activation)) =>
-        {
-            activate(out, activation)
-        }
+        Some(activation) if runs_suffix(layer, fused, is_last, cfg) => activate(out, activation),
         Some(_) | None => out,
     }
+}
+
+/// Whether [`suffix`] applies `layer`'s activation.
+fn runs_suffix(layer: &Layer, fused: FusedActivation, is_last: bool, cfg: PassConfig) -> bool {
+    layer.activation.is_some_and(|activation| {
+        fused == FusedActivation::Linear
+            && !(is_last && cfg.activation_to_loss && is_loss_activation(activation))
+    })
 }
 
 /// Whether the loss applies this activation itself (softmax or sigmoid on the logits).
@@ -738,12 +835,12 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
     layers: &[Layer],
     idx: usize,
     params: &mut [LayerParams],
-    inputs: Vec<Value>,
-    residual: Option<Value>,
-    tape: T,
+    inputs: Vec<Stored>,
+    residual: Option<Stored>,
+    (tape, device): (T, &Cpu),
     cfg: PassConfig,
     is_last: bool,
-) -> (Value, T) {
+) -> (Stored, T) {
     let (conv_layer, bn_layer) = (&layers[idx], &layers[idx + 1]);
     let Op::BatchNorm { eps, .. } = bn_layer.op else {
         unreachable!("foldable_bn checked that a batch norm follows")
@@ -770,9 +867,14 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
         let bias = device.tensor_from_vec(b, (scale.len(),));
         (weight, bias)
     };
-    let Some(Act::Image(x)) = inputs.into_iter().next() else {
+    let Some(x) = inputs.into_iter().next().and_then(Stored::into_batch) else {
         unreachable!("foldable_bn checked that the conv reads one image")
     };
+    let residual = residual.map(|residual| {
+        residual
+            .into_batch()
+            .expect("fusable_add checked the skip is an image")
+    });
     // With a residual, the layer ending the fused run (whose activation applies) is the add;
     // the batch norm before it is linear.
     let last_layer = match residual {
@@ -780,7 +882,7 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
         None => bn_layer,
     };
     let activation = last_layer.activation;
-    let (out, fused, tape) = match (&head[idx], conv_layer.op) {
+    let (out, fused) = match (&head[idx], conv_layer.op) {
         (LayerParams::Conv(conv), Op::Conv { .. }) => {
             let (weight, bias) = fold(&conv.weight, conv.bias.as_ref());
             let folded = Conv2dParams {
@@ -789,15 +891,7 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
             };
             let fused = clamp(activation);
             let conv_cfg = conv_config(conv_layer);
-            let out = match residual {
-                Some(Act::Image(residual)) => {
-                    conv2d_residual(x, &folded, &conv_cfg, fused, &residual).put_tape(tape)
-                }
-                Some(Act::Flat(_)) => unreachable!("fusable_add checked the skip is an image"),
-                None => conv2d_activated(x.put_tape(tape), &folded, &conv_cfg, fused),
-            };
-            let (out, tape) = out.split_tape();
-            (out, fused, tape)
+            (conv2d_batch(x, &folded, &conv_cfg, fused, residual), fused)
         }
         (
             LayerParams::Depthwise(dw),
@@ -823,13 +917,16 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
                 activation: fused,
                 input_grad: false,
             };
-            let (out, tape) = depthwise_conv2d(x.put_tape(tape), &folded, &dw_cfg).split_tape();
-            (out, fused, tape)
+            (depthwise_conv2d_batch(x, &folded, &dw_cfg), fused)
         }
         _ => unreachable!("foldable_bn checked the conv's kind and its params match it"),
     };
-    let out = Act::Image(out.put_tape(tape));
-    suffix(out, last_layer, fused, is_last, cfg).split()
+    if !runs_suffix(last_layer, fused, is_last, cfg) {
+        return (Stored::Batch(out), tape);
+    }
+    let out = Act::Image(out.into_tensor(device).put_tape(tape));
+    let (out, tape) = suffix(out, last_layer, fused, is_last, cfg).split();
+    (Stored::Tensor(out), tape)
 }
 
 /// An inference-mode batch norm as `x * scale + shift` per channel, as the batch norm op
@@ -867,7 +964,7 @@ fn input_layers(
     params: &[LayerParams],
     (values, shape, device): (&[f32], Shape4, Cpu),
     cfg: PassConfig,
-) -> Option<(Value, usize)> {
+) -> Option<(Stored, usize)> {
     // A batch norm that fuses with the layers after it (a residual add) runs as the pass
     // runs it, on a tensor.
     let fuses_after =
@@ -877,10 +974,14 @@ fn input_layers(
     {
         let layer = &layers[idx];
         let fused = fused_activation(layer);
-        let out = batch_norm_inference_values(values, shape, bn, eps as f32, fused, &device);
+        let out = batch_norm_inference_values(values, shape, bn, eps as f32, fused);
         let is_last = idx + 1 == layers.len();
-        let (out, _) = suffix(Act::Image(out), layer, fused, is_last, cfg).split();
-        return Some((out, 1));
+        if !runs_suffix(layer, fused, is_last, cfg) {
+            return Some((Stored::Batch(out), 1));
+        }
+        let out = Act::Image(out.into_tensor(&device));
+        let (out, _) = suffix(out, layer, fused, is_last, cfg).split();
+        return Some((Stored::Tensor(out), 1));
     }
     if !(cfg.fuse && foldable_bn_dense(layers, idx)) {
         return None;
@@ -903,7 +1004,7 @@ fn input_layers(
         cfg,
     )
     .split();
-    Some((out, 3))
+    Some((Stored::Tensor(out), 3))
 }
 
 /// Batch norm `idx`, the flatten and the dense layer after it, in inference: the dense product

@@ -273,3 +273,64 @@ fn fused_winograd_conv_pool2() {
         );
     }
 }
+
+/// The inference path on a `Batch` (read in place, output in a pooled buffer) gives the bits of
+/// the op on a tensor, for the planar first-layer kernel, the Winograd and the gathered
+/// kernels and the unfused fallback; run twice, so the second pass reuses pooled buffers of
+/// other sizes.
+#[test]
+fn batch_path_matches_the_tensor_path_bit_for_bit() {
+    use strata::backend::ops::buffers;
+    use strata::backend::ops::conv_pool::conv2d_max_pool_batch;
+    use strata::backend::ops::Batch;
+    let dev: Cpu = Default::default();
+    let mut rng = Rng::new(41);
+    // (input, kernel, filters, padding, pool size, pool stride)
+    let cases: [(Shape4, usize, usize, Padding, usize, usize); 5] = [
+        ((2, 17, 19, 3), 2, 5, Padding::Same, 2, 2),
+        ((3, 12, 10, 9), 3, 7, Padding::Same, 2, 2),
+        ((2, 9, 11, 2), 3, 4, Padding::Valid, 3, 3),
+        ((2, 11, 9, 4), 5, 3, Padding::Same, 2, 2),
+        ((2, 8, 8, 3), 3, 4, Padding::Same, 3, 2),
+    ];
+    for round in 0..2 {
+        for &(shape, kernel, filters, padding, size, stride) in &cases {
+            let (n, h, w, c) = shape;
+            let k = kernel * kernel * c;
+            let x = rng.vec(n * h * w * c, -2.0, 2.0);
+            let params = Conv2dParams {
+                weight: dev.tensor_from_vec(rng.vec(k * filters, -1.0, 1.0), (k, filters)),
+                bias: Some(dev.tensor_from_vec(rng.vec(filters, -0.5, 0.5), (filters,))),
+            };
+            let conv = Conv2dConfig {
+                input_grad: false,
+                ..conv_cfg((kernel, kernel), padding, true)
+            };
+            let pool = pool_cfg(size, stride, Padding::Valid);
+            let expected =
+                conv2d_max_pool(dev.tensor_from_vec(x.clone(), shape), &params, &conv, &pool);
+            // A pooled buffer longer than the input, with stale values past it.
+            let mut data = buffers::take(x.len() + 333);
+            data.iter_mut().for_each(|v| *v = f32::NAN);
+            data.truncate(x.len());
+            data.copy_from_slice(&x);
+            let got = conv2d_max_pool_batch(Batch { data, shape }, &params, &conv, &pool, &dev);
+            assert_eq!(
+                got.shape,
+                *expected.shape(),
+                "round {round}, case {shape:?}"
+            );
+            let expected = expected.as_vec();
+            assert!(
+                got.data.len() == expected.len()
+                    && got
+                        .data
+                        .iter()
+                        .zip(&expected)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "round {round}, case {shape:?}: the batch path differs from the tensor path"
+            );
+            buffers::give(got.data);
+        }
+    }
+}

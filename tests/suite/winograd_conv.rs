@@ -7,11 +7,12 @@ use crate::common;
 
 use common::gradcheck::{check, weighted_sum, Rng};
 use dfdx::prelude::*;
-use strata::backend::ops::conv2d::{conv2d_activated, conv2d_residual, Conv2dConfig, Conv2dParams};
+use strata::backend::ops::conv2d::{conv2d_activated, conv2d_batch, Conv2dConfig, Conv2dParams};
 use strata::backend::ops::conv_kernels::ConvGeometry;
 use strata::backend::ops::depthwise_kernels::FusedActivation;
 use strata::backend::ops::geometry::{Padding, Window2};
 use strata::backend::ops::winograd::applies_to_conv;
+use strata::backend::ops::Batch;
 
 /// Input `(n, h, w, c)`, filters, padding and activation of one case.
 struct Case {
@@ -131,9 +132,17 @@ fn the_residual_inside_matches_a_separate_add_and_clamp() {
         bias: Some(dev.tensor_from_vec(rng.vec(case.filters, -0.2, 0.2), (16,))),
     };
     let residual = rng.vec(n * ho * wo * case.filters, -2.0, 2.0);
-    let residual_tensor = dev.tensor_from_vec(residual.clone(), (n, ho, wo, case.filters));
+    let residual_batch = Batch {
+        data: residual.clone(),
+        shape: (n, ho, wo, case.filters),
+    };
     let cfg = config(case.padding);
-    let fused = conv2d_residual(x.clone(), &params, &cfg, case.activation, &residual_tensor);
+    let input = Batch {
+        data: x.as_vec(),
+        shape: case.input,
+    };
+    let fused = conv2d_batch(input, &params, &cfg, case.activation, Some(residual_batch));
+    assert_eq!(fused.shape, (n, ho, wo, case.filters));
     let linear = conv2d_activated(x, &params, &cfg, FusedActivation::Linear).as_vec();
     let expected: Vec<f32> = linear
         .iter()
@@ -141,7 +150,7 @@ fn the_residual_inside_matches_a_separate_add_and_clamp() {
         .map(|(o, r)| case.activation.apply(o + r))
         .collect();
     let scale = expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    for (at, (got, want)) in fused.as_vec().iter().zip(&expected).enumerate() {
+    for (at, (got, want)) in fused.data.iter().zip(&expected).enumerate() {
         assert!(
             (got - want).abs() <= 1e-5 * scale,
             "element {at}: {got} instead of {want}"

@@ -16,10 +16,10 @@ use crate::backend::ops::buffers;
 use crate::backend::ops::depthwise_kernels::FusedActivation;
 use crate::backend::ops::profile;
 use crate::backend::ops::tape;
-use crate::backend::ops::{Image, Shape4, Vector};
+use crate::backend::ops::{Batch, Shape4, Vector};
 use crate::distributed::Collective;
 use dfdx::shapes::{HasShape, Shape};
-use dfdx::tensor::{Cpu, NoneTape, PutTape, SplitTape, Tape, Tensor, TensorFromVec};
+use dfdx::tensor::{Cpu, PutTape, SplitTape, Tape, Tensor, TensorFromVec};
 
 /// The hyper-parameters of one batch-norm layer.
 #[derive(Debug, Clone, Copy)]
@@ -101,7 +101,7 @@ pub fn batch_norm_add<S: Shape, T: Tape<f32, Cpu>>(
 
 /// An inference-mode batch norm (moving statistics) of borrowed `(n, h, w, c)` values, such as
 /// the model's input read in place, with `activation` applied inside: the values are read once
-/// and only the output is written.
+/// and only the output is written, as a [`Batch`].
 ///
 /// # Panics
 /// When `input` does not hold `shape`'s elements or `c` is not the parameters' feature count.
@@ -111,8 +111,7 @@ pub fn batch_norm_inference_values(
     params: &BatchNormParams,
     eps: f32,
     activation: FusedActivation,
-    device: &Cpu,
-) -> Image<NoneTape> {
+) -> Batch {
     let _timer = profile::scope("batch_norm.forward");
     let (n, h, w, c) = shape;
     assert!(
@@ -132,7 +131,7 @@ pub fn batch_norm_inference_values(
         (&scale_p, &shift_p),
         activation,
     );
-    device.tensor_from_vec(out, shape)
+    Batch { data: out, shape }
 }
 
 /// `out = activation(input * scale + shift [+ skip])` per feature, `pats` the scale and shift

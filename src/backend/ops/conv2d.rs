@@ -6,9 +6,9 @@ use crate::backend::ops::depthwise_kernels::FusedActivation;
 use crate::backend::ops::geometry::{Padding, Window2};
 use crate::backend::ops::profile;
 use crate::backend::ops::tape;
-use crate::backend::ops::{Image, Vector};
+use crate::backend::ops::{Batch, Image, Shape4, Vector};
 use dfdx::shapes::HasShape;
-use dfdx::tensor::{Cpu, NoneTape, PutTape, SplitTape, Tape, Tensor, TensorFromVec};
+use dfdx::tensor::{Cpu, PutTape, SplitTape, Tape, Tensor, TensorFromVec};
 use rayon::prelude::*;
 
 /// The hyper-parameters of one convolution layer.
@@ -104,22 +104,71 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
     conv2d_activated(x, params, cfg, activation)
 }
 
-/// In inference (no tape): `activation(conv(x) + residual)` as one op, the residual `add` at
-/// the end of a block run inside the block's last convolution.
+/// In inference, [`conv2d_activated`] (plus `residual`: the residual `add` at the end of a block runs inside the
+/// block's last convolution) on a
+/// [`Batch`]: the input and the residual are read in place and given back to the pool, and the
+/// output is a `Batch`.
 ///
 /// # Panics
 /// When `residual` differs from the output in shape (the compiler's `add` rule prevents it).
-pub fn conv2d_residual(
-    x: Image<NoneTape>,
+pub fn conv2d_batch(
+    x: Batch,
     params: &Conv2dParams,
     cfg: &Conv2dConfig,
     activation: FusedActivation,
-    residual: &Image<NoneTape>,
-) -> Image<NoneTape> {
-    let residual = buffers::read(residual);
-    let out = convolve(x, params, cfg, activation, Some(&residual));
-    buffers::give(residual);
-    out
+    residual: Option<Batch>,
+) -> Batch {
+    let _timer = profile::scope("conv2d.forward");
+    let geometry = geometry(x.shape, params, cfg);
+    let weight = params.weight.as_vec();
+    let bias = params.bias.as_ref().map(|b| b.as_vec());
+    let mut out = buffers::take(geometry.batch * geometry.out_image());
+    let residual = residual.map(|residual| {
+        assert_eq!(
+            residual.data.len(),
+            out.len(),
+            "a residual of the output's shape"
+        );
+        residual.data
+    });
+    conv_kernels::forward_residual(
+        &geometry,
+        &x.data,
+        &weight,
+        bias.as_deref(),
+        residual.as_deref(),
+        activation.bounds(),
+        &mut out,
+        None,
+    );
+    buffers::give(x.data);
+    if let Some(residual) = residual {
+        buffers::give(residual);
+    }
+    let w = geometry.window;
+    Batch {
+        data: out,
+        shape: (
+            geometry.batch,
+            w.rows.output,
+            w.cols.output,
+            geometry.filters,
+        ),
+    }
+}
+
+/// The convolution of `params` and `cfg` on an input of `shape`.
+///
+/// # Panics
+/// When the window does not fit (the compiler rejects such models).
+fn geometry(
+    (batch, h, w, c_in): Shape4,
+    params: &Conv2dParams,
+    cfg: &Conv2dConfig,
+) -> ConvGeometry {
+    let window = Window2::new((h, w), cfg.kernel, cfg.stride, cfg.padding)
+        .expect("the compiler checks that the kernel fits the input");
+    ConvGeometry::for_weight(batch, c_in, window, *params.weight.shape())
 }
 
 /// [`conv2d`] with `activation` (relu or relu6; `cfg.relu` is ignored) applied inside: the
@@ -131,22 +180,9 @@ pub fn conv2d_activated<T: Tape<f32, Cpu>>(
     cfg: &Conv2dConfig,
     activation: FusedActivation,
 ) -> Image<T> {
-    convolve(x, params, cfg, activation, None)
-}
-
-fn convolve<T: Tape<f32, Cpu>>(
-    x: Image<T>,
-    params: &Conv2dParams,
-    cfg: &Conv2dConfig,
-    activation: FusedActivation,
-    residual: Option<&[f32]>,
-) -> Image<T> {
     let _timer = profile::scope("conv2d.forward");
-    let (batch, h, w, c_in) = *x.shape();
-    let window = Window2::new((h, w), cfg.kernel, cfg.stride, cfg.padding)
-        .expect("the compiler checks that the kernel fits the input");
-    let geometry = ConvGeometry::for_weight(batch, c_in, window, *params.weight.shape());
-    let filters = geometry.filters;
+    let geometry = geometry(*x.shape(), params, cfg);
+    let (batch, window, filters) = (geometry.batch, geometry.window, geometry.filters);
     let (x, mut tape) = x.split_tape();
     let device = x.device().clone();
     let x_ghost = x.ghost();
@@ -158,23 +194,12 @@ fn convolve<T: Tape<f32, Cpu>>(
     let bounds = activation.bounds();
     let mut mask = (bounds.is_some() && T::OWNS_TAPE).then(|| vec![0u8; out.len()]);
     let bias_slice = bias.as_deref();
-    assert!(
-        residual.is_none() || !T::OWNS_TAPE,
-        "a residual inside a convolution is for inference only"
-    );
-    if let Some(residual) = residual {
-        assert_eq!(
-            residual.len(),
-            out.len(),
-            "a residual of the output's shape"
-        );
-    }
     conv_kernels::forward_residual(
         &geometry,
         &input,
         &weight,
         bias_slice,
-        residual,
+        None,
         bounds,
         &mut out,
         mask.as_deref_mut(),

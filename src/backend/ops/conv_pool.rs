@@ -14,7 +14,7 @@ use crate::backend::ops::geometry::{Padding, Window2};
 use crate::backend::ops::pool2d::{max_pool2d, Pool2dConfig};
 use crate::backend::ops::profile;
 use crate::backend::ops::tape;
-use crate::backend::ops::Image;
+use crate::backend::ops::{Batch, Image, Shape4};
 use dfdx::shapes::HasShape;
 use dfdx::tensor::{Cpu, PutTape, SplitTape, Tape, TensorFromVec};
 
@@ -34,24 +34,12 @@ pub fn conv2d_max_pool<T: Tape<f32, Cpu>>(
     conv: &Conv2dConfig,
     pool: &Pool2dConfig,
 ) -> Image<T> {
-    let (batch, h, w, c_in) = *x.shape();
-    let window = Window2::new((h, w), conv.kernel, conv.stride, conv.padding)
-        .expect("the compiler checks that the kernel fits the input");
-    let pooled = (
-        window.rows.output / pool.size.0,
-        window.cols.output / pool.size.1,
-    );
-    if !fusable(pool) || pooled.0 == 0 || pooled.1 == 0 {
+    let Some(g) = geometry(*x.shape(), params, conv, pool) else {
         return max_pool2d(conv2d(x, params, conv), pool);
-    }
-    let _timer = profile::scope("conv2d_max_pool.forward");
-    let conv_geometry = ConvGeometry::for_weight(batch, c_in, window, *params.weight.shape());
-    let filters = conv_geometry.filters;
-    let g = ConvPoolGeometry {
-        conv: conv_geometry,
-        pool: pool.size,
-        relu: conv.relu,
     };
+    let _timer = profile::scope("conv2d_max_pool.forward");
+    let (batch, filters) = (g.conv.batch, g.conv.filters);
+    let pooled = g.out_size();
     let (x, mut tape) = x.split_tape();
     let device = x.device().clone();
     let x_ghost = x.ghost();
@@ -108,4 +96,63 @@ pub fn conv2d_max_pool<T: Tape<f32, Cpu>>(
         Ok(())
     });
     out.put_tape(tape)
+}
+
+/// [`conv2d_max_pool`] in inference on a [`Batch`], read in place and given back to the pool;
+/// the output is a `Batch` too. An unfused conv and pool run on tensors, their output copied
+/// into a pooled buffer.
+pub fn conv2d_max_pool_batch(
+    x: Batch,
+    params: &Conv2dParams,
+    conv: &Conv2dConfig,
+    pool: &Pool2dConfig,
+    device: &Cpu,
+) -> Batch {
+    let Some(g) = geometry(x.shape, params, conv, pool) else {
+        let out = conv2d_max_pool(x.into_tensor(device), params, conv, pool);
+        let shape = *out.shape();
+        return Batch {
+            data: buffers::read(&out),
+            shape,
+        };
+    };
+    let _timer = profile::scope("conv2d_max_pool.forward");
+    let input = PaddedBatch::new(&g.conv, x.data);
+    let weight = params.weight.as_vec();
+    let bias = params.bias.as_ref().map(|b| b.as_vec());
+    let mut out = buffers::take(g.conv.batch * g.out_image());
+    conv_pool_kernels::forward(&g, &input, &weight, bias.as_deref(), &mut out, None);
+    buffers::give(input.into_vec());
+    let (rows, cols) = g.out_size();
+    Batch {
+        data: out,
+        shape: (g.conv.batch, rows, cols, g.conv.filters),
+    }
+}
+
+/// The geometry of the fused op on an input of `shape`, or `None` when it runs as a conv and
+/// then a pool (see [`fusable`]).
+///
+/// # Panics
+/// When the kernel does not fit (the compiler rejects such models).
+fn geometry(
+    (batch, h, w, c_in): Shape4,
+    params: &Conv2dParams,
+    conv: &Conv2dConfig,
+    pool: &Pool2dConfig,
+) -> Option<ConvPoolGeometry> {
+    let window = Window2::new((h, w), conv.kernel, conv.stride, conv.padding)
+        .expect("the compiler checks that the kernel fits the input");
+    let pooled = (
+        window.rows.output / pool.size.0,
+        window.cols.output / pool.size.1,
+    );
+    if !fusable(pool) || pooled.0 == 0 || pooled.1 == 0 {
+        return None;
+    }
+    Some(ConvPoolGeometry {
+        conv: ConvGeometry::for_weight(batch, c_in, window, *params.weight.shape()),
+        pool: pool.size,
+        relu: conv.relu,
+    })
 }

@@ -10,7 +10,7 @@ use crate::backend::ops::depthwise_kernels::{self, DepthwiseGeometry, FusedActiv
 use crate::backend::ops::geometry::{Padding, Window2};
 use crate::backend::ops::profile;
 use crate::backend::ops::tape;
-use crate::backend::ops::{Image, Vector};
+use crate::backend::ops::{Batch, Image, Vector};
 use dfdx::shapes::HasShape;
 use dfdx::tensor::{Cpu, PutTape, SplitTape, Tape, Tensor, TensorFromVec};
 
@@ -115,6 +115,40 @@ pub fn geometry(
         "depthwise weight does not match kernel, channels and multiplier"
     );
     g
+}
+
+/// In inference, [`depthwise_conv2d`] on a [`Batch`]: read in place and given back to the
+/// pool; the output is a `Batch`.
+///
+/// # Panics
+/// As [`depthwise_conv2d`].
+pub fn depthwise_conv2d_batch(x: Batch, params: &DepthwiseParams, cfg: &DepthwiseConfig) -> Batch {
+    let _timer = profile::scope("depthwise.forward");
+    let g = geometry(x.shape, cfg, *params.weight.shape());
+    if let Some(bias) = &params.bias {
+        assert_eq!(bias.shape().0, g.out_channels(), "bias of the wrong length");
+    }
+    let weight = params.weight.as_vec();
+    let bias = params.bias.as_ref().map(|b| b.as_vec());
+    let mut out = buffers::take(g.batch * g.out_image());
+    depthwise_kernels::forward(
+        &g,
+        &x.data,
+        &weight,
+        bias.as_deref(),
+        cfg.activation,
+        &mut out,
+    );
+    buffers::give(x.data);
+    Batch {
+        data: out,
+        shape: (
+            g.batch,
+            g.window.rows.output,
+            g.window.cols.output,
+            g.out_channels(),
+        ),
+    }
 }
 
 /// `depthwise_conv2d(x)`: `(n, h, w, c)` to `(n, h_out, w_out, c * m)`, Keras output sizes.

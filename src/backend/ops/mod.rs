@@ -41,7 +41,7 @@ pub mod small_gemm;
 pub mod tape;
 pub mod winograd;
 
-use dfdx::tensor::{Cpu, Tensor};
+use dfdx::tensor::{Cpu, NoneTape, Tensor, TensorFromVec};
 
 /// The shape of an NHWC image batch: `(n, h, w, c)`.
 pub type Shape4 = (usize, usize, usize, usize);
@@ -58,3 +58,24 @@ pub type Flat<T> = Tensor<Shape2, f32, Cpu, T>;
 pub type Vector = Tensor<Shape1, f32, Cpu>;
 
 pub use geometry::Padding;
+
+/// An inference pass's NHWC image batch in a [`buffers`] buffer rather than a dfdx tensor.
+///
+/// dfdx 0.13 lends no view of a tensor's data, so an op on a tensor first copies its input
+/// out, and a tensor's buffer is freed with it, so the next pass allocates (and the allocator
+/// zeroes) every output again. The ops that take a `Batch` read it in place, give its buffer
+/// back when done and hand their output on as a `Batch`, so a pass of such ops neither copies
+/// its activations nor allocates them in the steady state.
+pub struct Batch {
+    /// `shape`'s elements, NHWC.
+    pub data: Vec<f32>,
+    /// `(n, h, w, c)`.
+    pub shape: Shape4,
+}
+
+impl Batch {
+    /// The batch as a tensor (the buffer moves into it, no copy).
+    pub fn into_tensor(self, device: &Cpu) -> Image<NoneTape> {
+        device.tensor_from_vec(self.data, self.shape)
+    }
+}
