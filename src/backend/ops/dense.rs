@@ -446,32 +446,82 @@ fn affine_dots<L: Lanes, const U: usize>(
         "weights of the wrong length"
     );
     let full = l.mask(L::N);
-    let mut acc = [l.splat(0.0); U];
-    for (start, x) in (0..).step_by(period).zip(xs.chunks(period)) {
-        for offset in (0..x.len()).step_by(L::N) {
-            let m = l.mask((x.len() - offset).min(L::N));
-            // SAFETY: the masked lanes `offset .. offset + len` lie within `x` (len is at most
-            // what is left of it), within the pattern (`x` is at most one period long) and
-            // within each weight slice at `start + offset` (as long as `xs`, checked above).
-            let y = unsafe {
-                let x = l.load(x.as_ptr().add(offset), m);
-                let s = l.load(scales.as_ptr().add(offset), m);
-                let t = l.load(shifts.as_ptr().add(offset), m);
-                l.fma(x, s, t)
-            };
-            for (acc, w) in acc.iter_mut().zip(&ws) {
-                // SAFETY: as above.
-                let w = unsafe { l.load(w.as_ptr().add(start + offset), m) };
-                *acc = l.fma(y, w, *acc);
+    // Four accumulators per unit, taking whole vectors in turn: one chain of dependent
+    // multiply-adds per unit would wait on the add's latency at every vector.
+    let mut acc = [[l.splat(0.0); U]; 4];
+    let dots = AffineDots {
+        l,
+        xs,
+        ws,
+        patterns: (scales, shifts),
+    };
+    // The next vector's offset within the pattern: `period` is a multiple of the vector width,
+    // so no vector straddles two periods.
+    let mut at = 0;
+    let whole = xs.len() / L::N;
+    let mut v = 0;
+    while v + 4 <= whole {
+        for (j, acc) in acc.iter_mut().enumerate() {
+            dots.step(acc, (v + j) * L::N, at, full);
+            at += L::N;
+            if at == period {
+                at = 0;
             }
         }
+        v += 4;
     }
-    acc.map(|v| {
+    for (j, acc) in acc.iter_mut().enumerate().take(whole - v) {
+        dots.step(acc, (v + j) * L::N, at, full);
+        at += L::N;
+        if at == period {
+            at = 0;
+        }
+    }
+    let rest = xs.len() - whole * L::N;
+    if rest > 0 {
+        dots.step(&mut acc[whole % 4], whole * L::N, at, l.mask(rest));
+    }
+    let [a, b, c, d] = acc;
+    std::array::from_fn(|u| {
+        let v = l.add(l.add(a[u], b[u]), l.add(c[u], d[u]));
         let mut lanes = [0.0f32; 16];
         // SAFETY: `lanes` holds 16 >= L::N values.
         unsafe { l.store(lanes.as_mut_ptr(), v, full) };
         lanes[..L::N].iter().sum()
     })
+}
+
+/// What [`affine_dots`] reads: one image's features, the units' weights over them and the
+/// scale and shift patterns.
+struct AffineDots<'a, L: Lanes, const U: usize> {
+    l: L,
+    xs: &'a [f32],
+    ws: [&'a [f32]; U],
+    patterns: (&'a [f32], &'a [f32]),
+}
+
+impl<L: Lanes, const U: usize> AffineDots<'_, L, U> {
+    /// Adds the vector of features at `offset` (pattern offset `at`, lanes `m`), normalised,
+    /// times each unit's weights, into `acc`.
+    #[inline(always)]
+    fn step(&self, acc: &mut [L::V; U], offset: usize, at: usize, m: L::M) {
+        let l = self.l;
+        let (scales, shifts) = self.patterns;
+        // SAFETY: the masked lanes `offset .. offset + len` lie within `xs` (the caller's mask
+        // covers at most what is left of it), within each weight slice (as long as `xs`,
+        // checked by `affine_dots`) and within the pattern at `at` (`at + len <= period`).
+        let y = unsafe {
+            let x = l.load(self.xs.as_ptr().add(offset), m);
+            let s = l.load(scales.as_ptr().add(at), m);
+            let t = l.load(shifts.as_ptr().add(at), m);
+            l.fma(x, s, t)
+        };
+        for (acc, w) in acc.iter_mut().zip(&self.ws) {
+            // SAFETY: as above.
+            let w = unsafe { l.load(w.as_ptr().add(offset), m) };
+            *acc = l.fma(y, w, *acc);
+        }
+    }
 }
 
 /// The weights and bias of `dense(x * scale + shift)` as one dense layer's: input feature
