@@ -125,11 +125,10 @@ pub struct PassConfig {
 enum Input<'a> {
     /// A tensor (clones share its data).
     Tensor(Value),
-    /// `(n, h, w, c)` values, borrowed or owned, and the device to make a tensor of them on.
+    /// `(n, h, w, c)` values, borrowed or owned.
     Values {
         values: Cow<'a, [f32]>,
         shape: Shape4,
-        device: Cpu,
     },
     /// Read by its last reader.
     Gone,
@@ -230,7 +229,7 @@ impl<'a> Store<'a> {
         let stored = match source {
             Source::Input => match std::mem::replace(&mut self.input, Input::Gone) {
                 Input::Tensor(value) => Stored::Tensor(value),
-                Input::Values { values, shape, .. } => Stored::Batch(Batch {
+                Input::Values { values, shape } => Stored::Batch(Batch {
                     data: values.into_owned(),
                     shape,
                 }),
@@ -254,16 +253,11 @@ impl<'a> Store<'a> {
     fn input_values(&self, layer: &Layer) -> Option<(&[f32], Shape4, Cpu)> {
         let reads_input_alone =
             matches!(layer.inputs.as_slice(), [edge] if edge.source == Source::Input);
-        let Input::Values {
-            values,
-            shape,
-            device,
-        } = &self.input
-        else {
+        let Input::Values { values, shape } = &self.input else {
             return None;
         };
         (reads_input_alone && self.uses.last() == Some(&1))
-            .then(|| (&**values, *shape, device.clone()))
+            .then(|| (&**values, *shape, self.device.clone()))
     }
 
     /// Counts the read of the borrowed input values by their last reader.
@@ -324,11 +318,7 @@ pub fn run_values(
         n * h * w * c,
         "input values of the wrong length"
     );
-    let input = Input::Values {
-        values,
-        shape,
-        device: device.clone(),
-    };
+    let input = Input::Values { values, shape };
     let store = Store::new(layers, input, device.clone());
     let cfg = PassConfig {
         training: false,
@@ -350,30 +340,6 @@ fn run_store<T: Tape<f32, Cpu>>(
     let mut idx = 0;
     while idx < layers.len() {
         let layer = &layers[idx];
-        // In inference, a fused conv + pool reads and writes batches (no tensor, no copy).
-        let pool = (cfg.fuse && store.readers(idx) == 1)
-            .then(|| fusable_pool(layers, idx))
-            .flatten();
-        if let (Some(pool), LayerParams::Conv(conv), false) =
-            (pool.as_ref(), &params[idx], T::OWNS_TAPE)
-        {
-            let input = layer.inputs.first().map(|edge| edge.source);
-            let read = input.and_then(|source| store.read_stored(source));
-            let Some(x) = read.and_then(Stored::into_batch) else {
-                unreachable!("fusable_pool checked that the conv reads one image")
-            };
-            let out = conv2d_max_pool_batch(x, conv, &conv_config(layer), pool, &store.device);
-            let out = Stored::Batch(out);
-            let at = idx + 1;
-            observe(at, out.dims());
-            if at + 1 == layers.len() {
-                last = Some(out);
-            } else {
-                store.put(at, out);
-            }
-            idx += 2;
-            continue;
-        }
         let streamed = if cfg.training || T::OWNS_TAPE {
             None
         } else {
@@ -413,6 +379,9 @@ fn run_store<T: Tape<f32, Cpu>>(
                 .collect()
         };
         let is_last = idx + 1 == layers.len();
+        let pool = (cfg.fuse && store.readers(idx) == 1)
+            .then(|| fusable_pool(layers, idx))
+            .flatten();
         let folds_bn = cfg.fuse
             && !cfg.training
             && !T::OWNS_TAPE
@@ -501,6 +470,14 @@ fn run_store<T: Tape<f32, Cpu>>(
                 let out = Act::Flat(flatten_pixels(x.put_tape(tape)));
                 let (out, tape) = suffix(out, layer, FusedActivation::Linear, is_last, cfg).split();
                 (Stored::Tensor(out), tape, 1)
+            }
+            // In inference, the fused conv + pool reads and writes batches.
+            (Some(pool), LayerParams::Conv(conv)) if !T::OWNS_TAPE => {
+                let Some(x) = inputs.into_iter().next().and_then(Stored::into_batch) else {
+                    unreachable!("fusable_pool checked that the conv reads one image")
+                };
+                let out = conv2d_max_pool_batch(x, conv, &conv_config(layer), &pool, &device);
+                (Stored::Batch(out), tape, 2)
             }
             (Some(pool), LayerParams::Conv(conv)) => {
                 let Some(Act::Image(x)) = tensors(inputs).into_iter().next() else {

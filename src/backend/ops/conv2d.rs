@@ -104,10 +104,9 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
     conv2d_activated(x, params, cfg, activation)
 }
 
-/// In inference, [`conv2d_activated`] (plus `residual`: the residual `add` at the end of a block runs inside the
-/// block's last convolution) on a
-/// [`Batch`]: the input and the residual are read in place and given back to the pool, and the
-/// output is a `Batch`.
+/// In inference, [`conv2d_activated`] on a [`Batch`], plus `residual` when given (the residual
+/// `add` at the end of a block, run inside the block's last convolution): the input and the
+/// residual are read in place and given back to the pool, and the output is a `Batch`.
 ///
 /// # Panics
 /// When `residual` differs from the output in shape (the compiler's `add` rule prevents it).
@@ -145,15 +144,9 @@ pub fn conv2d_batch(
     if let Some(residual) = residual {
         buffers::give(residual);
     }
-    let w = geometry.window;
     Batch {
         data: out,
-        shape: (
-            geometry.batch,
-            w.rows.output,
-            w.cols.output,
-            geometry.filters,
-        ),
+        shape: geometry.out_shape(),
     }
 }
 
@@ -182,7 +175,7 @@ pub fn conv2d_activated<T: Tape<f32, Cpu>>(
 ) -> Image<T> {
     let _timer = profile::scope("conv2d.forward");
     let geometry = geometry(*x.shape(), params, cfg);
-    let (batch, window, filters) = (geometry.batch, geometry.window, geometry.filters);
+    let (batch, filters) = (geometry.batch, geometry.filters);
     let (x, mut tape) = x.split_tape();
     let device = x.device().clone();
     let x_ghost = x.ghost();
@@ -204,7 +197,7 @@ pub fn conv2d_activated<T: Tape<f32, Cpu>>(
         &mut out,
         mask.as_deref_mut(),
     );
-    let shape = (batch, window.rows.output, window.cols.output, filters);
+    let shape = geometry.out_shape();
     let out = device.tensor_from_vec(out, shape);
     if !T::OWNS_TAPE {
         buffers::give(input);

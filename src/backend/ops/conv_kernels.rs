@@ -10,6 +10,7 @@ use crate::backend::ops::matmul::{gemm, View};
 use crate::backend::ops::reduce::{add_pairs, fold_in_order};
 use crate::backend::ops::simd;
 use crate::backend::ops::winograd;
+use crate::backend::ops::Shape4;
 use rayon::prelude::*;
 use std::cell::Cell;
 
@@ -120,6 +121,11 @@ impl ConvGeometry {
     /// Elements of one output image.
     pub fn out_image(&self) -> usize {
         self.window.rows.output * self.window.cols.output * self.filters
+    }
+    /// The output batch's shape, `(n, h_out, w_out, filters)`.
+    pub fn out_shape(&self) -> Shape4 {
+        let w = self.window;
+        (self.batch, w.rows.output, w.cols.output, self.filters)
     }
     /// One slot per image: its slice of `grad_input` (`in_image` elements each) when the input
     /// gradient is wanted, else `None`; for backward passes that work image by image.

@@ -142,12 +142,7 @@ pub fn depthwise_conv2d_batch(x: Batch, params: &DepthwiseParams, cfg: &Depthwis
     buffers::give(x.data);
     Batch {
         data: out,
-        shape: (
-            g.batch,
-            g.window.rows.output,
-            g.window.cols.output,
-            g.out_channels(),
-        ),
+        shape: g.out_shape(),
     }
 }
 
@@ -178,13 +173,7 @@ pub fn depthwise_conv2d<T: Tape<f32, Cpu>>(
     let act = cfg.activation;
     let mut out = buffers::take(g.batch * g.out_image());
     depthwise_kernels::forward(&g, &input, &weight, bias.as_deref(), act, &mut out);
-    let shape = (
-        g.batch,
-        g.window.rows.output,
-        g.window.cols.output,
-        g.out_channels(),
-    );
-    let out = device.tensor_from_vec(out, shape);
+    let out = device.tensor_from_vec(out, g.out_shape());
     if !T::OWNS_TAPE {
         buffers::give(input);
         return out.put_tape(tape);

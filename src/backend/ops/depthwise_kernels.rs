@@ -25,6 +25,7 @@
 use crate::backend::ops::geometry::{Axis1, Window2};
 use crate::backend::ops::lanes::{self, LaneKernel, Lanes};
 use crate::backend::ops::reduce::{add_pairs, fold_in_order_by};
+use crate::backend::ops::Shape4;
 use rayon::prelude::*;
 use std::cell::Cell;
 use std::ops::Range;
@@ -118,6 +119,16 @@ impl DepthwiseGeometry {
     /// Elements of one output image.
     pub fn out_image(&self) -> usize {
         self.window.rows.output * self.out_row()
+    }
+    /// The output batch's shape, `(n, h_out, w_out, channels * multiplier)`.
+    pub fn out_shape(&self) -> Shape4 {
+        let w = self.window;
+        (
+            self.batch,
+            w.rows.output,
+            w.cols.output,
+            self.out_channels(),
+        )
     }
     /// Output rows per block, for blocks of about `elements` output values (at least `k_h`
     /// rows, so that the halo stays a small part of a block).
