@@ -18,6 +18,7 @@
 //! file with the general decoder, whose errors name the problem.
 
 use super::image::{ImageInfo, ImageProblem, ImageSpec, ReadLimits};
+use super::rows::{self, Taps};
 use std::cell::RefCell;
 use std::os::raw::{c_int, c_uchar, c_ulong, c_void};
 
@@ -342,25 +343,26 @@ fn convert(planes: &[Plane<'_>], spec: &ImageSpec) -> Option<Vec<u8>> {
         _ => None,
     };
     let luma_axes = (
-        Axis::new(width, luma.extent.0, luma.width),
-        Axis::new(height, luma.extent.1, luma.height),
+        axis(width, luma.extent.0, luma.width),
+        axis(height, luma.extent.1, luma.height),
     );
     // Blue and red chroma have the same size, so they share their axes.
     let chroma_axes = chroma.map(|(blue, _)| {
         (
-            Axis::new(width, blue.extent.0, blue.width),
-            Axis::new(height, blue.extent.1, blue.height),
+            axis(width, blue.extent.0, blue.width),
+            axis(height, blue.extent.1, blue.height),
         )
     });
     let mut blended = [Vec::new(), Vec::new(), Vec::new()];
-    let mut columns = [vec![0.0_f32; width], vec![0.0; width], vec![0.0; width]];
+    let columns = || vec![0.0_f32; width + rows::OUT_PAD];
+    let mut columns = [columns(), columns(), columns()];
     let mut rgb = [vec![0_u8; width], vec![0; width], vec![0; width]];
     let mut out = vec![0_u8; width * height * channels];
     for (row_idx, out_row) in out.chunks_exact_mut(width * channels).enumerate() {
         let [luma_row, blue_row, red_row] = &mut blended;
         let [luma_columns, blue_columns, red_columns] = &mut columns;
         blend_rows(luma, &luma_axes.1, row_idx, luma_row);
-        resample_row(&luma_axes.0, luma_row, luma_columns);
+        rows::resample(&luma_axes.0, luma_row, luma_columns);
         let (Some((blue, red)), Some((across, down))) = (chroma, &chroma_axes) else {
             for (pixel, &y) in out_row.chunks_exact_mut(channels).zip(luma_columns.iter()) {
                 pixel.fill(to_byte(y));
@@ -369,20 +371,14 @@ fn convert(planes: &[Plane<'_>], spec: &ImageSpec) -> Option<Vec<u8>> {
         };
         blend_rows(blue, down, row_idx, blue_row);
         blend_rows(red, down, row_idx, red_row);
-        resample_pair(across, (blue_row, red_row), (blue_columns, red_columns));
+        rows::resample(across, blue_row, blue_columns);
+        rows::resample(across, red_row, red_columns);
         let [red_out, green_out, blue_out] = &mut rgb;
         ycbcr_to_rgb_row(
             (luma_columns, blue_columns, red_columns),
             (red_out, green_out, blue_out),
         );
-        for (((pixel, &red), &green), &blue) in out_row
-            .chunks_exact_mut(3)
-            .zip(red_out.iter())
-            .zip(green_out.iter())
-            .zip(blue_out.iter())
-        {
-            pixel.copy_from_slice(&[red, green, blue]);
-        }
+        rows::interleave(red_out, green_out, blue_out, out_row);
     }
     Some(out)
 }
@@ -407,104 +403,43 @@ fn ycbcr_to_rgb_row(
     }
 }
 
-/// Blends, for each output column, its two samples of a blended row.
-#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
-fn resample_row(across: &Axis, row: &[f32], out: &mut [f32]) {
-    assert!(
-        across.fits(row),
-        "a blended row is shorter than its axis reads"
-    );
-    for ((out, &first), &weight) in out.iter_mut().zip(&across.first).zip(&across.weight) {
-        let first = first as usize;
-        // SAFETY: `fits` checked that every `first + 1` indexes `row`.
-        let (left, right) = unsafe { (*row.get_unchecked(first), *row.get_unchecked(first + 1)) };
-        *out = left + (right - left) * weight;
-    }
-}
-
-/// [`resample_row`] for the two chroma rows at once (they share their axis).
-#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
-fn resample_pair(across: &Axis, rows: (&[f32], &[f32]), out: (&mut [f32], &mut [f32])) {
-    assert!(
-        across.fits(rows.0) && across.fits(rows.1),
-        "a blended row is shorter than its axis reads"
-    );
-    let outputs = out.0.iter_mut().zip(out.1.iter_mut());
-    for (((blue, red), &first), &weight) in outputs.zip(&across.first).zip(&across.weight) {
-        let first = first as usize;
-        // SAFETY: `fits` checked that every `first + 1` indexes both rows.
-        let (left, right) = unsafe {
-            (
-                *rows.0.get_unchecked(first),
-                *rows.0.get_unchecked(first + 1),
-            )
-        };
-        *blue = left + (right - left) * weight;
-        // SAFETY: as above.
-        let (left, right) = unsafe {
-            (
-                *rows.1.get_unchecked(first),
-                *rows.1.get_unchecked(first + 1),
-            )
-        };
-        *red = left + (right - left) * weight;
-    }
-}
-
 /// Where each output row or column reads one plane: the first of its two source samples and
 /// the weight of the next one, as `tf.image.resize(method="bilinear")` places them. Outputs
 /// before the first sample's centre or past the last's take that sample alone (weight 0);
-/// the last sample's `first + 1` is a copy of it that [`blend_rows`] appends.
-struct Axis {
-    first: Vec<u32>,
-    weight: Vec<f32>,
-    /// The largest `first`.
-    last_first: u32,
-}
-
-impl Axis {
-    /// `n_out` outputs over `extent` samples (in the plane's units) of a plane of `len`.
-    fn new(n_out: usize, extent: f64, len: u32) -> Axis {
-        let last = len.saturating_sub(1);
-        let scale = extent / n_out as f64;
-        let mut axis = Axis {
-            first: Vec::with_capacity(n_out),
-            weight: Vec::with_capacity(n_out),
-            last_first: 0,
+/// the last sample's `first + 1` is a copy of it that [`blend_rows`] appends. `n_out` outputs
+/// over `extent` samples (in the plane's units) of a plane of `len`.
+fn axis(n_out: usize, extent: f64, len: u32) -> Taps {
+    let last = len.saturating_sub(1);
+    let scale = extent / n_out as f64;
+    let mut first = Vec::with_capacity(n_out);
+    let mut weight = Vec::with_capacity(n_out);
+    for out_idx in 0..n_out {
+        let position = (out_idx as f64 + 0.5) * scale - 0.5;
+        let below = position.floor();
+        let (at, w) = if below < 0.0 {
+            (0, 0.0)
+        } else if below >= f64::from(last) {
+            (last, 0.0)
+        } else {
+            (below as u32, (position - below) as f32)
         };
-        for out_idx in 0..n_out {
-            let position = (out_idx as f64 + 0.5) * scale - 0.5;
-            let below = position.floor();
-            let (first, weight) = if below < 0.0 {
-                (0, 0.0)
-            } else if below >= f64::from(last) {
-                (last, 0.0)
-            } else {
-                (below as u32, (position - below) as f32)
-            };
-            axis.last_first = axis.last_first.max(first);
-            axis.first.push(first);
-            axis.weight.push(weight);
-        }
-        axis
+        first.push(at);
+        weight.push(w);
     }
-
-    /// Whether every output's two samples lie in `row`.
-    fn fits(&self, row: &[f32]) -> bool {
-        (self.last_first as usize) + 1 < row.len()
-    }
+    Taps::new(first, weight)
 }
 
 /// Blends the two source rows of output row `row_idx` of `plane` into `out`: one value per
-/// sample of the plane's row, and a copy of the last (see [`Axis`]).
+/// sample of the plane's row, a copy of the last (see [`axis`]), and [`rows::ROW_PAD`] more
+/// values that the resize across may read and ignore.
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
-fn blend_rows(plane: &Plane<'_>, rows: &Axis, row_idx: usize, out: &mut Vec<f32>) {
+fn blend_rows(plane: &Plane<'_>, down: &Taps, row_idx: usize, out: &mut Vec<f32>) {
     let width = plane.width as usize;
-    out.resize(width + 1, 0.0);
+    out.resize(width + 1 + rows::ROW_PAD, 0.0);
     let row = |idx: usize| &plane.samples[idx * width..(idx + 1) * width];
-    let first = rows.first[row_idx] as usize;
+    let first = down.first[row_idx] as usize;
     let (top, bottom) = (row(first), row((first + 1).min(plane.height as usize - 1)));
-    let weight = rows.weight[row_idx];
+    let weight = down.weight[row_idx];
     for ((out, &top), &bottom) in out.iter_mut().zip(top).zip(bottom) {
         let top = f32::from(top);
         *out = top + (f32::from(bottom) - top) * weight;

@@ -10,6 +10,7 @@ pub mod image;
 pub mod jpeg;
 pub mod loader;
 pub mod paths;
+mod rows;
 
 pub use self::folder::{scan, ImageFolder};
 pub use self::image::{load_image, ImageProblem, ImageSpec};
