@@ -507,6 +507,15 @@ impl Tiles {
     }
 }
 
+/// Floats from one ξ's block of a `[ξ][tile][len_s]` matrix to the next: the block, plus one
+/// cache line. Blocks of 64 tiles of 16, 32 or 64 values are whole multiples of 4 KiB, so
+/// without the line the `α²` rows of one tile, which the transforms read or write together,
+/// would all fall in one set of the L1 cache and evict each other.
+fn xi_stride(n_tiles: usize, len_s: usize) -> usize {
+    const LINE: usize = 64 / std::mem::size_of::<f32>();
+    n_tiles * len_s + LINE
+}
+
 /// The chunks `(start, lanes)` of one vector each that cover `len_s` values.
 fn chunks(len_s: usize, lanes: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..len_s)
@@ -546,11 +555,12 @@ impl<V: Variant> WithSimd for ForwardBlock<'_, V> {
         let n_tiles = t.block_tiles(ty0);
         let v = sized(&mut scratch.patches, n_tiles * V::XI * t.c_s);
         transform_inputs::<S, V>(simd, t, image, ty0, v);
-        let m = sized(&mut scratch.block, V::XI * n_tiles * t.f_s);
+        let m_stride = xi_stride(n_tiles, t.f_s);
+        let m = sized(&mut scratch.block, V::XI * m_stride);
         for xi in 0..V::XI {
             let v_xi = Lhs::strided(&v[xi * t.c_s..], V::XI * t.c_s, 1);
             let u_xi = &u[xi * t.c_in * t.f_s..][..t.c_in * t.f_s];
-            let m_xi = &mut m[xi * n_tiles * t.f_s..][..n_tiles * t.f_s];
+            let m_xi = &mut m[xi * m_stride..][..n_tiles * t.f_s];
             small_gemm(n_tiles, t.f_s, t.c_in, v_xi, u_xi, m_xi, false);
         }
         match out {
@@ -568,7 +578,7 @@ impl<V: Variant> WithSimd for ForwardBlock<'_, V> {
                     for (f0, width) in chunks(t.f_s, S::F32_LANES) {
                         let lanes = Lanes::new(f0, width, t.filters);
                         let outputs = (&mut *pooled, arg.as_deref_mut());
-                        let place = (tile, n_tiles, t.f_s);
+                        let place = (tile, m_stride, t.f_s);
                         output_tile::<S, V>(simd, m, place, lanes, bias, outputs, relu);
                     }
                 }
@@ -583,7 +593,7 @@ impl<V: Variant> WithSimd for ForwardBlock<'_, V> {
                     for (f0, width) in chunks(t.f_s, S::F32_LANES) {
                         let lanes = Lanes::new(f0, width, t.filters);
                         let outputs = (&mut *out, mask.as_deref_mut());
-                        let place = (tile, n_tiles, t.f_s);
+                        let place = (tile, m_stride, t.f_s);
                         conv_output_tile::<S, V>(simd, m, place, lanes, pixels, epilogue, outputs);
                     }
                 }
@@ -632,7 +642,8 @@ impl<V: Variant> WithSimd for BackwardImage<'_, V> {
             let n_tiles = t.block_tiles(ty0);
             let v = sized(&mut scratch.patches, n_tiles * V::XI * t.c_s);
             transform_inputs::<S, V>(simd, t, ops.image, ty0, v);
-            let dm = sized(&mut scratch.block, V::XI * n_tiles * t.f_s);
+            let dm_stride = xi_stride(n_tiles, t.f_s);
+            let dm = sized(&mut scratch.block, V::XI * dm_stride);
             match ops.grad_out {
                 GradOut::Pooled { grad, argmax } => {
                     let block_at = ty0 * t.cols * t.filters;
@@ -641,7 +652,7 @@ impl<V: Variant> WithSimd for BackwardImage<'_, V> {
                         let pooled = (&grad[at..][..t.filters], &argmax[at..][..t.filters]);
                         for (f0, width) in chunks(t.f_s, S::F32_LANES) {
                             let lanes = Lanes::new(f0, width, t.filters);
-                            let place = (tile, n_tiles, t.f_s);
+                            let place = (tile, dm_stride, t.f_s);
                             grad_tile::<S, V>(simd, pooled, lanes, db, dm, place);
                         }
                     }
@@ -652,7 +663,7 @@ impl<V: Variant> WithSimd for BackwardImage<'_, V> {
                         let pixels = t.pixels(ty0, tile);
                         for (f0, width) in chunks(t.f_s, S::F32_LANES) {
                             let lanes = Lanes::new(f0, width, t.filters);
-                            let place = (tile, n_tiles, t.f_s);
+                            let place = (tile, dm_stride, t.f_s);
                             conv_grad_tile::<S, V>(simd, (block, pixels), lanes, db, dm, place);
                         }
                     }
@@ -660,25 +671,26 @@ impl<V: Variant> WithSimd for BackwardImage<'_, V> {
             }
             for xi in 0..V::XI {
                 let v_xi_t = Lhs::strided(&v[xi * t.c_s..], 1, V::XI * t.c_s);
-                let dm_xi = &dm[xi * n_tiles * t.f_s..][..n_tiles * t.f_s];
+                let dm_xi = &dm[xi * dm_stride..][..n_tiles * t.f_s];
                 let du_xi = &mut du[xi * t.c_in * t.f_s..][..t.c_in * t.f_s];
                 small_gemm(t.c_in, t.f_s, n_tiles, v_xi_t, dm_xi, du_xi, true);
             }
             let Some(grad_image) = grad_image.as_deref_mut() else {
                 continue;
             };
-            let dv = sized(&mut scratch.grad_patches, V::XI * n_tiles * t.c_s);
+            let dv_stride = xi_stride(n_tiles, t.c_s);
+            let dv = sized(&mut scratch.grad_patches, V::XI * dv_stride);
             for xi in 0..V::XI {
-                let dm_xi = Lhs::strided(&dm[xi * n_tiles * t.f_s..], t.f_s, 1);
+                let dm_xi = Lhs::strided(&dm[xi * dm_stride..], t.f_s, 1);
                 let u_t_xi = &ops.u_t[xi * t.filters * t.c_s..][..t.filters * t.c_s];
-                let dv_xi = &mut dv[xi * n_tiles * t.c_s..][..n_tiles * t.c_s];
+                let dv_xi = &mut dv[xi * dv_stride..][..n_tiles * t.c_s];
                 small_gemm(n_tiles, t.c_s, t.filters, dm_xi, u_t_xi, dv_xi, false);
             }
             for tile in 0..n_tiles {
                 let taps = t.taps::<V>(ty0 + tile / t.cols, tile % t.cols);
                 for (c0, width) in chunks(t.c_s, S::F32_LANES) {
                     let lanes = Lanes::new(c0, width, t.c_in);
-                    let place = (tile, n_tiles, t.c_s);
+                    let place = (tile, dv_stride, t.c_s);
                     input_grad_tile::<S, V>(simd, dv, place, lanes, &taps, grad_image);
                 }
             }

@@ -310,7 +310,8 @@ pub(super) fn input_tile<S: Simd, V: Variant>(
     }
 }
 
-/// Where one tile's rows lie in a `[ξ][tile][len_s]` matrix: (tile, tiles, len_s).
+/// Where one tile's rows lie in a `[ξ][tile][len_s]` matrix: (tile, floats from one ξ's block
+/// to the next, len_s); row ξ of the tile starts at `ξ * stride + tile * len_s`.
 pub(super) type Place = (usize, usize, usize);
 
 /// The `α²` vectors of `lanes` of one tile in a `[ξ][tile][len_s]` matrix.
@@ -318,12 +319,12 @@ pub(super) type Place = (usize, usize, usize);
 fn load_tile<S: Simd, V: Variant>(
     s: S,
     m: &[f32],
-    (tile, n_tiles, len_s): Place,
+    (tile, stride, len_s): Place,
     lanes: Lanes,
 ) -> Tile<S> {
     let mut t: Tile<S> = [s.splat_f32s(0.0); SLOTS];
     for xi in 0..V::XI {
-        let at = (xi * n_tiles + tile) * len_s + lanes.start;
+        let at = xi * stride + tile * len_s + lanes.start;
         t[slot::<V>(xi)] = load(s, &m[at..][..lanes.width]);
     }
     t
@@ -407,14 +408,14 @@ fn add_grad_tile<S: Simd, V: Variant>(
     lanes: Lanes,
     db: &mut [f32],
     dm: &mut [f32],
-    (tile, n_tiles, f_s): Place,
+    (tile, stride, f_s): Place,
 ) {
     let passed = s.add_f32s(s.add_f32s(d[0], d[1]), s.add_f32s(d[4], d[5]));
     let db = &mut db[lanes.start..][..lanes.len];
     store(s, db, s.add_f32s(load(s, db), passed));
     two_d::<S, V::AtAdjoint>(s, &mut d);
     for xi in 0..V::XI {
-        let at = (xi * n_tiles + tile) * f_s + lanes.start;
+        let at = xi * stride + tile * f_s + lanes.start;
         store(s, &mut dm[at..][..lanes.width], d[slot::<V>(xi)]);
     }
 }
