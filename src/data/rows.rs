@@ -91,7 +91,7 @@ pub fn resample(taps: &Taps, row: &[f32], out: &mut [f32]) {
         "an output row without room for the resize's writes"
     );
     #[cfg(target_arch = "x86_64")]
-    if crate::backend::ops::simd::has_avx2() {
+    if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked above), and the lengths of `row` and `out` were
         // checked against the furthest read and write of any group.
         unsafe { avx2::resample(taps, row, out) };
@@ -120,7 +120,7 @@ pub fn interleave(red: &[u8], green: &[u8], blue: &[u8], out: &mut [u8]) {
         "rows of different lengths"
     );
     #[cfg(target_arch = "x86_64")]
-    if crate::backend::ops::simd::has_avx2() {
+    if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (which includes SSSE3), and the lengths were checked.
         let done = unsafe { avx2::interleave(red, green, blue, out) };
         interleave_from(red, green, blue, out, done);
