@@ -35,6 +35,7 @@ use crate::distributed::Collective;
 use crate::ir::{Activation, Layer, MergeKind, Op, Padding, PoolKind, Source};
 use dfdx::prelude::*;
 use std::borrow::Cow;
+use std::rc::Rc;
 
 /// An activation between layers, as an image batch or a flat batch.
 pub enum Act<T: Tape<f32, Cpu>> {
@@ -135,25 +136,33 @@ enum Input<'a> {
 }
 
 /// A layer output as the pass keeps it: a tensor, or in inference a [`Batch`] for the ops that
-/// read one in place.
+/// read one in place, shared while several of them are still to read it.
 enum Stored {
     Tensor(Value),
     Batch(Batch),
+    /// A batch that more than one reader reads in place (a block's input, read by the
+    /// block's first convolution and by its residual add); the store keeps a clone until the
+    /// last read.
+    Shared(Rc<Batch>),
 }
 
 impl Stored {
-    /// The output as a tensor (a batch's buffer moves into it, no copy).
+    /// The output as a tensor: a batch's buffer moves into it (no copy), unless a shared
+    /// batch is still held elsewhere, which is copied.
     fn into_value(self, device: &Cpu) -> Value {
         match self {
             Stored::Tensor(value) => value,
             Stored::Batch(batch) => Act::Image(batch.into_tensor(device)),
+            Stored::Shared(shared) => Act::Image(unshare(shared).into_tensor(device)),
         }
     }
 
-    /// The output as a batch: an image tensor's data is copied out; `None` for a flat batch.
+    /// The output as a batch of its own: an image tensor's data is copied out, as is a shared
+    /// batch still held elsewhere; `None` for a flat batch.
     fn into_batch(self) -> Option<Batch> {
         match self {
             Stored::Batch(batch) => Some(batch),
+            Stored::Shared(shared) => Some(unshare(shared)),
             Stored::Tensor(Act::Image(x)) => Some(Batch {
                 data: buffers::read(&x),
                 shape: *x.shape(),
@@ -162,14 +171,62 @@ impl Stored {
         }
     }
 
+    /// The output for an op that reads a batch in place without keeping it: a shared batch
+    /// stays shared (no copy); `None` for a flat batch.
+    fn into_readable(self) -> Option<Readable> {
+        match self {
+            Stored::Shared(shared) => Some(Readable::Shared(shared)),
+            other @ (Stored::Tensor(_) | Stored::Batch(_)) => {
+                other.into_batch().map(Readable::Owned)
+            }
+        }
+    }
+
     /// The dims without the batch axis.
     fn dims(&self) -> Vec<usize> {
+        let (_, h, w, c) = match self {
+            Stored::Tensor(value) => return value.dims(),
+            Stored::Batch(batch) => batch.shape,
+            Stored::Shared(batch) => batch.shape,
+        };
+        vec![h, w, c]
+    }
+}
+
+/// The batch of a shared one: moved out when nothing else holds it, else copied.
+fn unshare(shared: Rc<Batch>) -> Batch {
+    Rc::try_unwrap(shared).unwrap_or_else(|shared| {
+        let mut data = buffers::take(shared.data.len());
+        data.copy_from_slice(&shared.data);
+        Batch {
+            data,
+            shape: shared.shape,
+        }
+    })
+}
+
+/// An image batch that an op reads in place: its own, or shared with readers still to come.
+enum Readable {
+    Owned(Batch),
+    Shared(Rc<Batch>),
+}
+
+impl Readable {
+    fn batch(&self) -> &Batch {
         match self {
-            Stored::Tensor(value) => value.dims(),
-            Stored::Batch(batch) => {
-                let (_, h, w, c) = batch.shape;
-                vec![h, w, c]
-            }
+            Readable::Owned(batch) => batch,
+            Readable::Shared(batch) => batch,
+        }
+    }
+
+    /// Done reading: the buffer goes back to the pool, unless a reader still to come holds it.
+    fn release(self) {
+        let batch = match self {
+            Readable::Owned(batch) => Some(batch),
+            Readable::Shared(shared) => Rc::try_unwrap(shared).ok(),
+        };
+        if let Some(batch) = batch {
+            buffers::give(batch.data);
         }
     }
 }
@@ -209,15 +266,16 @@ impl<'a> Store<'a> {
     /// The value of `source` for one reader, as a tensor: see [`Store::read_stored`].
     fn read(&mut self, source: Source) -> Option<Value> {
         let device = self.device.clone();
-        self.read_stored(source)
+        self.read_stored(source, false)
             .map(|stored| stored.into_value(&device))
     }
 
-    /// The value of `source` for one reader: moved out at its last read, cloned before (a
-    /// batch read before its last reader becomes a tensor, whose clones share its data). Input
-    /// values become a batch at their last read (owned ones move into it, borrowed ones are
-    /// copied), a tensor before.
-    fn read_stored(&mut self, source: Source) -> Option<Stored> {
+    /// The value of `source` for one reader: moved out at its last read, cloned before. Before
+    /// the last read, a layer's batch stays a batch, shared, when this reader reads batches in
+    /// place (`reads_batch`), and becomes a tensor, whose clones share its data, when it does
+    /// not. Input values become a batch at their last read (owned ones move into it, borrowed
+    /// ones are copied), a tensor before.
+    fn read_stored(&mut self, source: Source, reads_batch: bool) -> Option<Stored> {
         let n = self.values.len();
         let slot = match source {
             Source::Input => n,
@@ -240,12 +298,22 @@ impl<'a> Store<'a> {
         if last {
             return Some(stored);
         }
-        let value = stored.into_value(&self.device);
-        match source {
-            Source::Input => self.input = Input::Tensor(value.clone()),
-            Source::Layer(idx) => self.values[idx] = Some(Stored::Tensor(value.clone())),
+        let shared = match (source, stored) {
+            (Source::Layer(_), Stored::Batch(batch)) if reads_batch => Rc::new(batch),
+            (Source::Layer(_), Stored::Shared(batch)) if reads_batch => batch,
+            (_, stored) => {
+                let value = stored.into_value(&self.device);
+                match source {
+                    Source::Input => self.input = Input::Tensor(value.clone()),
+                    Source::Layer(idx) => self.values[idx] = Some(Stored::Tensor(value.clone())),
+                }
+                return Some(Stored::Tensor(value));
+            }
+        };
+        if let Source::Layer(idx) = source {
+            self.values[idx] = Some(Stored::Shared(Rc::clone(&shared)));
         }
-        Some(Stored::Tensor(value))
+        Some(Stored::Shared(shared))
     }
 
     /// The borrowed input values, their shape and device when `layer` reads the model input
@@ -361,15 +429,6 @@ fn run_store<T: Tape<f32, Cpu>>(
             idx += ran;
             continue;
         }
-        let inputs: Vec<Stored> = layer
-            .inputs
-            .iter()
-            .map(|edge| {
-                store
-                    .read_stored(edge.source)
-                    .expect("INVARIANT: the compiler orders every layer after its inputs")
-            })
-            .collect();
         let device = store.device.clone();
         // The inputs as tensors, for every op but those that read batches.
         let tensors = |inputs: Vec<Stored>| -> Vec<Value> {
@@ -397,6 +456,15 @@ fn run_store<T: Tape<f32, Cpu>>(
         let skip = (cfg.fuse && store.readers(idx) == 1)
             .then(|| fusable_add(layers, idx))
             .flatten();
+        let inputs: Vec<Stored> = layer
+            .inputs
+            .iter()
+            .map(|edge| {
+                store
+                    .read_stored(edge.source, folds_bn)
+                    .expect("INVARIANT: the compiler orders every layer after its inputs")
+            })
+            .collect();
         let (out, next_tape, ran) = match (pool, &mut params[idx]) {
             (None, LayerParams::BatchNorm(bn)) if skip.is_some() => {
                 let add = &layers[idx + 1];
@@ -429,7 +497,7 @@ fn run_store<T: Tape<f32, Cpu>>(
                 let skip = (plain && store.readers(idx + 1) == 1)
                     .then(|| fusable_add(layers, idx + 1))
                     .flatten();
-                let residual = skip.and_then(|source| store.read_stored(source));
+                let residual = skip.and_then(|source| store.read_stored(source, true));
                 let ran = if residual.is_some() { 3 } else { 2 };
                 let is_last = idx + ran == layers.len();
                 let (out, tape) = conv_bn_inference(
@@ -844,12 +912,12 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
         let bias = device.tensor_from_vec(b, (scale.len(),));
         (weight, bias)
     };
-    let Some(x) = inputs.into_iter().next().and_then(Stored::into_batch) else {
+    let Some(x) = inputs.into_iter().next().and_then(Stored::into_readable) else {
         unreachable!("foldable_bn checked that the conv reads one image")
     };
     let residual = residual.map(|residual| {
         residual
-            .into_batch()
+            .into_readable()
             .expect("fusable_add checked the skip is an image")
     });
     // With a residual, the layer ending the fused run (whose activation applies) is the add;
@@ -868,7 +936,9 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
             };
             let fused = clamp(activation);
             let conv_cfg = conv_config(conv_layer);
-            (conv2d_batch(x, &folded, &conv_cfg, fused, residual), fused)
+            let residual = residual.as_ref().map(Readable::batch);
+            let out = conv2d_batch(x.batch(), &folded, &conv_cfg, fused, residual);
+            (out, fused)
         }
         (
             LayerParams::Depthwise(dw),
@@ -894,10 +964,14 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
                 activation: fused,
                 input_grad: false,
             };
-            (depthwise_conv2d_batch(x, &folded, &dw_cfg), fused)
+            (depthwise_conv2d_batch(x.batch(), &folded, &dw_cfg), fused)
         }
         _ => unreachable!("foldable_bn checked the conv's kind and its params match it"),
     };
+    x.release();
+    if let Some(residual) = residual {
+        residual.release();
+    }
     if !runs_suffix(last_layer, fused, is_last, cfg) {
         return (Stored::Batch(out), tape);
     }

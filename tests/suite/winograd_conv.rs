@@ -141,7 +141,13 @@ fn the_residual_inside_matches_a_separate_add_and_clamp() {
         data: x.as_vec(),
         shape: case.input,
     };
-    let fused = conv2d_batch(input, &params, &cfg, case.activation, Some(residual_batch));
+    let fused = conv2d_batch(
+        &input,
+        &params,
+        &cfg,
+        case.activation,
+        Some(&residual_batch),
+    );
     assert_eq!(fused.shape, (n, ho, wo, case.filters));
     let linear = conv2d_activated(x, &params, &cfg, FusedActivation::Linear).as_vec();
     let expected: Vec<f32> = linear

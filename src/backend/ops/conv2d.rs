@@ -106,16 +106,16 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
 
 /// In inference, [`conv2d_activated`] on a [`Batch`], plus `residual` when given (the residual
 /// `add` at the end of a block, run inside the block's last convolution): the input and the
-/// residual are read in place and given back to the pool, and the output is a `Batch`.
+/// residual are read in place (the caller keeps them), and the output is a `Batch`.
 ///
 /// # Panics
 /// When `residual` differs from the output in shape (the compiler's `add` rule prevents it).
 pub fn conv2d_batch(
-    x: Batch,
+    x: &Batch,
     params: &Conv2dParams,
     cfg: &Conv2dConfig,
     activation: FusedActivation,
-    residual: Option<Batch>,
+    residual: Option<&Batch>,
 ) -> Batch {
     let _timer = profile::scope("conv2d.forward");
     let geometry = geometry(x.shape, params, cfg);
@@ -128,22 +128,18 @@ pub fn conv2d_batch(
             out.len(),
             "a residual of the output's shape"
         );
-        residual.data
+        &residual.data[..]
     });
     conv_kernels::forward_residual(
         &geometry,
         &x.data,
         &weight,
         bias.as_deref(),
-        residual.as_deref(),
+        residual,
         activation.bounds(),
         &mut out,
         None,
     );
-    buffers::give(x.data);
-    if let Some(residual) = residual {
-        buffers::give(residual);
-    }
     Batch {
         data: out,
         shape: geometry.out_shape(),

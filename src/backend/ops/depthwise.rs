@@ -117,12 +117,12 @@ pub fn geometry(
     g
 }
 
-/// In inference, [`depthwise_conv2d`] on a [`Batch`]: read in place and given back to the
-/// pool; the output is a `Batch`.
+/// In inference, [`depthwise_conv2d`] on a [`Batch`], read in place (the caller keeps it); the
+/// output is a `Batch`.
 ///
 /// # Panics
 /// As [`depthwise_conv2d`].
-pub fn depthwise_conv2d_batch(x: Batch, params: &DepthwiseParams, cfg: &DepthwiseConfig) -> Batch {
+pub fn depthwise_conv2d_batch(x: &Batch, params: &DepthwiseParams, cfg: &DepthwiseConfig) -> Batch {
     let _timer = profile::scope("depthwise.forward");
     let g = geometry(x.shape, cfg, *params.weight.shape());
     if let Some(bias) = &params.bias {
@@ -139,7 +139,6 @@ pub fn depthwise_conv2d_batch(x: Batch, params: &DepthwiseParams, cfg: &Depthwis
         cfg.activation,
         &mut out,
     );
-    buffers::give(x.data);
     Batch {
         data: out,
         shape: g.out_shape(),
