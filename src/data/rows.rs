@@ -2,8 +2,8 @@
 //! the horizontal half of the bilinear resize, which reads two samples at a computed column
 //! for every output (a gather), and the interleaving of separate red, green and blue rows into
 //! RGB pixels (three one-byte stores a pixel). On a CPU with AVX2 both run on whole vectors;
-//! elsewhere, and for what is left after the last whole vector, they run the same arithmetic
-//! one value at a time, so the two give the same bits.
+//! elsewhere (and for the interleave's last pixels short of a whole vector) they run the same
+//! arithmetic one value at a time, so the two give the same bits.
 //!
 //! The resize gathers with permutes. The outputs are cut, in order, into groups of up to
 //! eight whose samples all lie within 16 consecutive floats of the row (eight outputs for a
