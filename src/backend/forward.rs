@@ -896,12 +896,12 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
     };
     let (scale, shift) = inference_scale_shift(bn, eps);
     let fold = |weight: &Tensor<(usize, usize), f32, Cpu>, bias: Option<&Vector>| {
-        let mut w = weight.as_vec();
+        let mut w = buffers::to_vec(weight);
         w.chunks_exact_mut(scale.len().max(1)).for_each(|row| {
             row.iter_mut().zip(&scale).for_each(|(w, s)| *w *= s);
         });
         let b: Vec<f32> = match bias {
-            Some(bias) => bias.as_vec(),
+            Some(bias) => buffers::to_vec(bias),
             None => vec![0.0; scale.len()],
         };
         let b: Vec<f32> = (0..scale.len())
@@ -983,7 +983,10 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
 /// An inference-mode batch norm as `x * scale + shift` per channel, as the batch norm op
 /// computes it from the moving statistics.
 fn inference_scale_shift(bn: &BatchNormParams, eps: f64) -> (Vec<f32>, Vec<f32>) {
-    let (mean, variance) = (bn.moving_mean.as_vec(), bn.moving_variance.as_vec());
+    let (mean, variance) = (
+        buffers::to_vec(&bn.moving_mean),
+        buffers::to_vec(&bn.moving_variance),
+    );
     let map = batch_norm::affine(bn, &mean, &variance, eps as f32);
     (map.scale, map.shift)
 }

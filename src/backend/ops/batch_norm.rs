@@ -118,7 +118,10 @@ pub fn batch_norm_inference_values(
         input.len() == n * h * w * c && params.gamma.shape().0 == c,
         "batch norm input of the wrong shape"
     );
-    let (mean, variance) = (params.moving_mean.as_vec(), params.moving_variance.as_vec());
+    let (mean, variance) = (
+        buffers::to_vec(&params.moving_mean),
+        buffers::to_vec(&params.moving_variance),
+    );
     let Affine { scale, shift, .. } = affine(params, &mean, &variance, eps);
     let layout = Periods::new(c);
     let (scale_p, shift_p) = (layout.pattern(&scale), layout.pattern(&shift));
@@ -342,7 +345,10 @@ fn statistics_over_ranks(
     cfg: &BatchNormConfig,
 ) -> (Vec<f32>, Vec<f32>, f64) {
     if !cfg.training {
-        let (mean, variance) = (params.moving_mean.as_vec(), params.moving_variance.as_vec());
+        let (mean, variance) = (
+            buffers::to_vec(&params.moving_mean),
+            buffers::to_vec(&params.moving_variance),
+        );
         return (mean, variance, rows as f64);
     }
     let features = params.gamma.shape().0;
@@ -441,7 +447,10 @@ pub(crate) struct Affine {
 /// The [`Affine`] map of `params` with `mean` and `variance` (the batch's or the moving ones),
 /// rounded as every batch-norm path rounds it, so fused and folded paths agree with the op.
 pub(crate) fn affine(params: &BatchNormParams, mean: &[f32], variance: &[f32], eps: f32) -> Affine {
-    let (gamma, beta) = (params.gamma.as_vec(), params.beta.as_vec());
+    let (gamma, beta) = (
+        buffers::to_vec(&params.gamma),
+        buffers::to_vec(&params.beta),
+    );
     let inv_std: Vec<f32> = variance.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
     let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
     let shift: Vec<f32> = (0..gamma.len())

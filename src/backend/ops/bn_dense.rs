@@ -56,7 +56,7 @@ pub fn batch_norm_dense<T: Tape<f32, Cpu>>(
     let weight = buffers::read(&dense.weight);
     let dims = (batch, inputs, units);
     let mut out = affine_product(&input, dims, &weight, &scale, &shift);
-    let bias = dense.bias.as_ref().map(|b| b.as_vec());
+    let bias = dense.bias.as_ref().map(buffers::to_vec);
     if let Some(bias) = &bias {
         for row in out.chunks_exact_mut(units) {
             row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);

@@ -119,8 +119,8 @@ pub fn conv2d_batch(
 ) -> Batch {
     let _timer = profile::scope("conv2d.forward");
     let geometry = geometry(x.shape, params, cfg);
-    let weight = params.weight.as_vec();
-    let bias = params.bias.as_ref().map(|b| b.as_vec());
+    let weight = buffers::to_vec(&params.weight);
+    let bias = params.bias.as_ref().map(buffers::to_vec);
     let mut out = buffers::take(geometry.batch * geometry.out_image());
     let residual = residual.map(|residual| {
         assert_eq!(
@@ -177,8 +177,8 @@ pub fn conv2d_activated<T: Tape<f32, Cpu>>(
     let x_ghost = x.ghost();
     let input = buffers::read(&x);
     drop(x);
-    let weight = params.weight.as_vec();
-    let bias = params.bias.as_ref().map(|b| b.as_vec());
+    let weight = buffers::to_vec(&params.weight);
+    let bias = params.bias.as_ref().map(buffers::to_vec);
     let mut out = buffers::take(batch * geometry.out_image());
     let bounds = activation.bounds();
     let mut mask = (bounds.is_some() && T::OWNS_TAPE).then(|| vec![0u8; out.len()]);

@@ -45,8 +45,8 @@ pub fn conv2d_max_pool<T: Tape<f32, Cpu>>(
     let x_ghost = x.ghost();
     let input = PaddedBatch::new(&g.conv, buffers::read(&x));
     drop(x);
-    let weight = params.weight.as_vec();
-    let bias = params.bias.as_ref().map(|b| b.as_vec());
+    let weight = buffers::to_vec(&params.weight);
+    let bias = params.bias.as_ref().map(buffers::to_vec);
     let mut out = buffers::take(batch * g.out_image());
     let mut argmax = T::OWNS_TAPE.then(|| vec![0u16; out.len()]);
     let bias_slice = bias.as_deref();
@@ -118,8 +118,8 @@ pub fn conv2d_max_pool_batch(
     };
     let _timer = profile::scope("conv2d_max_pool.forward");
     let input = PaddedBatch::new(&g.conv, x.data);
-    let weight = params.weight.as_vec();
-    let bias = params.bias.as_ref().map(|b| b.as_vec());
+    let weight = buffers::to_vec(&params.weight);
+    let bias = params.bias.as_ref().map(buffers::to_vec);
     let mut out = buffers::take(g.conv.batch * g.out_image());
     conv_pool_kernels::forward(&g, &input, &weight, bias.as_deref(), &mut out, None);
     buffers::give(input.into_vec());

@@ -40,7 +40,7 @@ pub fn dense<T: Tape<f32, Cpu>>(x: Flat<T>, params: &DenseParams) -> Flat<T> {
     let weight = buffers::read(&params.weight);
     let mut out = vec![0.0; batch * units];
     if let Some(bias) = &params.bias {
-        let bias = bias.as_vec();
+        let bias = buffers::to_vec(bias);
         out.chunks_exact_mut(units.max(1))
             .for_each(|row| row.copy_from_slice(&bias));
     }
@@ -277,7 +277,7 @@ pub fn dense_of_affine_values(
     let weight = buffers::read(&params.weight);
     let mut out = affine_product(input, (batch, inputs, units), &weight, scale, shift);
     if let Some(bias) = &params.bias {
-        let bias = bias.as_vec();
+        let bias = buffers::to_vec(bias);
         for row in out.chunks_exact_mut(units.max(1)) {
             row.iter_mut().zip(&bias).for_each(|(o, b)| *o += b);
         }
@@ -529,9 +529,9 @@ impl<L: Lanes, const U: usize> AffineDots<'_, L, U> {
 fn folded(params: &DenseParams, scale: &[f32], shift: &[f32]) -> DenseParams {
     let channels = scale.len().max(1);
     let (units, inputs) = *params.weight.shape();
-    let mut weight = params.weight.as_vec();
+    let mut weight = buffers::to_vec(&params.weight);
     let mut bias = match &params.bias {
-        Some(bias) => bias.as_vec(),
+        Some(bias) => buffers::to_vec(bias),
         None => vec![0.0; units],
     };
     for (row, b) in weight.chunks_exact_mut(inputs.max(1)).zip(&mut bias) {

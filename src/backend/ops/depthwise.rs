@@ -128,8 +128,8 @@ pub fn depthwise_conv2d_batch(x: &Batch, params: &DepthwiseParams, cfg: &Depthwi
     if let Some(bias) = &params.bias {
         assert_eq!(bias.shape().0, g.out_channels(), "bias of the wrong length");
     }
-    let weight = params.weight.as_vec();
-    let bias = params.bias.as_ref().map(|b| b.as_vec());
+    let weight = buffers::to_vec(&params.weight);
+    let bias = params.bias.as_ref().map(buffers::to_vec);
     let mut out = buffers::take(g.batch * g.out_image());
     depthwise_kernels::forward(
         &g,
@@ -167,8 +167,8 @@ pub fn depthwise_conv2d<T: Tape<f32, Cpu>>(
     let x_ghost = x.ghost();
     let input = buffers::read(&x);
     drop(x);
-    let weight = params.weight.as_vec();
-    let bias = params.bias.as_ref().map(|b| b.as_vec());
+    let weight = buffers::to_vec(&params.weight);
+    let bias = params.bias.as_ref().map(buffers::to_vec);
     let act = cfg.activation;
     let mut out = buffers::take(g.batch * g.out_image());
     depthwise_kernels::forward(&g, &input, &weight, bias.as_deref(), act, &mut out);

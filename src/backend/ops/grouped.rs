@@ -173,8 +173,8 @@ pub fn grouped_conv2d<T: Tape<f32, Cpu>>(
     let x_ghost = x.ghost();
     let input = buffers::read(&x);
     drop(x);
-    let weight = params.weight.as_vec();
-    let bias = params.bias.as_ref().map(|b| b.as_vec());
+    let weight = buffers::to_vec(&params.weight);
+    let bias = params.bias.as_ref().map(buffers::to_vec);
     let mut out = buffers::take(g.batch * g.out_image());
     grouped_kernels::forward(&g, &input, &weight, bias.as_deref(), &mut out);
     let mut mask = None;

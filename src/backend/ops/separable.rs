@@ -192,9 +192,9 @@ pub fn separable_conv2d<T: Tape<f32, Cpu>>(
     let input = buffers::read(&x);
     drop(x);
     let weights = Weights {
-        depthwise: params.depthwise.as_vec(),
-        pointwise: params.pointwise.as_vec(),
-        bias: params.bias.as_ref().map(|b| b.as_vec()),
+        depthwise: buffers::to_vec(&params.depthwise),
+        pointwise: buffers::to_vec(&params.pointwise),
+        bias: params.bias.as_ref().map(buffers::to_vec),
     };
     let act = cfg.activation;
     let mut out = buffers::take(g.batch * sg.out_image());
