@@ -172,13 +172,12 @@ impl Stored {
     }
 
     /// The output for an op that reads a batch in place without keeping it: a shared batch
-    /// stays shared (no copy); `None` for a flat batch.
-    fn into_readable(self) -> Option<Readable> {
+    /// stays shared (no copy), any other is its reader's alone; `None` for a flat batch. Hand
+    /// it to [`release`] once read.
+    fn into_readable(self) -> Option<Rc<Batch>> {
         match self {
-            Stored::Shared(shared) => Some(Readable::Shared(shared)),
-            other @ (Stored::Tensor(_) | Stored::Batch(_)) => {
-                other.into_batch().map(Readable::Owned)
-            }
+            Stored::Shared(shared) => Some(shared),
+            other @ (Stored::Tensor(_) | Stored::Batch(_)) => other.into_batch().map(Rc::new),
         }
     }
 
@@ -205,29 +204,11 @@ fn unshare(shared: Rc<Batch>) -> Batch {
     })
 }
 
-/// An image batch that an op reads in place: its own, or shared with readers still to come.
-enum Readable {
-    Owned(Batch),
-    Shared(Rc<Batch>),
-}
-
-impl Readable {
-    fn batch(&self) -> &Batch {
-        match self {
-            Readable::Owned(batch) => batch,
-            Readable::Shared(batch) => batch,
-        }
-    }
-
-    /// Done reading: the buffer goes back to the pool, unless a reader still to come holds it.
-    fn release(self) {
-        let batch = match self {
-            Readable::Owned(batch) => Some(batch),
-            Readable::Shared(shared) => Rc::try_unwrap(shared).ok(),
-        };
-        if let Some(batch) = batch {
-            buffers::give(batch.data);
-        }
+/// Done reading `batch` in place: its buffer goes back to the pool, unless a reader still to
+/// come holds it.
+fn release(batch: Rc<Batch>) {
+    if let Ok(batch) = Rc::try_unwrap(batch) {
+        buffers::give(batch.data);
     }
 }
 
@@ -936,8 +917,7 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
             };
             let fused = clamp(activation);
             let conv_cfg = conv_config(conv_layer);
-            let residual = residual.as_ref().map(Readable::batch);
-            let out = conv2d_batch(x.batch(), &folded, &conv_cfg, fused, residual);
+            let out = conv2d_batch(&x, &folded, &conv_cfg, fused, residual.as_deref());
             (out, fused)
         }
         (
@@ -964,13 +944,13 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
                 activation: fused,
                 input_grad: false,
             };
-            (depthwise_conv2d_batch(x.batch(), &folded, &dw_cfg), fused)
+            (depthwise_conv2d_batch(&x, &folded, &dw_cfg), fused)
         }
         _ => unreachable!("foldable_bn checked the conv's kind and its params match it"),
     };
-    x.release();
+    release(x);
     if let Some(residual) = residual {
-        residual.release();
+        release(residual);
     }
     if !runs_suffix(last_layer, fused, is_last, cfg) {
         return (Stored::Batch(out), tape);
@@ -983,11 +963,7 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
 /// An inference-mode batch norm as `x * scale + shift` per channel, as the batch norm op
 /// computes it from the moving statistics.
 fn inference_scale_shift(bn: &BatchNormParams, eps: f64) -> (Vec<f32>, Vec<f32>) {
-    let (mean, variance) = (
-        buffers::to_vec(&bn.moving_mean),
-        buffers::to_vec(&bn.moving_variance),
-    );
-    let map = batch_norm::affine(bn, &mean, &variance, eps as f32);
+    let map = batch_norm::moving_affine(bn, eps as f32);
     (map.scale, map.shift)
 }
 

@@ -118,11 +118,7 @@ pub fn batch_norm_inference_values(
         input.len() == n * h * w * c && params.gamma.shape().0 == c,
         "batch norm input of the wrong shape"
     );
-    let (mean, variance) = (
-        buffers::to_vec(&params.moving_mean),
-        buffers::to_vec(&params.moving_variance),
-    );
-    let Affine { scale, shift, .. } = affine(params, &mean, &variance, eps);
+    let Affine { scale, shift, .. } = moving_affine(params, eps);
     let layout = Periods::new(c);
     let (scale_p, shift_p) = (layout.pattern(&scale), layout.pattern(&shift));
     let mut out = buffers::take(input.len());
@@ -442,6 +438,15 @@ pub(crate) struct Affine {
     pub scale: Vec<f32>,
     /// `beta - mean * scale`.
     pub shift: Vec<f32>,
+}
+
+/// The inference [`Affine`] map of `params`: [`affine`] with the moving statistics.
+pub(crate) fn moving_affine(params: &BatchNormParams, eps: f32) -> Affine {
+    let (mean, variance) = (
+        buffers::to_vec(&params.moving_mean),
+        buffers::to_vec(&params.moving_variance),
+    );
+    affine(params, &mean, &variance, eps)
 }
 
 /// The [`Affine`] map of `params` with `mean` and `variance` (the batch's or the moving ones),
