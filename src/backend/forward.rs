@@ -26,6 +26,7 @@ use super::ops::dropout::{dropout, DropoutKey};
 use super::ops::flatten::{flatten, flatten_pixels};
 use super::ops::geometry::Padding as OpPadding;
 use super::ops::grouped::{grouped_conv2d, GroupedConfig};
+use super::ops::linear_bn::{conv2d_batch_norm, depthwise_batch_norm};
 use super::ops::merge::{add_activated, merge, Merged, Operand};
 use super::ops::pool2d::{avg_pool2d, global_avg_pool, global_max_pool, max_pool2d, Pool2dConfig};
 use super::ops::separable::{separable_conv2d, SeparableConfig};
@@ -434,6 +435,11 @@ fn run_store<T: Tape<f32, Cpu>>(
             && foldable_bn_dense(layers, idx);
         let trains_bn_dense =
             cfg.fuse && T::OWNS_TAPE && store.readers(idx) == 1 && trainable_bn_dense(layers, idx);
+        let trains_conv_bn = cfg.fuse
+            && T::OWNS_TAPE
+            && pool.is_none()
+            && store.readers(idx) == 1
+            && trainable_conv_bn(layers, idx);
         let skip = (cfg.fuse && store.readers(idx) == 1)
             .then(|| fusable_add(layers, idx))
             .flatten();
@@ -471,6 +477,34 @@ fn run_store<T: Tape<f32, Cpu>>(
                 let out = suffix(out, add, bn_cfg.activation, is_last, cfg);
                 let (out, tape) = out.split();
                 (Stored::Tensor(out), tape, 2)
+            }
+            (None, LayerParams::Conv(_) | LayerParams::Depthwise(_)) if trains_conv_bn => {
+                let Some(Act::Image(x)) = tensors(inputs).into_iter().next() else {
+                    unreachable!("trainable_conv_bn checked that the conv reads one image")
+                };
+                // The block's residual add too, when it alone reads the batch norm.
+                let skip = (store.readers(idx + 1) == 1)
+                    .then(|| fusable_add(layers, idx + 1))
+                    .flatten()
+                    .map(|source| match store.read(source) {
+                        Some(Act::Image(skip)) => skip,
+                        Some(Act::Flat(_)) | None => {
+                            unreachable!("fusable_add checked that the skip is an earlier image")
+                        }
+                    });
+                let ran = if skip.is_some() { 3 } else { 2 };
+                let is_last = idx + ran == layers.len();
+                let (out, activation) =
+                    conv_bn_training(layers, idx, params, x.put_tape(tape), skip.as_ref(), cfg);
+                let out = suffix(
+                    Act::Image(out),
+                    &layers[idx + ran - 1],
+                    activation,
+                    is_last,
+                    cfg,
+                );
+                let (out, tape) = out.split();
+                (Stored::Tensor(out), tape, ran)
             }
             (None, LayerParams::Conv(_) | LayerParams::Depthwise(_)) if folds_bn => {
                 // The block's residual add too, when it alone reads the batch norm.
@@ -850,6 +884,80 @@ fn foldable_bn(layers: &[Layer], idx: usize) -> bool {
         && matches!(next.op, Op::BatchNorm { .. })
         && reads_conv
         && matches!(conv.input(), crate::ir::Shape::Image { .. })
+}
+
+/// Whether conv `idx` (plain or depthwise, linear) is read by the batch norm right after it
+/// alone, so that in training the two run as one op (`linear_bn`): the same layers as
+/// [`foldable_bn`] folds in inference.
+fn trainable_conv_bn(layers: &[Layer], idx: usize) -> bool {
+    foldable_bn(layers, idx)
+}
+
+/// Conv `idx` (plain or depthwise) and the batch norm after it in training, as one op
+/// ([`conv2d_batch_norm`], [`depthwise_batch_norm`]), with the residual add after the batch
+/// norm when its other operand `skip` is given; returns the output and the activation run
+/// inside the op (the batch norm's, or the add's).
+fn conv_bn_training<T: Tape<f32, Cpu>>(
+    layers: &[Layer],
+    idx: usize,
+    params: &mut [LayerParams],
+    x: Image<T>,
+    skip: Option<&Image<NoneTape>>,
+    cfg: PassConfig,
+) -> (Image<T>, FusedActivation) {
+    let (conv_layer, bn_layer) = (&layers[idx], &layers[idx + 1]);
+    let Op::BatchNorm { momentum, eps } = bn_layer.op else {
+        unreachable!("trainable_conv_bn checked that a batch norm follows")
+    };
+    let activation = match skip {
+        Some(_) => fused_activation(&layers[idx + 2]),
+        None => fused_activation(bn_layer),
+    };
+    let input_grad = !conv_layer
+        .inputs
+        .iter()
+        .any(|edge| edge.source == Source::Input);
+    let bn_cfg = BatchNormConfig {
+        momentum: momentum as f32,
+        eps: eps as f32,
+        training: cfg.training,
+        input_grad: true,
+        activation,
+        sync: cfg.bn_sync,
+    };
+    let (head, tail) = params.split_at_mut(idx + 1);
+    let LayerParams::BatchNorm(bn) = &mut tail[0] else {
+        unreachable!("a batch norm layer has batch norm params")
+    };
+    let out = match (conv_layer.op, &head[idx]) {
+        (Op::Conv { .. }, LayerParams::Conv(conv)) => {
+            let mut conv_cfg = conv_config(conv_layer);
+            conv_cfg.input_grad = input_grad;
+            conv2d_batch_norm(x, (conv, &conv_cfg), (bn, &bn_cfg), skip)
+        }
+        (
+            Op::DepthwiseConv {
+                multiplier,
+                kernel,
+                stride,
+                pad,
+                ..
+            },
+            LayerParams::Depthwise(dw),
+        ) => {
+            let dw_cfg = DepthwiseConfig {
+                kernel,
+                stride,
+                padding: op_padding(pad),
+                multiplier,
+                activation: FusedActivation::Linear,
+                input_grad,
+            };
+            depthwise_batch_norm(x, (dw, &dw_cfg), (bn, &bn_cfg), skip)
+        }
+        _ => unreachable!("trainable_conv_bn checked the conv's kind and its params match it"),
+    };
+    (out, activation)
 }
 
 /// Conv `idx` and the batch norm after it, in inference: `bn(conv(x)) = conv'(x)` with each

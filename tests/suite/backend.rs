@@ -105,7 +105,9 @@ fn inference_folds_each_batch_norm_into_the_conv_before_it_and_the_add_after_it(
             bn_sync: None,
             dropout: Default::default(),
         };
-        // Without a tape the pass folds; with one (gradients wanted) it does not.
+        // Without a tape the pass folds the batch norms into the convolutions; with fusion off
+        // every layer runs as its own op (with a tape and fusion on, a conv and its batch norm
+        // run as one training op, which `fused_activations` holds to the separate ops' bits).
         let mut ran = Vec::new();
         let x = device.tensor_from_vec(images.clone(), (2, h, w, c));
         let folded = run(&model.layers, &mut network.params, x, cfg, &mut |idx, _| {
@@ -126,15 +128,20 @@ fn inference_folds_each_batch_norm_into_the_conv_before_it_and_the_add_after_it(
         assert_eq!(borrowed, folded, "{path}: the pass on borrowed values");
         let mut ran_unfolded = Vec::new();
         let x = device.tensor_from_vec(images, (2, h, w, c)).leaky_trace();
-        let unfolded = run(&model.layers, &mut network.params, x, cfg, &mut |idx, _| {
-            ran_unfolded.push(idx)
-        })
+        let separate = PassConfig { fuse: false, ..cfg };
+        let unfolded = run(
+            &model.layers,
+            &mut network.params,
+            x,
+            separate,
+            &mut |idx, _| ran_unfolded.push(idx),
+        )
         .as_vec();
         let scale = unfolded.iter().fold(1.0f32, |m, v| m.max(v.abs()));
         for (a, b) in folded.iter().zip(&unfolded) {
             assert!((a - b).abs() <= 1e-4 * scale, "{path}: {a} vs {b}",);
         }
-        // Every conv -> bn pair ran as one layer: the conv ran (was observed) only with a tape.
+        // Every conv -> bn pair ran as one layer: the conv ran (was observed) only unfused.
         let conv_bn: Vec<usize> = model
             .layers
             .windows(2)

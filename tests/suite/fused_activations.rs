@@ -1,7 +1,8 @@
 //! A `relu` or `relu6` run inside a batch norm (`bn relu`), an `add` (`add(…) relu`) or a
-//! convolution (`conv1(96) relu6`), and a residual `add` run inside the batch norm before it
-//! (`add(identity, … -> bn) relu`), give the same output and the same gradients, bit for bit,
-//! as the separate ops; and a finite-difference check of each fused op.
+//! convolution (`conv1(96) relu6`), a residual `add` run inside the batch norm before it
+//! (`add(identity, … -> bn) relu`), and a convolution and the batch norm after it run as one op
+//! in training, give the same output and the same gradients, bit for bit, as the separate ops;
+//! and a finite-difference check of each fused op.
 
 use crate::common;
 
@@ -12,8 +13,10 @@ use strata::backend::ops::batch_norm::{
     batch_norm, batch_norm_add, BatchNormConfig, BatchNormParams,
 };
 use strata::backend::ops::conv2d::{conv2d, conv2d_activated, Conv2dConfig, Conv2dParams};
+use strata::backend::ops::depthwise::{depthwise_conv2d, DepthwiseConfig, DepthwiseParams};
 use strata::backend::ops::depthwise_kernels::FusedActivation;
 use strata::backend::ops::geometry::Padding;
+use strata::backend::ops::linear_bn::{conv2d_batch_norm, depthwise_batch_norm};
 use strata::backend::ops::merge::{add, add_activated, Merged, Operand};
 use strata::backend::ops::Image;
 
@@ -337,6 +340,166 @@ fn batch_norm_with_a_fused_residual_add_equals_batch_norm_then_add() {
             if activation != FusedActivation::Linear {
                 let out = &fused[0];
                 assert!(out.contains(&0.0) && out.iter().any(|&v| v > 0.0));
+            }
+        }
+    }
+}
+
+/// The convolution before the batch norm in [`conv_bn_run`]: a plain 3x3 one (filters =
+/// channels, no bias) or a depthwise 3x3 one (with a bias).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Before {
+    Conv,
+    Depthwise,
+}
+
+/// `activation(bn(conv3x3(x)) [+ skip])` on `shape`, stride 1, `same`: the output, the
+/// gradients of x, the weight, gamma, beta and the skip, and the moving statistics after the
+/// step; as one op (`linear_bn`) or as the convolution, then the batch norm (with the add
+/// inside it, as `batch_norm_add`).
+fn conv_bn_run(
+    (shape, before): ((usize, usize, usize, usize), Before),
+    values: &[Vec<f32>],
+    cfg: &BatchNormConfig,
+    with_skip: bool,
+    fuse: bool,
+) -> Vec<Vec<f32>> {
+    let dev = Cpu::default();
+    let c = shape.3;
+    let x = dev.tensor_from_vec(values[0].clone(), shape);
+    let conv = Conv2dParams {
+        weight: dev.tensor_from_vec(values[1].clone(), (9 * c, c)),
+        bias: None,
+    };
+    let conv_cfg = Conv2dConfig {
+        kernel: (3, 3),
+        stride: (1, 1),
+        padding: Padding::Same,
+        relu: false,
+        input_grad: true,
+    };
+    let dw = DepthwiseParams {
+        weight: dev.tensor_from_vec(values[1][..9 * c].to_vec(), (9, c)),
+        bias: Some(dev.tensor_from_vec(values[3].clone(), (c,))),
+    };
+    let dw_cfg = DepthwiseConfig {
+        kernel: (3, 3),
+        stride: (1, 1),
+        padding: Padding::Same,
+        multiplier: 1,
+        activation: FusedActivation::Linear,
+        input_grad: true,
+    };
+    let linear = |x: Image<Tape>| match before {
+        Before::Conv => conv2d(x, &conv, &conv_cfg),
+        Before::Depthwise => depthwise_conv2d(x, &dw, &dw_cfg),
+    };
+    let vector = |data: &[f32]| dev.tensor_from_vec(data.to_vec(), (data.len(),));
+    let mut bn = BatchNormParams {
+        gamma: vector(&values[2]),
+        beta: vector(&values[3]),
+        moving_mean: vector(&vec![0.3; c]),
+        moving_variance: vector(&vec![1.7; c]),
+    };
+    let skip = dev.tensor_from_vec(values[5].clone(), shape);
+    let skip_arg = with_skip.then_some(&skip);
+    let out = match (fuse, before, with_skip) {
+        (true, Before::Conv, _) => conv2d_batch_norm(
+            x.leaky_trace(),
+            (&conv, &conv_cfg),
+            (&mut bn, cfg),
+            skip_arg,
+        ),
+        (true, Before::Depthwise, _) => {
+            depthwise_batch_norm(x.leaky_trace(), (&dw, &dw_cfg), (&mut bn, cfg), skip_arg)
+        }
+        (false, _, true) => batch_norm_add(linear(x.leaky_trace()), &skip, &mut bn, cfg),
+        (false, _, false) => batch_norm(linear(x.leaky_trace()), &mut bn, cfg),
+    };
+    let forward = out.as_vec();
+    let (_, grads) = weighted_sum(out, &values[4]);
+    let skip_grad = if with_skip {
+        grads.get(&skip).as_vec()
+    } else {
+        Vec::new()
+    };
+    let (weight_grad, bias_grad) = match (before, &dw.bias) {
+        (Before::Depthwise, Some(bias)) => (grads.get(&dw.weight), grads.get(bias).as_vec()),
+        (Before::Conv, _) | (Before::Depthwise, None) => (grads.get(&conv.weight), Vec::new()),
+    };
+    vec![
+        forward,
+        grads.get(&x).as_vec(),
+        weight_grad.as_vec(),
+        bias_grad,
+        grads.get(&bn.gamma).as_vec(),
+        grads.get(&bn.beta).as_vec(),
+        skip_grad,
+        bn.moving_mean.as_vec(),
+        bn.moving_variance.as_vec(),
+    ]
+}
+
+#[test]
+fn conv_and_batch_norm_as_one_op_equal_the_two_ops() {
+    // 6 channels run the plain convolution by im2col, 16 by Winograd's products.
+    let cases = [
+        (SHAPE, Before::Conv),
+        ((2, 6, 5, 16), Before::Conv),
+        (SHAPE, Before::Depthwise),
+    ];
+    for (shape, before) in cases {
+        let (n, h, w, c) = shape;
+        let len = n * h * w * c;
+        let mut rng = Rng::new(41);
+        let values = vec![
+            rng.vec(len, -2.0, 3.0),
+            rng.vec(9 * c * c, -0.5, 0.5),
+            rng.vec(c, 0.5, 4.0),
+            rng.vec(c, -1.0, 3.0),
+            rng.vec(len, -1.0, 1.0),
+            rng.vec(len, -3.0, 3.0),
+        ];
+        for activation in [
+            FusedActivation::Linear,
+            FusedActivation::Relu,
+            FusedActivation::Relu6,
+        ] {
+            for (with_skip, training) in [(false, true), (true, true), (true, false)] {
+                let cfg = BatchNormConfig {
+                    activation,
+                    training,
+                    ..Default::default()
+                };
+                let fused = conv_bn_run((shape, before), &values, &cfg, with_skip, true);
+                let separate = conv_bn_run((shape, before), &values, &cfg, with_skip, false);
+                let names = [
+                    "output",
+                    "dx",
+                    "dweight",
+                    "dbias",
+                    "dgamma",
+                    "dbeta",
+                    "dskip",
+                    "moving mean",
+                    "moving var",
+                ];
+                for ((name, a), b) in names.iter().zip(&fused).zip(&separate) {
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(a),
+                        bits(b),
+                        "{shape:?} {before:?}, {activation:?}, skip {with_skip}, training {training}: {name}"
+                    );
+                }
+                let out = &fused[0];
+                if activation != FusedActivation::Linear {
+                    assert!(out.contains(&0.0) && out.iter().any(|&v| v > 0.0));
+                }
+                assert!(
+                    fused[1].iter().any(|&g| g != 0.0),
+                    "the input gradient flows"
+                );
             }
         }
     }

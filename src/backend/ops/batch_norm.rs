@@ -166,45 +166,116 @@ fn normalise<S: Shape, T: Tape<f32, Cpu>>(
     params: &mut BatchNormParams,
     cfg: &BatchNormConfig,
 ) -> Tensor<S, f32, Cpu, T> {
-    let _timer = profile::scope("batch_norm.forward");
     let shape = *x.shape();
-    let features = *params.gamma.shape();
-    let features = features.0;
-    let rows = shape.num_elements() / features.max(1);
     let samples = shape.concrete().into_iter().next().unwrap_or(1);
     let (x, mut tape) = x.split_tape();
     let device = x.device().clone();
     let x_ghost = x.ghost();
     let input = buffers::read(&x);
     drop(x);
-    let layout = Periods::new(features);
-    let (mean, variance, all_rows) = statistics_over_ranks(&input, rows, samples, params, cfg);
-    let Affine {
-        inv_std,
-        scale,
-        shift,
-    } = affine(params, &mean, &variance, cfg.eps);
-    let mut out = buffers::take(input.len());
-    let (scale_p, shift_p) = (layout.pattern(&scale), layout.pattern(&shift));
-    let activation = cfg.activation;
     let skip_data = skip.map(buffers::read);
     let skip_key = skip.map(|skip| skip.ghost());
-    let pats = (scale_p.as_slice(), shift_p.as_slice());
-    apply(
-        layout,
-        &mut out,
-        &input,
+    let (out, saved) = forward_values(
+        input,
         skip_data.as_deref(),
-        pats,
-        activation,
+        samples,
+        params,
+        cfg,
+        T::OWNS_TAPE,
     );
     if let Some(skip) = skip_data {
         buffers::give(skip);
     }
+    let out = device.tensor_from_vec(out, shape);
+    if !T::OWNS_TAPE {
+        saved.release();
+        return out.put_tape(tape);
+    }
+    let out_ghost = out.ghost();
+    let (gamma_key, beta_key) = (params.gamma.clone(), params.beta.clone());
+    let input_grad = cfg.input_grad;
+    tape.add_backward_op(move |grads| {
+        let mut grad_out = tape::take(grads.get_or_alloc_mut(&out_ghost)?);
+        let target = if input_grad {
+            GradInput::AddTo(grads.get_or_alloc_mut(&x_ghost)?)
+        } else {
+            GradInput::None
+        };
+        let (grad_gamma, grad_beta) = saved.backward(&mut grad_out, target);
+        if let Some(skip_key) = &skip_key {
+            tape::add_into(grads.get_or_alloc_mut(skip_key)?, &grad_out);
+        }
+        tape::release(grad_out);
+        tape::add_into(grads.get_or_alloc_mut(&gamma_key)?, &grad_gamma);
+        tape::add_into(grads.get_or_alloc_mut(&beta_key)?, &grad_beta);
+        Ok(())
+    });
+    out.put_tape(tape)
+}
+
+/// Where [`Normalised::backward`] puts the input's gradient.
+pub(crate) enum GradInput<'a> {
+    /// Nowhere: the input needs none.
+    None,
+    /// Added into the input's gradient so far (the input may have other readers).
+    AddTo(&'a mut [f32]),
+    /// Written over this buffer (its old values are ignored), with the same bits as
+    /// [`GradInput::AddTo`] on a zeroed gradient: an op that runs the batch norm inside itself
+    /// hands the result straight to its own backward.
+    Overwrite(&'a mut [f32]),
+}
+
+/// A batch norm's forward pass on values, and what its backward pass needs.
+pub(crate) struct Normalised {
+    /// The normalised values, features last.
+    input: Vec<f32>,
+    layout: Periods,
+    samples: usize,
+    rows: usize,
+    all_rows: f64,
+    features: usize,
+    mean: Vec<f32>,
+    affine: Affine,
+    /// Where the activation passes the gradient on, read off the output (with a skip only).
+    passes: Option<Vec<u8>>,
+    activation: FusedActivation,
+    training: bool,
+    sync: Option<&'static dyn Collective>,
+}
+
+/// `activation(batch_norm(input) [+ skip])` on values whose last axis is the feature axis,
+/// `samples` images of them (the batch statistics are summed image by image); updates the
+/// moving statistics in training. Returns the output and, when `keep` (a backward pass will
+/// run), what the backward needs; without `keep` the input goes back to the pool.
+pub(crate) fn forward_values(
+    input: Vec<f32>,
+    skip: Option<&[f32]>,
+    samples: usize,
+    params: &mut BatchNormParams,
+    cfg: &BatchNormConfig,
+    keep: bool,
+) -> (Vec<f32>, Normalised) {
+    let _timer = profile::scope("batch_norm.forward");
+    let features = params.gamma.shape().0;
+    let rows = input.len() / features.max(1);
+    let layout = Periods::new(features);
+    let (mean, variance, all_rows) = statistics_over_ranks(&input, rows, samples, params, cfg);
+    let affine = affine(params, &mean, &variance, cfg.eps);
+    let mut out = buffers::take(input.len());
+    let (scale_p, shift_p) = (layout.pattern(&affine.scale), layout.pattern(&affine.shift));
+    let activation = cfg.activation;
+    apply(
+        layout,
+        &mut out,
+        &input,
+        skip,
+        (&scale_p, &shift_p),
+        activation,
+    );
     // With a skip the pre-activation cannot be recomputed from the input alone: where the
     // activation passes the gradient on is read off the output (`lo < y < hi`) and kept.
     let passes: Option<Vec<u8>> = match activation.bounds() {
-        Some((lo, hi)) if T::OWNS_TAPE && skip.is_some() => {
+        Some((lo, hi)) if keep && skip.is_some() => {
             use rayon::prelude::*;
             // In chunks of whole slices: a per-element parallel `collect` costs more than the
             // normalisation itself.
@@ -221,19 +292,57 @@ fn normalise<S: Shape, T: Tape<f32, Cpu>>(
         }
         Some(_) | None => None,
     };
-    let out = device.tensor_from_vec(out, shape);
-    if !T::OWNS_TAPE {
-        buffers::give(input);
-        return out.put_tape(tape);
+    let saved = Normalised {
+        input,
+        layout,
+        samples,
+        rows,
+        all_rows,
+        features,
+        mean,
+        affine,
+        passes,
+        activation,
+        training: cfg.training,
+        sync: cfg.sync,
+    };
+    (out, saved)
+}
+
+impl Normalised {
+    /// Gives the kept input back to the pool (no backward pass will run).
+    pub(crate) fn release(self) {
+        buffers::give(self.input);
     }
-    let out_ghost = out.ghost();
-    let (gamma_key, beta_key) = (params.gamma.clone(), params.beta.clone());
-    let (training, input_grad, sync) = (cfg.training, cfg.input_grad, cfg.sync);
-    let features_layout = layout;
-    tape.add_backward_op(move |grads| {
+
+    /// The backward pass: masks `grad_out` in place by the activation's derivative (so that
+    /// it is then the gradient of a fused skip), puts the input's gradient in `target`, and
+    /// returns the gradients of gamma and beta.
+    pub(crate) fn backward(
+        self,
+        grad_out: &mut [f32],
+        target: GradInput<'_>,
+    ) -> (Vec<f32>, Vec<f32>) {
         let _timer = profile::scope("batch_norm.backward");
-        let mut grad_out = tape::take(grads.get_or_alloc_mut(&out_ghost)?);
-        let layout = features_layout;
+        let Normalised {
+            input,
+            layout,
+            samples,
+            rows,
+            all_rows,
+            features,
+            mean,
+            affine:
+                Affine {
+                    inv_std,
+                    scale,
+                    shift,
+                },
+            passes,
+            activation,
+            training,
+            sync,
+        } = self;
         if let Some(passes) = &passes {
             use rayon::prelude::*;
             grad_out
@@ -246,13 +355,14 @@ fn normalise<S: Shape, T: Tape<f32, Cpu>>(
                 });
         }
         let (mean_p, inv_std_p) = (layout.pattern(&mean), layout.pattern(&inv_std));
+        let (scale_p, shift_p) = (layout.pattern(&scale), layout.pattern(&shift));
         // sums[f] = [sum(dy), sum(dy * x_hat)], per image, then over the batch
         let term = |dy: f32, x: f32, m: f32, s: f32| (dy, dy * (x - m) * s);
         let leaves = match activation.bounds() {
             // The activation's derivative (0 at the kinks) at the pre-activation `x * a + b`,
             // computed as the forward computed it, applied as the sums read the gradient.
             Some((lo, hi)) if passes.is_none() => layout.masked_sums(
-                &mut grad_out,
+                grad_out,
                 &input,
                 (&scale_p, &shift_p),
                 (&mean_p, &inv_std_p),
@@ -267,55 +377,54 @@ fn normalise<S: Shape, T: Tape<f32, Cpu>>(
                 },
                 term,
             ),
-            Some(_) | None => layout.sums(&grad_out, &input, (&mean_p, &inv_std_p), samples, term),
+            Some(_) | None => layout.sums(grad_out, &input, (&mean_p, &inv_std_p), samples, term),
         };
         let sums = tree_f64(&leaves);
         let gradient = tree_f32(&leaves);
-        if let Some(skip_key) = &skip_key {
-            tape::add_into(grads.get_or_alloc_mut(skip_key)?, &grad_out);
-        }
         let grad_beta: Vec<f32> = gradient.iter().map(|s| s[0]).collect();
         let grad_gamma: Vec<f32> = gradient.iter().map(|s| s[1]).collect();
-        if input_grad {
-            let grad_input: &mut [f32] = grads.get_or_alloc_mut(&x_ghost)?;
-            // Training: dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)); inference:
-            // the statistics are constants, dx = scale * dy.
-            let (a, b): (Vec<f32>, Vec<f32>) = if let (true, Some(world)) = (training, sync) {
-                gradient_means_over_ranks(world, &sums, rows, all_rows)
-            } else if training {
-                sums.iter()
-                    .map(|s| ((s[0] / all_rows) as f32, (s[1] / all_rows) as f32))
-                    .unzip()
-            } else {
-                (vec![0.0; features], vec![0.0; features])
-            };
-            // dx = scale * (dy - a) - (x - mean) * (scale * inv_std * b)
-            let c: Vec<f32> = (0..features)
-                .map(|f| scale[f] * inv_std[f] * b[f])
-                .collect();
-            let scale_a: Vec<f32> = (0..features).map(|f| scale[f] * a[f]).collect();
-            // Expanded: dx = dy * scale - x * c - (scale * a - mean * c).
-            let k: Vec<f32> = (0..features).map(|f| scale_a[f] - mean[f] * c[f]).collect();
-            let (scale_p, c_p, k_p) = (
-                layout.pattern(&scale),
-                layout.pattern(&c),
-                layout.pattern(&k),
-            );
-            layout.map(
-                grad_input,
-                &grad_out,
-                &input,
-                (&scale_p, &c_p, &k_p),
-                |gi, dy, x, s, c, k| gi + dy * s - x * c - k,
-            );
+        let (grad_input, overwrite) = match target {
+            GradInput::None => {
+                buffers::give(input);
+                return (grad_gamma, grad_beta);
+            }
+            GradInput::AddTo(grad_input) => (grad_input, false),
+            GradInput::Overwrite(grad_input) => (grad_input, true),
+        };
+        // Training: dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)); inference: the
+        // statistics are constants, dx = scale * dy.
+        let (a, b): (Vec<f32>, Vec<f32>) = if let (true, Some(world)) = (training, sync) {
+            gradient_means_over_ranks(world, &sums, rows, all_rows)
+        } else if training {
+            sums.iter()
+                .map(|s| ((s[0] / all_rows) as f32, (s[1] / all_rows) as f32))
+                .unzip()
+        } else {
+            (vec![0.0; features], vec![0.0; features])
+        };
+        // dx = scale * (dy - a) - (x - mean) * (scale * inv_std * b)
+        let c: Vec<f32> = (0..features)
+            .map(|f| scale[f] * inv_std[f] * b[f])
+            .collect();
+        // Expanded: dx = dy * scale - x * c - (scale * a - mean * c).
+        let k: Vec<f32> = (0..features)
+            .map(|f| scale[f] * a[f] - mean[f] * c[f])
+            .collect();
+        let (c_p, k_p) = (layout.pattern(&c), layout.pattern(&k));
+        let pats = (scale_p.as_slice(), c_p.as_slice(), k_p.as_slice());
+        if overwrite {
+            // `0.0 + …` rounds as adding into a zeroed gradient does (a -0.0 becomes +0.0).
+            layout.map(grad_input, grad_out, &input, pats, |_, dy, x, s, c, k| {
+                0.0 + dy * s - x * c - k
+            });
+        } else {
+            layout.map(grad_input, grad_out, &input, pats, |gi, dy, x, s, c, k| {
+                gi + dy * s - x * c - k
+            });
         }
-        tape::release(grad_out);
-        tape::add_into(grads.get_or_alloc_mut(&gamma_key)?, &grad_gamma);
-        tape::add_into(grads.get_or_alloc_mut(&beta_key)?, &grad_beta);
         buffers::give(input);
-        Ok(())
-    });
-    out.put_tape(tape)
+        (grad_gamma, grad_beta)
+    }
 }
 
 /// The mean and variance that normalise `input` (`rows x features`, features last): in

@@ -150,7 +150,7 @@ pub fn conv2d_batch(
 ///
 /// # Panics
 /// When the window does not fit (the compiler rejects such models).
-fn geometry(
+pub(crate) fn geometry(
     (batch, h, w, c_in): Shape4,
     params: &Conv2dParams,
     cfg: &Conv2dConfig,
@@ -171,7 +171,7 @@ pub fn conv2d_activated<T: Tape<f32, Cpu>>(
 ) -> Image<T> {
     let _timer = profile::scope("conv2d.forward");
     let geometry = geometry(*x.shape(), params, cfg);
-    let (batch, filters) = (geometry.batch, geometry.filters);
+    let batch = geometry.batch;
     let (x, mut tape) = x.split_tape();
     let device = x.device().clone();
     let x_ghost = x.ghost();
@@ -212,21 +212,17 @@ pub fn conv2d_activated<T: Tape<f32, Cpu>>(
                 .zip(mask.par_chunks(1 << 15))
                 .for_each(|(g, m)| g.iter_mut().zip(m).for_each(|(g, &m)| *g *= f32::from(m)));
         }
-        let mut grad_weight = vec![0.0; weight.len()];
-        let mut grad_bias = vec![0.0; filters];
         let grad_input = if input_grad {
             Some(&mut **grads.get_or_alloc_mut(&x_ghost)?)
         } else {
             None
         };
-        conv_kernels::backward(
+        let (grad_weight, grad_bias) = parameter_and_input_gradients(
             &geometry,
             &input,
             &weight,
             &grad_out,
             grad_input.map(|g| g.as_mut_slice()),
-            &mut grad_weight,
-            Some(&mut grad_bias),
         );
         tape::release(grad_out);
         tape::add_into(grads.get_or_alloc_mut(&weight_key)?, &grad_weight);
@@ -237,4 +233,27 @@ pub fn conv2d_activated<T: Tape<f32, Cpu>>(
         Ok(())
     });
     out.put_tape(tape)
+}
+
+/// The gradients of the weight and the bias of a convolution of `geometry`, and the input's
+/// gradient added into `grad_input` when given.
+pub(crate) fn parameter_and_input_gradients(
+    geometry: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    grad_out: &[f32],
+    grad_input: Option<&mut [f32]>,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut grad_weight = vec![0.0; weight.len()];
+    let mut grad_bias = vec![0.0; geometry.filters];
+    conv_kernels::backward(
+        geometry,
+        input,
+        weight,
+        grad_out,
+        grad_input,
+        &mut grad_weight,
+        Some(&mut grad_bias),
+    );
+    (grad_weight, grad_bias)
 }

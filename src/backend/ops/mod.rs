@@ -28,6 +28,7 @@ pub mod geometry;
 pub mod grouped;
 pub mod grouped_kernels;
 pub mod lanes;
+pub mod linear_bn;
 pub mod loss;
 pub mod matmul;
 pub mod merge;
