@@ -203,10 +203,11 @@ pub fn depthwise_conv2d<T: Tape<f32, Cpu>>(
             Some(&mut grad_bias),
         );
         tape::release(grad_out);
-        tape::add_into(grads.get_or_alloc_mut(&weight_key)?, &grad_weight);
-        if let Some(bias_key) = &bias_key {
-            tape::add_into(grads.get_or_alloc_mut(bias_key)?, &grad_bias);
-        }
+        tape::add_weight_and_bias(
+            grads,
+            (&weight_key, &grad_weight),
+            (bias_key.as_ref(), &grad_bias),
+        )?;
         buffers::give(input);
         Ok(())
     });

@@ -239,10 +239,11 @@ fn with_batch_norm<T: Tape<f32, Cpu>, L: Linear>(
         let (grad_weight, grad_bias) =
             linear.backward(&input, &grad_linear, grad_input.map(|g| g.as_mut_slice()));
         buffers::give(grad_linear);
-        tape::add_into(grads.get_or_alloc_mut(&weight_key)?, &grad_weight);
-        if let Some(bias_key) = &bias_key {
-            tape::add_into(grads.get_or_alloc_mut(bias_key)?, &grad_bias);
-        }
+        tape::add_weight_and_bias(
+            grads,
+            (&weight_key, &grad_weight),
+            (bias_key.as_ref(), &grad_bias),
+        )?;
         buffers::give(input);
         Ok(())
     });

@@ -8,7 +8,8 @@
 //! gradient again. Freeing it there keeps only the gradients still to be read alive, as the
 //! forward pass keeps only the outputs still to be read.
 
-use dfdx::tensor::{Cpu, Gradients, Storage};
+use super::{Shape2, Vector};
+use dfdx::tensor::{Cpu, CpuError, Gradients, Storage, Tensor};
 
 /// The gradient store of CPU `f32` tensors.
 pub type Grads = Gradients<f32, Cpu>;
@@ -34,4 +35,17 @@ pub fn add_into(dst: &mut [f32], src: &[f32]) {
     dst.par_chunks_mut(CHUNK)
         .zip(src.par_chunks(CHUNK))
         .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += s));
+}
+
+/// Adds a layer's weight gradient into its slot, and its bias gradient too when it has a bias.
+pub fn add_weight_and_bias(
+    grads: &mut Grads,
+    (weight, grad_weight): (&Tensor<Shape2, f32, Cpu>, &[f32]),
+    (bias, grad_bias): (Option<&Vector>, &[f32]),
+) -> Result<(), CpuError> {
+    add_into(grads.get_or_alloc_mut(weight)?, grad_weight);
+    if let Some(bias) = bias {
+        add_into(grads.get_or_alloc_mut(bias)?, grad_bias);
+    }
+    Ok(())
 }
