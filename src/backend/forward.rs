@@ -439,7 +439,7 @@ fn run_store<T: Tape<f32, Cpu>>(
             && T::OWNS_TAPE
             && pool.is_none()
             && store.readers(idx) == 1
-            && trainable_conv_bn(layers, idx);
+            && foldable_bn(layers, idx);
         let skip = (cfg.fuse && store.readers(idx) == 1)
             .then(|| fusable_add(layers, idx))
             .flatten();
@@ -480,7 +480,7 @@ fn run_store<T: Tape<f32, Cpu>>(
             }
             (None, LayerParams::Conv(_) | LayerParams::Depthwise(_)) if trains_conv_bn => {
                 let Some(Act::Image(x)) = tensors(inputs).into_iter().next() else {
-                    unreachable!("trainable_conv_bn checked that the conv reads one image")
+                    unreachable!("foldable_bn checked that the conv reads one image")
                 };
                 // The block's residual add too, when it alone reads the batch norm.
                 let skip = (store.readers(idx + 1) == 1)
@@ -666,25 +666,8 @@ fn layer_forward<T: Tape<f32, Cpu>>(
             };
             Act::Image(grouped_conv2d(x, params, &cfg))
         }
-        (
-            Op::DepthwiseConv {
-                multiplier,
-                kernel,
-                stride,
-                pad,
-                ..
-            },
-            Act::Image(x),
-            LayerParams::Depthwise(params),
-        ) => {
-            let cfg = DepthwiseConfig {
-                kernel,
-                stride,
-                padding: op_padding(pad),
-                multiplier,
-                activation: fused_activation(layer),
-                input_grad: !reads_input,
-            };
+        (Op::DepthwiseConv { .. }, Act::Image(x), LayerParams::Depthwise(params)) => {
+            let cfg = depthwise_config(layer, fused_activation(layer));
             Act::Image(depthwise_conv2d(x, params, &cfg))
         }
         (
@@ -869,7 +852,7 @@ fn fusable_add(layers: &[Layer], idx: usize) -> Option<Source> {
 
 /// Whether conv `idx` (plain or depthwise, linear) is read by the batch norm right after it
 /// alone, so that in inference the two run as one convolution with the normalisation folded
-/// into its weights and bias.
+/// into its weights and bias, and in training as one op (`linear_bn`).
 fn foldable_bn(layers: &[Layer], idx: usize) -> bool {
     let (Some(conv), Some(next)) = (layers.get(idx), layers.get(idx + 1)) else {
         return false;
@@ -886,13 +869,6 @@ fn foldable_bn(layers: &[Layer], idx: usize) -> bool {
         && matches!(conv.input(), crate::ir::Shape::Image { .. })
 }
 
-/// Whether conv `idx` (plain or depthwise, linear) is read by the batch norm right after it
-/// alone, so that in training the two run as one op (`linear_bn`): the same layers as
-/// [`foldable_bn`] folds in inference.
-fn trainable_conv_bn(layers: &[Layer], idx: usize) -> bool {
-    foldable_bn(layers, idx)
-}
-
 /// Conv `idx` (plain or depthwise) and the batch norm after it in training, as one op
 /// ([`conv2d_batch_norm`], [`depthwise_batch_norm`]), with the residual add after the batch
 /// norm when its other operand `skip` is given; returns the output and the activation run
@@ -907,16 +883,12 @@ fn conv_bn_training<T: Tape<f32, Cpu>>(
 ) -> (Image<T>, FusedActivation) {
     let (conv_layer, bn_layer) = (&layers[idx], &layers[idx + 1]);
     let Op::BatchNorm { momentum, eps } = bn_layer.op else {
-        unreachable!("trainable_conv_bn checked that a batch norm follows")
+        unreachable!("foldable_bn checked that a batch norm follows")
     };
     let activation = match skip {
         Some(_) => fused_activation(&layers[idx + 2]),
         None => fused_activation(bn_layer),
     };
-    let input_grad = !conv_layer
-        .inputs
-        .iter()
-        .any(|edge| edge.source == Source::Input);
     let bn_cfg = BatchNormConfig {
         momentum: momentum as f32,
         eps: eps as f32,
@@ -929,33 +901,22 @@ fn conv_bn_training<T: Tape<f32, Cpu>>(
     let LayerParams::BatchNorm(bn) = &mut tail[0] else {
         unreachable!("a batch norm layer has batch norm params")
     };
-    let out = match (conv_layer.op, &head[idx]) {
-        (Op::Conv { .. }, LayerParams::Conv(conv)) => {
-            let mut conv_cfg = conv_config(conv_layer);
-            conv_cfg.input_grad = input_grad;
+    let out = match &head[idx] {
+        LayerParams::Conv(conv) => {
+            let conv_cfg = conv_config(conv_layer);
             conv2d_batch_norm(x, (conv, &conv_cfg), (bn, &bn_cfg), skip)
         }
-        (
-            Op::DepthwiseConv {
-                multiplier,
-                kernel,
-                stride,
-                pad,
-                ..
-            },
-            LayerParams::Depthwise(dw),
-        ) => {
-            let dw_cfg = DepthwiseConfig {
-                kernel,
-                stride,
-                padding: op_padding(pad),
-                multiplier,
-                activation: FusedActivation::Linear,
-                input_grad,
-            };
+        LayerParams::Depthwise(dw) => {
+            let dw_cfg = depthwise_config(conv_layer, FusedActivation::Linear);
             depthwise_batch_norm(x, (dw, &dw_cfg), (bn, &bn_cfg), skip)
         }
-        _ => unreachable!("trainable_conv_bn checked the conv's kind and its params match it"),
+        LayerParams::None
+        | LayerParams::Dense(_)
+        | LayerParams::BatchNorm(_)
+        | LayerParams::Separable(_)
+        | LayerParams::Grouped(_) => {
+            unreachable!("foldable_bn checked that the layer is a plain or depthwise conv")
+        }
     };
     (out, activation)
 }
@@ -1016,8 +977,8 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
         None => bn_layer,
     };
     let activation = last_layer.activation;
-    let (out, fused) = match (&head[idx], conv_layer.op) {
-        (LayerParams::Conv(conv), Op::Conv { .. }) => {
+    let (out, fused) = match &head[idx] {
+        LayerParams::Conv(conv) => {
             let (weight, bias) = fold(&conv.weight, conv.bias.as_ref());
             let folded = Conv2dParams {
                 weight,
@@ -1028,33 +989,23 @@ fn conv_bn_inference<T: Tape<f32, Cpu>>(
             let out = conv2d_batch(&x, &folded, &conv_cfg, fused, residual.as_deref());
             (out, fused)
         }
-        (
-            LayerParams::Depthwise(dw),
-            Op::DepthwiseConv {
-                multiplier,
-                kernel,
-                stride,
-                pad,
-                ..
-            },
-        ) => {
+        LayerParams::Depthwise(dw) => {
             let (weight, bias) = fold(&dw.weight, dw.bias.as_ref());
             let folded = DepthwiseParams {
                 weight,
                 bias: Some(bias),
             };
             let fused = clamp(activation);
-            let dw_cfg = DepthwiseConfig {
-                kernel,
-                stride,
-                padding: op_padding(pad),
-                multiplier,
-                activation: fused,
-                input_grad: false,
-            };
+            let dw_cfg = depthwise_config(conv_layer, fused);
             (depthwise_conv2d_batch(&x, &folded, &dw_cfg), fused)
         }
-        _ => unreachable!("foldable_bn checked the conv's kind and its params match it"),
+        LayerParams::None
+        | LayerParams::Dense(_)
+        | LayerParams::BatchNorm(_)
+        | LayerParams::Separable(_)
+        | LayerParams::Grouped(_) => {
+            unreachable!("foldable_bn checked that the layer is a plain or depthwise conv")
+        }
     };
     release(x);
     if let Some(residual) = residual {
@@ -1257,6 +1208,29 @@ fn conv_config(layer: &Layer) -> Conv2dConfig {
         stride,
         padding: op_padding(pad),
         relu: layer.activation == Some(Activation::Relu),
+        input_grad: !layer.inputs.iter().any(|edge| edge.source == Source::Input),
+    }
+}
+
+/// The depthwise convolution of `layer` (a depthwise conv layer), with `activation` run
+/// inside it.
+fn depthwise_config(layer: &Layer, activation: FusedActivation) -> DepthwiseConfig {
+    let Op::DepthwiseConv {
+        multiplier,
+        kernel,
+        stride,
+        pad,
+        ..
+    } = layer.op
+    else {
+        unreachable!("depthwise params belong to a depthwise conv layer")
+    };
+    DepthwiseConfig {
+        kernel,
+        stride,
+        padding: op_padding(pad),
+        multiplier,
+        activation,
         input_grad: !layer.inputs.iter().any(|edge| edge.source == Source::Input),
     }
 }

@@ -184,23 +184,17 @@ pub fn depthwise_conv2d<T: Tape<f32, Cpu>>(
     tape.add_backward_op(move |grads| {
         let _timer = profile::scope("depthwise.backward");
         let grad_out = tape::take(grads.get_or_alloc_mut(&out_ghost)?);
-        let mut grad_weight = vec![0.0; weight.len()];
-        let mut grad_bias = vec![0.0; g.out_channels()];
         let grad_input = if input_grad {
             Some(&mut **grads.get_or_alloc_mut(&x_ghost)?)
         } else {
             None
         };
-        depthwise_kernels::backward(
+        let (grad_weight, grad_bias) = parameter_and_input_gradients(
             &g,
-            &input,
-            &weight,
-            bias.as_deref(),
+            (&input, &weight, bias.as_deref()),
             act,
             &grad_out,
             grad_input.map(|g| g.as_mut_slice()),
-            &mut grad_weight,
-            Some(&mut grad_bias),
         );
         tape::release(grad_out);
         tape::add_weight_and_bias(
@@ -212,4 +206,30 @@ pub fn depthwise_conv2d<T: Tape<f32, Cpu>>(
         Ok(())
     });
     out.put_tape(tape)
+}
+
+/// The gradients of the weight and the bias of a depthwise convolution of `g` with
+/// `activation` inside it, on `input` with `weight` and `bias`, and the input's gradient added
+/// into `grad_input` when given.
+pub(crate) fn parameter_and_input_gradients(
+    g: &DepthwiseGeometry,
+    (input, weight, bias): (&[f32], &[f32], Option<&[f32]>),
+    activation: FusedActivation,
+    grad_out: &[f32],
+    grad_input: Option<&mut [f32]>,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut grad_weight = vec![0.0; weight.len()];
+    let mut grad_bias = vec![0.0; g.out_channels()];
+    depthwise_kernels::backward(
+        g,
+        input,
+        weight,
+        bias,
+        activation,
+        grad_out,
+        grad_input,
+        &mut grad_weight,
+        Some(&mut grad_bias),
+    );
+    (grad_weight, grad_bias)
 }

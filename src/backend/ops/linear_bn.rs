@@ -108,21 +108,13 @@ impl Linear for Depthwise {
         grad_out: &[f32],
         grad_input: Option<&mut [f32]>,
     ) -> (Vec<f32>, Vec<f32>) {
-        let g = &self.geometry;
-        let mut grad_weight = vec![0.0; self.weight.len()];
-        let mut grad_bias = vec![0.0; g.out_channels()];
-        depthwise_kernels::backward(
-            g,
-            input,
-            &self.weight,
-            self.bias.as_deref(),
+        depthwise::parameter_and_input_gradients(
+            &self.geometry,
+            (input, &self.weight, self.bias.as_deref()),
             FusedActivation::Linear,
             grad_out,
             grad_input,
-            &mut grad_weight,
-            Some(&mut grad_bias),
-        );
-        (grad_weight, grad_bias)
+        )
     }
 }
 
