@@ -231,9 +231,8 @@ pub(crate) struct Normalised {
     input: Vec<f32>,
     layout: Periods,
     samples: usize,
-    rows: usize,
+    /// The rows the statistics were taken over, on every rank.
     all_rows: f64,
-    features: usize,
     mean: Vec<f32>,
     affine: Affine,
     /// Where the activation passes the gradient on, read off the output (with a skip only).
@@ -245,8 +244,9 @@ pub(crate) struct Normalised {
 
 /// `activation(batch_norm(input) [+ skip])` on values whose last axis is the feature axis,
 /// `samples` images of them (the batch statistics are summed image by image); updates the
-/// moving statistics in training. Returns the output and, when `keep` (a backward pass will
-/// run), what the backward needs; without `keep` the input goes back to the pool.
+/// moving statistics in training. Returns the output and what the backward needs: `keep`
+/// when a backward pass will run (with a skip, the activation's mask is kept for it); without
+/// one, hand the second value to [`Normalised::release`].
 pub(crate) fn forward_values(
     input: Vec<f32>,
     skip: Option<&[f32]>,
@@ -296,9 +296,7 @@ pub(crate) fn forward_values(
         input,
         layout,
         samples,
-        rows,
         all_rows,
-        features,
         mean,
         affine,
         passes,
@@ -328,9 +326,7 @@ impl Normalised {
             input,
             layout,
             samples,
-            rows,
             all_rows,
-            features,
             mean,
             affine:
                 Affine {
@@ -391,6 +387,8 @@ impl Normalised {
             GradInput::AddTo(grad_input) => (grad_input, false),
             GradInput::Overwrite(grad_input) => (grad_input, true),
         };
+        let features = mean.len();
+        let rows = input.len() / features.max(1);
         // Training: dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)); inference: the
         // statistics are constants, dx = scale * dy.
         let (a, b): (Vec<f32>, Vec<f32>) = if let (true, Some(world)) = (training, sync) {
