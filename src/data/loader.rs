@@ -351,10 +351,15 @@ fn rescale_into(bytes: &[u8], scale: f32, slot: &mut [MaybeUninit<f32>]) -> usiz
         stream::rescale(bytes, scale, slot);
         return len;
     }
+    rescale_each(bytes, scale, slot);
+    len
+}
+
+/// Writes `bytes` times `scale` over `slot`, one value at a time.
+fn rescale_each(bytes: &[u8], scale: f32, slot: &mut [MaybeUninit<f32>]) {
     for (value, &byte) in slot.iter_mut().zip(bytes) {
         value.write(f32::from(byte) * scale);
     }
-    len
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -371,12 +376,7 @@ mod stream {
     pub fn rescale(bytes: &[u8], scale: f32, slot: &mut [MaybeUninit<f32>]) {
         // Streaming stores need 16-byte alignment: the values before it go one at a time.
         let head = slot.as_ptr().align_offset(16).min(slot.len());
-        let scalar = |bytes: &[u8], slot: &mut [MaybeUninit<f32>]| {
-            for (value, &byte) in slot.iter_mut().zip(bytes) {
-                value.write(f32::from(byte) * scale);
-            }
-        };
-        scalar(&bytes[..head], &mut slot[..head]);
+        super::rescale_each(&bytes[..head], scale, &mut slot[..head]);
         let body = (slot.len() - head) / 16 * 16;
         let tail = head + body;
         // SAFETY: SSE2 is part of x86_64. Each step reads 16 bytes at `head + i` and writes 16
@@ -405,7 +405,7 @@ mod stream {
             }
             _mm_sfence();
         }
-        scalar(&bytes[tail..], &mut slot[tail..]);
+        super::rescale_each(&bytes[tail..], scale, &mut slot[tail..]);
     }
 }
 
