@@ -268,6 +268,26 @@ mod loader {
     }
 
     #[test]
+    fn batches_arrive_in_order_and_an_abandoned_epoch_stops() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let loader = Loader::new(samples(&class_folder(dir.path())), RGB, 0);
+        let order = loader.order(3, 1, true);
+        for batch_size in [1, 2, 5] {
+            let batches: Vec<_> = loader.batches(order.clone(), batch_size).iter().collect();
+            let expected: Vec<_> = order
+                .chunks(batch_size)
+                .map(|chunk| loader.batch_now(chunk))
+                .collect();
+            assert_eq!(batches, expected, "batch size {batch_size}");
+        }
+        // A receiver dropped after one batch ends the epoch: the lanes stop instead of waiting
+        // for a turn that never comes, and the next epoch runs in full.
+        let first = loader.batches(order.clone(), 1).recv().expect("a batch");
+        assert_eq!(first, loader.batch_now(&order[..1]));
+        assert_eq!(loader.batches(order, 1).iter().count(), 6);
+    }
+
+    #[test]
     fn images_kept_from_the_scan_fill_the_cache_within_its_budget() {
         use strata::data::check::scan_images_with;
         use strata::data::image::{decode_converted, ReadLimits};
