@@ -56,7 +56,13 @@ fn run_gradcheck(name: &str, case: &Case) {
     let loss_weights = rng.vec(n * ho * wo * case.filters, -1.0, 1.0);
     let cfg = config(case.padding);
     let dev = Cpu::default();
-    check(name, values, 1e-3, (2e-3, 2e-2), |v| {
+    // Steps of 1e-2: the op is linear in each input on either side of the activation's kinks,
+    // so a central difference has no truncation error at any step, while the float rounding
+    // of F(4x4, 3x3) (which moves every output of a tile when one input moves) adds noise
+    // that shrinks as 1 / step. At 1e-3 that noise alone reached the bound on the 13-channel
+    // case (worst error / bound 0.8 at 3e-3, 0.24 at 1e-2); the kernels' own tests hold every
+    // gradient to 1e-4 of a direct f64 reference.
+    check(name, values, 1e-2, (2e-3, 2e-2), |v| {
         let x = dev.tensor_from_vec(v[0].clone(), case.input);
         let params = Conv2dParams {
             weight: dev.tensor_from_vec(v[1].clone(), (k, case.filters)),

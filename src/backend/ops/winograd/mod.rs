@@ -1,24 +1,26 @@
-//! 3x3 and 2x2 convolutions (stride 1) by Winograd's minimal filtering F(2x2, 3x3) or
-//! F(2x2, 2x2): the fused convolution and 2x2 max pool, whose 2x2 output tiles are exactly the
-//! pooling windows, and the plain convolution (3x3 in practice, see [`applies_to_conv`]),
-//! whose output is cut into 2x2 tiles (the last tile row or column of an odd output is
-//! partial).
+//! 3x3 and 2x2 convolutions (stride 1) by Winograd's minimal filtering: the fused convolution
+//! and 2x2 max pool by F(2x2, 3x3) or F(2x2, 2x2), whose 2x2 output tiles are exactly the
+//! pooling windows, and the plain convolution (3x3 in practice, see [`applies_to_conv`]) by
+//! F(4x4, 3x3), whose output is cut into 4x4 tiles (the last tile row or column of an output
+//! that is not a multiple of 4 is partial).
 //!
-//! Done directly, an `r x r` convolution costs `4 r²` multiplications per 2x2 output tile and
-//! channel pair; in the Winograd domain it costs `(r + 1)²`: 16 instead of 36 for 3x3, 9
-//! instead of 16 for 2x2 (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks",
-//! CVPR 2016). An `α x α` input tile (`α = r + 1`) is transformed (`V = Bᵀ d B`), multiplied
-//! position by position with the transformed filter (`U = G g Gᵀ`) and summed over the input
-//! channels, which makes `α²` independent matrix products over all the tiles of a block, then
-//! transformed back (`Y = Aᵀ M A`) and finished: biased, rectified and pooled (the fused op),
-//! or biased, added to the residual, clamped and written (the plain convolution). The
-//! transforms only add, subtract and halve, so results agree with the direct product to float
-//! rounding.
+//! Done directly, an `r x r` convolution costs `m² r²` multiplications per `m x m` output tile
+//! and channel pair; in the Winograd domain it costs `(m + r - 1)²`: 16 instead of 36 for
+//! F(2x2, 3x3), 9 instead of 16 for F(2x2, 2x2) and 36 instead of 144 for F(4x4, 3x3) (Lavin
+//! and Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016). An `α x α` input
+//! tile (`α = m + r - 1`) is transformed (`V = Bᵀ d B`), multiplied position by position with
+//! the transformed filter (`U = G g Gᵀ`) and summed over the input channels, which makes `α²`
+//! independent matrix products over all the tiles of a block, then transformed back
+//! (`Y = Aᵀ M A`) and finished: biased, rectified and pooled (the fused op), or biased, added
+//! to the residual, clamped and written (the plain convolution). The 2x2 transforms only add,
+//! subtract and halve; F(4x4, 3x3)'s also scale by 2, 4, 5, 8 and 1/6, 1/12, 1/24, which
+//! rounds more: outputs and gradients agree with im2col's to 8e-6 of their magnitude at worst
+//! in this module's tests (F(4x4, 3x3) is what oneDNN and cuDNN run for float training).
 //!
 //! The backward pass runs the adjoint of each step in the same domain: the output gradient of
-//! a tile (the pooled gradient spread to the window's winner, or the plain convolution's 2x2
-//! gradient, zero outside the output) becomes `dM = A dY Aᵀ`; the filter gradient gathers
-//! `dU += Vᵀ dM` and is brought back through `G` once per batch; the input gradient is
+//! a tile (the pooled gradient spread to the window's winner, or the plain convolution's
+//! `m x m` gradient, zero outside the output) becomes `dM = A dY Aᵀ`; the filter gradient
+//! gathers `dU += Vᵀ dM` and is brought back through `G` once per image; the input gradient is
 //! `dV = dM Uᵀ`, added into the overlapping input tiles as `B dV Bᵀ`. All three products are
 //! cheaper than im2col's by the same factor.
 //!
@@ -37,7 +39,7 @@ use std::marker::PhantomData;
 use transforms::{
     add_weight_gradient, conv_grad_tile, conv_output_tile, grad_tile, input_grad_tile, input_tile,
     output_tile, transform_weight, transform_weight_transposed, Epilogue, Lanes, Pixels, Variant,
-    F22, F23,
+    F22, F23, F43,
 };
 
 mod transforms;
@@ -57,8 +59,11 @@ pub const MIN_CHANNELS: usize = 8;
 /// 1.1 at 12, 0.77, 0.79 and 1.02 at 16; resnet_small's layers (16, 32 and 64 channels and
 /// filters on 32x32, 16x16 and 8x8) 0.78, 0.75 and 0.88.
 pub const MIN_CONV_CHANNELS: usize = 12;
-/// Slots of the 4x4 grid a tile is held in (an `α x α` tile fills its top-left corner).
-const SLOTS: usize = 16;
+/// Rows and columns of the grid of slots a tile is held in (an `α x α` tile fills its
+/// top-left corner; F(4x4, 3x3)'s α is 6).
+const GRID: usize = 6;
+/// Slots of that grid.
+const SLOTS: usize = GRID * GRID;
 /// Tiles per block (rounded to whole tile rows, at least one): the 16 products of a block run
 /// over this many rows, and its transforms stay in L2.
 const TILES_PER_BLOCK: usize = 64;
@@ -130,7 +135,6 @@ pub fn conv_forward(
     out: &mut [f32],
     mask: Option<&mut [u8]>,
 ) {
-    let tiles = Tiles::plain(g);
     let outputs = Outputs::Plain {
         out,
         mask,
@@ -139,9 +143,9 @@ pub fn conv_forward(
         bounds,
     };
     if g.window.rows.kernel == 3 {
-        forward_with::<F23>(&tiles, input, weight, outputs);
+        forward_with::<F43>(&Tiles::plain::<F43>(g), input, weight, outputs);
     } else {
-        forward_with::<F22>(&tiles, input, weight, outputs);
+        forward_with::<F22>(&Tiles::plain::<F22>(g), input, weight, outputs);
     }
 }
 
@@ -230,7 +234,7 @@ fn forward_with<V: Variant>(t: &Tiles, input: &[f32], weight: &[f32], outputs: O
             bounds,
         } => {
             let row_len = t.out.1 * t.filters;
-            let lens = (t.out.0 * row_len, 2 * t.rows_per_block * row_len);
+            let lens = (t.out.0 * row_len, t.m * t.rows_per_block * row_len);
             for_each_block(out, mask, lens, |n, b, out, mask| {
                 let at = n * lens.0 + b * lens.1;
                 let epilogue = Epilogue {
@@ -320,13 +324,13 @@ pub fn conv_backward(
     grad_weight: &mut [f32],
     grad_bias: Option<&mut [f32]>,
 ) {
-    let tiles = Tiles::plain(g);
     let grad_out = GradOut::Plain(grad_out);
     let grads = (grad_input, grad_weight, grad_bias);
+    let operands = (input, weight, grad_out);
     if g.window.rows.kernel == 3 {
-        backward_with::<F23>(g, &tiles, (input, weight, grad_out), grads);
+        backward_with::<F43>(g, &Tiles::plain::<F43>(g), operands, grads);
     } else {
-        backward_with::<F22>(g, &tiles, (input, weight, grad_out), grads);
+        backward_with::<F22>(g, &Tiles::plain::<F22>(g), operands, grads);
     }
 }
 
@@ -408,9 +412,9 @@ fn backward_with<V: Variant>(
     }
 }
 
-/// The sizes the kernels need: the tiling of the output into 2x2 tiles (one per pooling
-/// window for the fused op, every output pixel covered for the plain convolution), the input
-/// and the blocks.
+/// The sizes the kernels need: the tiling of the output into `m x m` tiles (2x2, one per
+/// pooling window, for the fused op; 4x4 covering every output pixel for the plain
+/// convolution), the input and the blocks.
 #[derive(Debug, Clone, Copy)]
 struct Tiles {
     /// Tile rows and columns.
@@ -431,13 +435,17 @@ struct Tiles {
     f_s: usize,
     /// Tile rows per block (the last block of an image may have fewer).
     rows_per_block: usize,
+    /// Output rows and columns per tile.
+    m: usize,
 }
 
 impl Tiles {
-    /// `rows x cols` tiles on the convolution `g`.
-    fn new(g: &ConvGeometry, (rows, cols): (usize, usize)) -> Self {
+    /// `rows x cols` tiles of `V` on the convolution `g`, blocks of about
+    /// [`TILES_PER_BLOCK`] 4x4 tiles' worth of transformed values.
+    fn new<V: Variant>(g: &ConvGeometry, (rows, cols): (usize, usize)) -> Self {
         let w = g.window;
-        let rows_per_block = (TILES_PER_BLOCK / cols.max(1)).clamp(1, rows.max(1));
+        let per_block = TILES_PER_BLOCK * 16 / V::XI;
+        let rows_per_block = (per_block / cols.max(1)).clamp(1, rows.max(1));
         Self {
             rows,
             cols,
@@ -450,19 +458,25 @@ impl Tiles {
             c_s: padded(g.c_in),
             f_s: padded(g.filters),
             rows_per_block,
+            m: V::M,
         }
     }
 
     /// The fused op's tiles: one per pooled output pixel (a conv row or column the pool
     /// drops gets none).
     fn pooled(g: &ConvPoolGeometry) -> Self {
-        Self::new(&g.conv, g.out_size())
+        if g.conv.window.rows.kernel == 3 {
+            Self::new::<F23>(&g.conv, g.out_size())
+        } else {
+            Self::new::<F22>(&g.conv, g.out_size())
+        }
     }
 
-    /// The plain convolution's tiles: `ceil(out / 2)` rows and columns.
-    fn plain(g: &ConvGeometry) -> Self {
+    /// The plain convolution's tiles of `V`: `ceil(out / m)` rows and columns.
+    fn plain<V: Variant>(g: &ConvGeometry) -> Self {
         let w = g.window;
-        Self::new(g, (w.rows.output.div_ceil(2), w.cols.output.div_ceil(2)))
+        let tiles = (w.rows.output.div_ceil(V::M), w.cols.output.div_ceil(V::M));
+        Self::new::<V>(g, tiles)
     }
 
     /// Tiles in the block of tile rows starting at `ty0`.
@@ -471,35 +485,35 @@ impl Tiles {
     }
 
     /// Where the output pixels of tile `tile` of the block of tile rows starting at `ty0` lie
-    /// in the plain convolution's output, counted from the block's first output row (`2 ty0`).
+    /// in the plain convolution's output, counted from the block's first output row (`m ty0`).
     #[inline(always)]
     fn pixels(&self, ty0: usize, tile: usize) -> Pixels {
-        let (ty, tx) = (ty0 + tile / self.cols, tile % self.cols);
+        let (ty, tx, m) = (ty0 + tile / self.cols, tile % self.cols, self.m);
         let row_step = self.out.1 * self.filters;
         Pixels {
-            at: 2 * (ty - ty0) * row_step + 2 * tx * self.filters,
+            at: m * (ty - ty0) * row_step + m * tx * self.filters,
             row_step,
             col_step: self.filters,
-            rows: (self.out.0 - 2 * ty).min(2),
-            cols: (self.out.1 - 2 * tx).min(2),
+            rows: (self.out.0 - m * ty).min(m),
+            cols: (self.out.1 - m * tx).min(m),
         }
     }
 
     /// Where each pixel of the `α x α` input tile of tile `(ty, tx)` starts in its image, by
-    /// slot (`4 i + j`), or `None` where the tile lies on padding or the slot is unused.
+    /// slot (`GRID i + j`), or `None` where the tile lies on padding or the slot is unused.
     #[inline(always)]
     fn taps<V: Variant>(&self, ty: usize, tx: usize) -> [Option<usize>; SLOTS] {
         let mut taps = [None; SLOTS];
         for i in 0..V::ALPHA {
-            let Some(y) = (2 * ty + i).checked_sub(self.pad.0) else {
+            let Some(y) = (self.m * ty + i).checked_sub(self.pad.0) else {
                 continue;
             };
             for j in 0..V::ALPHA {
-                let Some(x) = (2 * tx + j).checked_sub(self.pad.1) else {
+                let Some(x) = (self.m * tx + j).checked_sub(self.pad.1) else {
                     continue;
                 };
                 if y < self.height && x < self.width {
-                    taps[i * 4 + j] = Some((y * self.width + x) * self.c_in);
+                    taps[i * GRID + j] = Some((y * self.width + x) * self.c_in);
                 }
             }
         }
@@ -658,7 +672,7 @@ impl<V: Variant> WithSimd for BackwardImage<'_, V> {
                     }
                 }
                 GradOut::Plain(grad) => {
-                    let block = &grad[2 * ty0 * t.out.1 * t.filters..];
+                    let block = &grad[t.m * ty0 * t.out.1 * t.filters..];
                     for tile in 0..n_tiles {
                         let pixels = t.pixels(ty0, tile);
                         for (f0, width) in chunks(t.f_s, S::F32_LANES) {

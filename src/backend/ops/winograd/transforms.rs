@@ -2,9 +2,9 @@
 //! of output tiles (finished by pooling or by the plain convolution's epilogue), `G g Gᵀ` of
 //! filters, and their adjoints for the backward pass, on tiles of vectors held in registers
 //! (`pulp` picks the vectors: AVX-512, AVX2, NEON or scalar). A tile lives in the top-left
-//! `α x α` corner of a 4x4 grid of slots (slot `4 i + j`).
+//! `α x α` corner of a 6x6 grid of slots (slot `GRID i + j`).
 
-use super::{chunks, Tiles, SLOTS};
+use super::{chunks, Tiles, GRID, SLOTS};
 use crate::backend::ops::conv_pool_kernels::NO_WINNER;
 use pulp::{Arch, Simd, WithSimd};
 use std::marker::PhantomData;
@@ -26,16 +26,18 @@ impl Lanes {
     }
 }
 
-/// A 4x4 tile of vectors, row-major; the transforms work on it in place.
+/// A 6x6 tile of vectors, row-major; the transforms work on it in place.
 type Tile<S> = [<S as Simd>::f32s; SLOTS];
 
-/// One Winograd algorithm F(2x2, r x r): the kernel size, the tile size `α = r + 1` and the
-/// one-axis transforms.
+/// One Winograd algorithm F(m x m, r x r): the output tile size, the kernel size, the input
+/// tile size `α = m + r - 1` and the one-axis transforms.
 pub(super) trait Variant {
+    /// Output tile rows and columns.
+    const M: usize;
     /// Kernel rows and columns.
     const R: usize;
     /// Input tile rows and columns.
-    const ALPHA: usize = Self::R + 1;
+    const ALPHA: usize = Self::M + Self::R - 1;
     /// Positions of a transformed tile (`α²`): the products per block.
     const XI: usize = Self::ALPHA * Self::ALPHA;
     type Bt: Axis;
@@ -48,10 +50,13 @@ pub(super) trait Variant {
 
 /// F(2x2, 3x3): 16 multiplications per tile and channel pair instead of 36.
 pub(super) struct F23;
+/// F(4x4, 3x3): 36 multiplications per tile and channel pair instead of 144.
+pub(super) struct F43;
 /// F(2x2, 2x2): 9 instead of 16.
 pub(super) struct F22;
 
 impl Variant for F23 {
+    const M: usize = 2;
     const R: usize = 3;
     type Bt = BtF23;
     type BtAdjoint = BtF23Adjoint;
@@ -61,7 +66,19 @@ impl Variant for F23 {
     type GtAdjoint = GtF23Adjoint;
 }
 
+impl Variant for F43 {
+    const M: usize = 4;
+    const R: usize = 3;
+    type Bt = BtF43;
+    type BtAdjoint = BtF43Adjoint;
+    type At = AtF43;
+    type AtAdjoint = AtF43Adjoint;
+    type Gt = GtF43;
+    type GtAdjoint = GtF43Adjoint;
+}
+
 impl Variant for F22 {
+    const M: usize = 2;
     const R: usize = 2;
     type Bt = BtF22;
     type BtAdjoint = BtF22Adjoint;
@@ -74,17 +91,17 @@ impl Variant for F22 {
 /// The slot of transformed position `xi` (row-major over the `α x α` tile).
 #[inline(always)]
 pub(super) fn slot<V: Variant>(xi: usize) -> usize {
-    (xi / V::ALPHA) * 4 + xi % V::ALPHA
+    (xi / V::ALPHA) * GRID + xi % V::ALPHA
 }
 
-/// A one-axis transform of `IN` points to `OUT`, applied to four slots of a tile (reading
-/// the first `IN`, writing the first `OUT`). A trait rather than closures, so that every
+/// A one-axis transform of `IN` points to `OUT`, applied to a row or column of slots of a
+/// tile (reading the first `IN`, writing the first `OUT`). A trait rather than closures, so that every
 /// step inlines into the vectorised caller (a closure is its own function, compiled without
 /// the caller's vector features).
 pub(super) trait Axis {
     const IN: usize;
     const OUT: usize;
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, slots: [usize; 4]);
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, slots: [usize; GRID]);
 }
 
 /// `T x Tᵀ` for the matrix `T` of `A`: `A` along the columns of the tile's top-left
@@ -92,10 +109,10 @@ pub(super) trait Axis {
 #[inline(always)]
 fn two_d<S: Simd, A: Axis>(s: S, tile: &mut Tile<S>) {
     for j in 0..A::IN {
-        A::apply(s, tile, [j, 4 + j, 8 + j, 12 + j]);
+        A::apply(s, tile, std::array::from_fn(|i| GRID * i + j));
     }
     for i in 0..A::OUT {
-        A::apply(s, tile, [4 * i, 4 * i + 1, 4 * i + 2, 4 * i + 3]);
+        A::apply(s, tile, std::array::from_fn(|j| GRID * i + j));
     }
 }
 
@@ -116,7 +133,7 @@ impl Axis for BtF23 {
     const IN: usize = 4;
     const OUT: usize = 4;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3]: [usize; 4]) {
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3, ..]: [usize; GRID]) {
         let (d0, d1, d2, d3) = (t[p0], t[p1], t[p2], t[p3]);
         t[p0] = s.sub_f32s(d0, d2);
         t[p1] = s.add_f32s(d1, d2);
@@ -129,7 +146,7 @@ impl Axis for BtF23Adjoint {
     const IN: usize = 4;
     const OUT: usize = 4;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3]: [usize; 4]) {
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3, ..]: [usize; GRID]) {
         let (v0, v1, v2, v3) = (t[p0], t[p1], t[p2], t[p3]);
         t[p1] = s.add_f32s(s.sub_f32s(v1, v2), v3);
         t[p2] = s.sub_f32s(s.add_f32s(v1, v2), v0);
@@ -141,7 +158,7 @@ impl Axis for AtF23 {
     const IN: usize = 4;
     const OUT: usize = 2;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3]: [usize; 4]) {
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3, ..]: [usize; GRID]) {
         let (m0, m1, m2, m3) = (t[p0], t[p1], t[p2], t[p3]);
         t[p0] = s.add_f32s(s.add_f32s(m0, m1), m2);
         t[p1] = s.sub_f32s(s.sub_f32s(m1, m2), m3);
@@ -152,7 +169,7 @@ impl Axis for AtF23Adjoint {
     const IN: usize = 2;
     const OUT: usize = 4;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3]: [usize; 4]) {
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3, ..]: [usize; GRID]) {
         let (y0, y1) = (t[p0], t[p1]);
         t[p1] = s.add_f32s(y0, y1);
         t[p2] = s.sub_f32s(y0, y1);
@@ -164,7 +181,7 @@ impl Axis for GtF23 {
     const IN: usize = 3;
     const OUT: usize = 4;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3]: [usize; 4]) {
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3, ..]: [usize; GRID]) {
         let (g0, g1, g2) = (t[p0], t[p1], t[p2]);
         let (outer, half) = (s.add_f32s(g0, g2), s.splat_f32s(0.5));
         t[p1] = s.mul_f32s(half, s.add_f32s(outer, g1));
@@ -177,7 +194,7 @@ impl Axis for GtF23Adjoint {
     const IN: usize = 4;
     const OUT: usize = 3;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3]: [usize; 4]) {
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3, ..]: [usize; GRID]) {
         let (u0, u1, u2, u3) = (t[p0], t[p1], t[p2], t[p3]);
         let half = s.splat_f32s(0.5);
         let (sum, diff) = (
@@ -187,6 +204,152 @@ impl Axis for GtF23Adjoint {
         t[p0] = s.add_f32s(u0, sum);
         t[p1] = diff;
         t[p2] = s.add_f32s(sum, u3);
+    }
+}
+
+/// F(4x4, 3x3)'s `Bᵀ d` (6 points to 6; Lavin and Gray's points 0, ±1, ±2).
+pub(super) struct BtF43;
+/// The adjoint of [`BtF43`].
+pub(super) struct BtF43Adjoint;
+/// F(4x4, 3x3)'s `Aᵀ m` (6 points to 4).
+pub(super) struct AtF43;
+/// The adjoint of [`AtF43`] (4 points to 6).
+pub(super) struct AtF43Adjoint;
+/// F(4x4, 3x3)'s `G g` (3 points to 6).
+pub(super) struct GtF43;
+/// The adjoint of [`GtF43`] (6 points to 3).
+pub(super) struct GtF43Adjoint;
+
+impl Axis for BtF43 {
+    const IN: usize = 6;
+    const OUT: usize = 6;
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, p: [usize; GRID]) {
+        let (d0, d1, d2, d3, d4, d5) = (t[p[0]], t[p[1]], t[p[2]], t[p[3]], t[p[4]], t[p[5]]);
+        let (four, five, two) = (s.splat_f32s(4.0), s.splat_f32s(5.0), s.splat_f32s(2.0));
+        // d4 - 4 d2 ± (d3 - 4 d1), d4 - d2 ± 2 (d3 - d1)
+        let outer = s.sub_f32s(d4, s.mul_f32s(four, d2));
+        let inner = s.sub_f32s(d3, s.mul_f32s(four, d1));
+        let near = s.sub_f32s(d4, d2);
+        let far = s.mul_f32s(two, s.sub_f32s(d3, d1));
+        t[p[0]] = s.add_f32s(s.sub_f32s(s.mul_f32s(four, d0), s.mul_f32s(five, d2)), d4);
+        t[p[1]] = s.add_f32s(outer, inner);
+        t[p[2]] = s.sub_f32s(outer, inner);
+        t[p[3]] = s.add_f32s(near, far);
+        t[p[4]] = s.sub_f32s(near, far);
+        t[p[5]] = s.add_f32s(s.sub_f32s(s.mul_f32s(four, d1), s.mul_f32s(five, d3)), d5);
+    }
+}
+
+impl Axis for BtF43Adjoint {
+    const IN: usize = 6;
+    const OUT: usize = 6;
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, p: [usize; GRID]) {
+        let (v0, v1, v2, v3, v4, v5) = (t[p[0]], t[p[1]], t[p[2]], t[p[3]], t[p[4]], t[p[5]]);
+        let (four, five, two) = (s.splat_f32s(4.0), s.splat_f32s(5.0), s.splat_f32s(2.0));
+        let (sum12, diff21) = (s.add_f32s(v1, v2), s.sub_f32s(v2, v1));
+        let (sum34, diff43) = (s.add_f32s(v3, v4), s.sub_f32s(v4, v3));
+        t[p[0]] = s.mul_f32s(four, v0);
+        // -4 v1 + 4 v2 - 2 v3 + 2 v4 + 4 v5
+        t[p[1]] = s.add_f32s(
+            s.mul_f32s(four, s.add_f32s(diff21, v5)),
+            s.mul_f32s(two, diff43),
+        );
+        // -5 v0 - 4 (v1 + v2) - (v3 + v4)
+        t[p[2]] = s.neg_f32s(s.add_f32s(
+            s.add_f32s(s.mul_f32s(five, v0), s.mul_f32s(four, sum12)),
+            sum34,
+        ));
+        // (v1 - v2) + 2 (v3 - v4) - 5 v5
+        t[p[3]] = s.sub_f32s(
+            s.sub_f32s(s.neg_f32s(diff21), s.mul_f32s(two, diff43)),
+            s.mul_f32s(five, v5),
+        );
+        t[p[4]] = s.add_f32s(s.add_f32s(v0, sum12), sum34);
+        t[p[5]] = v5;
+    }
+}
+
+impl Axis for AtF43 {
+    const IN: usize = 6;
+    const OUT: usize = 4;
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, p: [usize; GRID]) {
+        let (m0, m1, m2, m3, m4, m5) = (t[p[0]], t[p[1]], t[p[2]], t[p[3]], t[p[4]], t[p[5]]);
+        let (two, four, eight) = (s.splat_f32s(2.0), s.splat_f32s(4.0), s.splat_f32s(8.0));
+        let (a, b) = (s.add_f32s(m1, m2), s.sub_f32s(m1, m2));
+        let (c, d) = (s.add_f32s(m3, m4), s.sub_f32s(m3, m4));
+        t[p[0]] = s.add_f32s(s.add_f32s(m0, a), c);
+        t[p[1]] = s.add_f32s(b, s.mul_f32s(two, d));
+        t[p[2]] = s.add_f32s(a, s.mul_f32s(four, c));
+        t[p[3]] = s.add_f32s(s.add_f32s(b, s.mul_f32s(eight, d)), m5);
+    }
+}
+
+impl Axis for AtF43Adjoint {
+    const IN: usize = 4;
+    const OUT: usize = 6;
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, p: [usize; GRID]) {
+        let (y0, y1, y2, y3) = (t[p[0]], t[p[1]], t[p[2]], t[p[3]]);
+        let (two, four, eight) = (s.splat_f32s(2.0), s.splat_f32s(4.0), s.splat_f32s(8.0));
+        let (even1, odd1) = (s.add_f32s(y0, y2), s.add_f32s(y1, y3));
+        let even2 = s.add_f32s(y0, s.mul_f32s(four, y2));
+        let odd2 = s.add_f32s(s.mul_f32s(two, y1), s.mul_f32s(eight, y3));
+        t[p[0]] = y0;
+        t[p[1]] = s.add_f32s(even1, odd1);
+        t[p[2]] = s.sub_f32s(even1, odd1);
+        t[p[3]] = s.add_f32s(even2, odd2);
+        t[p[4]] = s.sub_f32s(even2, odd2);
+        t[p[5]] = y3;
+    }
+}
+
+impl Axis for GtF43 {
+    const IN: usize = 3;
+    const OUT: usize = 6;
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, p: [usize; GRID]) {
+        let (g0, g1, g2) = (t[p[0]], t[p[1]], t[p[2]]);
+        let outer = s.add_f32s(g0, g2);
+        let sixth = s.splat_f32s(1.0 / 6.0);
+        // (g0 / 4 + g2) / 6 ± g1 / 12
+        let quarter_outer = s.mul_f32s(sixth, s.add_f32s(s.mul_f32s(s.splat_f32s(0.25), g0), g2));
+        let half_g1 = s.mul_f32s(s.splat_f32s(1.0 / 12.0), g1);
+        t[p[0]] = s.mul_f32s(s.splat_f32s(0.25), g0);
+        t[p[1]] = s.neg_f32s(s.mul_f32s(sixth, s.add_f32s(outer, g1)));
+        t[p[2]] = s.neg_f32s(s.mul_f32s(sixth, s.sub_f32s(outer, g1)));
+        t[p[3]] = s.add_f32s(quarter_outer, half_g1);
+        t[p[4]] = s.sub_f32s(quarter_outer, half_g1);
+        t[p[5]] = g2;
+    }
+}
+
+impl Axis for GtF43Adjoint {
+    const IN: usize = 6;
+    const OUT: usize = 3;
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, p: [usize; GRID]) {
+        let (u0, u1, u2, u3, u4, u5) = (t[p[0]], t[p[1]], t[p[2]], t[p[3]], t[p[4]], t[p[5]]);
+        let sixth = s.splat_f32s(1.0 / 6.0);
+        let (sum12, diff21) = (s.add_f32s(u1, u2), s.sub_f32s(u2, u1));
+        let (sum34, diff34) = (s.add_f32s(u3, u4), s.sub_f32s(u3, u4));
+        // u0 / 4 - (u1 + u2) / 6 + (u3 + u4) / 24
+        t[p[0]] = s.add_f32s(
+            s.mul_f32s(s.splat_f32s(0.25), u0),
+            s.mul_f32s(
+                sixth,
+                s.sub_f32s(s.mul_f32s(s.splat_f32s(0.25), sum34), sum12),
+            ),
+        );
+        // (u2 - u1) / 6 + (u3 - u4) / 12
+        t[p[1]] = s.mul_f32s(
+            sixth,
+            s.add_f32s(diff21, s.mul_f32s(s.splat_f32s(0.5), diff34)),
+        );
+        // (u3 + u4 - u1 - u2) / 6 + u5
+        t[p[2]] = s.add_f32s(s.mul_f32s(sixth, s.sub_f32s(sum34, sum12)), u5);
     }
 }
 
@@ -207,7 +370,7 @@ impl Axis for BtF22 {
     const IN: usize = 3;
     const OUT: usize = 3;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, _]: [usize; 4]) {
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, ..]: [usize; GRID]) {
         let (d0, d1, d2) = (t[p0], t[p1], t[p2]);
         t[p0] = s.sub_f32s(d0, d1);
         t[p2] = s.sub_f32s(d2, d1);
@@ -218,7 +381,7 @@ impl Axis for BtF22Adjoint {
     const IN: usize = 3;
     const OUT: usize = 3;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, _]: [usize; 4]) {
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, ..]: [usize; GRID]) {
         let (v0, v1, v2) = (t[p0], t[p1], t[p2]);
         t[p1] = s.sub_f32s(v1, s.add_f32s(v0, v2));
     }
@@ -228,7 +391,7 @@ impl Axis for AtF22 {
     const IN: usize = 3;
     const OUT: usize = 2;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, _]: [usize; 4]) {
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, ..]: [usize; GRID]) {
         let (m0, m1, m2) = (t[p0], t[p1], t[p2]);
         t[p0] = s.add_f32s(m0, m1);
         t[p1] = s.add_f32s(m1, m2);
@@ -239,7 +402,7 @@ impl Axis for AtF22Adjoint {
     const IN: usize = 2;
     const OUT: usize = 3;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, _]: [usize; 4]) {
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, ..]: [usize; GRID]) {
         let (y0, y1) = (t[p0], t[p1]);
         t[p1] = s.add_f32s(y0, y1);
         t[p2] = y1;
@@ -250,7 +413,7 @@ impl Axis for GtF22 {
     const IN: usize = 2;
     const OUT: usize = 3;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, _]: [usize; 4]) {
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, ..]: [usize; GRID]) {
         let (g0, g1) = (t[p0], t[p1]);
         t[p1] = s.add_f32s(g0, g1);
         t[p2] = g1;
@@ -261,7 +424,7 @@ impl Axis for GtF22Adjoint {
     const IN: usize = 3;
     const OUT: usize = 2;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, _]: [usize; 4]) {
+    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, ..]: [usize; GRID]) {
         let (u0, u1, u2) = (t[p0], t[p1], t[p2]);
         t[p0] = s.add_f32s(u0, u1);
         t[p1] = s.add_f32s(u1, u2);
@@ -346,7 +509,7 @@ pub(super) fn output_tile<S: Simd, V: Variant>(
     // The window's taps in the pool's order (0, 0), (0, 1), (1, 0), (1, 1); ties keep the
     // first, as the direct path does.
     let (mut best, mut winner) = (y[0], s.splat_f32s(0.0));
-    for (tap, slot) in [(1.0, 1), (2.0, 4), (3.0, 5)] {
+    for (tap, slot) in [(1.0, 1), (2.0, GRID), (3.0, GRID + 1)] {
         let better = s.greater_than_f32s(y[slot], best);
         best = s.select_f32s(better, y[slot], best);
         winner = s.select_f32s(better, s.splat_f32s(tap), winner);
@@ -393,14 +556,14 @@ pub(super) fn grad_tile<S: Simd, V: Variant>(
     let winner = load(s, &winners[..lanes.width.min(MAX_LANES)]);
     let zero = s.splat_f32s(0.0);
     let mut d: Tile<S> = [zero; SLOTS];
-    for (tap, slot) in [(0.0, 0), (1.0, 1), (2.0, 4), (3.0, 5)] {
+    for (tap, slot) in [(0.0, 0), (1.0, 1), (2.0, GRID), (3.0, GRID + 1)] {
         d[slot] = s.select_f32s(s.equal_f32s(winner, s.splat_f32s(tap)), g, zero);
     }
     add_grad_tile::<S, V>(s, d, lanes, db, dm, place);
 }
 
 /// Adds the bias gradient of a tile's output gradient `dY` (filters `lanes`, in the top-left
-/// 2x2 slots) into `db` and writes `dM = A dY Aᵀ` into the tile's rows of `dm`.
+/// `m x m` slots) into `db` and writes `dM = A dY Aᵀ` into the tile's rows of `dm`.
 #[inline(always)]
 fn add_grad_tile<S: Simd, V: Variant>(
     s: S,
@@ -410,7 +573,13 @@ fn add_grad_tile<S: Simd, V: Variant>(
     dm: &mut [f32],
     (tile, stride, f_s): Place,
 ) {
-    let passed = s.add_f32s(s.add_f32s(d[0], d[1]), s.add_f32s(d[4], d[5]));
+    let passed = if V::M == 2 {
+        s.add_f32s(s.add_f32s(d[0], d[1]), s.add_f32s(d[GRID], d[GRID + 1]))
+    } else {
+        (0..V::M * V::M).fold(s.splat_f32s(0.0), |sum, k| {
+            s.add_f32s(sum, d[(k / V::M) * GRID + k % V::M])
+        })
+    };
     let db = &mut db[lanes.start..][..lanes.len];
     store(s, db, s.add_f32s(load(s, db), passed));
     two_d::<S, V::AtAdjoint>(s, &mut d);
@@ -422,8 +591,8 @@ fn add_grad_tile<S: Simd, V: Variant>(
 
 /// Where the output pixels of one tile of the plain convolution lie in a slice of its NHWC
 /// output (or output gradient): pixel `(i, j)` of the tile starts at
-/// `at + i * row_step + j * col_step`, for `i < rows` and `j < cols` (2 each, but 1 on the last
-/// tile row or column of an odd output).
+/// `at + i * row_step + j * col_step`, for `i < rows` and `j < cols` (the tile size each, but
+/// fewer on the last tile row or column of an output that is not a whole number of tiles).
 #[derive(Clone, Copy)]
 pub(super) struct Pixels {
     /// Where the tile's top-left pixel starts.
@@ -438,13 +607,18 @@ pub(super) struct Pixels {
 }
 
 impl Pixels {
-    /// The slot (`4 i + j`) and start of each of the tile's pixels inside the output.
+    /// The slot (`GRID i + j`) and start of each of the tile's pixels inside the output, row by
+    /// row.
     #[inline(always)]
     fn inside(self) -> impl Iterator<Item = (usize, usize)> {
-        [(0, 0), (0, 1), (1, 0), (1, 1)]
-            .into_iter()
-            .filter(move |&(i, j)| i < self.rows && j < self.cols)
-            .map(move |(i, j)| (4 * i + j, self.at + i * self.row_step + j * self.col_step))
+        (0..self.rows).flat_map(move |i| {
+            (0..self.cols).map(move |j| {
+                (
+                    GRID * i + j,
+                    self.at + i * self.row_step + j * self.col_step,
+                )
+            })
+        })
     }
 }
 
@@ -603,7 +777,7 @@ impl<V: Variant> WithSimd for TransformWeight<'_, V> {
                 let mut g: Tile<S> = [s.splat_f32s(0.0); SLOTS];
                 for k in 0..V::R * V::R {
                     let at = (k * t.c_in + c) * t.filters + lanes.start;
-                    g[(k / V::R) * 4 + k % V::R] = load(s, &weight[at..][..lanes.len]);
+                    g[(k / V::R) * GRID + k % V::R] = load(s, &weight[at..][..lanes.len]);
                 }
                 two_d::<S, V::Gt>(s, &mut g);
                 for xi in 0..V::XI {
@@ -647,7 +821,7 @@ impl<V: Variant> WithSimd for AddWeightGradient<'_, V> {
                     store(
                         s,
                         dst,
-                        s.add_f32s(load(s, dst), d[(k / V::R) * 4 + k % V::R]),
+                        s.add_f32s(load(s, dst), d[(k / V::R) * GRID + k % V::R]),
                     );
                 }
             }
