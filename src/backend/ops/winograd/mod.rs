@@ -64,8 +64,9 @@ pub const MIN_CONV_CHANNELS: usize = 12;
 const GRID: usize = 6;
 /// Slots of that grid.
 const SLOTS: usize = GRID * GRID;
-/// Tiles per block (rounded to whole tile rows, at least one): the 16 products of a block run
-/// over this many rows, and its transforms stay in L2.
+/// Tiles per block of a 2x2-output variant (rounded to whole tile rows, at least one): the
+/// products of a block run over this many rows, and its transforms stay in L2 (F(4x4, 3x3)
+/// takes fewer, see [`Tiles::new`]).
 const TILES_PER_BLOCK: usize = 64;
 
 /// Whether the Winograd kernels compute the convolution `g`: a 3x3 or 2x2 kernel with stride
@@ -106,7 +107,6 @@ pub fn forward(
     out: &mut [f32],
     argmax: Option<&mut [u16]>,
 ) {
-    let tiles = Tiles::pooled(g);
     let outputs = Outputs::Pooled {
         out,
         argmax,
@@ -114,9 +114,9 @@ pub fn forward(
         relu: g.relu,
     };
     if g.conv.window.rows.kernel == 3 {
-        forward_with::<F23>(&tiles, input, weight, outputs);
+        forward_with::<F23>(&Tiles::pooled::<F23>(g), input, weight, outputs);
     } else {
-        forward_with::<F22>(&tiles, input, weight, outputs);
+        forward_with::<F22>(&Tiles::pooled::<F22>(g), input, weight, outputs);
     }
 }
 
@@ -298,16 +298,16 @@ pub fn backward(
     grad_weight: &mut [f32],
     grad_bias: &mut [f32],
 ) {
-    let tiles = Tiles::pooled(g);
     let grad_out = GradOut::Pooled {
         grad: grad_out,
         argmax,
     };
     let grads = (grad_input, grad_weight, Some(grad_bias));
+    let operands = (input, weight, grad_out);
     if g.conv.window.rows.kernel == 3 {
-        backward_with::<F23>(&g.conv, &tiles, (input, weight, grad_out), grads);
+        backward_with::<F23>(&g.conv, &Tiles::pooled::<F23>(g), operands, grads);
     } else {
-        backward_with::<F22>(&g.conv, &tiles, (input, weight, grad_out), grads);
+        backward_with::<F22>(&g.conv, &Tiles::pooled::<F22>(g), operands, grads);
     }
 }
 
@@ -440,11 +440,12 @@ struct Tiles {
 }
 
 impl Tiles {
-    /// `rows x cols` tiles of `V` on the convolution `g`, blocks of about
-    /// [`TILES_PER_BLOCK`] 4x4 tiles' worth of transformed values.
+    /// `rows x cols` tiles of `V` on the convolution `g`, in blocks of [`TILES_PER_BLOCK`]
+    /// tiles, or fewer for a variant with more than 16 positions (F(4x4, 3x3)'s 36), so that a
+    /// block holds no more transformed values than 64 tiles of F(2x2, 3x3).
     fn new<V: Variant>(g: &ConvGeometry, (rows, cols): (usize, usize)) -> Self {
         let w = g.window;
-        let per_block = TILES_PER_BLOCK * 16 / V::XI;
+        let per_block = TILES_PER_BLOCK * 16 / V::XI.max(16);
         let rows_per_block = (per_block / cols.max(1)).clamp(1, rows.max(1));
         Self {
             rows,
@@ -464,12 +465,8 @@ impl Tiles {
 
     /// The fused op's tiles: one per pooled output pixel (a conv row or column the pool
     /// drops gets none).
-    fn pooled(g: &ConvPoolGeometry) -> Self {
-        if g.conv.window.rows.kernel == 3 {
-            Self::new::<F23>(&g.conv, g.out_size())
-        } else {
-            Self::new::<F22>(&g.conv, g.out_size())
-        }
+    fn pooled<V: Variant>(g: &ConvPoolGeometry) -> Self {
+        Self::new::<V>(&g.conv, g.out_size())
     }
 
     /// The plain convolution's tiles of `V`: `ceil(out / m)` rows and columns.
