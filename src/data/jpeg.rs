@@ -385,7 +385,10 @@ fn convert(planes: &[Plane<'_>], spec: &ImageSpec) -> Option<Vec<u8>> {
 
 /// JFIF YCbCr to RGB (the factors of libjpeg's `jdcolor.c`) for one row, rounded and clamped,
 /// into one array per colour (so that it runs on whole vectors).
-#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
+    "x86_64+avx2+fma"
+))]
 fn ycbcr_to_rgb_row(
     (luma, blue, red): (&[f32], &[f32], &[f32]),
     (red_out, green_out, blue_out): (&mut [u8], &mut [u8], &mut [u8]),
@@ -432,7 +435,10 @@ fn axis(n_out: usize, extent: f64, len: u32) -> Taps {
 /// Blends the two source rows of output row `row_idx` of `plane` into `out`: one value per
 /// sample of the plane's row, a copy of the last (see [`axis`]), and [`rows::ROW_PAD`] more
 /// values that the resize across may read and ignore.
-#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
+    "x86_64+avx2+fma"
+))]
 fn blend_rows(plane: &Plane<'_>, down: &Taps, row_idx: usize, out: &mut Vec<f32>) {
     let width = plane.width as usize;
     out.resize(width + 1 + rows::ROW_PAD, 0.0);

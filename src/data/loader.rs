@@ -447,15 +447,59 @@ fn rescale_each(bytes: &[u8], scale: f32, slot: &mut [MaybeUninit<f32>]) {
 #[cfg(target_arch = "x86_64")]
 mod stream {
     use std::arch::x86_64::{
-        __m128i, _mm_cvtepi32_ps, _mm_loadu_si128, _mm_mul_ps, _mm_set1_ps, _mm_setzero_si128,
-        _mm_sfence, _mm_stream_ps, _mm_unpackhi_epi16, _mm_unpackhi_epi8, _mm_unpacklo_epi16,
-        _mm_unpacklo_epi8,
+        __m128i, _mm512_cvtepi32_ps, _mm512_cvtepu8_epi32, _mm512_mul_ps, _mm512_set1_ps,
+        _mm512_stream_ps, _mm_cvtepi32_ps, _mm_loadu_si128, _mm_mul_ps, _mm_set1_ps,
+        _mm_setzero_si128, _mm_sfence, _mm_stream_ps, _mm_unpackhi_epi16, _mm_unpackhi_epi8,
+        _mm_unpacklo_epi16, _mm_unpacklo_epi8,
     };
     use std::mem::MaybeUninit;
 
-    /// [`super::rescale_into`] with streaming stores (SSE2, which every x86_64 CPU has). The
-    /// values are the same as the scalar loop's: one conversion and one multiplication each.
+    /// [`super::rescale_into`] with streaming stores: whole cache lines at a time with
+    /// AVX-512, else SSE2 (which every x86_64 CPU has). The values are the same as the scalar
+    /// loop's: one conversion and one multiplication each.
     pub fn rescale(bytes: &[u8], scale: f32, slot: &mut [MaybeUninit<f32>]) {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked here).
+            unsafe { rescale_avx512(bytes, scale, slot) };
+            return;
+        }
+        rescale_sse2(bytes, scale, slot);
+    }
+
+    /// [`rescale`] on AVX-512: each step widens 16 bytes to 16 floats and streams them as one
+    /// cache line.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn rescale_avx512(bytes: &[u8], scale: f32, slot: &mut [MaybeUninit<f32>]) {
+        // Streaming stores of 64 bytes need 64-byte alignment: the values before it go one at
+        // a time.
+        let head = slot.as_ptr().align_offset(64).min(slot.len());
+        super::rescale_each(&bytes[..head], scale, &mut slot[..head]);
+        let body = (slot.len() - head) / 16 * 16;
+        let tail = head + body;
+        // SAFETY: each step reads 16 bytes at `head + i` and writes 16 floats at `head + i`,
+        // with `i + 16 <= body`, inside both slices (`slot` is at least as long as `bytes`);
+        // the stores are 64-byte aligned (`head` aligns them, and 16 floats are 64 bytes);
+        // `_mm_sfence` orders them before any later store or read.
+        unsafe {
+            let factor = _mm512_set1_ps(scale);
+            let source = bytes.as_ptr().add(head);
+            let target = slot.as_mut_ptr().add(head).cast::<f32>();
+            for i in (0..body).step_by(16) {
+                let packed = _mm_loadu_si128(source.add(i).cast());
+                let floats =
+                    _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(packed)), factor);
+                _mm512_stream_ps(target.add(i), floats);
+            }
+            _mm_sfence();
+        }
+        super::rescale_each(&bytes[tail..], scale, &mut slot[tail..]);
+    }
+
+    /// [`rescale`] on SSE2.
+    pub(super) fn rescale_sse2(bytes: &[u8], scale: f32, slot: &mut [MaybeUninit<f32>]) {
         // Streaming stores need 16-byte alignment: the values before it go one at a time.
         let head = slot.as_ptr().align_offset(16).min(slot.len());
         super::rescale_each(&bytes[..head], scale, &mut slot[..head]);
@@ -526,28 +570,54 @@ mod tests {
     use super::*;
 
     /// The streaming path writes the same values as one multiplication each, wherever the
-    /// slot starts (aligned or not) and whatever the length's remainder.
+    /// slot starts (aligned or not) and whatever the length's remainder: through the dispatch
+    /// and, on x86_64, through each kernel this CPU has.
     #[test]
     fn rescaling_a_large_image_writes_each_value_once_scaled() {
+        let mut kernels: Vec<(&str, Rescale)> = vec![("dispatch", rescale_into)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            kernels.push(("sse2", |bytes, scale, slot| {
+                stream::rescale_sse2(bytes, scale, &mut slot[..bytes.len()]);
+                bytes.len()
+            }));
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                kernels.push(("avx512", |bytes, scale, slot| {
+                    // SAFETY: the CPU has AVX-512F (checked before this kernel was listed).
+                    unsafe { stream::rescale_avx512(bytes, scale, &mut slot[..bytes.len()]) };
+                    bytes.len()
+                }));
+            }
+        }
+        for (name, kernel) in kernels {
+            writes_each_value_once_scaled(name, kernel);
+        }
+    }
+
+    /// A rescaling kernel: writes the bytes' values over the slot's start, returns how many.
+    type Rescale = fn(&[u8], f32, &mut [MaybeUninit<f32>]) -> usize;
+
+    fn writes_each_value_once_scaled(name: &str, kernel: Rescale) {
         let len = STREAM_BYTES / size_of::<f32>() + 37;
         let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
         let scale = 1.0 / 255.0;
-        for offset in 0..4 {
-            let mut slot = vec![MaybeUninit::new(-1.0_f32); len + 8];
-            let written = rescale_into(&bytes, scale, &mut slot[offset..offset + len + 3]);
-            assert_eq!(written, len);
+        // Every start within a 64-byte line, so every head length of the AVX-512 kernel.
+        for offset in 0..16 {
+            let mut slot = vec![MaybeUninit::new(-1.0_f32); len + 20];
+            let written = kernel(&bytes, scale, &mut slot[offset..offset + len + 3]);
+            assert_eq!(written, len, "{name}");
             for (i, &byte) in bytes.iter().enumerate() {
                 // SAFETY: every value of `slot` was initialised above.
                 let value = unsafe { slot[offset + i].assume_init() };
                 assert_eq!(
                     value.to_bits(),
                     (f32::from(byte) * scale).to_bits(),
-                    "value {i}"
+                    "{name}: value {i} at offset {offset}"
                 );
             }
             // SAFETY: as above.
             let after = unsafe { slot[offset + len].assume_init() };
-            assert_eq!(after, -1.0, "nothing past the image is written");
+            assert_eq!(after, -1.0, "{name}: nothing past the image is written");
         }
     }
 }

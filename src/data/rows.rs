@@ -5,15 +5,16 @@
 //! elsewhere (and for the interleave's last pixels short of a whole vector) they run the same
 //! arithmetic one value at a time, so the two give the same bits.
 //!
-//! The resize gathers with permutes. The outputs are cut, in order, into groups of up to
-//! eight whose samples all lie within 16 consecutive floats of the row (eight outputs for a
-//! downscale of up to 2x, five at 3x): a group loads those 16 floats as two vectors, picks
-//! each output's pair out of them with `vpermps`, and stores a whole vector. The lanes past a
+//! The resize gathers with permutes. The outputs are cut, in order, into groups of up to one
+//! vector's lanes (8 on AVX2, 16 on AVX-512) whose samples all lie within two vectors of
+//! consecutive floats of the row (with 8 lanes: eight outputs for a downscale of up to 2x, five
+//! at 3x): a group loads those floats as two vectors, picks each output's pair out of them with
+//! `vpermps` (AVX2) or `vpermt2ps` (AVX-512), and stores a whole vector. The lanes past a
 //! short group's outputs are overwritten by the next group, or land in the output's padding.
 
-/// Lanes of one AVX2 vector of `f32`: the most outputs a group has.
-const GROUP: usize = 8;
-/// Floats a group may read from its first sample on: two vectors.
+/// Lanes of the widest vector of `f32` a group may fill: the most outputs a group has.
+const GROUP: usize = 16;
+/// Floats a group may read from its first sample on: two of the widest vectors.
 const WINDOW: usize = 2 * GROUP;
 /// Floats past a row's last sample that [`resample`] may read (and ignore): a row handed to it
 /// must hold this many beyond the samples an axis uses.
@@ -29,11 +30,13 @@ pub struct Taps {
     pub weight: Vec<f32>,
     /// The groups the outputs are cut into, in order.
     groups: Vec<Group>,
+    /// Outputs a group may hold: the lanes of the vectors [`resample`] runs on.
+    lanes: usize,
     /// The largest first sample.
     last_first: u32,
 }
 
-/// Outputs `start..` (up to [`GROUP`] of them) whose samples start at `base` in the row; lane
+/// Outputs `start..` (up to [`Taps::lanes`] of them) whose samples start at `base` in the row; lane
 /// `j`'s first sample is `base + local[j]` (0 for the lanes past the group's outputs).
 struct Group {
     start: u32,
@@ -42,18 +45,25 @@ struct Group {
 }
 
 impl Taps {
-    /// The taps of `first` and `weight` (one each per output).
-    pub fn new(first: Vec<u32>, mut weight: Vec<f32>) -> Taps {
-        let mut groups = Vec::with_capacity(first.len().div_ceil(GROUP));
+    /// The taps of `first` and `weight` (one each per output), grouped for the widest
+    /// vectors this CPU has.
+    pub fn new(first: Vec<u32>, weight: Vec<f32>) -> Taps {
+        Taps::with_lanes(first, weight, vector_lanes())
+    }
+
+    /// [`Taps::new`] with groups of at most `lanes` outputs (8 or 16).
+    fn with_lanes(first: Vec<u32>, mut weight: Vec<f32>, lanes: usize) -> Taps {
+        let window = 2 * lanes;
+        let mut groups = Vec::with_capacity(first.len().div_ceil(lanes));
         let mut start = 0;
         while start < first.len() {
             let base = first[start];
             let mut local = [0_i32; GROUP];
             let mut count = 0;
-            for (lane, &at) in local.iter_mut().zip(&first[start..]) {
+            for (lane, &at) in local.iter_mut().take(lanes).zip(&first[start..]) {
                 // `at + 1` is read too, so it must lie in the window.
                 match at.checked_sub(base) {
-                    Some(offset) if (offset as usize) + 1 < WINDOW => *lane = offset as i32,
+                    Some(offset) if (offset as usize) + 1 < window => *lane = offset as i32,
                     _ => break,
                 }
                 count += 1;
@@ -72,8 +82,19 @@ impl Taps {
             first,
             weight,
             groups,
+            lanes,
         }
     }
+}
+
+/// The lanes of the widest vector of `f32` [`resample`] runs on here: 16 with AVX-512, else 8
+/// (also where no vector kernel runs, which then ignores the groups).
+fn vector_lanes() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return 16;
+    }
+    8
 }
 
 /// `out[j] = row[first[j]] + (row[first[j] + 1] - row[first[j]]) * weight[j]` for every output.
@@ -91,11 +112,18 @@ pub fn resample(taps: &Taps, row: &[f32], out: &mut [f32]) {
         "an output row without room for the resize's writes"
     );
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked above), and the lengths of `row` and `out` were
-        // checked against the furthest read and write of any group.
-        unsafe { avx2::resample(taps, row, out) };
-        return;
+    {
+        if taps.lanes == 16 && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked here), and the lengths of `row` and `out`
+            // were checked against the furthest read and write of any group.
+            unsafe { avx512::resample(taps, row, out) };
+            return;
+        }
+        if taps.lanes == 8 && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked here), and the lengths were checked as above.
+            unsafe { avx2::resample(taps, row, out) };
+            return;
+        }
     }
     resample_from(taps, row, out, 0);
 }
@@ -139,9 +167,45 @@ fn interleave_from(red: &[u8], green: &[u8], blue: &[u8], out: &mut [u8], from: 
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{Taps, GROUP};
+mod avx512 {
+    use super::Taps;
     use std::arch::x86_64::*;
+
+    /// [`super::resample`] on AVX-512, for taps grouped in 16s.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, `row` must hold `last_first + 2 + ROW_PAD` values and `out`
+    /// one per output plus `OUT_PAD`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn resample(taps: &Taps, row: &[f32], out: &mut [f32]) {
+        let one = _mm512_set1_epi32(1);
+        for group in &taps.groups {
+            let at = group.start as usize;
+            // SAFETY: `base <= last_first`, so the 32 floats from `base` lie inside `row`;
+            // `at` is an output, so `weight` (padded by `OUT_PAD`) holds 16 values from it
+            // and `out` has room for 16.
+            unsafe {
+                let src = row.as_ptr().add(group.base as usize);
+                let low = _mm512_loadu_ps(src);
+                let high = _mm512_loadu_ps(src.add(16));
+                let index = _mm512_loadu_si512(group.local.as_ptr().cast());
+                let left = _mm512_permutex2var_ps(low, index, high);
+                let right = _mm512_permutex2var_ps(low, _mm512_add_epi32(index, one), high);
+                let weight = _mm512_loadu_ps(taps.weight.as_ptr().add(at));
+                let value = _mm512_add_ps(left, _mm512_mul_ps(_mm512_sub_ps(right, left), weight));
+                _mm512_storeu_ps(out.as_mut_ptr().add(at), value);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::Taps;
+    use std::arch::x86_64::*;
+
+    /// Lanes of one AVX2 vector of `f32`.
+    const LANES: usize = 8;
 
     /// [`super::resample`] on AVX2.
     ///
@@ -160,7 +224,7 @@ mod avx2 {
             unsafe {
                 let src = row.as_ptr().add(group.base as usize);
                 let low = _mm256_loadu_ps(src);
-                let high = _mm256_loadu_ps(src.add(GROUP));
+                let high = _mm256_loadu_ps(src.add(LANES));
                 let index = _mm256_loadu_si256(group.local.as_ptr().cast());
                 let left = pick(low, high, index, seven);
                 let right = pick(low, high, _mm256_add_epi32(index, one), seven);
@@ -238,8 +302,9 @@ mod avx2 {
 mod tests {
     use super::*;
 
-    /// Taps of a bilinear resize from `len` samples to `n_out`, as the JPEG path places them.
-    fn taps(len: usize, n_out: usize) -> Taps {
+    /// Taps of a bilinear resize from `len` samples to `n_out`, as the JPEG path places them,
+    /// in groups of `lanes`.
+    fn taps(len: usize, n_out: usize, lanes: usize) -> Taps {
         let scale = len as f64 / n_out as f64;
         let (mut first, mut weight) = (Vec::new(), Vec::new());
         for j in 0..n_out {
@@ -252,11 +317,18 @@ mod tests {
                 (position - below) as f32
             });
         }
-        Taps::new(first, weight)
+        Taps::with_lanes(first, weight, lanes)
     }
 
     #[test]
     fn the_vector_resize_gives_the_scalar_bits_at_every_scale() {
+        // Both vector widths (where the CPU lacks one, its taps run the scalar loop).
+        for lanes in [8, 16] {
+            resizes_give_the_scalar_bits(lanes);
+        }
+    }
+
+    fn resizes_give_the_scalar_bits(lanes: usize) {
         // Upscales, the JPEG path's 1.3x to 2.2x downscales, and 3x and 7x ones.
         for (len, n_out) in [
             (100, 224),
@@ -266,7 +338,7 @@ mod tests {
             (700, 224),
             (9, 7),
         ] {
-            let t = taps(len, n_out);
+            let t = taps(len, n_out, lanes);
             let row: Vec<f32> = (0..len + 1 + ROW_PAD)
                 .map(|i| ((i * 37) % 255) as f32 * 0.75)
                 .collect();
@@ -274,20 +346,24 @@ mod tests {
             let mut scalar = vec![0.0; n_out];
             resample(&t, &row, &mut vector);
             resample_from(&t, &row, &mut scalar, 0);
-            assert_eq!(vector[..n_out], scalar, "{len} -> {n_out}");
-            // Up to 2x a group holds 8 outputs (one short group at most where the ends clamp);
-            // at 3x, 5.
-            let per_group = if len <= 2 * n_out { GROUP - 1 } else { 5 };
+            assert_eq!(vector[..n_out], scalar, "{len} -> {n_out} in {lanes}s");
+            // Up to 2x a group holds all its lanes' outputs but one (one short group at most
+            // where the ends clamp); at 3x, 5 of 8 or 10 of 16.
+            let per_group = if len <= 2 * n_out {
+                lanes - 1
+            } else {
+                lanes * 5 / 8
+            };
             assert!(
                 t.groups.len() <= n_out.div_ceil(per_group) + 1,
                 "{len} -> {n_out}: {} groups",
                 t.groups.len()
             );
         }
-        let wide = taps(7 * 224, 224);
+        let wide = taps(7 * 224, 224, lanes);
         assert!(
             wide.groups.len() <= 224,
-            "a 7x downscale is one output a group"
+            "a 7x downscale is at least one output a group"
         );
     }
 
