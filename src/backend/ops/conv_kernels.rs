@@ -36,6 +36,8 @@ pub(crate) struct Scratch {
     pub winners: Vec<f32>,
     /// Where each pixel's patch starts in a padded image.
     pub offsets: Vec<usize>,
+    /// One image's gradient of the transformed weights (the Winograd backward).
+    pub weight_grad: Vec<f32>,
 }
 
 impl Scratch {
@@ -46,6 +48,7 @@ impl Scratch {
             block: Vec::new(),
             winners: Vec::new(),
             offsets: Vec::new(),
+            weight_grad: Vec::new(),
         }
     }
 
