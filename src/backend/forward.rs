@@ -443,16 +443,32 @@ fn run_store<T: Tape<f32, Cpu>>(
         let skip = (cfg.fuse && store.readers(idx) == 1)
             .then(|| fusable_add(layers, idx))
             .flatten();
+        // In inference an identity (or a dropout) with no activation hands its input on as it
+        // is stored. Read as a tensor, a block's input would stop being a batch, and the
+        // block's convolution and its residual add would each copy it back out (two copies
+        // of every basic block's input in `resnet_small`).
+        let passes_on = !cfg.training
+            && !T::OWNS_TAPE
+            && !is_last
+            && layer.activation.is_none()
+            && layer.inputs.len() == 1
+            && matches!(layer.op, Op::Identity | Op::Dropout { .. });
         let inputs: Vec<Stored> = layer
             .inputs
             .iter()
             .map(|edge| {
                 store
-                    .read_stored(edge.source, folds_bn)
+                    .read_stored(edge.source, folds_bn || passes_on)
                     .expect("INVARIANT: the compiler orders every layer after its inputs")
             })
             .collect();
         let (out, next_tape, ran) = match (pool, &mut params[idx]) {
+            (None, _) if passes_on => {
+                let Some(input) = inputs.into_iter().next() else {
+                    unreachable!("an identity or a dropout reads one input")
+                };
+                (input, tape, 1)
+            }
             (None, LayerParams::BatchNorm(bn)) if skip.is_some() => {
                 let add = &layers[idx + 1];
                 let skip = skip.and_then(|source| store.read(source));
