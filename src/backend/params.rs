@@ -248,7 +248,23 @@ fn into_backend(
             Some(image) => permute_flattened(&data, image, false),
             None => data,
         },
-        _ => data,
+        // Biases, batch-norm statistics and layers without parameters keep their layout; the
+        // ops are listed so that a new one must say how its tensors are laid out.
+        (
+            Op::Conv { .. }
+            | Op::DepthwiseConv { .. }
+            | Op::SeparableConv { .. }
+            | Op::Dense { .. }
+            | Op::BatchNorm { .. }
+            | Op::Pool { .. }
+            | Op::GlobalPool { .. }
+            | Op::Flatten
+            | Op::Dropout { .. }
+            | Op::Identity
+            | Op::Merge(_)
+            | Op::Activation(_),
+            _,
+        ) => data,
     }
 }
 
@@ -280,7 +296,23 @@ fn into_checkpoint(
             Some(image) => permute_flattened(&data, image, true),
             None => data,
         },
-        _ => data,
+        // Biases, batch-norm statistics and layers without parameters keep their layout; the
+        // ops are listed so that a new one must say how its tensors are laid out.
+        (
+            Op::Conv { .. }
+            | Op::DepthwiseConv { .. }
+            | Op::SeparableConv { .. }
+            | Op::Dense { .. }
+            | Op::BatchNorm { .. }
+            | Op::Pool { .. }
+            | Op::GlobalPool { .. }
+            | Op::Flatten
+            | Op::Dropout { .. }
+            | Op::Identity
+            | Op::Merge(_)
+            | Op::Activation(_),
+            _,
+        ) => data,
     }
 }
 
