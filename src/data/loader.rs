@@ -173,9 +173,9 @@ impl Loader {
         // Two lanes assemble alternate batches, so that while one waits for the last image
         // of its batch, the decoding threads already work on the other's: a single lane
         // leaves a core idle at the end of every batch (two lanes decode 2% more images a
-        // second on 2 cores). A lane hands its batch over only in its turn, so batches arrive in order;
-        // the queue is one shorter than the depth because a lane holding a finished batch is
-        // one more batch ahead.
+        // second on 2 cores). A lane hands its batch over only in its turn, so batches arrive
+        // in order; the queue is one shorter than the depth because a lane holding a finished
+        // batch is one more batch ahead.
         let (sender, receiver) = sync_channel(prefetch_depth(batch_size, &self.spec) - 1);
         let (order, batch_size) = (Arc::new(order), batch_size.max(1));
         let turn = Arc::new(Turn::default());
