@@ -9,6 +9,7 @@
 //! `tf.image.resize(method="bilinear")` — by fast_image_resize's SIMD kernels, applied only when
 //! the size differs.
 
+use super::jpeg::Idct;
 use crate::files::{open_regular, OpenError};
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageReader};
@@ -193,9 +194,31 @@ pub fn load_image(path: &Path, spec: &ImageSpec) -> Result<Vec<f32>, ImageProble
 /// bytes (0..=255, channels last, before rescaling), within [`ReadLimits::for_spec`]. Training,
 /// `predict`, `evaluate` and `strata data bench` all decode through here.
 pub fn load_bytes(path: &Path, spec: &ImageSpec) -> Result<Vec<u8>, ImageProblem> {
+    load_rows(path, spec, |_, _| {})
+}
+
+/// [`load_bytes`], handing each row of the converted image (`spec.width` pixels) to `on_row`
+/// with its index, in order: as the JPEG fast path writes it, or after decoding for other
+/// files. On success `on_row` has seen every row once; on failure it may have seen some.
+pub fn load_rows(
+    path: &Path,
+    spec: &ImageSpec,
+    mut on_row: impl FnMut(usize, &[u8]),
+) -> Result<Vec<u8>, ImageProblem> {
     let limits = ReadLimits::for_spec(spec);
     let bytes = read_file(path, &limits)?;
-    decode_converted(&bytes, spec, &limits).map(|(converted, _)| converted)
+    if let Some(converted) =
+        super::jpeg::decode_converted_rows(&bytes, spec, &limits, Idct::Fast, &mut on_row)
+    {
+        return converted.map(|(converted, _)| converted);
+    }
+    let image = decode_limited(&bytes, &limits)?;
+    let converted = to_bytes(&image, spec);
+    let row_len = (spec.width * spec.channels).max(1);
+    for (row_idx, row) in converted.chunks_exact(row_len).enumerate() {
+        on_row(row_idx, row);
+    }
+    Ok(converted)
 }
 
 /// Decodes an image from its bytes within `limits` and converts it to `spec`'s channels and

@@ -95,6 +95,20 @@ pub fn decode_converted_with(
     limits: &ReadLimits,
     idct: Idct,
 ) -> Option<Result<(Vec<u8>, ImageInfo), ImageProblem>> {
+    decode_converted_rows(bytes, spec, limits, idct, |_, _| {})
+}
+
+/// [`decode_converted_with`], handing each converted row to `on_row` (its index and its
+/// bytes) as soon as it is written, while it is still in cache: the loader writes it to its
+/// batch from there. `on_row` sees every row once, in order, when the fast path succeeds, and
+/// none when it returns `None`.
+pub fn decode_converted_rows(
+    bytes: &[u8],
+    spec: &ImageSpec,
+    limits: &ReadLimits,
+    idct: Idct,
+    on_row: impl FnMut(usize, &[u8]),
+) -> Option<Result<(Vec<u8>, ImageInfo), ImageProblem>> {
     if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         return None;
     }
@@ -111,7 +125,7 @@ pub fn decode_converted_with(
         }
         let converted = decoder
             .planes(bytes, &header, idct)
-            .and_then(|planes| convert(&planes, spec));
+            .and_then(|planes| convert(&planes, spec, on_row));
         decoder.release_large_buffers();
         let converted = converted?;
         let mode = if header.subsampling == SUBSAMPLING_GRAY {
@@ -335,7 +349,11 @@ impl Drop for Decoder {
 /// of a colour JPEG); three are JFIF YCbCr to RGB, or luma repeated for a grayscale file. A
 /// plane is read over the image's extent only, so padding past an odd edge is not sampled and
 /// chroma samples sit where JFIF places them, centred on the luma samples they stand for.
-fn convert(planes: &[Plane<'_>], spec: &ImageSpec) -> Option<Vec<u8>> {
+fn convert(
+    planes: &[Plane<'_>],
+    spec: &ImageSpec,
+    mut on_row: impl FnMut(usize, &[u8]),
+) -> Option<Vec<u8>> {
     let (width, height, channels) = (spec.width, spec.height, spec.channels);
     let luma = planes.first()?;
     let chroma = match planes {
@@ -367,6 +385,7 @@ fn convert(planes: &[Plane<'_>], spec: &ImageSpec) -> Option<Vec<u8>> {
             for (pixel, &y) in out_row.chunks_exact_mut(channels).zip(luma_columns.iter()) {
                 pixel.fill(to_byte(y));
             }
+            on_row(row_idx, out_row);
             continue;
         };
         blend_rows(blue, down, row_idx, blue_row);
@@ -379,6 +398,7 @@ fn convert(planes: &[Plane<'_>], spec: &ImageSpec) -> Option<Vec<u8>> {
             (red_out, green_out, blue_out),
         );
         rows::interleave(red_out, green_out, blue_out, out_row);
+        on_row(row_idx, out_row);
     }
     Some(out)
 }

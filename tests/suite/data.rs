@@ -567,4 +567,85 @@ mod jpeg_fast_path {
             }))
         ));
     }
+
+    /// Large images go from the decoder to the batch a row at a time, with streaming stores:
+    /// the batch holds the same values as the cache's copy of each image and as `load_image`,
+    /// for JPEGs of each subsampling, a grayscale JPEG and a PNG (the general decoder), at an
+    /// input large enough to stream (224x224x3) and one that is not.
+    #[test]
+    fn batches_decoded_row_by_row_hold_the_cached_and_loaded_values() {
+        use image::{DynamicImage, ImageFormat, RgbImage};
+        use strata::data::load_image;
+        use strata::data::loader::Loader;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let class = dir.path().join("a");
+        std::fs::create_dir_all(&class).expect("mkdir");
+        let files = [
+            (
+                "0.jpg",
+                encode(301, 257, SamplingFactor::R_4_2_0, ColorType::Rgb),
+            ),
+            (
+                "1.jpg",
+                encode(250, 333, SamplingFactor::R_4_2_2, ColorType::Rgb),
+            ),
+            (
+                "2.jpg",
+                encode(240, 240, SamplingFactor::R_4_4_4, ColorType::Rgb),
+            ),
+            (
+                "3.jpg",
+                encode(310, 230, SamplingFactor::R_4_2_0, ColorType::Luma),
+            ),
+        ];
+        for (name, bytes) in &files {
+            std::fs::write(class.join(name), bytes).expect("write");
+        }
+        let card = RgbImage::from_raw(260, 250, card(260, 250)).expect("card");
+        DynamicImage::ImageRgb8(card)
+            .save_with_format(class.join("4.png"), ImageFormat::Png)
+            .expect("png");
+        let samples: Vec<_> = (0..5)
+            .map(|idx| {
+                let name = if idx == 4 {
+                    "4.png".to_string()
+                } else {
+                    format!("{idx}.jpg")
+                };
+                (class.join(name), 0)
+            })
+            .collect();
+        for spec in [
+            ImageSpec {
+                rescale: 1.0 / 255.0,
+                ..spec(224, 224, 3)
+            },
+            ImageSpec {
+                rescale: 0.5,
+                ..spec(40, 36, 3)
+            },
+            ImageSpec {
+                rescale: 1.0,
+                ..spec(224, 224, 1)
+            },
+        ] {
+            let loader = Loader::new(samples.clone(), spec, 1 << 30);
+            let decoded = loader.batch_now(&[0, 1, 2, 3, 4]);
+            let cached = loader.batch_now(&[0, 1, 2, 3, 4]);
+            assert_eq!(decoded.len(), 5);
+            assert_eq!(decoded.images, cached.images, "{spec:?}");
+            for (idx, (path, _)) in samples.iter().enumerate() {
+                let loaded = load_image(path, &spec).expect("load");
+                let in_batch = &decoded.images[idx * spec.len()..(idx + 1) * spec.len()];
+                assert!(
+                    in_batch
+                        .iter()
+                        .zip(&loaded)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{}: {spec:?}",
+                    path.display()
+                );
+            }
+        }
+    }
 }
