@@ -7,12 +7,12 @@
 
 use super::checkpoint::NamedTensor;
 use super::ops::batch_norm::BatchNormParams;
-use super::ops::buffers;
 use super::ops::conv2d::{weight_from_checkpoint, weight_to_checkpoint, Conv2dParams};
 use super::ops::dense::DenseParams;
 use super::ops::depthwise::{self, DepthwiseParams};
 use super::ops::grouped::{self, GroupedParams};
 use super::ops::separable::{self, SeparableParams};
+use super::ops::{buffers, Shape2, Shape4};
 use crate::ir::{Init, Layer, Model, Op, ParamSpec, Shape, Source};
 use dfdx::shapes::HasShape;
 use dfdx::tensor::{Cpu, TensorFromVec};
@@ -58,7 +58,7 @@ pub fn initialise(model: &Model, device: &Cpu, seed: u64) -> Vec<LayerParams> {
                 .map(|spec| {
                     let data = draw(spec, &mut rng);
                     match image {
-                        Some(image) => into_backend(layer, spec, data, Some(image)),
+                        Some(image) => relayout(layer, spec, data, Some(image), &INTO_BACKEND),
                         None => data,
                     }
                 })
@@ -220,61 +220,44 @@ fn build(layer: &Layer, mut values: Vec<Vec<f32>>, device: &Cpu) -> LayerParams 
     }
 }
 
-/// A checkpoint tensor of `spec` converted into the backend's layout for `layer`; `image` is
-/// its [`flattened_image`].
-fn into_backend(
-    layer: &Layer,
-    spec: &ParamSpec,
-    data: Vec<f32>,
-    image: Option<(usize, usize, usize)>,
-) -> Vec<f32> {
-    let dims3 = |shape: &[usize]| match shape {
-        [out, _, k_h, k_w] => (*out, *k_h, *k_w),
-        _ => (0, 0, 0),
-    };
-    match (layer.op, spec.name) {
-        (Op::Conv { groups, .. }, "weight") if groups > 1 => {
-            grouped::weight_from_checkpoint(&data, conv_dims(spec), groups)
-        }
-        (Op::Conv { .. }, "weight") => weight_from_checkpoint(&data, conv_dims(spec)),
-        (Op::DepthwiseConv { .. }, "weight") | (Op::SeparableConv { .. }, "depthwise") => {
-            depthwise::weight_from_checkpoint(&data, dims3(&spec.shape))
-        }
-        (Op::SeparableConv { .. }, "pointwise") => {
-            let (filters, channels, _, _) = conv_dims(spec);
-            separable::pointwise_from_checkpoint(&data, (filters, channels))
-        }
-        (Op::Dense { .. }, "weight") => match image {
-            Some(image) => permute_flattened(&data, image, false),
-            None => data,
-        },
-        // Biases, batch-norm statistics and layers without parameters keep their layout; the
-        // ops are listed so that a new one must say how its tensors are laid out.
-        (
-            Op::Conv { .. }
-            | Op::DepthwiseConv { .. }
-            | Op::SeparableConv { .. }
-            | Op::Dense { .. }
-            | Op::BatchNorm { .. }
-            | Op::Pool { .. }
-            | Op::GlobalPool { .. }
-            | Op::Flatten
-            | Op::Dropout { .. }
-            | Op::Identity
-            | Op::Merge(_)
-            | Op::Activation(_),
-            _,
-        ) => data,
-    }
+/// A depthwise kernel's dims: `(out channels, k_h, k_w)`.
+type DepthwiseDims = (usize, usize, usize);
+
+/// One direction of [`relayout`]: each op's conversion of its weights that way.
+struct Direction {
+    conv: fn(&[f32], Shape4) -> Vec<f32>,
+    grouped: fn(&[f32], Shape4, usize) -> Vec<f32>,
+    depthwise: fn(&[f32], DepthwiseDims) -> Vec<f32>,
+    pointwise: fn(&[f32], Shape2) -> Vec<f32>,
+    to_checkpoint: bool,
 }
 
-/// A backend tensor of `spec` converted into the checkpoint's layout; `image` is its
-/// [`flattened_image`].
-fn into_checkpoint(
+/// Checkpoint tensors into the backend's layouts.
+const INTO_BACKEND: Direction = Direction {
+    conv: weight_from_checkpoint,
+    grouped: grouped::weight_from_checkpoint,
+    depthwise: depthwise::weight_from_checkpoint,
+    pointwise: separable::pointwise_from_checkpoint,
+    to_checkpoint: false,
+};
+
+/// Backend tensors into the checkpoint's layouts.
+const INTO_CHECKPOINT: Direction = Direction {
+    conv: weight_to_checkpoint,
+    grouped: grouped::weight_to_checkpoint,
+    depthwise: depthwise::weight_to_checkpoint,
+    pointwise: separable::pointwise_to_checkpoint,
+    to_checkpoint: true,
+};
+
+/// A tensor of `spec` converted between the checkpoint's layout and the backend's for
+/// `layer`, the way `direction` says; `image` is its [`flattened_image`].
+fn relayout(
     layer: &Layer,
     spec: &ParamSpec,
     data: Vec<f32>,
     image: Option<(usize, usize, usize)>,
+    direction: &Direction,
 ) -> Vec<f32> {
     let dims3 = |shape: &[usize]| match shape {
         [out, _, k_h, k_w] => (*out, *k_h, *k_w),
@@ -282,18 +265,18 @@ fn into_checkpoint(
     };
     match (layer.op, spec.name) {
         (Op::Conv { groups, .. }, "weight") if groups > 1 => {
-            grouped::weight_to_checkpoint(&data, conv_dims(spec), groups)
+            (direction.grouped)(&data, conv_dims(spec), groups)
         }
-        (Op::Conv { .. }, "weight") => weight_to_checkpoint(&data, conv_dims(spec)),
+        (Op::Conv { .. }, "weight") => (direction.conv)(&data, conv_dims(spec)),
         (Op::DepthwiseConv { .. }, "weight") | (Op::SeparableConv { .. }, "depthwise") => {
-            depthwise::weight_to_checkpoint(&data, dims3(&spec.shape))
+            (direction.depthwise)(&data, dims3(&spec.shape))
         }
         (Op::SeparableConv { .. }, "pointwise") => {
             let (filters, channels, _, _) = conv_dims(spec);
-            separable::pointwise_to_checkpoint(&data, (filters, channels))
+            (direction.pointwise)(&data, (filters, channels))
         }
         (Op::Dense { .. }, "weight") => match image {
-            Some(image) => permute_flattened(&data, image, true),
+            Some(image) => permute_flattened(&data, image, direction.to_checkpoint),
             None => data,
         },
         // Biases, batch-norm statistics and layers without parameters keep their layout; the
@@ -369,7 +352,7 @@ pub fn to_tensors(model: &Model, params: &[LayerParams]) -> Vec<NamedTensor> {
         for (spec, data) in layer.layout().into_iter().zip(backend_data(params)) {
             out.push(NamedTensor {
                 name: format!("layers.{}.{}", layer.index, spec.name),
-                data: into_checkpoint(layer, &spec, data, image),
+                data: relayout(layer, &spec, data, image, &INTO_CHECKPOINT),
                 shape: spec.shape,
             });
         }
@@ -396,7 +379,7 @@ pub fn from_tensors(model: &Model, device: &Cpu, tensors: &[NamedTensor]) -> Vec
                     let data = by_name
                         .get(name.as_str())
                         .map_or_else(|| vec![0.0; spec.len()], |t| t.data.clone());
-                    into_backend(layer, spec, data, image)
+                    relayout(layer, spec, data, image, &INTO_BACKEND)
                 })
                 .collect();
             build(layer, values, device)
