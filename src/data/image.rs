@@ -9,7 +9,6 @@
 //! `tf.image.resize(method="bilinear")` — by fast_image_resize's SIMD kernels, applied only when
 //! the size differs.
 
-use super::jpeg::Idct;
 use crate::files::{open_regular, OpenError};
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageReader};
@@ -197,28 +196,16 @@ pub fn load_bytes(path: &Path, spec: &ImageSpec) -> Result<Vec<u8>, ImageProblem
     load_rows(path, spec, |_, _| {})
 }
 
-/// [`load_bytes`], handing each row of the converted image (`spec.width` pixels) to `on_row`
-/// with its index, in order: as the JPEG fast path writes it, or after decoding for other
-/// files. On success `on_row` has seen every row once; on failure it may have seen some.
+/// [`load_bytes`], handing each row of the converted image to `on_row` as
+/// [`decode_converted_rows`] does.
 pub fn load_rows(
     path: &Path,
     spec: &ImageSpec,
-    mut on_row: impl FnMut(usize, &[u8]),
+    on_row: impl FnMut(usize, &[u8]),
 ) -> Result<Vec<u8>, ImageProblem> {
     let limits = ReadLimits::for_spec(spec);
     let bytes = read_file(path, &limits)?;
-    if let Some(converted) =
-        super::jpeg::decode_converted_rows(&bytes, spec, &limits, Idct::Fast, &mut on_row)
-    {
-        return converted.map(|(converted, _)| converted);
-    }
-    let image = decode_limited(&bytes, &limits)?;
-    let converted = to_bytes(&image, spec);
-    let row_len = (spec.width * spec.channels).max(1);
-    for (row_idx, row) in converted.chunks_exact(row_len).enumerate() {
-        on_row(row_idx, row);
-    }
-    Ok(converted)
+    decode_converted_rows(&bytes, spec, &limits, on_row).map(|(converted, _)| converted)
 }
 
 /// Decodes an image from its bytes within `limits` and converts it to `spec`'s channels and
@@ -230,11 +217,29 @@ pub fn decode_converted(
     spec: &ImageSpec,
     limits: &ReadLimits,
 ) -> Result<(Vec<u8>, ImageInfo), ImageProblem> {
-    if let Some(converted) = super::jpeg::decode_converted(bytes, spec, limits) {
+    decode_converted_rows(bytes, spec, limits, |_, _| {})
+}
+
+/// [`decode_converted`], handing each row of the converted image (`spec.width` pixels) to
+/// `on_row` with its index, in order: as the JPEG fast path writes it (while it is in cache),
+/// or after decoding for other files. On success `on_row` has seen every row once; on failure
+/// it has seen none.
+pub fn decode_converted_rows(
+    bytes: &[u8],
+    spec: &ImageSpec,
+    limits: &ReadLimits,
+    mut on_row: impl FnMut(usize, &[u8]),
+) -> Result<(Vec<u8>, ImageInfo), ImageProblem> {
+    if let Some(converted) = super::jpeg::decode_converted_rows(bytes, spec, limits, &mut on_row) {
         return converted;
     }
     let image = decode_limited(bytes, limits)?;
-    Ok((to_bytes(&image, spec), info(&image)))
+    let converted = to_bytes(&image, spec);
+    let row_len = (spec.width * spec.channels).max(1);
+    for (row_idx, row) in converted.chunks_exact(row_len).enumerate() {
+        on_row(row_idx, row);
+    }
+    Ok((converted, info(&image)))
 }
 
 /// Reads a whole file if it is a regular file (after following symlinks) of at most

@@ -78,14 +78,27 @@ extern "C" {
 /// the fast path does not apply (not a JPEG, another colour space, a file libjpeg warns
 /// about): the caller decodes the file the general way. An image over `limits.max_pixels` is
 /// refused from its header. Decodes with the fast IDCT, as Keras does: every reader of
-/// images (the loader, the pre-flight scan, `predict`) goes through here, so training and
-/// prediction see the same pixels.
+/// images (the loader, the pre-flight scan, `predict`) goes through here or
+/// [`decode_converted_rows`], so training and prediction see the same pixels.
 pub fn decode_converted(
     bytes: &[u8],
     spec: &ImageSpec,
     limits: &ReadLimits,
 ) -> Option<Result<(Vec<u8>, ImageInfo), ImageProblem>> {
-    decode_converted_with(bytes, spec, limits, Idct::Fast)
+    decode(bytes, spec, limits, Idct::Fast, |_, _| {})
+}
+
+/// [`decode_converted`], handing each converted row to `on_row` (its index and its bytes) as
+/// soon as it is written, while it is still in cache: the loader writes it to its batch from
+/// there. `on_row` sees every row once, in order, when the fast path succeeds, and none
+/// otherwise.
+pub fn decode_converted_rows(
+    bytes: &[u8],
+    spec: &ImageSpec,
+    limits: &ReadLimits,
+    on_row: impl FnMut(usize, &[u8]),
+) -> Option<Result<(Vec<u8>, ImageInfo), ImageProblem>> {
+    decode(bytes, spec, limits, Idct::Fast, on_row)
 }
 
 /// [`decode_converted`] with the inverse DCT chosen.
@@ -95,14 +108,11 @@ pub fn decode_converted_with(
     limits: &ReadLimits,
     idct: Idct,
 ) -> Option<Result<(Vec<u8>, ImageInfo), ImageProblem>> {
-    decode_converted_rows(bytes, spec, limits, idct, |_, _| {})
+    decode(bytes, spec, limits, idct, |_, _| {})
 }
 
-/// [`decode_converted_with`], handing each converted row to `on_row` (its index and its
-/// bytes) as soon as it is written, while it is still in cache: the loader writes it to its
-/// batch from there. `on_row` sees every row once, in order, when the fast path succeeds, and
-/// none when it returns `None`.
-pub fn decode_converted_rows(
+/// The fast path with the inverse DCT `idct`, each row handed to `on_row`.
+fn decode(
     bytes: &[u8],
     spec: &ImageSpec,
     limits: &ReadLimits,
