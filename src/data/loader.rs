@@ -393,12 +393,13 @@ fn fill_slot(
     index: usize,
     augmentation: Option<&Augmentation>,
 ) -> Result<(), ImageProblem> {
-    let bytes = match cache.get(index) {
-        Some(bytes) => bytes,
-        None if augmentation.is_none() => {
+    let written = match (cache.get(index), augmentation) {
+        (Some(bytes), None) => rescale_into(&bytes, spec.rescale, slot),
+        (Some(bytes), Some(augmentation)) => augment_into(&bytes, spec, augmentation, index, slot),
+        (None, None) => {
             // Each row goes to the batch while the decoder still has it in cache, instead of
             // in a second pass over the whole image.
-            let (row_len, stream) = (spec.width * spec.channels, streams(spec));
+            let (row_len, stream) = (spec.width * spec.channels, streams(spec.len()));
             let loaded = load_rows(&samples[index].0, spec, |row_idx, row| {
                 if let Some(target) = slot.get_mut(row_idx * row_len..(row_idx + 1) * row_len) {
                     rescale_row(row, spec.rescale, target, stream);
@@ -412,28 +413,14 @@ fn fill_slot(
             }
             let bytes = loaded?;
             let written = bytes.len().min(slot.len());
-            // INVARIANT: an image has `spec.len()` values; zeros fill the slot if not.
-            for value in slot.iter_mut().skip(written) {
-                value.write(0.0);
-            }
             cache.put(index, &Arc::new(bytes));
-            return Ok(());
+            written
         }
-        None => {
+        (None, Some(augmentation)) => {
             let bytes = Arc::new(load_bytes(&samples[index].0, spec)?);
             cache.put(index, &bytes);
-            bytes
+            augment_into(&bytes, spec, augmentation, index, slot)
         }
-    };
-    let written = match augmentation {
-        Some(augmentation) => {
-            let values = augment(&bytes, spec, augmentation, index);
-            for (value, &augmented) in slot.iter_mut().zip(&values) {
-                value.write(augmented);
-            }
-            values.len()
-        }
-        None => rescale_into(&bytes, spec.rescale, slot),
     };
     // INVARIANT: an image has `spec.len()` values; zeros fill the slot if not.
     for value in slot.iter_mut().skip(written) {
@@ -442,21 +429,38 @@ fn fill_slot(
     Ok(())
 }
 
+/// Writes the decoded `bytes` of sample `index`, augmented and rescaled, over the start of
+/// `slot`; returns how many values it wrote.
+fn augment_into(
+    bytes: &[u8],
+    spec: &ImageSpec,
+    augmentation: &Augmentation,
+    index: usize,
+    slot: &mut [MaybeUninit<f32>],
+) -> usize {
+    let pixels = Pixels::from_bytes(bytes, spec.height, spec.width, spec.channels);
+    let values = augmentation.apply(index, pixels).values;
+    for (value, &augmented) in slot.iter_mut().zip(&values) {
+        value.write(augmented * spec.rescale);
+    }
+    values.len()
+}
+
 /// An image at least this large (in bytes of floats) is written to its batch slot with
 /// non-temporal stores. A batch of such images is far larger than the caches, so writing it
 /// through them costs a read of every line before its write, and evicts what the decoder
 /// keeps there; smaller images are read back from cache by the model, so they go through it.
 const STREAM_BYTES: usize = 256 * 1024;
 
-/// Whether an image of `spec` is written to its batch slot with streaming stores.
-fn streams(spec: &ImageSpec) -> bool {
-    spec.len() * size_of::<f32>() >= STREAM_BYTES
+/// Whether an image of `values` floats is written to its batch slot with streaming stores.
+fn streams(values: usize) -> bool {
+    values * size_of::<f32>() >= STREAM_BYTES
 }
 
 /// Writes `bytes` times `scale` over the start of `slot`; returns how many values it wrote.
 fn rescale_into(bytes: &[u8], scale: f32, slot: &mut [MaybeUninit<f32>]) -> usize {
     let len = bytes.len().min(slot.len());
-    let stream = len * size_of::<f32>() >= STREAM_BYTES;
+    let stream = streams(len);
     rescale_row(&bytes[..len], scale, &mut slot[..len], stream);
     #[cfg(target_arch = "x86_64")]
     if stream {
@@ -578,16 +582,6 @@ mod stream {
         }
         super::rescale_each(&bytes[tail..], scale, &mut slot[tail..]);
     }
-}
-
-/// The decoded `bytes` of sample `index` augmented and rescaled.
-fn augment(bytes: &[u8], spec: &ImageSpec, augmentation: &Augmentation, index: usize) -> Vec<f32> {
-    let pixels = Pixels::from_bytes(bytes, spec.height, spec.width, spec.channels);
-    let mut values = augmentation.apply(index, pixels).values;
-    for value in &mut values {
-        *value *= spec.rescale;
-    }
-    values
 }
 
 /// Splits each class's samples: the first `fraction` of every class (in folder order) is held
