@@ -482,13 +482,17 @@ fn affine_dots<L: Lanes, const U: usize>(
         dots.step(&mut acc[whole % 4], whole * L::N, at, l.mask(rest));
     }
     let [a, b, c, d] = acc;
-    std::array::from_fn(|u| {
+    // A plain loop: a closure (`array::from_fn`'s) is compiled outside the caller's target
+    // features, which turns each vector add into a call.
+    let mut dots = [0.0f32; U];
+    for (u, dot) in dots.iter_mut().enumerate() {
         let v = l.add(l.add(a[u], b[u]), l.add(c[u], d[u]));
         let mut lanes = [0.0f32; 16];
         // SAFETY: `lanes` holds 16 >= L::N values.
         unsafe { l.store(lanes.as_mut_ptr(), v, full) };
-        lanes[..L::N].iter().sum()
-    })
+        *dot = lanes[..L::N].iter().sum();
+    }
+    dots
 }
 
 /// What [`affine_dots`] reads: one image's features, the units' weights over them and the

@@ -573,12 +573,17 @@ fn add_grad_tile<S: Simd, V: Variant>(
     dm: &mut [f32],
     (tile, stride, f_s): Place,
 ) {
+    // A plain loop, not `Iterator::fold`: the closure of a `fold` is compiled outside this
+    // function's target features, so every vector add became a call (8% of a 16-channel
+    // layer's training step).
     let passed = if V::M == 2 {
         s.add_f32s(s.add_f32s(d[0], d[1]), s.add_f32s(d[GRID], d[GRID + 1]))
     } else {
-        (0..V::M * V::M).fold(s.splat_f32s(0.0), |sum, k| {
-            s.add_f32s(sum, d[(k / V::M) * GRID + k % V::M])
-        })
+        let mut sum = s.splat_f32s(0.0);
+        for k in 0..V::M * V::M {
+            sum = s.add_f32s(sum, d[(k / V::M) * GRID + k % V::M]);
+        }
+        sum
     };
     let db = &mut db[lanes.start..][..lanes.len];
     store(s, db, s.add_f32s(load(s, db), passed));
