@@ -7,7 +7,7 @@
 
 use crate::backend::ops::geometry::Window2;
 use crate::backend::ops::matmul::{gemm, View};
-use crate::backend::ops::reduce::{add_pairs, fold_in_order};
+use crate::backend::ops::reduce::{add_gradients_in_order, GradWrite};
 use crate::backend::ops::simd;
 use crate::backend::ops::winograd;
 use crate::backend::ops::Shape4;
@@ -446,13 +446,17 @@ pub(crate) fn backward_im2col(
     let block_rows = g.rows_per_block();
     let want_input = grad_input.is_some();
     let slots = g.image_slots(grad_input);
-    let (dw, db) = fold_in_order(
+    add_gradients_in_order(
         slots,
-        || (vec![0.0f32; k * f], vec![0.0f32; f]),
-        |(mut dw, mut db), n, grad_image| {
+        grad_weight,
+        (grad_bias, f),
+        |n, grad_image, dw, how, db| {
             let image = &input[n * g.in_image()..][..g.in_image()];
             let grad_out_image = &grad_out[n * g.out_image()..][..g.out_image()];
             let mut grad_image = grad_image;
+            if ho == 0 && how == GradWrite::Overwrite {
+                dw.fill(0.0);
+            }
             for y0 in (0..ho).step_by(block_rows) {
                 let y1 = (y0 + block_rows).min(ho);
                 let pixels = (y1 - y0) * wo;
@@ -460,6 +464,8 @@ pub(crate) fn backward_im2col(
                 go.chunks_exact(f).for_each(|px| {
                     db.iter_mut().zip(px).for_each(|(d, v)| *d += v);
                 });
+                // The first block writes over `dw` when it holds no gradient yet.
+                let accumulate = y0 > 0 || how == GradWrite::Add;
                 let mut scratch = Scratch::take();
                 simd::fast(|| {
                     let patches = g.patches(image, y0..y1, &mut scratch.patches);
@@ -467,11 +473,11 @@ pub(crate) fn backward_im2col(
                     let grad_patches = sized(&mut scratch.grad_patches, grad_len);
                     let dims = (k, f, pixels);
                     gemm(
-                        &mut dw,
+                        dw,
                         dims,
                         View::transposed(patches, k),
                         View::rows(go, f),
-                        true,
+                        accumulate,
                         1,
                     );
                     if let Some(grad_image) = grad_image.as_deref_mut() {
@@ -483,12 +489,6 @@ pub(crate) fn backward_im2col(
                 });
                 scratch.give();
             }
-            (dw, db)
         },
-        add_pairs,
     );
-    grad_weight.iter_mut().zip(&dw).for_each(|(a, b)| *a += b);
-    if let Some(grad_bias) = grad_bias {
-        grad_bias.iter_mut().zip(&db).for_each(|(a, b)| *a += b);
-    }
 }

@@ -162,6 +162,68 @@ pub fn tree_program(images: std::ops::Range<usize>, group: usize) -> (Vec<TreeSt
     (program, depth)
 }
 
+/// How a per-image kernel puts its gradient into a leaf's weight-gradient buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GradWrite {
+    /// The buffer holds whatever an earlier use left: write every value over it.
+    Overwrite,
+    /// The buffer holds a gradient already: add to it.
+    Add,
+}
+
+/// Adds to `grad_weight` (and `grad_bias`, `bias_len` long, when given) the sum over `items`
+/// (one per image) of each image's weight and bias gradients, in [`fold_in_order`]'s tree.
+/// `leaf(n, item, dw, how, db)` puts image `n`'s weight gradient into `dw` (`grad_weight`'s
+/// length) as `how` says, and adds its bias gradient into `db`.
+///
+/// A leaf's weight gradient lives in a pooled buffer ([`buffers::take`]) that its image
+/// writes over: a zeroed buffer per image, added into, was a memset and a read of the whole
+/// gradient per image (8% of a 64-channel 3x3 layer's training step on 8x8 maps).
+///
+/// [`buffers::take`]: crate::backend::ops::buffers::take
+pub fn add_gradients_in_order<T: Send>(
+    items: Vec<T>,
+    grad_weight: &mut [f32],
+    (grad_bias, bias_len): (Option<&mut [f32]>, usize),
+    leaf: impl Fn(usize, T, &mut [f32], GradWrite, &mut [f32]) + Sync + Send,
+) {
+    use crate::backend::ops::buffers;
+    let weight_len = grad_weight.len();
+    let sum = fold_in_order(
+        items,
+        || None,
+        |partial: Option<(Vec<f32>, Vec<f32>)>, n, item| {
+            let (mut dw, how, mut db) = match partial {
+                Some((dw, db)) => (dw, GradWrite::Add, db),
+                None => (
+                    buffers::take(weight_len),
+                    GradWrite::Overwrite,
+                    vec![0.0; bias_len],
+                ),
+            };
+            leaf(n, item, &mut dw, how, &mut db);
+            Some((dw, db))
+        },
+        |left, right| match (left, right) {
+            (Some((mut dw, mut db)), Some((dw_right, db_right))) => {
+                dw.iter_mut().zip(&dw_right).for_each(|(a, b)| *a += b);
+                db.iter_mut().zip(&db_right).for_each(|(a, b)| *a += b);
+                buffers::give(dw_right);
+                Some((dw, db))
+            }
+            (left, None) => left,
+            (None, right) => right,
+        },
+    );
+    if let Some((dw, db)) = sum {
+        grad_weight.iter_mut().zip(&dw).for_each(|(a, b)| *a += b);
+        if let Some(grad_bias) = grad_bias {
+            grad_bias.iter_mut().zip(&db).for_each(|(a, b)| *a += b);
+        }
+        buffers::give(dw);
+    }
+}
+
 /// Adds a partial (weight gradient, bias gradient) pair into another, element by element.
 pub fn add_pairs(
     (mut dw, mut db): (Vec<f32>, Vec<f32>),

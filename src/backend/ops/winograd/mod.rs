@@ -31,15 +31,15 @@
 
 use crate::backend::ops::conv_kernels::{sized, ConvGeometry, Scratch};
 use crate::backend::ops::conv_pool_kernels::ConvPoolGeometry;
-use crate::backend::ops::reduce::{add_pairs, fold_in_order};
+use crate::backend::ops::reduce::add_gradients_in_order;
 use crate::backend::ops::small_gemm::{padded, small_gemm, Lhs};
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 use std::marker::PhantomData;
 use transforms::{
-    add_weight_gradient, conv_grad_tile, conv_output_tile, grad_tile, input_grad_tile, input_tile,
-    output_tile, transform_weight, transform_weight_transposed, Epilogue, Lanes, Pixels, Variant,
-    F22, F23, F43,
+    conv_grad_tile, conv_output_tile, grad_tile, input_grad_tile, input_tile, output_tile,
+    transform_weight, transform_weight_transposed, weight_gradient, Epilogue, Lanes, Pixels,
+    Variant, F22, F23, F43,
 };
 
 mod transforms;
@@ -378,12 +378,11 @@ fn backward_with<V: Variant>(
     let slots = g.image_slots(grad_input);
     // Each image's transformed gradient is taken back to the weights before the images' sums
     // meet, so that a batch's gradient is the exact sum of its halves' (see `reduce`).
-    let weight_len = grad_weight.len();
-    let zero = || (vec![0.0f32; weight_len], vec![0.0f32; t.filters]);
-    let (dw, db) = fold_in_order(
+    add_gradients_in_order(
         slots,
-        zero,
-        |(mut dw, mut db), n, grad_image| {
+        grad_weight,
+        (grad_bias, t.filters),
+        |n, grad_image, dw, how, db| {
             let operands = BackwardOperands {
                 image: &input[n * in_image..][..in_image],
                 u_t: &u_t,
@@ -403,20 +402,14 @@ fn backward_with<V: Variant>(
                 ops: operands,
                 grad_image,
                 du,
-                db: &mut db,
+                db,
                 scratch: &mut scratch,
             });
-            add_weight_gradient::<V>(t, du, &mut dw);
+            weight_gradient::<V>(t, du, dw, how);
             scratch.weight_grad = du_buffer;
             scratch.give();
-            (dw, db)
         },
-        add_pairs,
     );
-    grad_weight.iter_mut().zip(&dw).for_each(|(a, b)| *a += b);
-    if let Some(grad_bias) = grad_bias {
-        grad_bias.iter_mut().zip(&db).for_each(|(a, b)| *a += b);
-    }
 }
 
 /// The sizes the kernels need: the tiling of the output into `m x m` tiles (2x2, one per

@@ -6,6 +6,7 @@
 
 use super::{chunks, Tiles, GRID, SLOTS};
 use crate::backend::ops::conv_pool_kernels::NO_WINNER;
+use crate::backend::ops::reduce::GradWrite;
 use pulp::{Arch, Simd, WithSimd};
 use std::marker::PhantomData;
 
@@ -751,13 +752,19 @@ pub(super) fn transform_weight_transposed<V: Variant>(t: &Tiles, weight: &[f32])
     u_t
 }
 
-/// Adds `Gᵀ dU G`, the filter gradient, into the HWIO `grad_weight`.
-pub(super) fn add_weight_gradient<V: Variant>(t: &Tiles, du: &[f32], grad_weight: &mut [f32]) {
-    Arch::new().dispatch(AddWeightGradient::<V> {
+/// Writes or adds (`how`) `Gᵀ dU G`, the filter gradient, into the HWIO `grad_weight`.
+pub(super) fn weight_gradient<V: Variant>(
+    t: &Tiles,
+    du: &[f32],
+    grad_weight: &mut [f32],
+    how: GradWrite,
+) {
+    Arch::new().dispatch(WeightGradient::<V> {
         variant: PhantomData,
         t,
         du,
         grad_weight,
+        add: how == GradWrite::Add,
     });
 }
 
@@ -794,22 +801,27 @@ impl<V: Variant> WithSimd for TransformWeight<'_, V> {
     }
 }
 
-/// `Gᵀ dU G` of every filter added into the HWIO weight gradient, by vectors of filters (see
-/// [`TransformWeight`]).
-struct AddWeightGradient<'a, V> {
+/// `Gᵀ dU G` of every filter written over or added into the HWIO weight gradient, by vectors
+/// of filters (see [`TransformWeight`]).
+struct WeightGradient<'a, V> {
     variant: PhantomData<V>,
     t: &'a Tiles,
     du: &'a [f32],
     grad_weight: &'a mut [f32],
+    add: bool,
 }
 
-impl<V: Variant> WithSimd for AddWeightGradient<'_, V> {
+impl<V: Variant> WithSimd for WeightGradient<'_, V> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) {
         let Self {
-            t, du, grad_weight, ..
+            t,
+            du,
+            grad_weight,
+            add,
+            ..
         } = self;
         for c in 0..t.c_in {
             for (f0, width) in chunks(t.f_s, S::F32_LANES) {
@@ -823,11 +835,13 @@ impl<V: Variant> WithSimd for AddWeightGradient<'_, V> {
                 for k in 0..V::R * V::R {
                     let at = (k * t.c_in + c) * t.filters + lanes.start;
                     let dst = &mut grad_weight[at..][..lanes.len];
-                    store(
-                        s,
-                        dst,
-                        s.add_f32s(load(s, dst), d[(k / V::R) * GRID + k % V::R]),
-                    );
+                    let value = d[(k / V::R) * GRID + k % V::R];
+                    let value = if add {
+                        s.add_f32s(load(s, dst), value)
+                    } else {
+                        value
+                    };
+                    store(s, dst, value);
                 }
             }
         }
