@@ -4,7 +4,7 @@
 //! buffer (to be made the same on every rank). Flat buffers list the trainable parameters in
 //! the order of [`params::trainables`], each in its backend layout.
 
-use super::network::{BatchStats, Network};
+use super::network::{on_pool, BatchStats, Network};
 use super::ops::tape::Grads;
 use super::optimizer::Optimizer;
 use super::params::{self, LayerParams, ParamMut};
@@ -39,24 +39,27 @@ impl Network {
         labels: &[usize],
     ) -> Result<(BatchStats, Vec<f32>), CpuError> {
         let x = self.input_tensor(images, labels.len());
-        let logits = self.forward(x.leaky_trace(), true);
-        let (loss, correct) = self.loss(logits, labels, true);
-        let value = loss.array();
-        let mut grads = loss.backward();
-        let mut flat = Vec::with_capacity(self.trainable_len());
-        for (_, param) in params::trainables(&self.model, &mut self.params) {
-            let grad = match param {
-                ParamMut::Vector(tensor) => grads.get_or_alloc_mut(&*tensor)?,
-                ParamMut::Matrix(tensor) => grads.get_or_alloc_mut(&*tensor)?,
+        let len = self.trainable_len();
+        on_pool(self.bn_sync.is_none(), || {
+            let logits = self.forward(x.leaky_trace(), true);
+            let (loss, correct) = self.loss(logits, labels, true);
+            let value = loss.array();
+            let mut grads = loss.backward();
+            let mut flat = Vec::with_capacity(len);
+            for (_, param) in params::trainables(&self.model, &mut self.params) {
+                let grad = match param {
+                    ParamMut::Vector(tensor) => grads.get_or_alloc_mut(&*tensor)?,
+                    ParamMut::Matrix(tensor) => grads.get_or_alloc_mut(&*tensor)?,
+                };
+                flat.extend_from_slice(grad);
+            }
+            let stats = BatchStats {
+                loss: f64::from(value),
+                correct,
+                count: labels.len(),
             };
-            flat.extend_from_slice(grad);
-        }
-        let stats = BatchStats {
-            loss: f64::from(value),
-            correct,
-            count: labels.len(),
-        };
-        Ok((stats, flat))
+            Ok((stats, flat))
+        })
     }
 
     /// One optimiser step with the gradient `flat` (as [`Network::flat_gradients`] lays it
