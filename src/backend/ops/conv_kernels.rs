@@ -7,7 +7,7 @@
 
 use crate::backend::ops::geometry::Window2;
 use crate::backend::ops::matmul::{gemm, View};
-use crate::backend::ops::reduce::{add_gradients_in_order, GradWrite};
+use crate::backend::ops::reduce::add_gradients_in_order;
 use crate::backend::ops::simd;
 use crate::backend::ops::winograd;
 use crate::backend::ops::Shape4;
@@ -450,11 +450,11 @@ pub(crate) fn backward_im2col(
         slots,
         grad_weight,
         (grad_bias, f),
-        |n, grad_image, dw, how, db| {
+        |n, grad_image, dw, db| {
             let image = &input[n * g.in_image()..][..g.in_image()];
             let grad_out_image = &grad_out[n * g.out_image()..][..g.out_image()];
             let mut grad_image = grad_image;
-            if ho == 0 && how == GradWrite::Overwrite {
+            if ho == 0 {
                 dw.fill(0.0);
             }
             for y0 in (0..ho).step_by(block_rows) {
@@ -464,8 +464,8 @@ pub(crate) fn backward_im2col(
                 go.chunks_exact(f).for_each(|px| {
                     db.iter_mut().zip(px).for_each(|(d, v)| *d += v);
                 });
-                // The first block writes over `dw` when it holds no gradient yet.
-                let accumulate = y0 > 0 || how == GradWrite::Add;
+                // The first block writes over what `dw` held.
+                let accumulate = y0 > 0;
                 let mut scratch = Scratch::take();
                 simd::fast(|| {
                     let patches = g.patches(image, y0..y1, &mut scratch.patches);

@@ -162,19 +162,11 @@ pub fn tree_program(images: std::ops::Range<usize>, group: usize) -> (Vec<TreeSt
     (program, depth)
 }
 
-/// How a per-image kernel puts its gradient into a leaf's weight-gradient buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GradWrite {
-    /// The buffer holds whatever an earlier use left: write every value over it.
-    Overwrite,
-    /// The buffer holds a gradient already: add to it.
-    Add,
-}
-
 /// Adds to `grad_weight` (and `grad_bias`, `bias_len` long, when given) the sum over `items`
 /// (one per image) of each image's weight and bias gradients, in [`fold_in_order`]'s tree.
-/// `leaf(n, item, dw, how, db)` puts image `n`'s weight gradient into `dw` (`grad_weight`'s
-/// length) as `how` says, and adds its bias gradient into `db`.
+/// `leaf(n, item, dw, db)` writes image `n`'s weight gradient over every value of `dw`
+/// (`grad_weight`'s length, holding whatever an earlier use left) and adds its bias gradient
+/// into `db` (zeros).
 ///
 /// A leaf's weight gradient lives in a pooled buffer ([`buffers::take`]) that its image
 /// writes over: a zeroed buffer per image, added into, was a memset and a read of the whole
@@ -186,35 +178,32 @@ pub fn add_gradients_in_order<T: Send>(
     items: Vec<T>,
     grad_weight: &mut [f32],
     (grad_bias, bias_len): (Option<&mut [f32]>, usize),
-    leaf: impl Fn(usize, T, &mut [f32], GradWrite, &mut [f32]) + Sync + Send,
+    leaf: impl Fn(usize, T, &mut [f32], &mut [f32]) + Sync + Send,
 ) {
     use crate::backend::ops::buffers;
+    type Partial = Option<(Vec<f32>, Vec<f32>)>;
+    // The sum of two partial sums, in the left one's buffers; the right one's weight buffer
+    // goes back to the pool.
+    let combine = |left: Partial, right: Partial| match (left, right) {
+        (Some((mut dw, mut db)), Some((dw_right, db_right))) => {
+            dw.iter_mut().zip(&dw_right).for_each(|(a, b)| *a += b);
+            db.iter_mut().zip(&db_right).for_each(|(a, b)| *a += b);
+            buffers::give(dw_right);
+            Some((dw, db))
+        }
+        (left, None) => left,
+        (None, right) => right,
+    };
     let weight_len = grad_weight.len();
     let sum = fold_in_order(
         items,
         || None,
-        |partial: Option<(Vec<f32>, Vec<f32>)>, n, item| {
-            let (mut dw, how, mut db) = match partial {
-                Some((dw, db)) => (dw, GradWrite::Add, db),
-                None => (
-                    buffers::take(weight_len),
-                    GradWrite::Overwrite,
-                    vec![0.0; bias_len],
-                ),
-            };
-            leaf(n, item, &mut dw, how, &mut db);
-            Some((dw, db))
+        |partial, n, item| {
+            let (mut dw, mut db) = (buffers::take(weight_len), vec![0.0; bias_len]);
+            leaf(n, item, &mut dw, &mut db);
+            combine(partial, Some((dw, db)))
         },
-        |left, right| match (left, right) {
-            (Some((mut dw, mut db)), Some((dw_right, db_right))) => {
-                dw.iter_mut().zip(&dw_right).for_each(|(a, b)| *a += b);
-                db.iter_mut().zip(&db_right).for_each(|(a, b)| *a += b);
-                buffers::give(dw_right);
-                Some((dw, db))
-            }
-            (left, None) => left,
-            (None, right) => right,
-        },
+        combine,
     );
     if let Some((dw, db)) = sum {
         grad_weight.iter_mut().zip(&dw).for_each(|(a, b)| *a += b);
@@ -283,8 +272,8 @@ mod tests {
             (0..images).collect(),
             &mut weight,
             (Some(&mut bias), 2),
-            |n, item: usize, dw, how, db| {
-                assert_eq!((n, how), (item, GradWrite::Overwrite));
+            |n, item: usize, dw, db| {
+                assert_eq!(n, item);
                 dw.iter_mut().enumerate().for_each(|(i, w)| *w = grad(n, i));
                 db.iter_mut().for_each(|b| *b += n as f32);
             },

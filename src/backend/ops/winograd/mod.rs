@@ -38,7 +38,7 @@ use rayon::prelude::*;
 use std::marker::PhantomData;
 use transforms::{
     conv_grad_tile, conv_output_tile, grad_tile, input_grad_tile, input_tile, output_tile,
-    transform_weight, transform_weight_transposed, weight_gradient, Epilogue, Lanes, Pixels,
+    transform_weight, transform_weight_transposed, write_weight_gradient, Epilogue, Lanes, Pixels,
     Variant, F22, F23, F43,
 };
 
@@ -382,7 +382,7 @@ fn backward_with<V: Variant>(
         slots,
         grad_weight,
         (grad_bias, t.filters),
-        |n, grad_image, dw, how, db| {
+        |n, grad_image, dw, db| {
             let operands = BackwardOperands {
                 image: &input[n * in_image..][..in_image],
                 u_t: &u_t,
@@ -405,7 +405,7 @@ fn backward_with<V: Variant>(
                 db,
                 scratch: &mut scratch,
             });
-            weight_gradient::<V>(t, du, dw, how);
+            write_weight_gradient::<V>(t, du, dw);
             scratch.weight_grad = du_buffer;
             scratch.give();
         },

@@ -6,7 +6,6 @@
 
 use super::{chunks, Tiles, GRID, SLOTS};
 use crate::backend::ops::conv_pool_kernels::NO_WINNER;
-use crate::backend::ops::reduce::GradWrite;
 use pulp::{Arch, Simd, WithSimd};
 use std::marker::PhantomData;
 
@@ -752,19 +751,13 @@ pub(super) fn transform_weight_transposed<V: Variant>(t: &Tiles, weight: &[f32])
     u_t
 }
 
-/// Writes or adds (`how`) `Gᵀ dU G`, the filter gradient, into the HWIO `grad_weight`.
-pub(super) fn weight_gradient<V: Variant>(
-    t: &Tiles,
-    du: &[f32],
-    grad_weight: &mut [f32],
-    how: GradWrite,
-) {
-    Arch::new().dispatch(WeightGradient::<V> {
+/// Writes `Gᵀ dU G`, the filter gradient, over the HWIO `grad_weight` (every value).
+pub(super) fn write_weight_gradient<V: Variant>(t: &Tiles, du: &[f32], grad_weight: &mut [f32]) {
+    Arch::new().dispatch(WriteWeightGradient::<V> {
         variant: PhantomData,
         t,
         du,
         grad_weight,
-        add: how == GradWrite::Add,
     });
 }
 
@@ -801,27 +794,22 @@ impl<V: Variant> WithSimd for TransformWeight<'_, V> {
     }
 }
 
-/// `Gᵀ dU G` of every filter written over or added into the HWIO weight gradient, by vectors
-/// of filters (see [`TransformWeight`]).
-struct WeightGradient<'a, V> {
+/// `Gᵀ dU G` of every filter written over the HWIO weight gradient, by vectors of filters
+/// (see [`TransformWeight`]).
+struct WriteWeightGradient<'a, V> {
     variant: PhantomData<V>,
     t: &'a Tiles,
     du: &'a [f32],
     grad_weight: &'a mut [f32],
-    add: bool,
 }
 
-impl<V: Variant> WithSimd for WeightGradient<'_, V> {
+impl<V: Variant> WithSimd for WriteWeightGradient<'_, V> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) {
         let Self {
-            t,
-            du,
-            grad_weight,
-            add,
-            ..
+            t, du, grad_weight, ..
         } = self;
         for c in 0..t.c_in {
             for (f0, width) in chunks(t.f_s, S::F32_LANES) {
@@ -835,13 +823,7 @@ impl<V: Variant> WithSimd for WeightGradient<'_, V> {
                 for k in 0..V::R * V::R {
                     let at = (k * t.c_in + c) * t.filters + lanes.start;
                     let dst = &mut grad_weight[at..][..lanes.len];
-                    let value = d[(k / V::R) * GRID + k % V::R];
-                    let value = if add {
-                        s.add_f32s(load(s, dst), value)
-                    } else {
-                        value
-                    };
-                    store(s, dst, value);
+                    store(s, dst, d[(k / V::R) * GRID + k % V::R]);
                 }
             }
         }
