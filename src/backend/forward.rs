@@ -26,7 +26,7 @@ use super::ops::dropout::{dropout, DropoutKey};
 use super::ops::flatten::{flatten, flatten_pixels};
 use super::ops::geometry::Padding as OpPadding;
 use super::ops::grouped::{grouped_conv2d, GroupedConfig};
-use super::ops::linear_bn::{conv2d_batch_norm, depthwise_batch_norm};
+use super::ops::linear_bn::{conv2d_batch_norm, depthwise_batch_norm, Mirror, Skip, Traced};
 use super::ops::merge::{add_activated, merge, Merged, Operand};
 use super::ops::pool2d::{avg_pool2d, global_avg_pool, global_max_pool, max_pool2d, Pool2dConfig};
 use super::ops::separable::{separable_conv2d, SeparableConfig};
@@ -140,6 +140,9 @@ enum Input<'a> {
 /// read one in place, shared while several of them are still to read it.
 enum Stored {
     Tensor(Value),
+    /// In training, the output of a fused conv + batch norm handed on as a mirror (see
+    /// `linear_bn`), and the tensor made from it once a reader reads a tensor.
+    Mirrored(Mirror, Option<Image<NoneTape>>),
     Batch(Batch),
     /// A batch that more than one reader reads in place (a block's input, read by the
     /// block's first convolution and by its residual add); the store keeps a clone until the
@@ -153,6 +156,11 @@ impl Stored {
     fn into_value(self, device: &Cpu) -> Value {
         match self {
             Stored::Tensor(value) => value,
+            Stored::Mirrored(mirror, tensor) => {
+                let tensor = tensor.unwrap_or_else(|| mirror.tensor(device));
+                mirror.release();
+                Act::Image(tensor)
+            }
             Stored::Batch(batch) => Act::Image(batch.into_tensor(device)),
             Stored::Shared(shared) => Act::Image(unshare(shared).into_tensor(device)),
         }
@@ -168,6 +176,15 @@ impl Stored {
                 data: buffers::read(&x),
                 shape: *x.shape(),
             }),
+            // Only a pass with a tape hands on mirrors, and it reads no batches; copied so
+            // that the match is whole.
+            Stored::Mirrored(mirror, _) => {
+                let mut data = buffers::take(mirror.values().len());
+                buffers::copy(&mut data, mirror.values());
+                let shape = mirror.shape();
+                mirror.release();
+                Some(Batch { data, shape })
+            }
             Stored::Tensor(Act::Flat(_)) => None,
         }
     }
@@ -178,7 +195,9 @@ impl Stored {
     fn into_readable(self) -> Option<Rc<Batch>> {
         match self {
             Stored::Shared(shared) => Some(shared),
-            other @ (Stored::Tensor(_) | Stored::Batch(_)) => other.into_batch().map(Rc::new),
+            other @ (Stored::Tensor(_) | Stored::Mirrored(..) | Stored::Batch(_)) => {
+                other.into_batch().map(Rc::new)
+            }
         }
     }
 
@@ -186,6 +205,7 @@ impl Stored {
     fn dims(&self) -> Vec<usize> {
         let (_, h, w, c) = match self {
             Stored::Tensor(value) => return value.dims(),
+            Stored::Mirrored(mirror, _) => mirror.shape(),
             Stored::Batch(batch) => batch.shape,
             Stored::Shared(batch) => batch.shape,
         };
@@ -248,7 +268,7 @@ impl<'a> Store<'a> {
     /// The value of `source` for one reader, as a tensor: see [`Store::read_stored`].
     fn read(&mut self, source: Source) -> Option<Value> {
         let device = self.device.clone();
-        self.read_stored(source, false)
+        self.read_stored(source, false, false)
             .map(|stored| stored.into_value(&device))
     }
 
@@ -256,8 +276,15 @@ impl<'a> Store<'a> {
     /// the last read, a layer's batch stays a batch, shared, when this reader reads batches in
     /// place (`reads_batch`), and becomes a tensor, whose clones share its data, when it does
     /// not. Input values become a batch at their last read (owned ones move into it, borrowed
-    /// ones are copied), a tensor before.
-    fn read_stored(&mut self, source: Source, reads_batch: bool) -> Option<Stored> {
+    /// ones are copied), a tensor before. A mirrored output stays a mirror for a reader that
+    /// reads mirrors (`reads_mirror`); for any other, its tensor is made once and kept for
+    /// the readers after it (see [`Stored::Mirrored`]).
+    fn read_stored(
+        &mut self,
+        source: Source,
+        reads_batch: bool,
+        reads_mirror: bool,
+    ) -> Option<Stored> {
         let n = self.values.len();
         let slot = match source {
             Source::Input => n,
@@ -276,6 +303,24 @@ impl<'a> Store<'a> {
                 Input::Gone => return None,
             },
             Source::Layer(idx) => self.values.get_mut(idx)?.take()?,
+        };
+        let stored = match (source, stored) {
+            (Source::Layer(idx), Stored::Mirrored(mirror, tensor)) => {
+                let (tensor, read) = if reads_mirror {
+                    (tensor, Stored::Mirrored(mirror.clone(), None))
+                } else {
+                    let tensor = tensor.unwrap_or_else(|| mirror.tensor(&self.device));
+                    let read = Stored::Tensor(Act::Image(tensor.clone()));
+                    (Some(tensor), read)
+                };
+                if last {
+                    mirror.release();
+                } else {
+                    self.values[idx] = Some(Stored::Mirrored(mirror, tensor));
+                }
+                return Some(read);
+            }
+            (_, stored) => stored,
         };
         if last {
             return Some(stored);
@@ -458,7 +503,7 @@ fn run_store<T: Tape<f32, Cpu>>(
             .iter()
             .map(|edge| {
                 store
-                    .read_stored(edge.source, folds_bn || passes_on)
+                    .read_stored(edge.source, folds_bn || passes_on, trains_conv_bn)
                     .expect("INVARIANT: the compiler orders every layer after its inputs")
             })
             .collect();
@@ -495,32 +540,44 @@ fn run_store<T: Tape<f32, Cpu>>(
                 (Stored::Tensor(out), tape, 2)
             }
             (None, LayerParams::Conv(_) | LayerParams::Depthwise(_)) if trains_conv_bn => {
-                let Some(Act::Image(x)) = tensors(inputs).into_iter().next() else {
-                    unreachable!("foldable_bn checked that the conv reads one image")
+                // An image as a mirror when it is one, else as a tensor.
+                let image = |stored: Option<Stored>| match stored {
+                    Some(Stored::Mirrored(mirror, _)) => Ok(mirror),
+                    Some(other) => match other.into_value(&device) {
+                        Act::Image(x) => Err(x),
+                        Act::Flat(_) => unreachable!("foldable_bn checked that it is an image"),
+                    },
+                    None => unreachable!("the compiler orders every layer after its inputs"),
+                };
+                let x = match image(inputs.into_iter().next()) {
+                    Ok(mirror) => Traced::Mirror(mirror, tape),
+                    Err(x) => Traced::Tensor(x.put_tape(tape)),
                 };
                 // The block's residual add too, when it alone reads the batch norm.
                 let skip = (store.readers(idx + 1) == 1)
                     .then(|| fusable_add(layers, idx + 1))
                     .flatten()
-                    .map(|source| match store.read(source) {
-                        Some(Act::Image(skip)) => skip,
-                        Some(Act::Flat(_)) | None => {
-                            unreachable!("fusable_add checked that the skip is an earlier image")
-                        }
-                    });
+                    .map(|source| image(store.read_stored(source, false, true)));
                 let ran = if skip.is_some() { 3 } else { 2 };
                 let is_last = idx + ran == layers.len();
+                let skip_operand = skip.as_ref().map(|skip| match skip {
+                    Ok(mirror) => Skip::Mirror(mirror),
+                    Err(tensor) => Skip::Tensor(tensor),
+                });
                 let (out, activation) =
-                    conv_bn_training(layers, idx, params, x.put_tape(tape), skip.as_ref(), cfg);
-                let out = suffix(
-                    Act::Image(out),
-                    &layers[idx + ran - 1],
-                    activation,
-                    is_last,
-                    cfg,
-                );
-                let (out, tape) = out.split();
-                (Stored::Tensor(out), tape, ran)
+                    conv_bn_training(layers, idx, params, x, skip_operand, (cfg, ran, is_last));
+                if let Some(Ok(mirror)) = skip {
+                    mirror.release();
+                }
+                match out {
+                    Traced::Mirror(mirror, tape) => (Stored::Mirrored(mirror, None), tape, ran),
+                    Traced::Tensor(out) => {
+                        let last_layer = &layers[idx + ran - 1];
+                        let out = suffix(Act::Image(out), last_layer, activation, is_last, cfg);
+                        let (out, tape) = out.split();
+                        (Stored::Tensor(out), tape, ran)
+                    }
+                }
             }
             (None, LayerParams::Conv(_) | LayerParams::Depthwise(_)) if folds_bn => {
                 // The block's residual add too, when it alone reads the batch norm.
@@ -528,7 +585,7 @@ fn run_store<T: Tape<f32, Cpu>>(
                 let skip = (plain && store.readers(idx + 1) == 1)
                     .then(|| fusable_add(layers, idx + 1))
                     .flatten();
-                let residual = skip.and_then(|source| store.read_stored(source, true));
+                let residual = skip.and_then(|source| store.read_stored(source, true, false));
                 let ran = if residual.is_some() { 3 } else { 2 };
                 let is_last = idx + ran == layers.len();
                 let (out, tape) = conv_bn_inference(
@@ -887,16 +944,18 @@ fn foldable_bn(layers: &[Layer], idx: usize) -> bool {
 
 /// Conv `idx` (plain or depthwise) and the batch norm after it in training, as one op
 /// ([`conv2d_batch_norm`], [`depthwise_batch_norm`]), with the residual add after the batch
-/// norm when its other operand `skip` is given; returns the output and the activation run
-/// inside the op (the batch norm's, or the add's).
+/// norm when its other operand `skip` is given; `ran` layers run as one, the last of them the
+/// model's last when `is_last`. Returns the output and the activation run inside the op (the
+/// batch norm's, or the add's). The output is handed on as a mirror when no activation runs
+/// after the op and a later layer reads it.
 fn conv_bn_training<T: Tape<f32, Cpu>>(
     layers: &[Layer],
     idx: usize,
     params: &mut [LayerParams],
-    x: Image<T>,
-    skip: Option<&Image<NoneTape>>,
-    cfg: PassConfig,
-) -> (Image<T>, FusedActivation) {
+    x: Traced<T>,
+    skip: Option<Skip<'_>>,
+    (cfg, ran, is_last): (PassConfig, usize, bool),
+) -> (Traced<T>, FusedActivation) {
     let (conv_layer, bn_layer) = (&layers[idx], &layers[idx + 1]);
     let Op::BatchNorm { momentum, eps } = bn_layer.op else {
         unreachable!("foldable_bn checked that a batch norm follows")
@@ -905,6 +964,7 @@ fn conv_bn_training<T: Tape<f32, Cpu>>(
         Some(_) => fused_activation(&layers[idx + 2]),
         None => fused_activation(bn_layer),
     };
+    let mirror = !is_last && !runs_suffix(&layers[idx + ran - 1], activation, is_last, cfg);
     let bn_cfg = BatchNormConfig {
         momentum: momentum as f32,
         eps: eps as f32,
@@ -920,11 +980,11 @@ fn conv_bn_training<T: Tape<f32, Cpu>>(
     let out = match &head[idx] {
         LayerParams::Conv(conv) => {
             let conv_cfg = conv_config(conv_layer);
-            conv2d_batch_norm(x, (conv, &conv_cfg), (bn, &bn_cfg), skip)
+            conv2d_batch_norm(x, (conv, &conv_cfg), (bn, &bn_cfg), (skip, mirror))
         }
         LayerParams::Depthwise(dw) => {
             let dw_cfg = depthwise_config(conv_layer, FusedActivation::Linear);
-            depthwise_batch_norm(x, (dw, &dw_cfg), (bn, &bn_cfg), skip)
+            depthwise_batch_norm(x, (dw, &dw_cfg), (bn, &bn_cfg), (skip, mirror))
         }
         LayerParams::None
         | LayerParams::Dense(_)

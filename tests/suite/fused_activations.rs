@@ -16,7 +16,7 @@ use strata::backend::ops::conv2d::{conv2d, conv2d_activated, Conv2dConfig, Conv2
 use strata::backend::ops::depthwise::{depthwise_conv2d, DepthwiseConfig, DepthwiseParams};
 use strata::backend::ops::depthwise_kernels::FusedActivation;
 use strata::backend::ops::geometry::Padding;
-use strata::backend::ops::linear_bn::{conv2d_batch_norm, depthwise_batch_norm};
+use strata::backend::ops::linear_bn::{conv2d_batch_norm, depthwise_batch_norm, Skip, Traced};
 use strata::backend::ops::merge::{add, add_activated, Merged, Operand};
 use strata::backend::ops::Image;
 
@@ -404,15 +404,18 @@ fn conv_bn_run(
     let skip = dev.tensor_from_vec(values[5].clone(), shape);
     let skip_arg = with_skip.then_some(&skip);
     let out = match (fuse, before, with_skip) {
-        (true, Before::Conv, _) => conv2d_batch_norm(
-            x.leaky_trace(),
+        (true, Before::Conv, _) => tensor(conv2d_batch_norm(
+            Traced::Tensor(x.leaky_trace()),
             (&conv, &conv_cfg),
             (&mut bn, cfg),
-            skip_arg,
-        ),
-        (true, Before::Depthwise, _) => {
-            depthwise_batch_norm(x.leaky_trace(), (&dw, &dw_cfg), (&mut bn, cfg), skip_arg)
-        }
+            (skip_arg.map(Skip::Tensor), false),
+        )),
+        (true, Before::Depthwise, _) => tensor(depthwise_batch_norm(
+            Traced::Tensor(x.leaky_trace()),
+            (&dw, &dw_cfg),
+            (&mut bn, cfg),
+            (skip_arg.map(Skip::Tensor), false),
+        )),
         (false, _, true) => batch_norm_add(linear(x.leaky_trace()), &skip, &mut bn, cfg),
         (false, _, false) => batch_norm(linear(x.leaky_trace()), &mut bn, cfg),
     };
@@ -500,6 +503,138 @@ fn conv_and_batch_norm_as_one_op_equal_the_two_ops() {
                     fused[1].iter().any(|&g| g != 0.0),
                     "the input gradient flows"
                 );
+            }
+        }
+    }
+}
+
+/// The tensor of a fused op's output when no mirror was asked for.
+fn tensor(out: Traced<Tape>) -> Image<Tape> {
+    match out {
+        Traced::Tensor(out) => out,
+        Traced::Mirror(..) => panic!("a mirror that was not asked for"),
+    }
+}
+
+/// A residual block after a fused op, `b = relu(bn0(conv0(x)))`, then
+/// `relu(bn2(conv2(relu(bn1(conv1(b))))) + b)`, all 16-channel 3x3 convolutions: output and
+/// gradients of x, the three weights, gammas and betas. `how`: 0 runs the separate ops; 1 the
+/// fused ops, each handing its output to the next as a mirror (`b`'s read twice, as the second
+/// convolution's input and as the add's skip, so that its gradient is summed in the mirror);
+/// 2 the same with a tensor made from `b`'s mirror, as for a layer that reads a tensor (every
+/// gradient of `b` then goes to that tensor's slot on the tape).
+fn block_run(values: &[Vec<f32>], shape: (usize, usize, usize, usize), how: u8) -> Vec<Vec<f32>> {
+    let dev = Cpu::default();
+    let c = shape.3;
+    let x = dev.tensor_from_vec(values[0].clone(), shape);
+    let convs: Vec<Conv2dParams> = (0..3)
+        .map(|k| Conv2dParams {
+            weight: dev.tensor_from_vec(values[1 + k].clone(), (9 * c, c)),
+            bias: None,
+        })
+        .collect();
+    let mut bns: Vec<BatchNormParams> = (0..3)
+        .map(|k| bn_params(&dev, &values[4 + k], &values[7 + k]))
+        .collect();
+    let conv_cfg = Conv2dConfig {
+        kernel: (3, 3),
+        stride: (1, 1),
+        padding: Padding::Same,
+        relu: false,
+        input_grad: true,
+    };
+    let relu_cfg = BatchNormConfig {
+        activation: FusedActivation::Relu,
+        ..Default::default()
+    };
+    let linear_cfg = BatchNormConfig::default();
+    let (b1, b2) = bns.split_at_mut(1);
+    let (b2, b3) = b2.split_at_mut(1);
+    let (bn0, bn1, bn2) = (&mut b1[0], &mut b2[0], &mut b3[0]);
+    let (out, b_tensor) = if how == 0 {
+        let b = relu(batch_norm(
+            conv2d(x.leaky_trace(), &convs[0], &conv_cfg),
+            bn0,
+            &linear_cfg,
+        ));
+        let (b, tape) = b.split_tape();
+        let h = batch_norm(
+            conv2d(b.clone().put_tape(tape), &convs[1], &conv_cfg),
+            bn1,
+            &relu_cfg,
+        );
+        let out = batch_norm_add(conv2d(h, &convs[2], &conv_cfg), &b, bn2, &relu_cfg);
+        (out, None)
+    } else {
+        let Traced::Mirror(b, tape) = conv2d_batch_norm(
+            Traced::Tensor(x.leaky_trace()),
+            (&convs[0], &conv_cfg),
+            (bn0, &relu_cfg),
+            (None, true),
+        ) else {
+            panic!("a mirror when asked for one")
+        };
+        assert_eq!(b.shape(), shape);
+        let b_tensor = (how == 2).then(|| b.tensor(&dev));
+        let h = conv2d_batch_norm(
+            Traced::Mirror(b.clone(), tape),
+            (&convs[1], &conv_cfg),
+            (bn1, &relu_cfg),
+            (None, true),
+        );
+        let out = tensor(conv2d_batch_norm(
+            h,
+            (&convs[2], &conv_cfg),
+            (bn2, &relu_cfg),
+            (Some(Skip::Mirror(&b)), false),
+        ));
+        b.release();
+        (out, b_tensor)
+    };
+    let forward = out.as_vec();
+    let (_, grads) = weighted_sum(out, &values[10]);
+    drop(b_tensor);
+    collect(forward, &grads, &x, &convs, &bns)
+}
+
+/// The block's output and the gradients [`block_run`] compares.
+fn collect(
+    forward: Vec<f32>,
+    grads: &Grads,
+    x: &Image<NoneTape>,
+    convs: &[Conv2dParams],
+    bns: &[BatchNormParams],
+) -> Vec<Vec<f32>> {
+    let mut results = vec![forward, grads.get(x).as_vec()];
+    results.extend(convs.iter().map(|conv| grads.get(&conv.weight).as_vec()));
+    results.extend(bns.iter().map(|bn| grads.get(&bn.gamma).as_vec()));
+    results.extend(bns.iter().map(|bn| grads.get(&bn.beta).as_vec()));
+    results
+}
+
+#[test]
+fn fused_ops_reading_each_other_through_mirrors_equal_the_separate_ops() {
+    let shape = (2, 6, 5, 16);
+    let (n, h, w, c) = shape;
+    let len = n * h * w * c;
+    let mut rng = Rng::new(43);
+    let mut values = vec![rng.vec(len, -2.0, 3.0)];
+    values.extend((0..3).map(|_| rng.vec(9 * c * c, -0.3, 0.3)));
+    values.extend((0..3).map(|_| rng.vec(c, 0.5, 2.0)));
+    values.extend((0..3).map(|_| rng.vec(c, -0.5, 1.0)));
+    values.push(rng.vec(len, -1.0, 1.0));
+    let separate = block_run(&values, shape, 0);
+    assert!(
+        separate[1].iter().any(|&g| g != 0.0),
+        "the input gradient flows"
+    );
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for how in [1, 2] {
+        // Twice: the second run takes pooled buffers the first gave back.
+        for run in 0..2 {
+            let fused = block_run(&values, shape, how);
+            for (k, (a, b)) in fused.iter().zip(&separate).enumerate() {
+                assert_eq!(bits(a), bits(b), "way {how}, run {run}: result {k}");
             }
         }
     }

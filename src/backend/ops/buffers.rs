@@ -59,6 +59,18 @@ pub fn give(buffer: Vec<f32>) {
     }
 }
 
+/// Copies `src` over `dst` on all cores.
+///
+/// # Panics
+/// When the two differ in length.
+pub fn copy(dst: &mut [f32], src: &[f32]) {
+    use rayon::prelude::*;
+    assert_eq!(dst.len(), src.len(), "a copy of the same length");
+    dst.par_chunks_mut(1 << 16)
+        .zip(src.par_chunks(1 << 16))
+        .for_each(|(dst, src)| dst.copy_from_slice(src));
+}
+
 /// Fills `buffer` with `value` on all cores.
 pub fn fill(buffer: &mut [f32], value: f32) {
     use rayon::prelude::*;

@@ -9,6 +9,15 @@
 //! batch norm, and the batch norm writes its input gradient over a pooled buffer that the
 //! convolution's backward reads: two passes over the convolution's output fewer each way. The
 //! values, the gradients and the moving statistics have the same bits as the two ops'.
+//!
+//! dfdx gives no borrowed view of a tensor's data, so an op that reads a tensor copies it out
+//! first, on one thread. When one fused op feeds another (the convolutions of a residual
+//! block, a block's input read again as its skip), the writer hands on its output as a
+//! [`Mirror`] instead of a tensor: the values in a buffer of the pool, which the readers read
+//! in place (and keep for their backward), and a cell where they sum the output's gradient
+//! for the writer's backward. A reader that needs a tensor gets one made from the values
+//! ([`Mirror::tensor`]); from then on every reader's gradient goes to that tensor's slot on
+//! the tape, as if there had been no mirror, so the sums are added in the same order.
 
 use crate::backend::ops::batch_norm::{self, BatchNormConfig, BatchNormParams, GradInput};
 use crate::backend::ops::buffers;
@@ -17,10 +26,156 @@ use crate::backend::ops::conv_kernels::{self, ConvGeometry};
 use crate::backend::ops::depthwise::{self, DepthwiseConfig, DepthwiseParams};
 use crate::backend::ops::depthwise_kernels::{self, DepthwiseGeometry, FusedActivation};
 use crate::backend::ops::profile;
-use crate::backend::ops::tape;
+use crate::backend::ops::tape::{self, GradSlot, Grads};
 use crate::backend::ops::{Flat, Image, Shape4, Vector};
 use dfdx::shapes::HasShape;
-use dfdx::tensor::{Cpu, NoneTape, PutTape, SplitTape, Tape, TensorFromVec};
+use dfdx::tensor::{Cpu, CpuError, NoneTape, PutTape, SplitTape, Tape, TensorFromVec};
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// A fused op's output handed to the ops that read it next without a tensor: its values,
+/// and where its gradient is summed (see the module's documentation). Clones share both.
+#[derive(Clone)]
+pub struct Mirror {
+    values: Arc<Vec<f32>>,
+    shape: Shape4,
+    grad: Arc<GradCell>,
+}
+
+/// Where the gradient of a mirrored output is summed.
+#[derive(Default)]
+struct GradCell {
+    /// The readers' sum so far: `None` until the first reader's backward writes it.
+    sum: Mutex<Option<Vec<f32>>>,
+    /// The slot on the tape of the tensor made for a reader that reads one: then every
+    /// reader's gradient goes there instead of `sum`.
+    tensor: OnceLock<SlotOf>,
+}
+
+/// Finds (or makes) a tensor's gradient slot on the tape.
+type SlotOf =
+    Box<dyn for<'g> Fn(&'g mut Grads) -> Result<&'g mut GradSlot, CpuError> + Send + Sync>;
+
+impl Mirror {
+    fn new(values: Vec<f32>, shape: Shape4) -> Mirror {
+        Mirror {
+            values: Arc::new(values),
+            shape,
+            grad: Arc::default(),
+        }
+    }
+
+    /// The values as a tensor on `device`, for a reader that reads a tensor. Make it once per
+    /// output, and hand the same tensor to every such reader: the writer reads the gradient
+    /// from that tensor's slot.
+    ///
+    /// # Panics
+    /// When a tensor was already made for this output.
+    pub fn tensor(&self, device: &Cpu) -> Image<NoneTape> {
+        let mut data = buffers::take(self.values.len());
+        buffers::copy(&mut data, &self.values);
+        let tensor = device.tensor_from_vec(data, self.shape);
+        let ghost = tensor.ghost();
+        let slot: SlotOf = Box::new(move |grads| grads.get_or_alloc_mut(&ghost));
+        assert!(
+            self.grad.tensor.set(slot).is_ok(),
+            "one tensor per mirrored output"
+        );
+        tensor
+    }
+
+    /// This reader is done with the values: their buffer goes back to the pool unless another
+    /// reader still holds them.
+    pub fn release(self) {
+        if let Ok(values) = Arc::try_unwrap(self.values) {
+            buffers::give(values);
+        }
+    }
+
+    /// The values.
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+
+    /// `(n, h, w, c)`.
+    pub fn shape(&self) -> Shape4 {
+        self.shape
+    }
+
+    /// Where the readers' backward passes put the gradient, and the writer's reads it; the
+    /// values are not kept for it (they go back to the pool when the last reader is done).
+    fn gradient(&self) -> MirrorGradient {
+        MirrorGradient {
+            grad: Arc::clone(&self.grad),
+            len: self.values.len(),
+        }
+    }
+}
+
+/// The gradient of a mirrored output (see [`Mirror::gradient`]).
+struct MirrorGradient {
+    grad: Arc<GradCell>,
+    len: usize,
+}
+
+impl MirrorGradient {
+    /// The gradient slot of the tensor made from the values, when a reader read one.
+    fn slot<'g>(&self, grads: &'g mut Grads) -> Result<Option<&'g mut Vec<f32>>, CpuError> {
+        match self.grad.tensor.get() {
+            Some(slot) => Ok(Some(&mut **slot(grads)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn lock_sum(&self) -> std::sync::MutexGuard<'_, Option<Vec<f32>>> {
+        self.grad
+            .sum
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Adds a reader's gradient `grad` in: into the tensor's slot when one was made, else
+    /// into the sum (`grad` becomes the sum when it is the first).
+    fn add(&self, grads: &mut Grads, grad: Vec<f32>) -> Result<(), CpuError> {
+        if let Some(slot) = self.slot(grads)? {
+            tape::add_into(slot, &grad);
+            tape::release(grad);
+            return Ok(());
+        }
+        let mut sum = self.lock_sum();
+        match sum.as_mut() {
+            Some(sum) => {
+                tape::add_into(sum, &grad);
+                tape::release(grad);
+            }
+            None => *sum = Some(grad),
+        }
+        Ok(())
+    }
+
+    /// The summed gradient, for the writer: from the tensor's slot when one was made, else
+    /// the readers' sum (zeros if no reader gave one).
+    fn take(&self, grads: &mut Grads) -> Result<Vec<f32>, CpuError> {
+        if let Some(slot) = self.slot(grads)? {
+            return Ok(std::mem::take(slot));
+        }
+        let sum = self.lock_sum().take();
+        Ok(sum.unwrap_or_else(|| buffers::take_zeroed(self.len)))
+    }
+}
+
+/// An image batch on the tape: a tensor carrying the tape, or a mirrored output and the tape.
+pub enum Traced<T> {
+    Tensor(Image<T>),
+    Mirror(Mirror, T),
+}
+
+/// A skip operand: a tensor, or a mirrored output.
+#[derive(Clone, Copy)]
+pub enum Skip<'a> {
+    Tensor(&'a Image<NoneTape>),
+    Mirror(&'a Mirror),
+}
 
 /// A linear convolution as the first half of the fused op.
 trait Linear: Send + Sync + 'static {
@@ -119,78 +274,125 @@ impl Linear for Depthwise {
 }
 
 /// `activation(batch_norm(conv2d(x)) [+ skip])` in training, `bn_cfg.activation` the
-/// activation; `conv_cfg.relu` must be off (the convolution is linear).
+/// activation; `conv_cfg.relu` must be off (the convolution is linear). The output is a
+/// tensor, or a [`Mirror`] with `mirror`.
 ///
 /// # Panics
 /// As [`conv2d::conv2d`] does, and when `skip` differs from the output in shape.
 pub fn conv2d_batch_norm<T: Tape<f32, Cpu>>(
-    x: Image<T>,
+    x: Traced<T>,
     (conv, conv_cfg): (&Conv2dParams, &Conv2dConfig),
     (bn, bn_cfg): (&mut BatchNormParams, &BatchNormConfig),
-    skip: Option<&Image<NoneTape>>,
-) -> Image<T> {
+    (skip, mirror): (Option<Skip<'_>>, bool),
+) -> Traced<T> {
     assert!(
         !conv_cfg.relu,
         "the convolution before a batch norm is linear"
     );
     let linear = Conv {
-        geometry: conv2d::geometry(*x.shape(), conv, conv_cfg),
+        geometry: conv2d::geometry(traced_shape(&x), conv, conv_cfg),
         weight: buffers::to_vec(&conv.weight),
         bias: conv.bias.as_ref().map(buffers::to_vec),
     };
     let keys = (&conv.weight, conv.bias.as_ref());
-    with_batch_norm(x, linear, keys, conv_cfg.input_grad, (bn, bn_cfg), skip)
+    with_batch_norm(
+        x,
+        linear,
+        keys,
+        conv_cfg.input_grad,
+        (bn, bn_cfg),
+        (skip, mirror),
+    )
 }
 
 /// `activation(batch_norm(depthwise_conv2d(x)) [+ skip])` in training, `bn_cfg.activation`
-/// the activation; `dw_cfg.activation` must be linear.
+/// the activation; `dw_cfg.activation` must be linear. Mirrors as [`conv2d_batch_norm`].
 ///
 /// # Panics
 /// As [`depthwise::depthwise_conv2d`] does, and when `skip` differs from the output in shape.
 pub fn depthwise_batch_norm<T: Tape<f32, Cpu>>(
-    x: Image<T>,
+    x: Traced<T>,
     (dw, dw_cfg): (&DepthwiseParams, &DepthwiseConfig),
     (bn, bn_cfg): (&mut BatchNormParams, &BatchNormConfig),
-    skip: Option<&Image<NoneTape>>,
-) -> Image<T> {
+    (skip, mirror): (Option<Skip<'_>>, bool),
+) -> Traced<T> {
     assert_eq!(
         dw_cfg.activation,
         FusedActivation::Linear,
         "the convolution before a batch norm is linear"
     );
     let linear = Depthwise {
-        geometry: depthwise::geometry(*x.shape(), dw_cfg, *dw.weight.shape()),
+        geometry: depthwise::geometry(traced_shape(&x), dw_cfg, *dw.weight.shape()),
         weight: buffers::to_vec(&dw.weight),
         bias: dw.bias.as_ref().map(buffers::to_vec),
     };
     let keys = (&dw.weight, dw.bias.as_ref());
-    with_batch_norm(x, linear, keys, dw_cfg.input_grad, (bn, bn_cfg), skip)
+    with_batch_norm(
+        x,
+        linear,
+        keys,
+        dw_cfg.input_grad,
+        (bn, bn_cfg),
+        (skip, mirror),
+    )
+}
+
+/// The shape of a traced batch.
+fn traced_shape<T>(x: &Traced<T>) -> Shape4 {
+    match x {
+        Traced::Tensor(x) => *x.shape(),
+        Traced::Mirror(mirror, _) => mirror.shape(),
+    }
+}
+
+/// Where a gradient of the fused op goes (its input's, its skip's) or comes from (its
+/// output's): the slot of a tensor, whose ghost is `G`, or a mirror's.
+enum Key<G> {
+    Tensor(G),
+    Mirror(MirrorGradient),
 }
 
 /// The fused op of `linear`, whose parameters' gradients go to `keys` (weight, bias).
 fn with_batch_norm<T: Tape<f32, Cpu>, L: Linear>(
-    x: Image<T>,
+    x: Traced<T>,
     linear: L,
     (weight_key, bias_key): (&Flat<NoneTape>, Option<&Vector>),
     input_grad: bool,
     (bn, bn_cfg): (&mut BatchNormParams, &BatchNormConfig),
-    skip: Option<&Image<NoneTape>>,
-) -> Image<T> {
+    (skip, mirror): (Option<Skip<'_>>, bool),
+) -> Traced<T> {
     let timer = profile::scope(L::NAMES.0);
-    let (x, mut tape) = x.split_tape();
-    let device = x.device().clone();
-    let x_ghost = x.ghost();
-    let input = buffers::read(&x);
-    drop(x);
+    let device = weight_key.device().clone();
+    // The input's values, kept for the backward (a tensor's are copied out, into a mirror of
+    // this op's own), and where its gradient goes.
+    let (input, input_key, mut tape) = match x {
+        Traced::Tensor(x) => {
+            let (x, tape) = x.split_tape();
+            let values = Mirror::new(buffers::read(&x), *x.shape());
+            (values, Key::Tensor(x.ghost()), tape)
+        }
+        Traced::Mirror(values, tape) => {
+            let key = Key::Mirror(values.gradient());
+            (values, key, tape)
+        }
+    };
     let shape = linear.out_shape();
     let mut linear_out = buffers::take(shape.0 * shape.1 * shape.2 * shape.3);
-    linear.forward(&input, &mut linear_out);
+    linear.forward(input.values(), &mut linear_out);
     drop(timer);
-    let skip_data = skip.map(|skip| {
-        assert_eq!(*skip.shape(), shape, "the skip has the output's shape");
-        buffers::read(skip)
-    });
-    let skip_key = skip.map(|skip| skip.ghost());
+    let (skip_data, skip_key) = match skip {
+        Some(Skip::Tensor(skip)) => {
+            assert_eq!(*skip.shape(), shape, "the skip has the output's shape");
+            let values = Cow::Owned(buffers::read(skip));
+            (Some(values), Some(Key::Tensor(skip.ghost())))
+        }
+        Some(Skip::Mirror(skip)) => {
+            assert_eq!(skip.shape(), shape, "the skip has the output's shape");
+            let values = Cow::Borrowed(skip.values());
+            (Some(values), Some(Key::Mirror(skip.gradient())))
+        }
+        None => (None, None),
+    };
     let (out, normalised) = batch_norm::forward_values(
         linear_out,
         skip_data.as_deref(),
@@ -199,45 +401,86 @@ fn with_batch_norm<T: Tape<f32, Cpu>, L: Linear>(
         bn_cfg,
         T::OWNS_TAPE,
     );
-    if let Some(skip) = skip_data {
+    if let Some(Cow::Owned(skip)) = skip_data {
         buffers::give(skip);
     }
-    let out = device.tensor_from_vec(out, shape);
+    // The output: handed on as a mirror, or a tensor.
+    let out = if mirror {
+        Output::Mirror(Mirror::new(out, shape))
+    } else {
+        Output::Tensor(device.tensor_from_vec(out, shape))
+    };
     if !T::OWNS_TAPE {
         normalised.release();
-        buffers::give(input);
-        return out.put_tape(tape);
+        input.release();
+        return out.traced(tape);
     }
-    let out_ghost = out.ghost();
+    let out_key = match &out {
+        Output::Tensor(tensor) => Key::Tensor(tensor.ghost()),
+        Output::Mirror(mirror) => Key::Mirror(mirror.gradient()),
+    };
     let (weight_key, bias_key) = (weight_key.clone(), bias_key.cloned());
     let (gamma_key, beta_key) = (bn.gamma.clone(), bn.beta.clone());
     tape.add_backward_op(move |grads| {
-        let mut grad_out = tape::take(grads.get_or_alloc_mut(&out_ghost)?);
+        let mut grad_out = match &out_key {
+            Key::Tensor(ghost) => tape::take(grads.get_or_alloc_mut(ghost)?),
+            Key::Mirror(mirror) => mirror.take(grads)?,
+        };
         let mut grad_linear = buffers::take(grad_out.len());
         let (grad_gamma, grad_beta) =
             normalised.backward(&mut grad_out, GradInput::Overwrite(&mut grad_linear));
-        if let Some(skip_key) = &skip_key {
-            tape::add_into(grads.get_or_alloc_mut(skip_key)?, &grad_out);
+        match &skip_key {
+            Some(Key::Tensor(ghost)) => {
+                tape::add_into(grads.get_or_alloc_mut(ghost)?, &grad_out);
+                tape::release(grad_out);
+            }
+            Some(Key::Mirror(skip)) => skip.add(grads, grad_out)?,
+            None => tape::release(grad_out),
         }
-        tape::release(grad_out);
         tape::add_into(grads.get_or_alloc_mut(&gamma_key)?, &grad_gamma);
         tape::add_into(grads.get_or_alloc_mut(&beta_key)?, &grad_beta);
         let _timer = profile::scope(L::NAMES.1);
-        let grad_input = if input_grad {
-            Some(&mut **grads.get_or_alloc_mut(&x_ghost)?)
-        } else {
-            None
+        let values = input.values();
+        let (grad_weight, grad_bias) = match (input_grad, &input_key) {
+            (false, _) => linear.backward(values, &grad_linear, None),
+            (true, Key::Tensor(ghost)) => {
+                let grad_input = grads.get_or_alloc_mut(ghost)?;
+                linear.backward(values, &grad_linear, Some(grad_input))
+            }
+            (true, Key::Mirror(mirror)) => match mirror.slot(grads)? {
+                Some(slot) => linear.backward(values, &grad_linear, Some(slot)),
+                // Into the readers' sum itself, as into a slot: the same additions in the
+                // same order.
+                None => {
+                    let mut sum = mirror.lock_sum();
+                    let sum = sum.get_or_insert_with(|| buffers::take_zeroed(values.len()));
+                    linear.backward(values, &grad_linear, Some(sum))
+                }
+            },
         };
-        let (grad_weight, grad_bias) =
-            linear.backward(&input, &grad_linear, grad_input.map(|g| g.as_mut_slice()));
         buffers::give(grad_linear);
         tape::add_weight_and_bias(
             grads,
             (&weight_key, &grad_weight),
             (bias_key.as_ref(), &grad_bias),
         )?;
-        buffers::give(input);
+        input.release();
         Ok(())
     });
-    out.put_tape(tape)
+    out.traced(tape)
+}
+
+/// The fused op's output.
+enum Output {
+    Tensor(Image<NoneTape>),
+    Mirror(Mirror),
+}
+
+impl Output {
+    fn traced<T: Tape<f32, Cpu>>(self, tape: T) -> Traced<T> {
+        match self {
+            Output::Tensor(tensor) => Traced::Tensor(tensor.put_tape(tape)),
+            Output::Mirror(mirror) => Traced::Mirror(mirror, tape),
+        }
+    }
 }
