@@ -345,6 +345,17 @@ fn batch_norm_with_a_fused_residual_add_equals_batch_norm_then_add() {
     }
 }
 
+/// A linear 3x3 stride-1 `same` convolution that computes its input's gradient.
+fn linear_3x3_same() -> Conv2dConfig {
+    Conv2dConfig {
+        kernel: (3, 3),
+        stride: (1, 1),
+        padding: Padding::Same,
+        relu: false,
+        input_grad: true,
+    }
+}
+
 /// The convolution before the batch norm in [`conv_bn_run`]: a plain 3x3 one (filters =
 /// channels, no bias) or a depthwise 3x3 one (with a bias).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -371,13 +382,7 @@ fn conv_bn_run(
         weight: dev.tensor_from_vec(values[1].clone(), (9 * c, c)),
         bias: None,
     };
-    let conv_cfg = Conv2dConfig {
-        kernel: (3, 3),
-        stride: (1, 1),
-        padding: Padding::Same,
-        relu: false,
-        input_grad: true,
-    };
+    let conv_cfg = linear_3x3_same();
     let dw = DepthwiseParams {
         weight: dev.tensor_from_vec(values[1][..9 * c].to_vec(), (9, c)),
         bias: Some(dev.tensor_from_vec(values[3].clone(), (c,))),
@@ -536,13 +541,7 @@ fn block_run(values: &[Vec<f32>], shape: (usize, usize, usize, usize), how: u8) 
     let mut bns: Vec<BatchNormParams> = (0..3)
         .map(|k| bn_params(&dev, &values[4 + k], &values[7 + k]))
         .collect();
-    let conv_cfg = Conv2dConfig {
-        kernel: (3, 3),
-        stride: (1, 1),
-        padding: Padding::Same,
-        relu: false,
-        input_grad: true,
-    };
+    let conv_cfg = linear_3x3_same();
     let relu_cfg = BatchNormConfig {
         activation: FusedActivation::Relu,
         ..Default::default()
