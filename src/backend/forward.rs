@@ -156,11 +156,11 @@ impl Stored {
     fn into_value(self, device: &Cpu) -> Value {
         match self {
             Stored::Tensor(value) => value,
-            Stored::Mirrored(mirror, tensor) => {
-                let tensor = tensor.unwrap_or_else(|| mirror.tensor(device));
+            Stored::Mirrored(mirror, Some(tensor)) => {
                 mirror.release();
                 Act::Image(tensor)
             }
+            Stored::Mirrored(mirror, None) => Act::Image(mirror.tensor(device)),
             Stored::Batch(batch) => Act::Image(batch.into_tensor(device)),
             Stored::Shared(shared) => Act::Image(unshare(shared).into_tensor(device)),
         }
@@ -176,15 +176,12 @@ impl Stored {
                 data: buffers::read(&x),
                 shape: *x.shape(),
             }),
-            // Only a pass with a tape hands on mirrors, and it reads no batches; copied so
-            // that the match is whole.
-            Stored::Mirrored(mirror, _) => {
-                let mut data = buffers::take(mirror.values().len());
-                buffers::copy(&mut data, mirror.values());
-                let shape = mirror.shape();
-                mirror.release();
-                Some(Batch { data, shape })
-            }
+            // Only a pass with a tape hands on mirrors, and it reads no batches; here so that
+            // the match is whole.
+            Stored::Mirrored(mirror, _) => Some(Batch {
+                shape: mirror.shape(),
+                data: mirror.into_values(),
+            }),
             Stored::Tensor(Act::Flat(_)) => None,
         }
     }
@@ -306,18 +303,22 @@ impl<'a> Store<'a> {
         };
         let stored = match (source, stored) {
             (Source::Layer(idx), Stored::Mirrored(mirror, tensor)) => {
+                if last {
+                    // The mirror, or its tensor (see `Stored::into_value`).
+                    return Some(if reads_mirror {
+                        Stored::Mirrored(mirror, None)
+                    } else {
+                        Stored::Tensor(Stored::Mirrored(mirror, tensor).into_value(&self.device))
+                    });
+                }
                 let (tensor, read) = if reads_mirror {
                     (tensor, Stored::Mirrored(mirror.clone(), None))
                 } else {
-                    let tensor = tensor.unwrap_or_else(|| mirror.tensor(&self.device));
+                    let tensor = tensor.unwrap_or_else(|| mirror.clone().tensor(&self.device));
                     let read = Stored::Tensor(Act::Image(tensor.clone()));
                     (Some(tensor), read)
                 };
-                if last {
-                    mirror.release();
-                } else {
-                    self.values[idx] = Some(Stored::Mirrored(mirror, tensor));
-                }
+                self.values[idx] = Some(Stored::Mirrored(mirror, tensor));
                 return Some(read);
             }
             (_, stored) => stored,
@@ -542,17 +543,14 @@ fn run_store<T: Tape<f32, Cpu>>(
             (None, LayerParams::Conv(_) | LayerParams::Depthwise(_)) if trains_conv_bn => {
                 // An image as a mirror when it is one, else as a tensor.
                 let image = |stored: Option<Stored>| match stored {
-                    Some(Stored::Mirrored(mirror, _)) => Ok(mirror),
+                    Some(Stored::Mirrored(mirror, _)) => Traced::Mirror(mirror, NoneTape),
                     Some(other) => match other.into_value(&device) {
-                        Act::Image(x) => Err(x),
+                        Act::Image(x) => Traced::Tensor(x),
                         Act::Flat(_) => unreachable!("foldable_bn checked that it is an image"),
                     },
                     None => unreachable!("the compiler orders every layer after its inputs"),
                 };
-                let x = match image(inputs.into_iter().next()) {
-                    Ok(mirror) => Traced::Mirror(mirror, tape),
-                    Err(x) => Traced::Tensor(x.put_tape(tape)),
-                };
+                let x = image(inputs.into_iter().next()).put_tape(tape);
                 // The block's residual add too, when it alone reads the batch norm.
                 let skip = (store.readers(idx + 1) == 1)
                     .then(|| fusable_add(layers, idx + 1))
@@ -560,13 +558,10 @@ fn run_store<T: Tape<f32, Cpu>>(
                     .map(|source| image(store.read_stored(source, false, true)));
                 let ran = if skip.is_some() { 3 } else { 2 };
                 let is_last = idx + ran == layers.len();
-                let skip_operand = skip.as_ref().map(|skip| match skip {
-                    Ok(mirror) => Skip::Mirror(mirror),
-                    Err(tensor) => Skip::Tensor(tensor),
-                });
+                let skip_operand = skip.as_ref().map(Traced::as_skip);
                 let (out, activation) =
                     conv_bn_training(layers, idx, params, x, skip_operand, (cfg, ran, is_last));
-                if let Some(Ok(mirror)) = skip {
+                if let Some(Traced::Mirror(mirror, _)) = skip {
                     mirror.release();
                 }
                 match out {

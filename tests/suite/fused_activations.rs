@@ -574,7 +574,7 @@ fn block_run(values: &[Vec<f32>], shape: (usize, usize, usize, usize), how: u8) 
             panic!("a mirror when asked for one")
         };
         assert_eq!(b.shape(), shape);
-        let b_tensor = (how == 2).then(|| b.tensor(&dev));
+        let b_tensor = (how == 2).then(|| b.clone().tensor(&dev));
         let h = conv2d_batch_norm(
             Traced::Mirror(b.clone(), tape),
             (&convs[1], &conv_cfg),

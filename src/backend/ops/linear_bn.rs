@@ -65,23 +65,33 @@ impl Mirror {
         }
     }
 
-    /// The values as a tensor on `device`, for a reader that reads a tensor. Make it once per
-    /// output, and hand the same tensor to every such reader: the writer reads the gradient
-    /// from that tensor's slot.
+    /// The values as a tensor on `device`, for a reader that reads a tensor: moved into it
+    /// when no other reader holds them, else copied. Make it once per output, and hand the
+    /// same tensor to every such reader: the writer reads the gradient from that tensor's
+    /// slot.
     ///
     /// # Panics
     /// When a tensor was already made for this output.
-    pub fn tensor(&self, device: &Cpu) -> Image<NoneTape> {
-        let mut data = buffers::take(self.values.len());
-        buffers::copy(&mut data, &self.values);
-        let tensor = device.tensor_from_vec(data, self.shape);
+    pub fn tensor(self, device: &Cpu) -> Image<NoneTape> {
+        let (grad, shape) = (Arc::clone(&self.grad), self.shape);
+        let tensor = device.tensor_from_vec(self.into_values(), shape);
         let ghost = tensor.ghost();
         let slot: SlotOf = Box::new(move |grads| grads.get_or_alloc_mut(&ghost));
         assert!(
-            self.grad.tensor.set(slot).is_ok(),
+            grad.tensor.set(slot).is_ok(),
             "one tensor per mirrored output"
         );
         tensor
+    }
+
+    /// The values, moved out when no other reader holds them, else copied into a pooled
+    /// buffer.
+    pub fn into_values(self) -> Vec<f32> {
+        Arc::try_unwrap(self.values).unwrap_or_else(|values| {
+            let mut copy = buffers::take(values.len());
+            buffers::copy(&mut copy, &values);
+            copy
+        })
     }
 
     /// This reader is done with the values: their buffer goes back to the pool unless another
@@ -168,6 +178,27 @@ impl MirrorGradient {
 pub enum Traced<T> {
     Tensor(Image<T>),
     Mirror(Mirror, T),
+}
+
+impl Traced<NoneTape> {
+    /// The batch, carrying `tape`.
+    pub fn put_tape<T>(self, tape: T) -> Traced<T>
+    where
+        T: Tape<f32, Cpu>,
+    {
+        match self {
+            Traced::Tensor(x) => Traced::Tensor(x.put_tape(tape)),
+            Traced::Mirror(mirror, _) => Traced::Mirror(mirror, tape),
+        }
+    }
+
+    /// The batch as a skip operand.
+    pub fn as_skip(&self) -> Skip<'_> {
+        match self {
+            Traced::Tensor(x) => Skip::Tensor(x),
+            Traced::Mirror(mirror, _) => Skip::Mirror(mirror),
+        }
+    }
 }
 
 /// A skip operand: a tensor, or a mirrored output.
