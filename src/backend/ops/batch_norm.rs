@@ -264,33 +264,36 @@ pub(crate) fn forward_values(
     let mut out = buffers::take(input.len());
     let (scale_p, shift_p) = (layout.pattern(&affine.scale), layout.pattern(&affine.shift));
     let activation = cfg.activation;
-    apply(
-        layout,
-        &mut out,
-        &input,
-        skip,
-        (&scale_p, &shift_p),
-        activation,
-    );
     // With a skip the pre-activation cannot be recomputed from the input alone: where the
-    // activation passes the gradient on is read off the output (`lo < y < hi`) and kept.
-    let passes: Option<Vec<u8>> = match activation.bounds() {
-        Some((lo, hi)) if keep && skip.is_some() => {
-            use rayon::prelude::*;
-            // In chunks of whole slices: a per-element parallel `collect` costs more than the
-            // normalisation itself.
-            let mut passes = vec![0u8; out.len()];
-            passes
-                .par_chunks_mut(1 << 15)
-                .zip(out.par_chunks(1 << 15))
-                .for_each(|(p, y)| {
-                    p.iter_mut()
-                        .zip(y)
-                        .for_each(|(p, &y)| *p = u8::from(y > lo && y < hi));
-                });
+    // activation passes the gradient on is read off the output (`lo < y < hi`) as it is
+    // written, and kept.
+    let passes = match (activation.bounds(), skip) {
+        (Some((lo, hi)), Some(skip)) if keep => {
+            let mut passes: Vec<u8> = Vec::with_capacity(out.len());
+            layout.map_marking(
+                &mut out,
+                passes.spare_capacity_mut(),
+                &input,
+                skip,
+                (&scale_p, &shift_p, &shift_p),
+                (lo, hi),
+                move |_, x, s, a, b, _| ((x * a + b) + s).max(lo).min(hi),
+            );
+            // SAFETY: `map_marking` wrote a mark for each of the `out.len()` values.
+            unsafe { passes.set_len(out.len()) };
             Some(passes)
         }
-        Some(_) | None => None,
+        _ => {
+            apply(
+                layout,
+                &mut out,
+                &input,
+                skip,
+                (&scale_p, &shift_p),
+                activation,
+            );
+            None
+        }
     };
     let saved = Normalised {
         input,

@@ -7,6 +7,7 @@
 
 use crate::backend::ops::reduce::tree_sum;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// One image's share of a batch norm's statistics ([`Periods::image_moments`]).
 #[derive(Debug, Clone)]
@@ -182,9 +183,16 @@ impl Periods {
     /// Adds a chunk's per-position sums (`acc`: the first terms, then the second) into the
     /// per-feature sums.
     fn fold_into(&self, sums: &mut [[f64; 2]], acc: &[f32]) {
-        for j in 0..self.period {
-            sums[j % self.features][0] += f64::from(acc[j]);
-            sums[j % self.features][1] += f64::from(acc[self.period + j]);
+        // A period is whole repetitions of the features, added in position order.
+        let (first, second) = acc.split_at(self.period);
+        let reps = first
+            .chunks_exact(self.features)
+            .zip(second.chunks_exact(self.features));
+        for (first, second) in reps {
+            for ((sum, &a), &b) in sums.iter_mut().zip(first).zip(second) {
+                sum[0] += f64::from(a);
+                sum[1] += f64::from(b);
+            }
         }
     }
 
@@ -202,6 +210,34 @@ impl Periods {
             .zip(b.par_chunks(self.chunk()))
             .for_each(|((out, a), b)| map_chunk(self.period, out, (a, b), pats, &f));
     }
+
+    /// [`Periods::map`], also marking in `marks` (one byte an element)
+    /// where the result lies strictly between `lo` and `hi`, in the same pass: where a fused
+    /// activation clamping to `lo..=hi` passes the gradient on.
+    ///
+    /// # Panics
+    /// When `marks` is shorter than `out`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn map_marking(
+        &self,
+        out: &mut [f32],
+        marks: &mut [MaybeUninit<u8>],
+        a: &[f32],
+        b: &[f32],
+        pats: (&[f32], &[f32], &[f32]),
+        (lo, hi): (f32, f32),
+        f: impl Fn(f32, f32, f32, f32, f32, f32) -> f32 + Sync,
+    ) {
+        let marks = &mut marks[..out.len()];
+        out.par_chunks_mut(self.chunk())
+            .zip(marks.par_chunks_mut(self.chunk()))
+            .zip(a.par_chunks(self.chunk()))
+            .zip(b.par_chunks(self.chunk()))
+            .for_each(|(((out, marks), a), b)| {
+                map_chunk(self.period, out, (a, b), pats, &f);
+                mark_chunk(out, marks, (lo, hi));
+            });
+    }
 }
 
 // The loops over one chunk, compiled for AVX-512 and AVX2 with run-time dispatch: inside
@@ -212,8 +248,17 @@ impl Periods {
 /// Two patterns of one period, read together.
 type Patterns<'a> = (&'a [f32], &'a [f32]);
 
+/// Positions of a period summed together in [`sums_chunk`]: one AVX-512 vector (two AVX2).
+const BLOCK: usize = 16;
+
 /// Adds `term(a, b, p, q)` of every element of one chunk into the per-position sums `acc`
 /// (the first terms, then the second).
+///
+/// The positions are taken `BLOCK` at a time, each block's sums held in registers while the
+/// loop walks down the chunk's periods. Each position still adds its terms in period order,
+/// the trailing part of a period last, so the sums are the bits a plain loop over the
+/// elements gives. (The plain loop, with the sums in memory, compiled to scalar code for some
+/// terms: LLVM could not tell the two halves of `acc` apart from the inputs.)
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
     "x86_64+avx2+fma"
@@ -226,13 +271,43 @@ fn sums_chunk<F: Fn(f32, f32, f32, f32) -> (f32, f32)>(
     acc: &mut [f32],
 ) {
     let (acc0, acc1) = acc.split_at_mut(period);
-    for (a, b) in a.chunks(period).zip(b.chunks(period)) {
-        let terms = a.iter().zip(b).zip(pats.0).zip(pats.1);
-        for ((((&a, &b), &p), &q), (s0, s1)) in terms.zip(acc0.iter_mut().zip(acc1.iter_mut())) {
-            let (t0, t1) = term(a, b, p, q);
-            *s0 += t0;
-            *s1 += t1;
+    let whole = a.len().min(b.len()) / period;
+    let mut start = 0;
+    while start + BLOCK <= period {
+        let end = start + BLOCK;
+        let mut s0 = [0.0f32; BLOCK];
+        let mut s1 = [0.0f32; BLOCK];
+        s0.copy_from_slice(&acc0[start..end]);
+        s1.copy_from_slice(&acc1[start..end]);
+        let (p, q) = (&pats.0[start..end], &pats.1[start..end]);
+        for row in 0..whole {
+            let at = row * period + start;
+            let (a, b) = (&a[at..at + BLOCK], &b[at..at + BLOCK]);
+            for k in 0..BLOCK {
+                let (t0, t1) = term(a[k], b[k], p[k], q[k]);
+                s0[k] += t0;
+                s1[k] += t1;
+            }
         }
+        acc0[start..end].copy_from_slice(&s0);
+        acc1[start..end].copy_from_slice(&s1);
+        start = end;
+    }
+    // The positions past the last whole block, then the trailing part of a period.
+    for j in start..period {
+        for row in 0..whole {
+            let at = row * period + j;
+            let (t0, t1) = term(a[at], b[at], pats.0[j], pats.1[j]);
+            acc0[j] += t0;
+            acc1[j] += t1;
+        }
+    }
+    let done = whole * period;
+    let rest = a[done..].iter().zip(&b[done..]).zip(pats.0).zip(pats.1);
+    for ((((&a, &b), &p), &q), (s0, s1)) in rest.zip(acc0.iter_mut().zip(acc1.iter_mut())) {
+        let (t0, t1) = term(a, b, p, q);
+        *s0 += t0;
+        *s1 += t1;
     }
 }
 
@@ -283,6 +358,17 @@ fn map_chunk<F: Fn(f32, f32, f32, f32, f32, f32) -> f32>(
         for (((((o, &a), &b), &p), &q), &r) in items.zip(pats.2) {
             *o = f(*o, a, b, p, q, r);
         }
+    }
+}
+
+/// `marks[i] = lo < out[i] < hi`, over one chunk just written (still in cache).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn mark_chunk(out: &[f32], marks: &mut [MaybeUninit<u8>], (lo, hi): (f32, f32)) {
+    for (mark, &y) in marks.iter_mut().zip(out) {
+        mark.write(u8::from(y > lo && y < hi));
     }
 }
 
@@ -343,5 +429,75 @@ mod tests {
             tree_f32(&leaves),
             vec![[50.0, 50.0], [100.0, 50.0], [150.0, 50.0]]
         );
+    }
+
+    /// Values that round differently in every summation order, so that a changed order
+    /// shows in the bits.
+    fn awkward_values(len: usize, seed: u64) -> Vec<f32> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..len)
+            .map(|_| rng.gen_range(-1.0f32..1.0) * 10f32.powi(rng.gen_range(-3..4)))
+            .collect()
+    }
+
+    #[test]
+    fn blocked_sums_add_each_position_in_element_order() {
+        // Periods of 66 (features 3: four blocks and two positions more), 64, 72, 80 and 144
+        // features; lengths with and without a trailing part of a period.
+        for features in [3usize, 16, 24, 40, 144] {
+            let layout = Periods::new(features);
+            let period = layout.period;
+            for len in [period * 7, period * 7 + features * 2, features] {
+                let a = awkward_values(len, features as u64);
+                let b = awkward_values(len, len as u64);
+                let p = awkward_values(period, 1);
+                let q = awkward_values(period, 2);
+                let term = |a: f32, b: f32, p: f32, q: f32| {
+                    let d = a - p;
+                    (d * d * q, d + b)
+                };
+                let mut acc = vec![0.0f32; 2 * period];
+                sums_chunk(period, (&a, &b), (&p, &q), &term, &mut acc);
+                // The plain loop: element by element, each into its position's sums.
+                let mut expected = vec![0.0f32; 2 * period];
+                for (idx, (&a, &b)) in a.iter().zip(&b).enumerate() {
+                    let j = idx % period;
+                    let (t0, t1) = term(a, b, p[j], q[j]);
+                    expected[j] += t0;
+                    expected[period + j] += t1;
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&acc),
+                    bits(&expected),
+                    "{features} features, {len} values"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn marking_while_mapping_marks_where_the_output_is_inside_the_bounds() {
+        let layout = Periods::new(24);
+        let len = layout.period * 1030 + 48;
+        let (x, skip) = (awkward_values(len, 3), awkward_values(len, 4));
+        let (scale, shift) = (
+            awkward_values(layout.period, 5),
+            awkward_values(layout.period, 6),
+        );
+        let pats = (scale.as_slice(), shift.as_slice(), shift.as_slice());
+        let f = |_: f32, x: f32, s: f32, a: f32, b: f32, _: f32| ((x * a + b) + s).clamp(0.0, 6.0);
+        let mut mapped = vec![0.0f32; len];
+        layout.map(&mut mapped, &x, &skip, pats, f);
+        let mut out = vec![0.0f32; len];
+        let mut marks = vec![MaybeUninit::new(7u8); len];
+        layout.map_marking(&mut out, &mut marks, &x, &skip, pats, (0.0, 6.0), f);
+        assert_eq!(out, mapped);
+        for (mark, &y) in marks.iter().zip(&out) {
+            // SAFETY: every mark was initialised (to 7) before the call.
+            let mark = unsafe { mark.assume_init() };
+            assert_eq!(mark, u8::from(y > 0.0 && y < 6.0));
+        }
     }
 }
