@@ -489,22 +489,28 @@ fn run_store<T: Tape<f32, Cpu>>(
         let skip = (cfg.fuse && store.readers(idx) == 1)
             .then(|| fusable_add(layers, idx))
             .flatten();
-        // In inference an identity (or a dropout) with no activation hands its input on as it
-        // is stored. Read as a tensor, a block's input would stop being a batch, and the
-        // block's convolution and its residual add would each copy it back out (two copies
-        // of every basic block's input in `resnet_small`).
-        let passes_on = !cfg.training
-            && !T::OWNS_TAPE
-            && !is_last
+        // An identity with no activation (in inference a dropout too) hands its input on as
+        // it is stored. Read as a tensor, a block's input would stop being a batch (or in
+        // training a mirror), and the block's convolution and its residual add would each
+        // copy it back out (two copies of every basic block's input in `resnet_small`); in
+        // training dfdx would also zero a gradient slot for it. The identity's gradient is
+        // its output's, so the readers sum theirs where its input's readers do, in the same
+        // order.
+        let passes_on = !is_last
             && layer.activation.is_none()
             && layer.inputs.len() == 1
-            && matches!(layer.op, Op::Identity | Op::Dropout { .. });
+            && (layer.op == Op::Identity
+                || matches!(layer.op, Op::Dropout { .. }) && !cfg.training && !T::OWNS_TAPE);
         let inputs: Vec<Stored> = layer
             .inputs
             .iter()
             .map(|edge| {
                 store
-                    .read_stored(edge.source, folds_bn || passes_on, trains_conv_bn)
+                    .read_stored(
+                        edge.source,
+                        folds_bn || passes_on,
+                        trains_conv_bn || passes_on,
+                    )
                     .expect("INVARIANT: the compiler orders every layer after its inputs")
             })
             .collect();

@@ -103,3 +103,17 @@ fn residual_blocks_ending_in_batch_norm() {
         check_spec_eps("residual bn", spec, &[0, 1, 1], seed, 1e-3);
     }
 }
+
+#[test]
+fn an_identity_hands_a_mirrored_output_on_to_layers_that_read_tensors() {
+    // The fused conv + batch norm hands its output on as a mirror and the identity passes it
+    // on as it is; the two poolings each read a tensor, so two are made from the same values
+    // and the batch norm's backward adds up the gradients that reach both.
+    let spec = "input: 6x6x3\nclasses: 3\nmodel: |\n  conv3(4, pad=same) -> bn\n  -> add(identity -> gap, gmp)\n  -> dense3 softmax\n";
+    for seed in [4, 7] {
+        check_spec_eps("identity", spec, &[0, 1, 2, 1], seed, 1e-3);
+    }
+    // And through a block: the identity's mirror is the add's skip, and a pooling reads it.
+    let spec = "input: 6x6x3\nclasses: 2\nmodel: |\n  conv3(4, pad=same) -> bn\n  -> add(identity, conv3(4, pad=same) -> bn) relu\n  -> add(identity -> gmp, gap)\n  -> dense2 softmax\n";
+    check_spec_eps("identity block", spec, &[0, 1, 1], 8, 1e-3);
+}

@@ -50,6 +50,10 @@ struct GradCell {
     /// The slot on the tape of the tensor made for a reader that reads one: then every
     /// reader's gradient goes there instead of `sum`.
     tensor: OnceLock<SlotOf>,
+    /// The slots of further tensors made from the same values: an identity hands a mirror
+    /// on as it is, so the identity's readers and the writer's other readers may each make
+    /// one. Their readers' gradients land there, and the writer adds them to the first's.
+    more: Mutex<Vec<SlotOf>>,
 }
 
 /// Finds (or makes) a tensor's gradient slot on the tape.
@@ -66,21 +70,20 @@ impl Mirror {
     }
 
     /// The values as a tensor on `device`, for a reader that reads a tensor: moved into it
-    /// when no other reader holds them, else copied. Make it once per output, and hand the
-    /// same tensor to every such reader: the writer reads the gradient from that tensor's
-    /// slot.
-    ///
-    /// # Panics
-    /// When a tensor was already made for this output.
+    /// when no other reader holds them, else copied. Make it once per stored output, and
+    /// hand the same tensor to every such reader: the writer reads the gradient from the
+    /// first such tensor's slot (and adds any later one's, see [`GradCell::more`]).
     pub fn tensor(self, device: &Cpu) -> Image<NoneTape> {
         let (grad, shape) = (Arc::clone(&self.grad), self.shape);
         let tensor = device.tensor_from_vec(self.into_values(), shape);
         let ghost = tensor.ghost();
         let slot: SlotOf = Box::new(move |grads| grads.get_or_alloc_mut(&ghost));
-        assert!(
-            grad.tensor.set(slot).is_ok(),
-            "one tensor per mirrored output"
-        );
+        if let Err(slot) = grad.tensor.set(slot) {
+            grad.more
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .push(slot);
+        }
         tensor
     }
 
@@ -167,7 +170,20 @@ impl MirrorGradient {
     /// the readers' sum (zeros if no reader gave one).
     fn take(&self, grads: &mut Grads) -> Result<Vec<f32>, CpuError> {
         if let Some(slot) = self.slot(grads)? {
-            return Ok(std::mem::take(slot));
+            let mut total = std::mem::take(slot);
+            let more = std::mem::take(
+                &mut *self
+                    .grad
+                    .more
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner()),
+            );
+            for slot in more {
+                let grad = tape::take(slot(grads)?);
+                tape::add_into(&mut total, &grad);
+                tape::release(grad);
+            }
+            return Ok(total);
         }
         let sum = self.lock_sum().take();
         Ok(sum.unwrap_or_else(|| buffers::take_zeroed(self.len)))
