@@ -306,13 +306,16 @@ impl<'a> Store<'a> {
                 if last {
                     // The mirror, or its tensor (see `Stored::into_value`).
                     return Some(if reads_mirror {
-                        Stored::Mirrored(mirror, None)
+                        Stored::Mirrored(mirror, tensor)
                     } else {
                         Stored::Tensor(Stored::Mirrored(mirror, tensor).into_value(&self.device))
                     });
                 }
+                // A mirror reader gets the tensor made so far too: an identity hands both on,
+                // so that its readers that read tensors read that one.
                 let (tensor, read) = if reads_mirror {
-                    (tensor, Stored::Mirrored(mirror.clone(), None))
+                    let read = Stored::Mirrored(mirror.clone(), tensor.clone());
+                    (tensor, read)
                 } else {
                     let tensor = tensor.unwrap_or_else(|| mirror.clone().tensor(&self.device));
                     let read = Stored::Tensor(Act::Image(tensor.clone()));

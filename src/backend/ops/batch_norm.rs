@@ -129,12 +129,16 @@ pub fn batch_norm_inference_values(
         None,
         (&scale_p, &shift_p),
         activation,
+        false,
     );
     Batch { data: out, shape }
 }
 
 /// `out = activation(input * scale + shift [+ skip])` per feature, `pats` the scale and shift
-/// patterns of `layout`.
+/// patterns of `layout`. With a skip, a clamping activation and `mark`, also returns where
+/// the activation passes the gradient on (`lo < y < hi`), one byte a value, read off the
+/// output as it is written: the backward cannot recompute the pre-activation from the input
+/// alone.
 fn apply(
     layout: Periods,
     out: &mut [f32],
@@ -142,7 +146,8 @@ fn apply(
     skip: Option<&[f32]>,
     pats: (&[f32], &[f32]),
     activation: FusedActivation,
-) {
+    mark: bool,
+) -> Option<Vec<u8>> {
     let pats = (pats.0, pats.1, pats.1);
     match (activation.bounds(), skip) {
         (None, None) => layout.map(out, input, input, pats, |_, x, _, a, b, _| x * a + b),
@@ -153,11 +158,22 @@ fn apply(
             layout.map(out, input, skip, pats, |_, x, s, a, b, _| (x * a + b) + s)
         }
         (Some((lo, hi)), Some(skip)) => {
-            layout.map(out, input, skip, pats, move |_, x, s, a, b, _| {
+            let f = move |_: f32, x: f32, s: f32, a: f32, b: f32, _: f32| {
                 ((x * a + b) + s).max(lo).min(hi)
-            })
+            };
+            if !mark {
+                layout.map(out, input, skip, pats, f);
+                return None;
+            }
+            let mut marks: Vec<u8> = Vec::with_capacity(out.len());
+            let spare = marks.spare_capacity_mut();
+            layout.map_marking(out, spare, input, skip, pats, (lo, hi), f);
+            // SAFETY: `map_marking` wrote a mark for each of the `out.len()` values.
+            unsafe { marks.set_len(out.len()) };
+            return Some(marks);
         }
     }
+    None
 }
 
 fn normalise<S: Shape, T: Tape<f32, Cpu>>(
@@ -264,37 +280,16 @@ pub(crate) fn forward_values(
     let mut out = buffers::take(input.len());
     let (scale_p, shift_p) = (layout.pattern(&affine.scale), layout.pattern(&affine.shift));
     let activation = cfg.activation;
-    // With a skip the pre-activation cannot be recomputed from the input alone: where the
-    // activation passes the gradient on is read off the output (`lo < y < hi`) as it is
-    // written, and kept.
-    let passes = match (activation.bounds(), skip) {
-        (Some((lo, hi)), Some(skip)) if keep => {
-            let mut passes: Vec<u8> = Vec::with_capacity(out.len());
-            layout.map_marking(
-                &mut out,
-                passes.spare_capacity_mut(),
-                &input,
-                skip,
-                (&scale_p, &shift_p, &shift_p),
-                (lo, hi),
-                move |_, x, s, a, b, _| ((x * a + b) + s).max(lo).min(hi),
-            );
-            // SAFETY: `map_marking` wrote a mark for each of the `out.len()` values.
-            unsafe { passes.set_len(out.len()) };
-            Some(passes)
-        }
-        _ => {
-            apply(
-                layout,
-                &mut out,
-                &input,
-                skip,
-                (&scale_p, &shift_p),
-                activation,
-            );
-            None
-        }
-    };
+    // With a skip, where the activation passes the gradient on is kept for the backward.
+    let passes = apply(
+        layout,
+        &mut out,
+        &input,
+        skip,
+        (&scale_p, &shift_p),
+        activation,
+        keep,
+    );
     let saved = Normalised {
         input,
         layout,

@@ -31,7 +31,7 @@ use crate::backend::ops::{Flat, Image, Shape4, Vector};
 use dfdx::shapes::HasShape;
 use dfdx::tensor::{Cpu, CpuError, NoneTape, PutTape, SplitTape, Tape, TensorFromVec};
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 /// A fused op's output handed to the ops that read it next without a tensor: its values,
 /// and where its gradient is summed (see the module's documentation). Clones share both.
@@ -47,13 +47,20 @@ pub struct Mirror {
 struct GradCell {
     /// The readers' sum so far: `None` until the first reader's backward writes it.
     sum: Mutex<Option<Vec<f32>>>,
-    /// The slot on the tape of the tensor made for a reader that reads one: then every
-    /// reader's gradient goes there instead of `sum`.
-    tensor: OnceLock<SlotOf>,
-    /// The slots of further tensors made from the same values: an identity hands a mirror
-    /// on as it is, so the identity's readers and the writer's other readers may each make
-    /// one. Their readers' gradients land there, and the writer adds them to the first's.
-    more: Mutex<Vec<SlotOf>>,
+    /// The slots on the tape of the tensors made for readers that read one. Once there is
+    /// one, every mirror reader's gradient goes to the first instead of `sum`. An identity
+    /// hands a mirror on as it is stored, so the identity's readers and the writer's other
+    /// readers may each make one: the later ones' readers' gradients land in their slots, and
+    /// the writer adds them to the first's.
+    tensors: Mutex<Vec<SlotOf>>,
+}
+
+impl GradCell {
+    fn tensors(&self) -> std::sync::MutexGuard<'_, Vec<SlotOf>> {
+        self.tensors
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
 }
 
 /// Finds (or makes) a tensor's gradient slot on the tape.
@@ -72,18 +79,13 @@ impl Mirror {
     /// The values as a tensor on `device`, for a reader that reads a tensor: moved into it
     /// when no other reader holds them, else copied. Make it once per stored output, and
     /// hand the same tensor to every such reader: the writer reads the gradient from the
-    /// first such tensor's slot (and adds any later one's, see [`GradCell::more`]).
+    /// first such tensor's slot (and adds any later one's, see [`GradCell::tensors`]).
     pub fn tensor(self, device: &Cpu) -> Image<NoneTape> {
         let (grad, shape) = (Arc::clone(&self.grad), self.shape);
         let tensor = device.tensor_from_vec(self.into_values(), shape);
         let ghost = tensor.ghost();
         let slot: SlotOf = Box::new(move |grads| grads.get_or_alloc_mut(&ghost));
-        if let Err(slot) = grad.tensor.set(slot) {
-            grad.more
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner())
-                .push(slot);
-        }
+        grad.tensors().push(slot);
         tensor
     }
 
@@ -132,9 +134,9 @@ struct MirrorGradient {
 }
 
 impl MirrorGradient {
-    /// The gradient slot of the tensor made from the values, when a reader read one.
+    /// The gradient slot of the first tensor made from the values, when a reader read one.
     fn slot<'g>(&self, grads: &'g mut Grads) -> Result<Option<&'g mut Vec<f32>>, CpuError> {
-        match self.grad.tensor.get() {
+        match self.grad.tensors().first() {
             Some(slot) => Ok(Some(&mut **slot(grads)?)),
             None => Ok(None),
         }
@@ -171,14 +173,8 @@ impl MirrorGradient {
     fn take(&self, grads: &mut Grads) -> Result<Vec<f32>, CpuError> {
         if let Some(slot) = self.slot(grads)? {
             let mut total = std::mem::take(slot);
-            let more = std::mem::take(
-                &mut *self
-                    .grad
-                    .more
-                    .lock()
-                    .unwrap_or_else(|poison| poison.into_inner()),
-            );
-            for slot in more {
+            let tensors = self.grad.tensors();
+            for slot in tensors.iter().skip(1) {
                 let grad = tape::take(slot(grads)?);
                 tape::add_into(&mut total, &grad);
                 tape::release(grad);
