@@ -85,9 +85,6 @@ pub fn take_zeroed(len: usize) -> Vec<f32> {
 
 /// Gives a buffer back to the pool for a later [`take`].
 pub fn give(buffer: Vec<f32>) {
-    if buffer.len() < MIN_POOLED_LEN {
-        return;
-    }
     POOL.lock()
         .unwrap_or_else(|poison| poison.into_inner())
         .give(buffer);
