@@ -6,6 +6,7 @@
 
 use super::network::{on_pool, BatchStats, Network};
 use super::ops::tape::Grads;
+use super::ops::Image;
 use super::optimizer::Optimizer;
 use super::params::{self, LayerParams, ParamMut};
 use dfdx::prelude::*;
@@ -16,6 +17,19 @@ use dfdx::prelude::*;
 /// gradients has one process's bits (`reduce`'s tree makes each share a subtree).
 pub fn share_part(share: usize, whole: usize) -> f32 {
     share as f32 / whole.max(1) as f32
+}
+
+/// What a training pass over a batch (or a share of one) computed, before any update.
+#[derive(Debug)]
+pub(super) struct Pass {
+    /// The logits, image after image.
+    pub logits: Vec<f32>,
+    /// The mean loss over the images of the pass.
+    pub loss: f32,
+    /// Images classified right.
+    pub correct: usize,
+    /// The gradient of `loss`, laid out as [`Network::flat_gradients`] lays it out.
+    pub flat: Vec<f32>,
 }
 
 impl Network {
@@ -39,26 +53,42 @@ impl Network {
         labels: &[usize],
     ) -> Result<(BatchStats, Vec<f32>), CpuError> {
         let x = self.input_tensor(images, labels.len());
-        let len = self.trainable_len();
         on_pool(self.bn_sync.is_none(), || {
-            let logits = self.forward(x.leaky_trace(), true);
-            let (loss, correct) = self.loss(logits, labels, true);
-            let value = loss.array();
-            let mut grads = loss.backward();
-            let mut flat = Vec::with_capacity(len);
-            for (_, param) in params::trainables(&self.model, &mut self.params) {
-                let grad = match param {
-                    ParamMut::Vector(tensor) => grads.get_or_alloc_mut(&*tensor)?,
-                    ParamMut::Matrix(tensor) => grads.get_or_alloc_mut(&*tensor)?,
-                };
-                flat.extend_from_slice(grad);
-            }
+            let pass = self.pass_gradients(x, labels)?;
             let stats = BatchStats {
-                loss: f64::from(value),
-                correct,
+                loss: f64::from(pass.loss),
+                correct: pass.correct,
                 count: labels.len(),
             };
-            Ok((stats, flat))
+            Ok((stats, pass.flat))
+        })
+    }
+
+    /// [`Network::flat_gradients`] on an input tensor, here on this thread, with the logits.
+    pub(super) fn pass_gradients(
+        &mut self,
+        x: Image<NoneTape>,
+        labels: &[usize],
+    ) -> Result<Pass, CpuError> {
+        let len = self.trainable_len();
+        let logits = self.forward(x.leaky_trace(), true);
+        let values = logits.retaped::<NoneTape>().as_vec();
+        let (loss, correct) = self.loss(logits, labels, true);
+        let value = loss.array();
+        let mut grads = loss.backward();
+        let mut flat = Vec::with_capacity(len);
+        for (_, param) in params::trainables(&self.model, &mut self.params) {
+            let grad = match param {
+                ParamMut::Vector(tensor) => grads.get_or_alloc_mut(&*tensor)?,
+                ParamMut::Matrix(tensor) => grads.get_or_alloc_mut(&*tensor)?,
+            };
+            flat.extend_from_slice(grad);
+        }
+        Ok(Pass {
+            logits: values,
+            loss: value,
+            correct,
+            flat,
         })
     }
 

@@ -9,3 +9,4 @@ pub mod ops;
 pub mod optimizer;
 pub mod params;
 pub mod schedule;
+pub mod split;

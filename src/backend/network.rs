@@ -10,6 +10,7 @@ use super::ops::loss::{binary_cross_entropy, categorical_cross_entropy, BceMode,
 use super::ops::{Flat, Image};
 use super::optimizer::Optimizer;
 use super::params::{self, LayerParams, ParamMut};
+use super::split;
 use crate::backend::ops::dropout::{mix, DropoutKey};
 use crate::distributed::Collective;
 use crate::ir::{Head, Model};
@@ -32,7 +33,9 @@ pub struct Network {
     dropout_seed: u64,
     dropout_passes: u64,
     /// The place in the whole batch of the next training pass's first image.
-    first_image: usize,
+    pub(super) first_image: usize,
+    /// The ranks a training step splits its batch over, made at the first split step.
+    pub(super) split: Option<Box<super::split::Split>>,
 }
 
 /// Loss and accuracy of one batch.
@@ -61,6 +64,7 @@ impl Network {
             dropout_seed: seed ^ 0x5EED_D20F,
             dropout_passes: 0,
             first_image: 0,
+            split: None,
         }
     }
 
@@ -82,6 +86,7 @@ impl Network {
             dropout_seed: 0,
             dropout_passes: 0,
             first_image: 0,
+            split: None,
         })
     }
 
@@ -105,6 +110,41 @@ impl Network {
     pub fn input_tensor(&self, images: Vec<f32>, count: usize) -> Image<NoneTape> {
         let (h, w, c) = self.model.input.hwc();
         self.device.tensor_from_vec(images, (count, h, w, c))
+    }
+
+    /// A network for another rank of a split step ([`split`]): this model, no weights until
+    /// [`Network::mirror_into`] lends it this network's.
+    pub(super) fn follower(&self) -> Network {
+        Network {
+            model: self.model.clone(),
+            params: Vec::new(),
+            device: Cpu::seed_from_u64(0),
+            class_weights: Vec::new(),
+            bn_sync: None,
+            dropout_seed: 0,
+            dropout_passes: 0,
+            first_image: 0,
+            split: None,
+        }
+    }
+
+    /// Makes `follower` compute as this network would: its weights (clones sharing their
+    /// storage), dropout's seed and pass count, and the class weights.
+    pub(super) fn mirror_into(&self, follower: &mut Network) {
+        follower.params.clone_from(&self.params);
+        follower.dropout_seed = self.dropout_seed;
+        follower.dropout_passes = self.dropout_passes;
+        follower.class_weights.clone_from(&self.class_weights);
+    }
+
+    /// Lets go of the weights [`Network::mirror_into`] lent.
+    pub(super) fn release(&mut self) {
+        self.params.clear();
+    }
+
+    /// Logits (`rows × classes` values) as a tensor for [`Network::loss`].
+    pub(super) fn logits_tensor(&self, values: Vec<f32>, shape: (usize, usize)) -> Flat<NoneTape> {
+        self.device.tensor_from_vec(values, shape)
     }
 
     /// Sets each class's weight in the training loss, by label (Keras's `class_weight`);
@@ -149,6 +189,10 @@ impl Network {
         labels: &[usize],
         optimizer: &mut Optimizer,
     ) -> Result<BatchStats, CpuError> {
+        let ranks = split::ranks_for(labels.len());
+        if ranks > 1 && self.bn_sync.is_none() && x.shape().num_elements() > 0 {
+            return split::train_step(self, x, labels, optimizer, ranks);
+        }
         on_pool(self.bn_sync.is_none(), || {
             let logits = self.forward(x.leaky_trace(), true);
             let (loss, stats_correct) = self.loss(logits, labels, true);

@@ -1,12 +1,14 @@
 //! The collective operations of a data-parallel run, behind one trait: [`Collective`]. A plain
 //! `strata train` is one process ([`SINGLE`], every operation a no-op); under
 //! `mpirun -n N strata train …` a binary built with the cargo feature `mpi` talks to the other
-//! ranks through MPI ([`mpi::MpiWorld`]). The trainer and the batch-norm op call only the
-//! trait, so they are tested without MPI (an in-process implementation over threads does in
-//! the tests), and nothing here knows about models, files or the terminal.
+//! ranks through MPI ([`mpi::MpiWorld`]); threads of one process are ranks too
+//! ([`threads::ThreadRank`]): a training step splits its batch over the cores that way, and the
+//! tests run the data-parallel trainer without MPI. The trainer and the batch-norm op call only
+//! the trait, and nothing here knows about models, files or the terminal.
 
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod threads;
 
 use std::time::Duration;
 

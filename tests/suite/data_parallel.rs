@@ -1,6 +1,6 @@
-//! Data-parallel training without MPI: the ranks are threads of this process, joined by an
-//! in-process [`Collective`] (each operation a barrier; sums added in rank order, so every
-//! rank gets the same bits, as MPI's all-reduce gives them). The same trainer code runs as
+//! Data-parallel training without MPI: the ranks are threads of this process, joined by the
+//! in-process [`Collective`] `ThreadRank` (each operation a barrier; sums added in a fixed
+//! tree over the ranks, so every rank gets the same bits, as MPI's all-reduce gives them). The same trainer code runs as
 //! under `mpirun` (`tests/mpi.rs` runs the binary there):
 //!
 //! - with `train.sync_bn`, the gradient of two ranks' shares, combined as the trainer combines
@@ -16,119 +16,17 @@ use crate::common;
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::Arc;
 use strata::backend::data_parallel::share_part;
 use strata::backend::network::Network;
 use strata::compile::compile;
-use strata::distributed::{Collective, Traffic, SINGLE};
+use strata::distributed::threads::ThreadRank;
+use strata::distributed::{Collective, SINGLE};
 use strata::ir::Model;
 use strata::train::progress::ProgressMode;
 use strata::train::ranks::{local_order, same_weights};
 use strata::train::TrainError;
 use strata::train::{prepare_on, Outcome, TrainRequest, Trainer};
-
-/// What the ranks of one in-process run share.
-#[derive(Debug)]
-struct Meeting {
-    size: usize,
-    barrier: Barrier,
-    slots: Mutex<Vec<Vec<u64>>>,
-}
-
-/// One rank of an in-process run.
-#[derive(Debug)]
-struct ThreadRank {
-    rank: usize,
-    meeting: Arc<Meeting>,
-}
-
-impl ThreadRank {
-    /// `size` ranks meeting in this process, leaked so that they are `'static` as the
-    /// trainer wants its collective.
-    fn world(size: usize) -> Vec<&'static ThreadRank> {
-        let meeting = Arc::new(Meeting {
-            size,
-            barrier: Barrier::new(size),
-            slots: Mutex::new(vec![Vec::new(); size]),
-        });
-        (0..size)
-            .map(|rank| {
-                &*Box::leak(Box::new(ThreadRank {
-                    rank,
-                    meeting: Arc::clone(&meeting),
-                }))
-            })
-            .collect()
-    }
-
-    /// Every rank's `mine`, by rank.
-    fn exchange(&self, mine: Vec<u64>) -> Vec<Vec<u64>> {
-        self.meeting.slots.lock().expect("slots")[self.rank] = mine;
-        self.meeting.barrier.wait();
-        let all = self.meeting.slots.lock().expect("slots").clone();
-        self.meeting.barrier.wait();
-        all
-    }
-}
-
-impl Collective for ThreadRank {
-    fn rank(&self) -> usize {
-        self.rank
-    }
-
-    fn size(&self) -> usize {
-        self.meeting.size
-    }
-
-    fn host(&self) -> String {
-        "thread".to_string()
-    }
-
-    fn sum_f32(&self, values: &mut [f32]) {
-        let all = self.exchange(values.iter().map(|v| u64::from(v.to_bits())).collect());
-        for (idx, value) in values.iter_mut().enumerate() {
-            *value = all.iter().map(|v| f32::from_bits(v[idx] as u32)).sum();
-        }
-    }
-
-    fn sum_f64(&self, values: &mut [f64]) {
-        let all = self.exchange(values.iter().map(|v| v.to_bits()).collect());
-        for (idx, value) in values.iter_mut().enumerate() {
-            *value = all.iter().map(|v| f64::from_bits(v[idx])).sum();
-        }
-    }
-
-    fn gather_u64(&self, values: &[u64]) -> Vec<u64> {
-        self.exchange(values.to_vec()).concat()
-    }
-
-    fn broadcast_f32(&self, values: &mut [f32]) {
-        let all = self.exchange(values.iter().map(|v| u64::from(v.to_bits())).collect());
-        for (value, bits) in values.iter_mut().zip(&all[0]) {
-            *value = f32::from_bits(*bits as u32);
-        }
-    }
-
-    fn broadcast_bytes(&self, bytes: Option<Vec<u8>>) -> Option<Vec<u8>> {
-        let mine: Vec<u64> = match (self.rank, bytes) {
-            (0, Some(bytes)) => std::iter::once(1)
-                .chain(bytes.into_iter().map(u64::from))
-                .collect(),
-            _ => vec![0],
-        };
-        let all = self.exchange(mine);
-        let root = &all[0];
-        (root[0] == 1).then(|| root[1..].iter().map(|b| *b as u8).collect())
-    }
-
-    fn abort(&self, code: i32) -> ! {
-        panic!("rank {} aborted the run with status {code}", self.rank)
-    }
-
-    fn traffic(&self) -> Traffic {
-        Traffic::default()
-    }
-}
 
 /// Convolutions and dense layers with batch norms on images and on flat features: the first
 /// reads the data (no input gradient), the others pass gradients on through the synchronised
@@ -361,7 +259,7 @@ fn ranks_whose_weights_differ_stop_with_an_error_naming_them() {
                 let model = model.clone();
                 let rank: &'static ThreadRank = rank;
                 // Rank 2 starts from another seed: other weights.
-                let seed = if rank.rank == 2 { 8 } else { 7 };
+                let seed = if rank.rank() == 2 { 8 } else { 7 };
                 scope
                     .spawn(move || same_weights(rank, &Network::new(&model, seed), "after epoch 1"))
             })
@@ -489,4 +387,70 @@ fn the_bundled_specs_split_over_two_ranks_bit_for_bit() {
         }
     }
     assert!(checked >= 10, "{checked} specs");
+}
+
+/// `steps` training steps of a new network (seed 7) on one batch of `batch` images, inside a
+/// rayon pool of `threads` threads: a step splits the batch over the largest power of two
+/// ranks (at most `threads`) that divides it. The weights (with the moving statistics) and
+/// each step's loss, accuracy and count.
+fn steps_on_threads(
+    model: &Model,
+    batch: usize,
+    steps: usize,
+    threads: usize,
+) -> (
+    Vec<strata::backend::checkpoint::NamedTensor>,
+    Vec<(u64, usize, usize)>,
+) {
+    use strata::backend::optimizer::Optimizer;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool");
+    pool.install(|| {
+        let (images, labels) = images(batch, model.input.len(), model.classes);
+        let mut network = Network::new(model, 7);
+        network.set_class_weights(
+            (0..model.classes.max(2))
+                .map(|c| 1.0 + c as f32 * 0.5)
+                .collect(),
+        );
+        let mut optimizer = Optimizer::new(&model.train);
+        let stats: Vec<_> = (0..steps)
+            .map(|_| {
+                let stats = network
+                    .train_step(images.clone(), &labels, &mut optimizer)
+                    .expect("step");
+                (stats.loss.to_bits(), stats.correct, stats.count)
+            })
+            .collect();
+        (
+            strata::backend::params::to_tensors(model, &network.params),
+            stats,
+        )
+    })
+}
+
+#[test]
+fn a_step_split_over_the_cores_is_the_whole_batch_step_bit_for_bit() {
+    let dropout = "conv3(8, pad=same) -> bn relu -> dropout(0.5) -> conv3(8) -> bn relu -> gap -> dropout(0.3) -> dense10 softmax";
+    for text in EXACT_MODELS.iter().copied().chain([dropout]) {
+        let spec = format!(
+            "input: 16x16x3\nmodel: {text}\ntrain:\n  optimizer: adamw\n  weight_decay: 0.01\n"
+        );
+        let model = compile(&spec, "spec").model.expect("model");
+        // One thread: no split. Then 2 ranks of 4 images, 4 ranks of 2 and 8 ranks of 1.
+        let whole = steps_on_threads(&model, 8, 3, 1);
+        for threads in [2, 4, 8] {
+            let split = steps_on_threads(&model, 8, 3, threads);
+            assert_eq!(whole.1, split.1, "{text}: losses on {threads} threads");
+            assert_eq!(whole.0, split.0, "{text}: weights on {threads} threads");
+        }
+        // A batch of 6 on 4 threads is split over 2 ranks; one of 3 is not split.
+        for batch in [6, 3] {
+            let whole = steps_on_threads(&model, batch, 2, 1);
+            let split = steps_on_threads(&model, batch, 2, 4);
+            assert_eq!(whole, split, "{text}: batch {batch}");
+        }
+    }
 }

@@ -1,0 +1,223 @@
+//! A training step split over the cores: each core takes an equal, contiguous share of the
+//! batch and runs the whole forward and backward pass on it alone, as a rank of an in-process
+//! data-parallel run ([`ThreadRank`]), instead of every op of one pass splitting its own work
+//! over the cores.
+//!
+//! Why: one pass over the whole batch is hundreds of parallel ops a step, each one a fork and
+//! a join, with a core idle whenever one op's halves are uneven or an op is serial. A share of
+//! the batch per core joins the cores only where the batch is summed: at each batch norm
+//! (its statistics and its gradient's means, summed over the ranks as `train.sync_bn` sums
+//! them under MPI) and once for the gradient.
+//!
+//! The same bits as one pass: the ranks' shares are equal and their number is a power of two,
+//! so each share is a subtree of the fixed tree every sum over a batch follows
+//! (`ops::reduce`); the batch norms' sums and the gradient (each rank's weighted by its part of
+//! the batch, a power of two) add the subtrees as one pass adds them. The loss is computed
+//! from the ranks' logits put back together, as one pass computes it. The tests hold a split
+//! step to a whole-batch step bit for bit.
+//!
+//! The lead network (rank 0) keeps the weights, the optimiser and the moving statistics; the
+//! other ranks' networks borrow its weights for the step (clones that share their storage)
+//! and let go of them before the lead's update, so that nothing is copied.
+
+use super::data_parallel::{share_part, Pass};
+use super::network::{BatchStats, Network};
+use super::ops::Image;
+use super::optimizer::Optimizer;
+use crate::distributed::threads::ThreadRank;
+use dfdx::prelude::*;
+use std::sync::OnceLock;
+
+/// The most ranks a batch is split over.
+const MAX_RANKS: usize = 8;
+
+/// The environment variable that turns splitting off (`0`): every step is one pass over the
+/// whole batch, its ops spread over the cores. For measuring one against the other; the
+/// results are the same bits either way.
+pub const SPLIT_ENV: &str = "STRATA_SPLIT_BATCH";
+
+/// The ranks of a split step and their networks, kept from step to step.
+#[derive(Debug)]
+pub(super) struct Split {
+    world: Vec<&'static ThreadRank>,
+    /// One single-thread pool per rank: a rank's parallel ops run on its own thread, and no
+    /// rank can take up another's work (which would wait at a batch norm for itself).
+    pools: Vec<rayon::ThreadPool>,
+    /// Ranks 1 and up.
+    followers: Vec<Network>,
+}
+
+/// Over how many ranks a training step on `batch` images is split: the largest power of two
+/// that is at most the number of rayon threads (and [`MAX_RANKS`]) and divides the batch;
+/// 1 (no split) when splitting is turned off.
+pub fn ranks_for(batch: usize) -> usize {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    let enabled =
+        *ENABLED.get_or_init(|| std::env::var(SPLIT_ENV).map_or(true, |value| value.trim() != "0"));
+    if !enabled {
+        return 1;
+    }
+    let threads = rayon::current_num_threads().clamp(1, MAX_RANKS);
+    let mut ranks = 1;
+    while ranks * 2 <= threads {
+        ranks *= 2;
+    }
+    while ranks > 1 && !batch.is_multiple_of(ranks) {
+        ranks /= 2;
+    }
+    ranks
+}
+
+impl Split {
+    fn new(lead: &Network, ranks: usize) -> Result<Split, CpuError> {
+        let pools = (0..ranks)
+            .map(|rank| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .thread_name(move |_| format!("strata-rank-{rank}"))
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| CpuError::OutOfMemory)?;
+        Ok(Split {
+            world: ThreadRank::world(ranks),
+            pools,
+            followers: (1..ranks).map(|_| lead.follower()).collect(),
+        })
+    }
+}
+
+/// One training step of `lead` on the batch `x` (labels `labels`) split over `ranks` ranks
+/// (a power of two that divides the batch): the same update, loss and accuracy as
+/// [`Network::train_step_on`] computes in one pass.
+pub(super) fn train_step(
+    lead: &mut Network,
+    x: Image<NoneTape>,
+    labels: &[usize],
+    optimizer: &mut Optimizer,
+    ranks: usize,
+) -> Result<BatchStats, CpuError> {
+    let whole = labels.len();
+    let share = whole / ranks;
+    let per_image = x.shape().num_elements() / whole.max(1);
+    let values = x.as_vec();
+    drop(x);
+    let mut split = match lead.split.take() {
+        Some(split) if split.world.len() == ranks => split,
+        _ => Box::new(Split::new(lead, ranks)?),
+    };
+    for follower in &mut split.followers {
+        lead.mirror_into(follower);
+    }
+    let first = lead.first_image;
+    let passes: Vec<Result<Pass, CpuError>> = std::thread::scope(|scope| {
+        let Split {
+            world,
+            pools,
+            followers,
+        } = &mut *split;
+        let mut inputs = values.chunks(share * per_image);
+        let mine = inputs.next().unwrap_or_default();
+        let handles: Vec<_> = followers
+            .iter_mut()
+            .zip(&pools[1..])
+            .zip(&world[1..])
+            .zip(inputs)
+            .enumerate()
+            .map(|(idx, (((network, pool), &rank), input))| {
+                let start = (idx + 1) * share;
+                let labels = &labels[start..start + share];
+                scope.spawn(move || {
+                    pool.install(|| rank_pass(network, rank, first + start, input, labels))
+                })
+            })
+            .collect();
+        let lead_pass =
+            pools[0].install(|| rank_pass(lead, world[0], first, mine, &labels[..share]));
+        std::iter::once(lead_pass)
+            .chain(handles.into_iter().map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            }))
+            .collect()
+    });
+    // The followers let go of the lead's weights before the update writes them in place.
+    split.followers.iter_mut().for_each(Network::release);
+    lead.split = Some(split);
+    lead.set_first_image(first);
+    let passes = passes
+        .into_iter()
+        .collect::<Result<Vec<Pass>, CpuError>>()?;
+    let part = share_part(share, whole);
+    let mut logits = Vec::with_capacity(passes.first().map_or(0, |p| p.logits.len()) * ranks);
+    let mut gradients = Vec::with_capacity(ranks);
+    for pass in passes {
+        logits.extend_from_slice(&pass.logits);
+        let mut flat = pass.flat;
+        flat.iter_mut().for_each(|g| *g *= part);
+        gradients.push(flat);
+    }
+    let gradient = add_in_tree(gradients);
+    let classes = logits.len() / whole.max(1);
+    let logits = lead.logits_tensor(logits, (whole, classes));
+    let (loss, correct) = lead.loss(logits, labels, true);
+    lead.apply_flat_gradients(&gradient, optimizer)?;
+    Ok(BatchStats {
+        loss: f64::from(loss.array()),
+        correct,
+        count: whole,
+    })
+}
+
+/// One rank's forward and backward pass on its share (`images` of the images starting at
+/// `first` in the whole batch), its batch norms summed over `rank`'s world.
+fn rank_pass(
+    network: &mut Network,
+    rank: &'static ThreadRank,
+    first: usize,
+    images: &[f32],
+    labels: &[usize],
+) -> Result<Pass, CpuError> {
+    /// Releases the other ranks from the batch norms' barriers if this rank panics.
+    struct Leave(&'static ThreadRank);
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            self.0.leave_if_panicking();
+        }
+    }
+    let _leave = Leave(rank);
+    network.set_batch_norm_sync(Some(rank));
+    network.set_first_image(first);
+    let x = network.input_tensor(images.to_vec(), labels.len());
+    let pass = network.pass_gradients(x, labels);
+    network.set_batch_norm_sync(None);
+    pass
+}
+
+/// The element-wise sum of equally long `vectors` (at least one) in the fixed tree: the first
+/// `⌈n/2⌉`, then the rest, as [`ThreadRank`] and MPI's two ranks add.
+fn add_in_tree(mut vectors: Vec<Vec<f32>>) -> Vec<f32> {
+    if vectors.len() <= 1 {
+        return vectors.pop().unwrap_or_default();
+    }
+    let right = vectors.split_off(vectors.len().div_ceil(2));
+    let mut left = add_in_tree(vectors);
+    let right = add_in_tree(right);
+    left.iter_mut().zip(&right).for_each(|(a, b)| *a += b);
+    left
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_add_in_the_tree() {
+        let sum = add_in_tree(vec![vec![1e8f32], vec![1.0], vec![-1e8], vec![1.0]]);
+        assert_eq!(sum, [0.0]);
+        let sum = add_in_tree(vec![vec![1.0f32, 2.0], vec![3.0, 4.0]]);
+        assert_eq!(sum, [4.0, 6.0]);
+        assert_eq!(add_in_tree(vec![vec![5.0f32]]), [5.0]);
+    }
+}
