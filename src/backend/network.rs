@@ -178,8 +178,19 @@ impl Network {
         labels: &[usize],
         optimizer: &mut Optimizer,
     ) -> Result<BatchStats, CpuError> {
+        if let Some(ranks) = self.split_ranks(labels.len(), images.len()) {
+            return split::train_step(self, &images, labels, optimizer, ranks);
+        }
         let x = self.input_tensor(images, labels.len());
         self.train_step_on(x, labels, optimizer)
+    }
+
+    /// Over how many ranks a training step on `count` images (`len` values) is split
+    /// ([`split`]); `None`: one pass over the whole batch. A rank of a data-parallel run
+    /// (`bn_sync` set) does not split its share further.
+    fn split_ranks(&self, count: usize, len: usize) -> Option<usize> {
+        let ranks = split::ranks_for(count);
+        (ranks > 1 && self.bn_sync.is_none() && len > 0).then_some(ranks)
     }
 
     /// [`Network::train_step`] on an input tensor.
@@ -189,9 +200,8 @@ impl Network {
         labels: &[usize],
         optimizer: &mut Optimizer,
     ) -> Result<BatchStats, CpuError> {
-        let ranks = split::ranks_for(labels.len());
-        if ranks > 1 && self.bn_sync.is_none() && x.shape().num_elements() > 0 {
-            return split::train_step(self, x, labels, optimizer, ranks);
+        if let Some(ranks) = self.split_ranks(labels.len(), x.shape().num_elements()) {
+            return split::train_step(self, &x.as_vec(), labels, optimizer, ranks);
         }
         on_pool(self.bn_sync.is_none(), || {
             let logits = self.forward(x.leaky_trace(), true);
@@ -239,6 +249,26 @@ impl Network {
 
     /// Loss and accuracy of a batch in inference mode (no update).
     pub fn evaluate(&mut self, images: Vec<f32>, labels: &[usize]) -> BatchStats {
+        let count = labels.len();
+        let ranks = split::inference_ranks(count);
+        if ranks > 1 {
+            let per_image = images.len() / count;
+            let pass = |network: &mut Network, range: std::ops::Range<usize>| {
+                let share = images[range.start * per_image..range.end * per_image].to_vec();
+                let x = network.input_tensor(share, range.len());
+                network.forward(x, false).as_vec()
+            };
+            if let Ok(values) = split::infer(self, count, ranks, pass) {
+                let columns = values.len() / count;
+                let logits = self.logits_tensor(values, (count, columns));
+                let (loss, right) = self.loss(logits, labels, false);
+                return BatchStats {
+                    loss: f64::from(loss.array()),
+                    correct: right,
+                    count,
+                };
+            }
+        }
         let x = self.input_tensor(images, labels.len());
         on_pool(true, || {
             let logits = self.forward(x, false);
@@ -277,6 +307,33 @@ impl Network {
             bn_sync: None,
             dropout: DropoutKey::default(),
         };
+        let ranks = split::inference_ranks(count);
+        if ranks > 1 {
+            let per_image = h * w * c;
+            let values = &*images;
+            let pass = |network: &mut Network, range: std::ops::Range<usize>| {
+                let share = &values[range.start * per_image..range.end * per_image];
+                let Network {
+                    model,
+                    params,
+                    device,
+                    ..
+                } = network;
+                forward::run_values(
+                    &model.layers,
+                    params,
+                    (Cow::Borrowed(share), (range.len(), h, w, c)),
+                    device,
+                    cfg,
+                    &mut |_, _| {},
+                )
+                .as_vec()
+            };
+            if let Ok(logits) = split::infer(self, count, ranks, pass) {
+                let columns = logits.len() / count;
+                return self.probabilities(self.logits_tensor(logits, (count, columns)));
+            }
+        }
         on_pool(true, || {
             let logits = forward::run_values(
                 &self.model.layers,

@@ -22,8 +22,8 @@
 
 use super::data_parallel::{share_part, Pass};
 use super::network::{BatchStats, Network};
-use super::ops::Image;
 use super::optimizer::Optimizer;
+use crate::distributed::share;
 use crate::distributed::threads::ThreadRank;
 use dfdx::prelude::*;
 use std::sync::OnceLock;
@@ -51,10 +51,7 @@ pub(super) struct Split {
 /// that is at most the number of rayon threads (and [`MAX_RANKS`]) and divides the batch;
 /// 1 (no split) when splitting is turned off.
 pub fn ranks_for(batch: usize) -> usize {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    let enabled =
-        *ENABLED.get_or_init(|| std::env::var(SPLIT_ENV).map_or(true, |value| value.trim() != "0"));
-    if !enabled {
+    if !enabled() {
         return 1;
     }
     let threads = rayon::current_num_threads().clamp(1, MAX_RANKS);
@@ -66,6 +63,12 @@ pub fn ranks_for(batch: usize) -> usize {
         ranks /= 2;
     }
     ranks
+}
+
+/// Whether steps and passes are split ([`SPLIT_ENV`] is not `0`).
+fn enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var(SPLIT_ENV).map_or(true, |value| value.trim() != "0"))
 }
 
 impl Split {
@@ -87,21 +90,19 @@ impl Split {
     }
 }
 
-/// One training step of `lead` on the batch `x` (labels `labels`) split over `ranks` ranks
+/// One training step of `lead` on the batch `values` (labels `labels`) split over `ranks` ranks
 /// (a power of two that divides the batch): the same update, loss and accuracy as
 /// [`Network::train_step_on`] computes in one pass.
 pub(super) fn train_step(
     lead: &mut Network,
-    x: Image<NoneTape>,
+    values: &[f32],
     labels: &[usize],
     optimizer: &mut Optimizer,
     ranks: usize,
 ) -> Result<BatchStats, CpuError> {
     let whole = labels.len();
     let share = whole / ranks;
-    let per_image = x.shape().num_elements() / whole.max(1);
-    let values = x.as_vec();
-    drop(x);
+    let per_image = values.len() / whole.max(1);
     let mut split = match lead.split.take() {
         Some(split) if split.world.len() == ranks => split,
         _ => Box::new(Split::new(lead, ranks)?),
@@ -168,6 +169,62 @@ pub(super) fn train_step(
         correct,
         count: whole,
     })
+}
+
+/// Over how many ranks an inference pass on `batch` images is split: at most the number of
+/// rayon threads (and [`MAX_RANKS`]) and one image each; 1 when splitting is turned off.
+/// Inference sums nothing over the batch, so any near-equal shares give the same bits.
+pub fn inference_ranks(batch: usize) -> usize {
+    if !enabled() {
+        return 1;
+    }
+    rayon::current_num_threads()
+        .clamp(1, MAX_RANKS)
+        .min(batch.max(1))
+}
+
+/// The logits of an inference pass over `count` images split over `ranks` ranks: rank `r`
+/// runs `pass` on the images `share(count, r, ranks)` with `lead`'s weights, and the logits
+/// (`count × classes` values) come back in image order.
+pub(super) fn infer(
+    lead: &mut Network,
+    count: usize,
+    ranks: usize,
+    pass: impl Fn(&mut Network, std::ops::Range<usize>) -> Vec<f32> + Sync,
+) -> Result<Vec<f32>, CpuError> {
+    let mut split = match lead.split.take() {
+        Some(split) if split.world.len() == ranks => split,
+        _ => Box::new(Split::new(lead, ranks)?),
+    };
+    for follower in &mut split.followers {
+        lead.mirror_into(follower);
+    }
+    let pass = &pass;
+    let logits: Vec<Vec<f32>> = std::thread::scope(|scope| {
+        let Split {
+            pools, followers, ..
+        } = &mut *split;
+        let handles: Vec<_> = followers
+            .iter_mut()
+            .zip(&pools[1..])
+            .enumerate()
+            .map(|(idx, (network, pool))| {
+                let images = share(count, idx + 1, ranks);
+                scope.spawn(move || pool.install(|| pass(network, images)))
+            })
+            .collect();
+        let mine = pools[0].install(|| pass(lead, share(count, 0, ranks)));
+        std::iter::once(mine)
+            .chain(handles.into_iter().map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            }))
+            .collect()
+    });
+    split.followers.iter_mut().for_each(Network::release);
+    lead.split = Some(split);
+    Ok(logits.concat())
 }
 
 /// One rank's forward and backward pass on its share (`images` of the images starting at

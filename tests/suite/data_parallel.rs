@@ -454,3 +454,51 @@ fn a_step_split_over_the_cores_is_the_whole_batch_step_bit_for_bit() {
         }
     }
 }
+
+/// Probabilities and the evaluation loss of a batch of `batch` images after two training
+/// steps, inside a rayon pool of `threads` threads: inference splits the batch over up to
+/// `threads` ranks, in near-equal shares.
+fn inference_on_threads(model: &Model, batch: usize, threads: usize) -> (Vec<u32>, u64, usize) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool");
+    pool.install(|| {
+        let (images, labels) = images(batch, model.input.len(), model.classes);
+        let mut network = Network::new(model, 7);
+        let mut optimizer = strata::backend::optimizer::Optimizer::new(&model.train);
+        // Trained on one thread, so that every pool starts from the same weights.
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("pool");
+        for _ in 0..2 {
+            one.install(|| network.train_step(images.clone(), &labels, &mut optimizer))
+                .expect("step");
+        }
+        let probabilities = network
+            .predict_values(&images, batch)
+            .concat()
+            .iter()
+            .map(|p| p.to_bits())
+            .collect();
+        let stats = network.evaluate(images, &labels);
+        (probabilities, stats.loss.to_bits(), stats.correct)
+    })
+}
+
+#[test]
+fn inference_split_over_the_cores_gives_the_whole_batch_bits() {
+    // A hidden dense layer after a convolution: its product once rounded by the batch size.
+    let hidden = "conv3(16, pad=same) -> bn relu -> pool2 -> conv3(32, pad=same) -> bn relu -> pool2 -> dense64 relu -> dense10 softmax";
+    for text in EXACT_MODELS.iter().copied().chain([hidden]) {
+        let spec = format!("input: 16x16x3\nmodel: {text}\n");
+        let model = compile(&spec, "spec").model.expect("model");
+        // 7 images: shares of 4 + 3, 3 + 2 + 2, and 2 + 2 + 2 + 1.
+        let whole = inference_on_threads(&model, 7, 1);
+        for threads in [2, 3, 4] {
+            let split = inference_on_threads(&model, 7, threads);
+            assert_eq!(whole, split, "{text}: {threads} threads");
+        }
+    }
+}

@@ -2,7 +2,7 @@
 
 use crate::backend::ops::buffers;
 use crate::backend::ops::lanes::{self, LaneKernel, Lanes};
-use crate::backend::ops::matmul::{gemm, gemm_by_rows, View};
+use crate::backend::ops::matmul::{gemm_by_rows, View};
 use crate::backend::ops::profile;
 use crate::backend::ops::reduce::{batch_tree, fold_in_order, tree_program, TreeStep};
 use crate::backend::ops::tape;
@@ -46,19 +46,14 @@ pub fn dense<T: Tape<f32, Cpu>>(x: Flat<T>, params: &DenseParams) -> Flat<T> {
     }
     let (dims, accumulate) = ((batch, units, inputs), params.bias.is_some());
     let x_view = View::rows(&input, inputs);
-    if T::OWNS_TAPE {
-        // Training: the weights transposed into rows, so that each image's row keeps its bits
-        // whatever the batch size (see `gemm_by_rows`) and a data-parallel rank computes what
-        // one process does for its images.
-        let w_t = transpose(&weight, units, inputs);
-        let w_view = View::rows(&w_t, units);
-        gemm_by_rows(&mut out, dims, x_view, w_view, accumulate, threads);
-        buffers::give(w_t);
-    } else {
-        // Inference: no copy of the weights (validation and prediction need no such bits).
-        let w_view = View::transposed(&weight, inputs);
-        gemm(&mut out, dims, x_view, w_view, accumulate, threads);
-    }
+    // The weights transposed into rows, so that each image's row keeps its bits whatever the
+    // batch size (see `gemm_by_rows`): a data-parallel rank, or a core given a share of the
+    // batch (`backend::split`), computes what one pass over the whole batch does for its
+    // images, in training and in inference.
+    let w_t = transpose(&weight, units, inputs);
+    let w_view = View::rows(&w_t, units);
+    gemm_by_rows(&mut out, dims, x_view, w_view, accumulate, threads);
+    buffers::give(w_t);
     let out = device.tensor_from_vec(out, (batch, units));
     if !T::OWNS_TAPE {
         buffers::give(input);
