@@ -120,6 +120,10 @@ pub struct PassConfig {
     pub bn_sync: Option<&'static dyn Collective>,
     /// What a training pass's dropout masks are drawn from.
     pub dropout: DropoutKey,
+    /// Compute each image's dense products with the same bits whatever the batch size, as
+    /// training always does: for an inference pass that may be split over the cores
+    /// (`backend::split`), so that a share of the batch gives what the whole batch gives.
+    pub row_stable: bool,
 }
 
 /// The model input of a pass: a tensor, or the caller's values, kept as they are until a layer
@@ -803,7 +807,9 @@ fn layer_forward<T: Tape<f32, Cpu>>(
             _,
         ) => Act::Flat(global_max_pool(x)),
         (Op::Flatten, Act::Image(x), _) => Act::Flat(flatten(x)),
-        (Op::Dense { .. }, Act::Flat(x), LayerParams::Dense(params)) => Act::Flat(dense(x, params)),
+        (Op::Dense { .. }, Act::Flat(x), LayerParams::Dense(params)) => {
+            Act::Flat(dense(x, params, cfg.row_stable))
+        }
         (Op::Dropout { rate }, act, _) if cfg.training && rate > 0.0 => match act {
             Act::Image(x) => Act::Image(dropout(x, rate as f32, cfg.dropout, layer.index)),
             Act::Flat(x) => Act::Flat(dropout(x, rate as f32, cfg.dropout, layer.index)),

@@ -189,7 +189,7 @@ impl Network {
     /// ([`split`]); `None`: one pass over the whole batch. A rank of a data-parallel run
     /// (`bn_sync` set) does not split its share further.
     fn split_ranks(&self, count: usize, len: usize) -> Option<usize> {
-        let ranks = split::ranks_for(count);
+        let ranks = split::ranks_for(&self.model, count);
         (ranks > 1 && self.bn_sync.is_none() && len > 0).then_some(ranks)
     }
 
@@ -250,13 +250,14 @@ impl Network {
     /// Loss and accuracy of a batch in inference mode (no update).
     pub fn evaluate(&mut self, images: Vec<f32>, labels: &[usize]) -> BatchStats {
         let count = labels.len();
-        let ranks = split::inference_ranks(count);
+        let ranks = split::inference_ranks(&self.model, count);
         if ranks > 1 {
             let per_image = images.len() / count;
             let pass = |network: &mut Network, range: std::ops::Range<usize>| {
                 let share = images[range.start * per_image..range.end * per_image].to_vec();
                 let x = network.input_tensor(share, range.len());
-                network.forward(x, false).as_vec()
+                // Rounded as the whole batch's pass is (it is worth splitting).
+                network.pass(x, false, true).as_vec()
             };
             if let Ok(values) = split::infer(self, count, ranks, pass) {
                 let columns = values.len() / count;
@@ -306,8 +307,9 @@ impl Network {
             activation_to_loss: true,
             bn_sync: None,
             dropout: DropoutKey::default(),
+            row_stable: split::worth_splitting(&self.model, count),
         };
-        let ranks = split::inference_ranks(count);
+        let ranks = split::inference_ranks(&self.model, count);
         if ranks > 1 {
             let per_image = h * w * c;
             let values = &*images;
@@ -398,6 +400,18 @@ impl Network {
 
     /// Logits of a batch: every layer, the final softmax (or sigmoid) left to the loss.
     pub fn forward<T: Tape<f32, Cpu>>(&mut self, x: Image<T>, training: bool) -> Flat<T> {
+        let row_stable = training || split::worth_splitting(&self.model, x.shape().0);
+        self.pass(x, training, row_stable)
+    }
+
+    /// [`Network::forward`], rounding dense products per image with `row_stable` (a share of
+    /// a split inference pass rounds as the whole batch's pass does).
+    fn pass<T: Tape<f32, Cpu>>(
+        &mut self,
+        x: Image<T>,
+        training: bool,
+        row_stable: bool,
+    ) -> Flat<T> {
         let dropout = if training {
             self.dropout_passes += 1;
             DropoutKey {
@@ -413,6 +427,7 @@ impl Network {
             activation_to_loss: true,
             bn_sync: if training { self.bn_sync } else { None },
             dropout,
+            row_stable,
         };
         forward::run(&self.model.layers, &mut self.params, x, cfg, &mut |_, _| {})
     }
@@ -428,6 +443,7 @@ impl Network {
             activation_to_loss: true,
             bn_sync: None,
             dropout: DropoutKey::default(),
+            row_stable: false,
         };
         forward::run(
             &self.model.layers,

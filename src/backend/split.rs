@@ -25,6 +25,7 @@ use super::network::{BatchStats, Network};
 use super::optimizer::Optimizer;
 use crate::distributed::share;
 use crate::distributed::threads::ThreadRank;
+use crate::ir::Model;
 use dfdx::prelude::*;
 use std::sync::OnceLock;
 
@@ -47,11 +48,26 @@ pub(super) struct Split {
     followers: Vec<Network>,
 }
 
-/// Over how many ranks a training step on `batch` images is split: the largest power of two
-/// that is at most the number of rayon threads (and [`MAX_RANKS`]) and divides the batch;
-/// 1 (no split) when splitting is turned off.
-pub fn ranks_for(batch: usize) -> usize {
-    if !enabled() {
+/// The fewest layer output values a pass must compute (its batch times the values of every
+/// layer's output for one image) to be split: below it, a pass is a few hundred microseconds
+/// and the threads' start and meeting cost more than the cores save. 2^17 values: a batch of
+/// 32 `mnist_mlp` images (394 values an image) is not split, one of 2 `fashion_resnet` images
+/// (about 200,000) is.
+pub const MIN_SPLIT_VALUES: usize = 1 << 17;
+
+/// Whether a pass of `model` over `batch` images is large enough to split over the cores
+/// (whatever the number of cores: it also decides how an inference pass rounds, see
+/// `PassConfig::row_stable`).
+pub fn worth_splitting(model: &Model, batch: usize) -> bool {
+    let per_image: usize = model.layers.iter().map(|layer| layer.output.len()).sum();
+    batch >= 2 && batch.saturating_mul(per_image) >= MIN_SPLIT_VALUES
+}
+
+/// Over how many ranks a training step of `model` on `batch` images is split: the largest
+/// power of two that is at most the number of rayon threads (and [`MAX_RANKS`]) and divides
+/// the batch; 1 (no split) when splitting is turned off or the step is small.
+pub fn ranks_for(model: &Model, batch: usize) -> usize {
+    if !enabled() || !worth_splitting(model, batch) {
         return 1;
     }
     let threads = rayon::current_num_threads().clamp(1, MAX_RANKS);
@@ -171,11 +187,12 @@ pub(super) fn train_step(
     })
 }
 
-/// Over how many ranks an inference pass on `batch` images is split: at most the number of
-/// rayon threads (and [`MAX_RANKS`]) and one image each; 1 when splitting is turned off.
-/// Inference sums nothing over the batch, so any near-equal shares give the same bits.
-pub fn inference_ranks(batch: usize) -> usize {
-    if !enabled() {
+/// Over how many ranks an inference pass of `model` on `batch` images is split: at most the
+/// number of rayon threads (and [`MAX_RANKS`]) and one image each; 1 when splitting is turned
+/// off or the pass is small. Inference sums nothing over the batch, so any near-equal shares
+/// give the same bits (with `PassConfig::row_stable`).
+pub fn inference_ranks(model: &Model, batch: usize) -> usize {
+    if !enabled() || !worth_splitting(model, batch) {
         return 1;
     }
     rayon::current_num_threads()

@@ -104,6 +104,7 @@ fn inference_folds_each_batch_norm_into_the_conv_before_it_and_the_add_after_it(
             activation_to_loss: true,
             bn_sync: None,
             dropout: Default::default(),
+            row_stable: false,
         };
         // Without a tape the pass folds the batch norms into the convolutions; with fusion off
         // every layer runs as its own op (with a tape and fusion on, a conv and its batch norm

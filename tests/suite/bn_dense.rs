@@ -68,7 +68,7 @@ fn run(
         batch_norm_dense(x, &mut bn, &cfg(training), &dense_params)
     } else {
         let normalised = batch_norm(x, &mut bn, &cfg(training));
-        dense(flatten_pixels(normalised), &dense_params)
+        dense(flatten_pixels(normalised), &dense_params, false)
     };
     let weights: Vec<f32> = (0..out.shape().0 * units)
         .map(|i| ((i * 7) % 5) as f32 - 1.7)
@@ -176,6 +176,7 @@ fn numeric_input_gradient(
     let out = dense(
         flatten_pixels(batch_norm(x.leaky_trace(), &mut bn, &with_grad)),
         &params,
+        false,
     );
     let weights: Vec<f32> = (0..shape.0 * units).map(|i| i as f32 * 0.3 - 0.5).collect();
     let (_, grads) = weighted_sum(out, &weights);

@@ -19,6 +19,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use strata::backend::data_parallel::share_part;
 use strata::backend::network::Network;
+use strata::backend::split::{inference_ranks, ranks_for};
 use strata::compile::compile;
 use strata::distributed::threads::ThreadRank;
 use strata::distributed::{Collective, SINGLE};
@@ -389,6 +390,15 @@ fn the_bundled_specs_split_over_two_ranks_bit_for_bit() {
     assert!(checked >= 10, "{checked} specs");
 }
 
+/// `f` inside a rayon pool of `threads` threads.
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool")
+        .install(f)
+}
+
 /// `steps` training steps of a new network (seed 7) on one batch of `batch` images, inside a
 /// rayon pool of `threads` threads: a step splits the batch over the largest power of two
 /// ranks (at most `threads`) that divides it. The weights (with the moving statistics) and
@@ -436,17 +446,24 @@ fn a_step_split_over_the_cores_is_the_whole_batch_step_bit_for_bit() {
     let dropout = "conv3(8, pad=same) -> bn relu -> dropout(0.5) -> conv3(8) -> bn relu -> gap -> dropout(0.3) -> dense10 softmax";
     for text in EXACT_MODELS.iter().copied().chain([dropout]) {
         let spec = format!(
-            "input: 16x16x3\nmodel: {text}\ntrain:\n  optimizer: adamw\n  weight_decay: 0.01\n"
+            "input: 64x64x3\nmodel: {text}\ntrain:\n  optimizer: adamw\n  weight_decay: 0.01\n"
         );
         let model = compile(&spec, "spec").model.expect("model");
         // One thread: no split. Then 2 ranks of 4 images, 4 ranks of 2 and 8 ranks of 1.
         let whole = steps_on_threads(&model, 8, 3, 1);
         for threads in [2, 4, 8] {
+            // 64x64 images: every model's step on 8 of them is large enough to split.
+            assert_eq!(
+                on_threads(threads, || ranks_for(&model, 8)),
+                threads,
+                "{text}"
+            );
             let split = steps_on_threads(&model, 8, 3, threads);
             assert_eq!(whole.1, split.1, "{text}: losses on {threads} threads");
             assert_eq!(whole.0, split.0, "{text}: weights on {threads} threads");
         }
-        // A batch of 6 on 4 threads is split over 2 ranks; one of 3 is not split.
+        // A batch of 6 on 4 threads is split over 2 ranks (if large enough); one of 3 is not.
+        assert_eq!(on_threads(4, || ranks_for(&model, 3)), 1, "{text}");
         for batch in [6, 3] {
             let whole = steps_on_threads(&model, batch, 2, 1);
             let split = steps_on_threads(&model, batch, 2, 4);
@@ -492,11 +509,13 @@ fn inference_split_over_the_cores_gives_the_whole_batch_bits() {
     // A hidden dense layer after a convolution: its product once rounded by the batch size.
     let hidden = "conv3(16, pad=same) -> bn relu -> pool2 -> conv3(32, pad=same) -> bn relu -> pool2 -> dense64 relu -> dense10 softmax";
     for text in EXACT_MODELS.iter().copied().chain([hidden]) {
-        let spec = format!("input: 16x16x3\nmodel: {text}\n");
+        let spec = format!("input: 64x64x3\nmodel: {text}\n");
         let model = compile(&spec, "spec").model.expect("model");
         // 7 images: shares of 4 + 3, 3 + 2 + 2, and 2 + 2 + 2 + 1.
         let whole = inference_on_threads(&model, 7, 1);
         for threads in [2, 3, 4] {
+            let ranks = on_threads(threads, || inference_ranks(&model, 7));
+            assert_eq!(ranks, threads, "{text}");
             let split = inference_on_threads(&model, 7, threads);
             assert_eq!(whole, split, "{text}: {threads} threads");
         }

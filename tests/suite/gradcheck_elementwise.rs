@@ -97,7 +97,7 @@ fn dense_gradient() {
             weight: dev.tensor_from_vec(v[1].clone(), (units, inputs)),
             bias: Some(dev.tensor_from_vec(v[2].clone(), (units,))),
         };
-        let (loss, grads) = weighted_sum(dense(x.leaky_trace(), &params), &loss_weights);
+        let (loss, grads) = weighted_sum(dense(x.leaky_trace(), &params, false), &loss_weights);
         let bias = params.bias.as_ref().expect("has bias");
         (
             loss,

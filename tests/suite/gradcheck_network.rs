@@ -65,7 +65,7 @@ fn small_network_gradients() {
         let hidden = batch_norm(x.leaky_trace(), &mut bn, &BatchNormConfig::default());
         let hidden = relu(conv2d(hidden, &conv, &conv_cfg));
         let hidden = flatten(max_pool2d(hidden, &pool_cfg));
-        let logits = dense(hidden, &fc);
+        let logits = dense(hidden, &fc, false);
         let loss = cross_entropy_with_logits_loss(
             logits,
             dev.tensor_from_vec(targets.clone(), (n, classes)),
