@@ -55,13 +55,18 @@ impl Network {
         crate::backend::ops::denormals::flush_everywhere();
         let device = Cpu::seed_from_u64(seed ^ 0x5EED_D20F);
         let params = params::initialise(model, &device, seed);
+        Network::assemble(model.clone(), params, device, seed ^ 0x5EED_D20F)
+    }
+
+    /// A network of `model` with `params`, nothing else set yet.
+    fn assemble(model: Model, params: Vec<LayerParams>, device: Cpu, dropout_seed: u64) -> Network {
         Network {
-            model: model.clone(),
+            model,
             params,
             device,
             class_weights: Vec::new(),
             bn_sync: None,
-            dropout_seed: seed ^ 0x5EED_D20F,
+            dropout_seed,
             dropout_passes: 0,
             first_image: 0,
             split: None,
@@ -77,17 +82,7 @@ impl Network {
         crate::backend::ops::denormals::flush_everywhere();
         let device = Cpu::seed_from_u64(0);
         let params = params::from_tensors(model, &device, &checkpoint.tensors);
-        Ok(Network {
-            model: model.clone(),
-            params,
-            device,
-            class_weights: Vec::new(),
-            bn_sync: None,
-            dropout_seed: 0,
-            dropout_passes: 0,
-            first_image: 0,
-            split: None,
-        })
+        Ok(Network::assemble(model.clone(), params, device, 0))
     }
 
     /// Re-seeds dropout's random numbers (the trainer does this per epoch, for exact resume):
@@ -115,17 +110,7 @@ impl Network {
     /// A network for another rank of a split step ([`split`]): this model, no weights until
     /// [`Network::mirror_into`] lends it this network's.
     pub(super) fn follower(&self) -> Network {
-        Network {
-            model: self.model.clone(),
-            params: Vec::new(),
-            device: Cpu::seed_from_u64(0),
-            class_weights: Vec::new(),
-            bn_sync: None,
-            dropout_seed: 0,
-            dropout_passes: 0,
-            first_image: 0,
-            split: None,
-        }
+        Network::assemble(self.model.clone(), Vec::new(), Cpu::seed_from_u64(0), 0)
     }
 
     /// Makes `follower` compute as this network would: its weights (clones sharing their

@@ -119,49 +119,12 @@ pub(super) fn train_step(
     let whole = labels.len();
     let share = whole / ranks;
     let per_image = values.len() / whole.max(1);
-    let mut split = match lead.split.take() {
-        Some(split) if split.world.len() == ranks => split,
-        _ => Box::new(Split::new(lead, ranks)?),
-    };
-    for follower in &mut split.followers {
-        lead.mirror_into(follower);
-    }
     let first = lead.first_image;
-    let passes: Vec<Result<Pass, CpuError>> = std::thread::scope(|scope| {
-        let Split {
-            world,
-            pools,
-            followers,
-        } = &mut *split;
-        let mut inputs = values.chunks(share * per_image);
-        let mine = inputs.next().unwrap_or_default();
-        let handles: Vec<_> = followers
-            .iter_mut()
-            .zip(&pools[1..])
-            .zip(&world[1..])
-            .zip(inputs)
-            .enumerate()
-            .map(|(idx, (((network, pool), &rank), input))| {
-                let start = (idx + 1) * share;
-                let labels = &labels[start..start + share];
-                scope.spawn(move || {
-                    pool.install(|| rank_pass(network, rank, first + start, input, labels))
-                })
-            })
-            .collect();
-        let lead_pass =
-            pools[0].install(|| rank_pass(lead, world[0], first, mine, &labels[..share]));
-        std::iter::once(lead_pass)
-            .chain(handles.into_iter().map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            }))
-            .collect()
-    });
-    // The followers let go of the lead's weights before the update writes them in place.
-    split.followers.iter_mut().for_each(Network::release);
-    lead.split = Some(split);
+    let passes = on_ranks(lead, ranks, |network, rank, world| {
+        let images = rank * share..(rank + 1) * share;
+        let input = &values[images.start * per_image..images.end * per_image];
+        rank_pass(network, world, first + images.start, input, &labels[images])
+    })?;
     lead.set_first_image(first);
     let passes = passes
         .into_iter()
@@ -209,6 +172,20 @@ pub(super) fn infer(
     ranks: usize,
     pass: impl Fn(&mut Network, std::ops::Range<usize>) -> Vec<f32> + Sync,
 ) -> Result<Vec<f32>, CpuError> {
+    let logits = on_ranks(lead, ranks, |network, rank, _| {
+        pass(network, share(count, rank, ranks))
+    })?;
+    Ok(logits.concat())
+}
+
+/// `work(network, rank, world)` on every rank of a split over `ranks` at once, each on its own
+/// pool, rank 0 with `lead` and the others with networks lent `lead`'s weights for the call;
+/// the results by rank. Fails only when the ranks' threads cannot be started.
+fn on_ranks<R: Send>(
+    lead: &mut Network,
+    ranks: usize,
+    work: impl Fn(&mut Network, usize, &'static ThreadRank) -> R + Sync,
+) -> Result<Vec<R>, CpuError> {
     let mut split = match lead.split.take() {
         Some(split) if split.world.len() == ranks => split,
         _ => Box::new(Split::new(lead, ranks)?),
@@ -216,21 +193,23 @@ pub(super) fn infer(
     for follower in &mut split.followers {
         lead.mirror_into(follower);
     }
-    let pass = &pass;
-    let logits: Vec<Vec<f32>> = std::thread::scope(|scope| {
+    let work = &work;
+    let results = std::thread::scope(|scope| {
         let Split {
-            pools, followers, ..
+            world,
+            pools,
+            followers,
         } = &mut *split;
         let handles: Vec<_> = followers
             .iter_mut()
             .zip(&pools[1..])
+            .zip(&world[1..])
             .enumerate()
-            .map(|(idx, (network, pool))| {
-                let images = share(count, idx + 1, ranks);
-                scope.spawn(move || pool.install(|| pass(network, images)))
+            .map(|(idx, ((network, pool), &rank))| {
+                scope.spawn(move || pool.install(|| work(network, idx + 1, rank)))
             })
             .collect();
-        let mine = pools[0].install(|| pass(lead, share(count, 0, ranks)));
+        let mine = pools[0].install(|| work(lead, 0, world[0]));
         std::iter::once(mine)
             .chain(handles.into_iter().map(|handle| {
                 handle
@@ -239,9 +218,10 @@ pub(super) fn infer(
             }))
             .collect()
     });
+    // The followers let go of the lead's weights, before an update writes them in place.
     split.followers.iter_mut().for_each(Network::release);
     lead.split = Some(split);
-    Ok(logits.concat())
+    Ok(results)
 }
 
 /// One rank's forward and backward pass on its share (`images` of the images starting at

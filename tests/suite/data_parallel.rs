@@ -413,11 +413,7 @@ fn steps_on_threads(
     Vec<(u64, usize, usize)>,
 ) {
     use strata::backend::optimizer::Optimizer;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("pool");
-    pool.install(|| {
+    on_threads(threads, || {
         let (images, labels) = images(batch, model.input.len(), model.classes);
         let mut network = Network::new(model, 7);
         network.set_class_weights(
@@ -476,23 +472,17 @@ fn a_step_split_over_the_cores_is_the_whole_batch_step_bit_for_bit() {
 /// steps, inside a rayon pool of `threads` threads: inference splits the batch over up to
 /// `threads` ranks, in near-equal shares.
 fn inference_on_threads(model: &Model, batch: usize, threads: usize) -> (Vec<u32>, u64, usize) {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("pool");
-    pool.install(|| {
-        let (images, labels) = images(batch, model.input.len(), model.classes);
-        let mut network = Network::new(model, 7);
-        let mut optimizer = strata::backend::optimizer::Optimizer::new(&model.train);
-        // Trained on one thread, so that every pool starts from the same weights.
-        let one = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .expect("pool");
-        for _ in 0..2 {
-            one.install(|| network.train_step(images.clone(), &labels, &mut optimizer))
-                .expect("step");
-        }
+    let (images, labels) = images(batch, model.input.len(), model.classes);
+    let mut network = Network::new(model, 7);
+    let mut optimizer = strata::backend::optimizer::Optimizer::new(&model.train);
+    // Trained on one thread, so that every pool starts from the same weights.
+    for _ in 0..2 {
+        on_threads(1, || {
+            network.train_step(images.clone(), &labels, &mut optimizer)
+        })
+        .expect("step");
+    }
+    on_threads(threads, || {
         let probabilities = network
             .predict_values(&images, batch)
             .concat()
