@@ -34,7 +34,8 @@ pub struct Network {
     dropout_passes: u64,
     /// The place in the whole batch of the next training pass's first image.
     pub(super) first_image: usize,
-    /// The ranks a training step splits its batch over, made at the first split step.
+    /// The ranks a training step or an inference pass splits its batch over ([`split`]),
+    /// made at the first split.
     pub(super) split: Option<Box<super::split::Split>>,
 }
 

@@ -125,8 +125,10 @@ impl ThreadRank {
         mut to: impl FnMut(usize, T),
     ) {
         self.exchange(mine, |slots| {
+            let mut values = Vec::with_capacity(slots.len());
             for idx in 0..len {
-                let values: Vec<T> = slots.iter().map(|slot| from(slot[idx])).collect();
+                values.clear();
+                values.extend(slots.iter().map(|slot| from(slot[idx])));
                 to(idx, tree(&values));
             }
         });
