@@ -245,9 +245,7 @@ impl Network {
                 // Rounded as the whole batch's pass is (it is worth splitting).
                 network.pass(x, false, true).as_vec()
             };
-            if let Ok(values) = split::infer(self, count, ranks, pass) {
-                let columns = values.len() / count;
-                let logits = self.logits_tensor(values, (count, columns));
+            if let Ok(logits) = split::infer(self, count, ranks, pass) {
                 let (loss, right) = self.loss(logits, labels, false);
                 return BatchStats {
                     loss: f64::from(loss.array()),
@@ -318,8 +316,7 @@ impl Network {
                 .as_vec()
             };
             if let Ok(logits) = split::infer(self, count, ranks, pass) {
-                let columns = logits.len() / count;
-                return self.probabilities(self.logits_tensor(logits, (count, columns)));
+                return self.probabilities(logits);
             }
         }
         on_pool(true, || {

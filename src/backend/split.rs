@@ -22,6 +22,8 @@
 
 use super::data_parallel::{share_part, Pass};
 use super::network::{BatchStats, Network};
+use super::ops::reduce::tree_sum;
+use super::ops::Flat;
 use super::optimizer::Optimizer;
 use crate::distributed::share;
 use crate::distributed::threads::ThreadRank;
@@ -138,7 +140,15 @@ pub(super) fn train_step(
         flat.iter_mut().for_each(|g| *g *= part);
         gradients.push(flat);
     }
-    let gradient = add_in_tree(gradients);
+    // The ranks' gradients added in the batch's sum tree, as one pass adds its halves.
+    let gradient = tree_sum(
+        &gradients,
+        Vec::new(),
+        &|mut sum: Vec<f32>, other: Vec<f32>| {
+            sum.iter_mut().zip(&other).for_each(|(a, b)| *a += b);
+            sum
+        },
+    );
     let classes = logits.len() / whole.max(1);
     let logits = lead.logits_tensor(logits, (whole, classes));
     let (loss, correct) = lead.loss(logits, labels, true);
@@ -165,17 +175,19 @@ pub fn inference_ranks(model: &Model, batch: usize) -> usize {
 
 /// The logits of an inference pass over `count` images split over `ranks` ranks: rank `r`
 /// runs `pass` on the images `share(count, r, ranks)` with `lead`'s weights, and the logits
-/// (`count × classes` values) come back in image order.
+/// come back as one `count × classes` tensor, in image order.
 pub(super) fn infer(
     lead: &mut Network,
     count: usize,
     ranks: usize,
     pass: impl Fn(&mut Network, std::ops::Range<usize>) -> Vec<f32> + Sync,
-) -> Result<Vec<f32>, CpuError> {
+) -> Result<Flat<NoneTape>, CpuError> {
     let logits = on_ranks(lead, ranks, |network, rank, _| {
         pass(network, share(count, rank, ranks))
-    })?;
-    Ok(logits.concat())
+    })?
+    .concat();
+    let classes = logits.len() / count.max(1);
+    Ok(lead.logits_tensor(logits, (count, classes)))
 }
 
 /// `work(network, rank, world)` on every rank of a split over `ranks` at once, each on its own
@@ -247,31 +259,4 @@ fn rank_pass(
     let pass = network.pass_gradients(x, labels);
     network.set_batch_norm_sync(None);
     pass
-}
-
-/// The element-wise sum of equally long `vectors` (at least one) in the fixed tree: the first
-/// `⌈n/2⌉`, then the rest, as [`ThreadRank`] and MPI's two ranks add.
-fn add_in_tree(mut vectors: Vec<Vec<f32>>) -> Vec<f32> {
-    if vectors.len() <= 1 {
-        return vectors.pop().unwrap_or_default();
-    }
-    let right = vectors.split_off(vectors.len().div_ceil(2));
-    let mut left = add_in_tree(vectors);
-    let right = add_in_tree(right);
-    left.iter_mut().zip(&right).for_each(|(a, b)| *a += b);
-    left
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn vectors_add_in_the_tree() {
-        let sum = add_in_tree(vec![vec![1e8f32], vec![1.0], vec![-1e8], vec![1.0]]);
-        assert_eq!(sum, [0.0]);
-        let sum = add_in_tree(vec![vec![1.0f32, 2.0], vec![3.0, 4.0]]);
-        assert_eq!(sum, [4.0, 6.0]);
-        assert_eq!(add_in_tree(vec![vec![5.0f32]]), [5.0]);
-    }
 }
