@@ -91,21 +91,30 @@ fn enabled() -> bool {
 
 impl Split {
     fn new(lead: &Network, ranks: usize) -> Result<Split, CpuError> {
-        let pools = (0..ranks)
-            .map(|rank| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(1)
-                    .thread_name(move |_| format!("strata-rank-{rank}"))
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| CpuError::OutOfMemory)?;
         Ok(Split {
             world: ThreadRank::world(ranks),
-            pools,
+            pools: rank_pools(ranks)?,
             followers: (1..ranks).map(|_| lead.follower()).collect(),
         })
     }
+}
+
+/// One single-thread pool per rank.
+fn rank_pools(ranks: usize) -> Result<Vec<rayon::ThreadPool>, CpuError> {
+    (0..ranks)
+        .map(|rank| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .thread_name(move |_| format!("strata-rank-{rank}"))
+                // Subnormals flushed, as on rayon's threads (see `denormals`): a thread starts
+                // from its creator's settings, and a step called from a thread that keeps
+                // subnormals (one started before the network was made) would otherwise run
+                // them in microcode and round them unlike the unsplit step.
+                .start_handler(|_| crate::backend::ops::denormals::flush_on_this_thread())
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| CpuError::OutOfMemory)
 }
 
 /// One training step of `lead` on the batch `values` (labels `labels`) split over `ranks` ranks
@@ -259,4 +268,39 @@ fn rank_pass(
     let pass = network.pass_gradients(x, labels);
     network.set_batch_norm_sync(None);
     pass
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// Turns flush-to-zero and denormals-are-zero off on this thread.
+    fn keep_subnormals_on_this_thread() {
+        let mut csr: u32 = 0;
+        // SAFETY: `stmxcsr` stores MXCSR to the given address and `ldmxcsr` loads it back;
+        // clearing FTZ (bit 15) and DAZ (bit 6) only changes how subnormals are rounded.
+        unsafe {
+            std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack));
+            csr &= !((1 << 15) | (1 << 6));
+            std::arch::asm!("ldmxcsr [{}]", in(reg) &csr, options(nostack, readonly));
+        }
+    }
+
+    /// Every rank computes with subnormals flushed to zero, as one pass does on rayon's
+    /// threads, even when its pool is made from a thread that keeps them (a library user's
+    /// thread started before the network was made): a rank that kept them would round a
+    /// step's smallest values unlike the unsplit step.
+    #[test]
+    fn every_rank_flushes_subnormals() {
+        std::thread::spawn(|| {
+            keep_subnormals_on_this_thread();
+            let tiny = || std::hint::black_box(f32::MIN_POSITIVE) / 4.0;
+            assert!(tiny() != 0.0, "this thread keeps subnormals");
+            let pools = rank_pools(4).expect("pools");
+            let flushed: Vec<bool> = pools.iter().map(|p| p.install(|| tiny() == 0.0)).collect();
+            assert_eq!(flushed, vec![true; 4]);
+        })
+        .join()
+        .expect("the test thread");
+    }
 }
