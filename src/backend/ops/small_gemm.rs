@@ -100,9 +100,25 @@ pub fn small_gemm<R: Offsets, C: Offsets>(
     c: &mut [f32],
     accumulate: bool,
 ) {
+    small_gemm_into_rows(m, n_pad, k, a, b, (c, n_pad), accumulate);
+}
+
+/// [`small_gemm`] with `c`'s rows `ldc` values apart (at least `n_pad`): row `r` of the
+/// product is `c[r * ldc..][..n_pad]`, and the values between rows are left as they are.
+pub fn small_gemm_into_rows<R: Offsets, C: Offsets>(
+    m: usize,
+    n_pad: usize,
+    k: usize,
+    a: Lhs<'_, R, C>,
+    b: &[f32],
+    (c, ldc): (&mut [f32], usize),
+    accumulate: bool,
+) {
     assert_eq!(n_pad % LANES, 0, "columns must be padded to whole vectors");
+    assert!(ldc >= n_pad, "rows of the product overlap");
+    let c_len = if m == 0 { 0 } else { (m - 1) * ldc + n_pad };
     assert!(
-        b.len() >= k * n_pad && c.len() >= m * n_pad,
+        b.len() >= k * n_pad && c.len() >= c_len,
         "operands too small"
     );
     if m > 0 && k > 0 {
@@ -120,17 +136,17 @@ pub fn small_gemm<R: Offsets, C: Offsets>(
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU supports AVX-512F (checked above), and every index the kernel
         // touches lies within the extents asserted above.
-        unsafe { avx512::gemm(m, n_pad, k, a, b, c, accumulate) };
+        unsafe { avx512::gemm(m, n_pad, k, a, b, (c, ldc), accumulate) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports AVX2 and FMA (checked above), and every index the kernel
         // touches lies within the extents asserted above.
-        unsafe { avx2::gemm(m, n_pad, k, a, b, c, accumulate) };
+        unsafe { avx2::gemm(m, n_pad, k, a, b, (c, ldc), accumulate) };
         return;
     }
-    portable(m, n_pad, k, a, b, c, accumulate);
+    portable(m, n_pad, k, a, b, (c, ldc), accumulate);
 }
 
 fn portable<R: Offsets, C: Offsets>(
@@ -139,11 +155,11 @@ fn portable<R: Offsets, C: Offsets>(
     k: usize,
     a: Lhs<'_, R, C>,
     b: &[f32],
-    c: &mut [f32],
+    (c, ldc): (&mut [f32], usize),
     accumulate: bool,
 ) {
     for r in 0..m {
-        let row = &mut c[r * n_pad..][..n_pad];
+        let row = &mut c[r * ldc..][..n_pad];
         if !accumulate {
             row.fill(0.0);
         }
@@ -172,7 +188,7 @@ mod avx2 {
         k: usize,
         a: Lhs<'_, R, C>,
         b: &[f32],
-        c: &mut [f32],
+        (c, ldc): (&mut [f32], usize),
         acc: bool,
     ) {
         let vectors = n_pad / LANES;
@@ -186,7 +202,7 @@ mod avx2 {
                 4 => 2,
                 left => left.min(3),
             };
-            let args = (m, v0, k, n_pad, a, b, &mut *c, acc);
+            let args = (m, v0, k, (n_pad, ldc), a, b, &mut *c, acc);
             match width {
                 3 => rows::<4, 3, _, _>(args),
                 2 => rows::<6, 2, _, _>(args),
@@ -200,7 +216,7 @@ mod avx2 {
         usize,
         usize,
         usize,
-        usize,
+        (usize, usize),
         Lhs<'a, RO, CO>,
         &'a [f32],
         &'c mut [f32],
@@ -235,7 +251,7 @@ mod avx2 {
         r0: usize,
         v0: usize,
         k: usize,
-        n_pad: usize,
+        (n_pad, ldc): (usize, usize),
         a: Lhs<'_, RO, CO>,
         b: &[f32],
         c: &mut [f32],
@@ -247,7 +263,7 @@ mod avx2 {
         if accumulate {
             for (r, row) in sums.iter_mut().enumerate() {
                 for (v, sum) in row.iter_mut().enumerate() {
-                    *sum = _mm256_loadu_ps(c_ptr.add((r0 + r) * n_pad + (v0 + v) * LANES));
+                    *sum = _mm256_loadu_ps(c_ptr.add((r0 + r) * ldc + (v0 + v) * LANES));
                 }
             }
         }
@@ -265,7 +281,7 @@ mod avx2 {
         }
         for (r, row) in sums.iter().enumerate() {
             for (v, sum) in row.iter().enumerate() {
-                _mm256_storeu_ps(c_ptr.add((r0 + r) * n_pad + (v0 + v) * LANES), *sum);
+                _mm256_storeu_ps(c_ptr.add((r0 + r) * ldc + (v0 + v) * LANES), *sum);
             }
         }
     }
@@ -288,7 +304,7 @@ mod avx512 {
         k: usize,
         a: Lhs<'_, RO, CO>,
         b: &[f32],
-        c: &mut [f32],
+        (c, ldc): (&mut [f32], usize),
         acc: bool,
     ) {
         let vectors = n_pad.div_ceil(WIDE);
@@ -296,7 +312,7 @@ mod avx512 {
         while v0 < vectors {
             // Up to 24 accumulators of the 32 registers: 6x4, 8x3, 12x2 or 12x1 vectors.
             let width = (vectors - v0).min(4);
-            let args = (m, v0, k, n_pad, a, b, c.as_mut_ptr(), acc);
+            let args = (m, v0, k, (n_pad, ldc), a, b, c.as_mut_ptr(), acc);
             match width {
                 4 => rows::<6, 4, _, _>(args),
                 3 => rows::<8, 3, _, _>(args),
@@ -311,7 +327,7 @@ mod avx512 {
         usize,
         usize,
         usize,
-        usize,
+        (usize, usize),
         Lhs<'a, RO, CO>,
         &'a [f32],
         *mut f32,
@@ -344,7 +360,7 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     unsafe fn tile<const R: usize, const V: usize, RO: Offsets, CO: Offsets>(
         r0: usize,
-        (_, v0, k, n_pad, a, b, c_ptr, accumulate): Args<'_, RO, CO>,
+        (_, v0, k, (n_pad, ldc), a, b, c_ptr, accumulate): Args<'_, RO, CO>,
     ) {
         let b_ptr = b.as_ptr();
         let rows: [*const f32; R] = std::array::from_fn(|r| a.row(r0 + r));
@@ -359,7 +375,7 @@ mod avx512 {
         if accumulate {
             for (r, row) in sums.iter_mut().enumerate() {
                 for (v, sum) in row.iter_mut().enumerate() {
-                    let at = c_ptr.add((r0 + r) * n_pad + (v0 + v) * WIDE);
+                    let at = c_ptr.add((r0 + r) * ldc + (v0 + v) * WIDE);
                     *sum = _mm512_maskz_loadu_ps(masks[v], at);
                 }
             }
@@ -378,7 +394,7 @@ mod avx512 {
         }
         for (r, row) in sums.iter().enumerate() {
             for (v, sum) in row.iter().enumerate() {
-                let at = c_ptr.add((r0 + r) * n_pad + (v0 + v) * WIDE);
+                let at = c_ptr.add((r0 + r) * ldc + (v0 + v) * WIDE);
                 _mm512_mask_storeu_ps(at, masks[v], *sum);
             }
         }
@@ -402,9 +418,36 @@ mod tests {
                     let mut fast = vec![2.0; (m + 1) * n_pad];
                     let mut slow = fast.clone();
                     small_gemm(m, n_pad, k, lhs, &b, &mut fast, accumulate);
-                    portable(m, n_pad, k, lhs, &b, &mut slow, accumulate);
+                    portable(m, n_pad, k, lhs, &b, (&mut slow, n_pad), accumulate);
                     assert_eq!(fast, slow, "m {m}, n_pad {n_pad}, accumulate {accumulate}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_apart_match_the_packed_product_and_leave_the_gaps() {
+        for (m, n_pad, ldc) in [(7, 24, 40), (13, 64, 64 * 36), (1, 8, 8), (25, 16, 17 * 8)] {
+            let k = 5;
+            let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
+            let b: Vec<f32> = (0..k * n_pad).map(|i| (i % 5) as f32 * 0.5).collect();
+            let lhs = Lhs::strided(&a, k, 1);
+            for accumulate in [true, false] {
+                let mut packed = vec![2.0; m * n_pad];
+                small_gemm(m, n_pad, k, lhs, &b, &mut packed, accumulate);
+                let mut apart = vec![2.0; (m - 1) * ldc + n_pad];
+                small_gemm_into_rows(m, n_pad, k, lhs, &b, (&mut apart, ldc), accumulate);
+                let mut slow = apart.clone();
+                slow.fill(2.0);
+                portable(m, n_pad, k, lhs, &b, (&mut slow, ldc), accumulate);
+                for (r, row) in packed.chunks(n_pad).enumerate() {
+                    assert_eq!(row, &apart[r * ldc..][..n_pad], "m {m}, row {r}");
+                }
+                assert_eq!(apart, slow, "m {m}, n_pad {n_pad}, ldc {ldc}");
+                let gaps = apart
+                    .chunks(ldc)
+                    .flat_map(|row| row.get(n_pad..).unwrap_or(&[]));
+                assert!(gaps.into_iter().all(|&v| v == 2.0), "gaps written");
             }
         }
     }
@@ -419,7 +462,7 @@ mod tests {
             let mut fast = vec![1.0; m * n_pad];
             let mut slow = vec![1.0; m * n_pad];
             small_gemm(m, n_pad, k, lhs, &b, &mut fast, true);
-            portable(m, n_pad, k, lhs, &b, &mut slow, true);
+            portable(m, n_pad, k, lhs, &b, (&mut slow, n_pad), true);
             assert_eq!(fast, slow);
         }
     }
@@ -444,7 +487,15 @@ mod tests {
         let mut fast = vec![1.0; m * n_pad];
         let mut slow = fast.clone();
         small_gemm(m, n_pad, k, gathered, &b, &mut fast, true);
-        portable(m, n_pad, k, Lhs::strided(&dense, k, 1), &b, &mut slow, true);
+        portable(
+            m,
+            n_pad,
+            k,
+            Lhs::strided(&dense, k, 1),
+            &b,
+            (&mut slow, n_pad),
+            true,
+        );
         assert_eq!(fast, slow);
     }
 

@@ -26,13 +26,14 @@
 //!
 //! Layouts (`c_s`, `f_s`: channels and filters padded to whole vectors; ξ: one of the `α²`
 //! positions of a transformed tile): `V` is `[tile][ξ][c_s]` (one tile's transform is one
-//! contiguous write), `M` and `dM` are `[ξ][tile][f_s]`, `dV` is `[ξ][tile][c_s]`, `U` and `dU`
-//! are `[ξ][c_in][f_s]` and `Uᵀ` is `[ξ][filters][c_s]`.
+//! contiguous write), `M` and `dM` are `[ξ][tile][f_s]`, `dV` is `[ξ][tile][c_s]`, `U` is
+//! `[ξ][c_in][f_s]`, `dU` is `[c_in][ξ][f_s]` (the filter gradient's transform reads one
+//! channel's `α²` rows together) and `Uᵀ` is `[ξ][filters][c_s]`.
 
 use crate::backend::ops::conv_kernels::{sized, ConvGeometry, Scratch};
 use crate::backend::ops::conv_pool_kernels::ConvPoolGeometry;
 use crate::backend::ops::reduce::add_gradients_in_order;
-use crate::backend::ops::small_gemm::{padded, small_gemm, Lhs};
+use crate::backend::ops::small_gemm::{padded, small_gemm, small_gemm_into_rows, Lhs};
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 use std::marker::PhantomData;
@@ -683,9 +684,10 @@ impl<V: Variant> WithSimd for BackwardImage<'_, V> {
             for xi in 0..V::XI {
                 let v_xi_t = Lhs::strided(&v[xi * t.c_s..], 1, V::XI * t.c_s);
                 let dm_xi = &dm[xi * dm_stride..][..n_tiles * t.f_s];
-                let du_xi = &mut du[xi * t.c_in * t.f_s..][..t.c_in * t.f_s];
-                // The first block overwrites `du` (see `backward_with`), the others add.
-                small_gemm(t.c_in, t.f_s, n_tiles, v_xi_t, dm_xi, du_xi, ty0 > 0);
+                // Row `c` of ξ's product goes to `dU[c][ξ]`. The first block overwrites `du`
+                // (see `backward_with`), the others add.
+                let du_xi = (&mut du[xi * t.f_s..], V::XI * t.f_s);
+                small_gemm_into_rows(t.c_in, t.f_s, n_tiles, v_xi_t, dm_xi, du_xi, ty0 > 0);
             }
             let Some(grad_image) = grad_image.as_deref_mut() else {
                 continue;

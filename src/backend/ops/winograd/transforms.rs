@@ -760,7 +760,8 @@ pub(super) fn transform_weight_transposed<V: Variant>(t: &Tiles, weight: &[f32])
     u_t
 }
 
-/// Writes `Gᵀ dU G`, the filter gradient, over the HWIO `grad_weight` (every value).
+/// Writes `Gᵀ dU G`, the filter gradient, over the HWIO `grad_weight` (every value); `du` is
+/// `[c_in][ξ][f_s]`.
 pub(super) fn write_weight_gradient<V: Variant>(t: &Tiles, du: &[f32], grad_weight: &mut [f32]) {
     Arch::new().dispatch(WriteWeightGradient::<V> {
         variant: PhantomData,
@@ -831,7 +832,7 @@ impl<V: Variant> WithSimd for WriteWeightGradient<'_, V> {
                 let mut d: Tile<S> = std::array::from_fn(|at| {
                     let (i, j) = (at / GRID, at % GRID);
                     if i < V::ALPHA && j < V::ALPHA {
-                        let at = ((V::ALPHA * i + j) * t.c_in + c) * t.f_s + lanes.start;
+                        let at = (c * V::XI + V::ALPHA * i + j) * t.f_s + lanes.start;
                         load(s, &du[at..][..lanes.width])
                     } else {
                         zero
