@@ -743,21 +743,31 @@ pub(super) fn transform_weight<V: Variant>(t: &Tiles, weight: &[f32]) -> Vec<f32
     u
 }
 
-/// `Uᵀ` as `[ξ][filters][c_s]` (padding channels 0).
+/// `Uᵀ` as `[ξ][filters][c_s]` (padding channels 0): the weight with its channels and filters
+/// swapped (`r² x filters x c_in`), transformed as [`transform_weight`] transforms a weight.
+/// Each value is the same transform of the same nine taps as in `U`, so the same bits. Swapping
+/// the weight moves `r² c_in filters` values; transposing `U` moved `α²/r²` times as many (4 for
+/// F(4x4, 3x3)), one at a time across its rows, on every backward pass.
 pub(super) fn transform_weight_transposed<V: Variant>(t: &Tiles, weight: &[f32]) -> Vec<f32> {
-    let u = transform_weight::<V>(t, weight);
-    let mut u_t = vec![0.0; V::XI * t.filters * t.c_s];
-    for (u_xi, u_t_xi) in u
-        .chunks_exact(t.c_in * t.f_s)
-        .zip(u_t.chunks_exact_mut(t.filters * t.c_s))
+    let mut swapped_weight = vec![0.0; weight.len()];
+    for (tap, swapped) in weight
+        .chunks_exact(t.c_in * t.filters)
+        .zip(swapped_weight.chunks_exact_mut(t.c_in * t.filters))
     {
-        for (f, row) in u_t_xi.chunks_exact_mut(t.c_s).enumerate() {
-            for (c, value) in row[..t.c_in].iter_mut().enumerate() {
-                *value = u_xi[c * t.f_s + f];
+        for (c, row) in tap.chunks_exact(t.filters).enumerate() {
+            for (f, &value) in row.iter().enumerate() {
+                swapped[f * t.c_in + c] = value;
             }
         }
     }
-    u_t
+    let swapped = Tiles {
+        c_in: t.filters,
+        filters: t.c_in,
+        c_s: t.f_s,
+        f_s: t.c_s,
+        ..*t
+    };
+    transform_weight::<V>(&swapped, &swapped_weight)
 }
 
 /// Writes `Gᵀ dU G`, the filter gradient, over the HWIO `grad_weight` (every value); `du` is
