@@ -11,6 +11,7 @@
 //! a fixed order.
 
 use crate::backend::ops::buffers;
+use crate::backend::ops::conv_pool_kernels::transpose_padded;
 use crate::backend::ops::depthwise::{self, DepthwiseConfig};
 use crate::backend::ops::depthwise_kernels::{
     self as dk, DepthwiseGeometry, DwScratch, FusedActivation, Plans, Source,
@@ -85,7 +86,7 @@ pub fn pointwise_from_checkpoint(
         filters * channels,
         "weights of the wrong size"
     );
-    transpose(checkpoint, filters, channels)
+    transpose_padded(checkpoint, filters, channels, filters)
 }
 
 /// Converts the op's `(c * m, filters)` pointwise matrix back into `[filters, c * m, 1, 1]`.
@@ -98,18 +99,7 @@ pub fn pointwise_to_checkpoint(matrix: &[f32], (filters, channels): (usize, usiz
         filters * channels,
         "weights of the wrong size"
     );
-    transpose(matrix, channels, filters)
-}
-
-/// The transpose of a row-major `rows x cols` matrix.
-fn transpose(matrix: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; matrix.len()];
-    for (r, row) in matrix.chunks_exact(cols.max(1)).enumerate().take(rows) {
-        for (c, &v) in row.iter().enumerate() {
-            out[c * rows + r] = v;
-        }
-    }
-    out
+    transpose_padded(matrix, channels, filters, channels)
 }
 
 /// A separable convolution's shapes: the depthwise geometry and the filters.

@@ -5,7 +5,7 @@
 //! `α x α` corner of a 6x6 grid of slots (slot `GRID i + j`).
 
 use super::{chunks, Tiles, GRID, SLOTS};
-use crate::backend::ops::conv_pool_kernels::NO_WINNER;
+use crate::backend::ops::conv_pool_kernels::{transpose_padded, NO_WINNER};
 use pulp::{Arch, Simd, WithSimd};
 use std::marker::PhantomData;
 
@@ -749,16 +749,9 @@ pub(super) fn transform_weight<V: Variant>(t: &Tiles, weight: &[f32]) -> Vec<f32
 /// the weight moves `r² c_in filters` values; transposing `U` moved `α²/r²` times as many (4 for
 /// F(4x4, 3x3)), one at a time across its rows, on every backward pass.
 pub(super) fn transform_weight_transposed<V: Variant>(t: &Tiles, weight: &[f32]) -> Vec<f32> {
-    let mut swapped_weight = vec![0.0; weight.len()];
-    for (tap, swapped) in weight
-        .chunks_exact(t.c_in * t.filters)
-        .zip(swapped_weight.chunks_exact_mut(t.c_in * t.filters))
-    {
-        for (c, row) in tap.chunks_exact(t.filters).enumerate() {
-            for (f, &value) in row.iter().enumerate() {
-                swapped[f * t.c_in + c] = value;
-            }
-        }
+    let mut swapped_weight = Vec::with_capacity(weight.len());
+    for tap in weight.chunks_exact(t.c_in * t.filters) {
+        swapped_weight.extend(transpose_padded(tap, t.c_in, t.filters, t.c_in));
     }
     let swapped = Tiles {
         c_in: t.filters,
