@@ -273,18 +273,7 @@ fn rank_pass(
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
-
-    /// Turns flush-to-zero and denormals-are-zero off on this thread.
-    fn keep_subnormals_on_this_thread() {
-        let mut csr: u32 = 0;
-        // SAFETY: `stmxcsr` stores MXCSR to the given address and `ldmxcsr` loads it back;
-        // clearing FTZ (bit 15) and DAZ (bit 6) only changes how subnormals are rounded.
-        unsafe {
-            std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack));
-            csr &= !((1 << 15) | (1 << 6));
-            std::arch::asm!("ldmxcsr [{}]", in(reg) &csr, options(nostack, readonly));
-        }
-    }
+    use crate::backend::ops::denormals;
 
     /// Every rank computes with subnormals flushed to zero, as one pass does on rayon's
     /// threads, even when its pool is made from a thread that keeps them (a library user's
@@ -293,7 +282,7 @@ mod tests {
     #[test]
     fn every_rank_flushes_subnormals() {
         std::thread::spawn(|| {
-            keep_subnormals_on_this_thread();
+            denormals::keep_on_this_thread();
             let tiny = || std::hint::black_box(f32::MIN_POSITIVE) / 4.0;
             assert!(tiny() != 0.0, "this thread keeps subnormals");
             let pools = rank_pools(4).expect("pools");

@@ -15,16 +15,31 @@ const FTZ_DAZ: u32 = (1 << 15) | (1 << 6);
 /// Sets flush-to-zero and denormals-are-zero on this thread.
 pub fn flush_on_this_thread() {
     #[cfg(target_arch = "x86_64")]
-    {
-        let mut csr: u32 = 0;
-        // SAFETY: `stmxcsr` stores the 32-bit MXCSR register to the given address and
-        // `ldmxcsr` loads it back; SSE is part of x86-64, and setting FTZ/DAZ only changes how
-        // this thread rounds subnormal floats.
-        unsafe {
-            std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack));
+    set_ftz_daz(true);
+}
+
+/// Clears flush-to-zero and denormals-are-zero on this thread, as on a thread that never set
+/// them: for tests of code that must set them itself.
+#[cfg(all(test, target_arch = "x86_64"))]
+pub(crate) fn keep_on_this_thread() {
+    set_ftz_daz(false);
+}
+
+/// Sets (`on`) or clears the FTZ and DAZ bits of this thread's MXCSR.
+#[cfg(target_arch = "x86_64")]
+fn set_ftz_daz(on: bool) {
+    let mut csr: u32 = 0;
+    // SAFETY: `stmxcsr` stores the 32-bit MXCSR register to the given address and `ldmxcsr`
+    // loads it back; SSE is part of x86-64, and FTZ/DAZ only change how this thread rounds
+    // subnormal floats.
+    unsafe {
+        std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack));
+        if on {
             csr |= FTZ_DAZ;
-            std::arch::asm!("ldmxcsr [{}]", in(reg) &csr, options(nostack, readonly));
+        } else {
+            csr &= !FTZ_DAZ;
         }
+        std::arch::asm!("ldmxcsr [{}]", in(reg) &csr, options(nostack, readonly));
     }
 }
 
