@@ -11,7 +11,7 @@
 //! the output gradient by the activation's derivative at the recomputed pre-activation (the
 //! same arithmetic as the forward, so the same bits), with no tensor in between.
 
-use crate::backend::ops::batch_norm_kernels::{tree_f32, tree_f64, Periods};
+use crate::backend::ops::batch_norm_kernels::{tree_f32, tree_f64, Patterns, Periods};
 use crate::backend::ops::buffers;
 use crate::backend::ops::depthwise_kernels::FusedActivation;
 use crate::backend::ops::profile;
@@ -148,17 +148,19 @@ fn apply(
     activation: FusedActivation,
     mark: bool,
 ) -> Option<Vec<u8>> {
-    let pats = (pats.0, pats.1, pats.1);
+    let pats = [pats.0, pats.1, pats.1, pats.1];
     match (activation.bounds(), skip) {
-        (None, None) => layout.map(out, input, input, pats, |_, x, _, a, b, _| x * a + b),
-        (Some((lo, hi)), None) => layout.map(out, input, input, pats, move |_, x, _, a, b, _| {
-            (x * a + b).max(lo).min(hi)
-        }),
-        (None, Some(skip)) => {
-            layout.map(out, input, skip, pats, |_, x, s, a, b, _| (x * a + b) + s)
+        (None, None) => layout.map(out, input, input, pats, |_, x, _, [a, b, ..]| x * a + b),
+        (Some((lo, hi)), None) => {
+            layout.map(out, input, input, pats, move |_, x, _, [a, b, ..]| {
+                (x * a + b).max(lo).min(hi)
+            })
         }
+        (None, Some(skip)) => layout.map(out, input, skip, pats, |_, x, s, [a, b, ..]| {
+            (x * a + b) + s
+        }),
         (Some((lo, hi)), Some(skip)) => {
-            let f = move |_: f32, x: f32, s: f32, a: f32, b: f32, _: f32| {
+            let f = move |_: f32, x: f32, s: f32, [a, b, ..]: [f32; 4]| {
                 ((x * a + b) + s).max(lo).min(hi)
             };
             if !mark {
@@ -311,9 +313,9 @@ impl Normalised {
         buffers::give(self.input);
     }
 
-    /// The backward pass: masks `grad_out` in place by the activation's derivative (so that
-    /// it is then the gradient of a fused skip), puts the input's gradient in `target`, and
-    /// returns the gradients of gamma and beta.
+    /// The backward pass: puts the input's gradient in `target` and returns the gradients of
+    /// gamma and beta. With a fused skip, `grad_out` is masked in place by the activation's
+    /// derivative, so that it is then the skip's gradient; without one it is left as it is.
     pub(crate) fn backward(
         self,
         grad_out: &mut [f32],
@@ -350,28 +352,27 @@ impl Normalised {
         }
         let (mean_p, inv_std_p) = (layout.pattern(&mean), layout.pattern(&inv_std));
         let (scale_p, shift_p) = (layout.pattern(&scale), layout.pattern(&shift));
-        // sums[f] = [sum(dy), sum(dy * x_hat)], per image, then over the batch
-        let term = |dy: f32, x: f32, m: f32, s: f32| (dy, dy * (x - m) * s);
-        let leaves = match activation.bounds() {
-            // The activation's derivative (0 at the kinks) at the pre-activation `x * a + b`,
-            // computed as the forward computed it, applied as the sums read the gradient.
-            Some((lo, hi)) if passes.is_none() => layout.masked_sums(
-                grad_out,
-                &input,
-                (&scale_p, &shift_p),
-                (&mean_p, &inv_std_p),
-                samples,
-                move |dy, x, a, b| {
-                    let z = x * a + b;
-                    if z > lo && z < hi {
-                        dy
-                    } else {
-                        0.0
-                    }
-                },
-                term,
-            ),
-            Some(_) | None => layout.sums(grad_out, &input, (&mean_p, &inv_std_p), samples, term),
+        // Without a skip the activation's derivative (0 at the kinks) is taken at the
+        // pre-activation `x * scale + shift`, computed as the forward computed it, each time
+        // the gradient is read: no one reads the masked gradient afterwards, so it is never
+        // written.
+        let bounds = activation.bounds().filter(|_| passes.is_none());
+        let masked = |(lo, hi): (f32, f32)| {
+            move |dy: f32, x: f32, a: f32, b: f32| {
+                let z = x * a + b;
+                if z > lo && z < hi {
+                    dy
+                } else {
+                    0.0
+                }
+            }
+        };
+        let unmasked = |dy: f32, _: f32, _: f32, _: f32| dy;
+        let read = (grad_out as &[f32], input.as_slice());
+        let pats = [&scale_p[..], &shift_p, &mean_p, &inv_std_p];
+        let leaves = match bounds {
+            Some(bounds) => gradient_sums(layout, read, pats, samples, masked(bounds)),
+            None => gradient_sums(layout, read, pats, samples, unmasked),
         };
         let sums = tree_f64(&leaves);
         let gradient = tree_f32(&leaves);
@@ -407,19 +408,59 @@ impl Normalised {
             .map(|f| scale[f] * a[f] - mean[f] * c[f])
             .collect();
         let (c_p, k_p) = (layout.pattern(&c), layout.pattern(&k));
-        let pats = (scale_p.as_slice(), c_p.as_slice(), k_p.as_slice());
-        if overwrite {
-            // `0.0 + …` rounds as adding into a zeroed gradient does (a -0.0 becomes +0.0).
-            layout.map(grad_input, grad_out, &input, pats, |_, dy, x, s, c, k| {
-                0.0 + dy * s - x * c - k
-            });
-        } else {
-            layout.map(grad_input, grad_out, &input, pats, |gi, dy, x, s, c, k| {
-                gi + dy * s - x * c - k
-            });
+        let pats = [&scale_p[..], &shift_p, &c_p, &k_p];
+        let target = (grad_input, overwrite);
+        match bounds {
+            Some(bounds) => input_gradient(layout, target, read, pats, masked(bounds)),
+            None => input_gradient(layout, target, read, pats, unmasked),
         }
         buffers::give(input);
         (grad_gamma, grad_beta)
+    }
+}
+
+/// A batch norm's per-feature gradient sums `[sum(dy), sum(dy * x_hat)]`, one leaf per image,
+/// of the output gradient `dy` masked by `mask(dy, x, scale, shift)`; `pats` are the
+/// patterns of scale, shift, mean and the inverse deviation.
+fn gradient_sums(
+    layout: Periods,
+    (grad_out, input): (&[f32], &[f32]),
+    pats: Patterns<'_>,
+    samples: usize,
+    mask: impl Fn(f32, f32, f32, f32) -> f32 + Sync,
+) -> Vec<Vec<[f64; 2]>> {
+    layout.sums(grad_out, input, pats, samples, |dy, x, [a, b, m, s]| {
+        let dy = mask(dy, x, a, b);
+        (dy, dy * (x - m) * s)
+    })
+}
+
+/// `dx = mask(dy) * scale - x * c - k` written over (`overwrite`) or added into `grad_input`;
+/// `pats` are the patterns of scale, shift, `c` and `k`.
+fn input_gradient(
+    layout: Periods,
+    (grad_input, overwrite): (&mut [f32], bool),
+    (grad_out, input): (&[f32], &[f32]),
+    pats: Patterns<'_>,
+    mask: impl Fn(f32, f32, f32, f32) -> f32 + Sync,
+) {
+    if overwrite {
+        // `0.0 + …` rounds as adding into a zeroed gradient does (a -0.0 becomes +0.0).
+        layout.map(
+            grad_input,
+            grad_out,
+            input,
+            pats,
+            |_, dy, x, [s, b, c, k]| 0.0 + mask(dy, x, s, b) * s - x * c - k,
+        );
+    } else {
+        layout.map(
+            grad_input,
+            grad_out,
+            input,
+            pats,
+            |gi, dy, x, [s, b, c, k]| gi + mask(dy, x, s, b) * s - x * c - k,
+        );
     }
 }
 

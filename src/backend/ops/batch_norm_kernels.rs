@@ -52,9 +52,9 @@ impl Periods {
         self.period * PERIODS_PER_CHUNK
     }
 
-    /// Per-feature sums of the two terms `term(a, b, p, q)` over each of the `samples` equal
-    /// parts of the slices (the images of a batch), where `p`, `q` are the element's values of
-    /// patterns `pats`: one leaf per image, for [`tree_f64`] or [`tree_f32`] to add up. Sums
+    /// Per-feature sums of the two terms `term(a, b, [p, q, r, t])` over each of the `samples`
+    /// equal parts of the slices (the images of a batch), where `p, q, r, t` are the element's
+    /// values of patterns `pats`: one leaf per image, for [`tree_f64`] or [`tree_f32`] to add up. Sums
     /// are kept per image so that a batch's sum is the exact sum of its halves' (a
     /// data-parallel rank sums its share: see `reduce`).
     ///
@@ -64,9 +64,9 @@ impl Periods {
         &self,
         a: &[f32],
         b: &[f32],
-        pats: (&[f32], &[f32]),
+        pats: Patterns<'_>,
         samples: usize,
-        term: impl Fn(f32, f32, f32, f32) -> (f32, f32) + Sync,
+        term: impl Fn(f32, f32, [f32; 4]) -> (f32, f32) + Sync,
     ) -> Vec<Vec<[f64; 2]>> {
         let sample_len = self.sample_len(a.len(), samples);
         if sample_len == 0 {
@@ -74,44 +74,10 @@ impl Periods {
         }
         a.par_chunks(sample_len)
             .zip(b.par_chunks(sample_len))
-            .map(|(a, b)| self.image_sums(a, b, pats, &term))
-            .collect()
-    }
-
-    /// [`Periods::sums`] of `term(m(dy, x, p, q), x, r, s)`, writing `m(dy, x, p, q)` back
-    /// into `dy` in the same pass (`(p, q)` from `mask_pats`, `(r, s)` from `pats`): a batch
-    /// norm's backward masks its output gradient by the fused activation's derivative and
-    /// sums it with one read of each operand.
-    ///
-    /// # Panics
-    /// As [`Periods::sums`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn masked_sums(
-        &self,
-        dy: &mut [f32],
-        x: &[f32],
-        mask_pats: (&[f32], &[f32]),
-        pats: (&[f32], &[f32]),
-        samples: usize,
-        mask: impl Fn(f32, f32, f32, f32) -> f32 + Sync,
-        term: impl Fn(f32, f32, f32, f32) -> (f32, f32) + Sync,
-    ) -> Vec<Vec<[f64; 2]>> {
-        let sample_len = self.sample_len(dy.len(), samples);
-        if sample_len == 0 {
-            return vec![vec![[0.0f64; 2]; self.features]; samples.max(1)];
-        }
-        dy.par_chunks_mut(sample_len)
-            .zip(x.par_chunks(sample_len))
-            .map(|(dy, x)| {
-                let mut sums = vec![[0.0f64; 2]; self.features];
-                let mut acc = vec![0.0f32; 2 * self.period];
-                for (dy, x) in dy.chunks_mut(self.chunk()).zip(x.chunks(self.chunk())) {
-                    acc.fill(0.0);
-                    let period = self.period;
-                    masked_sums_chunk(period, (dy, x), (mask_pats, pats), (&mask, &term), &mut acc);
-                    self.fold_into(&mut sums, &acc);
-                }
-                sums
+            .map(|(a, b)| {
+                self.image_sums(a, b, |a, b, acc| {
+                    row_sums_chunk(self.period, (a, b), pats, &term, acc);
+                })
             })
             .collect()
     }
@@ -136,15 +102,29 @@ impl Periods {
             return vec![empty; samples.max(1)];
         }
         let zeros = self.pattern(&vec![0.0; self.features]);
+        // Blocks of positions down the periods, their sums in registers: the image is read
+        // from memory once, then from cache.
+        let period = self.period;
         x.par_chunks(sample_len)
             .map(|x| {
-                let sums = self.image_sums(x, x, (&zeros, &zeros), &|x, _, _, _| (x, 0.0));
+                let sums = self.image_sums(x, x, |a, b, acc| {
+                    sums_chunk(
+                        period,
+                        (a, b),
+                        (&zeros, &zeros),
+                        &|x, _, _, _| (x, 0.0),
+                        acc,
+                    );
+                });
                 let sum: Vec<f64> = sums.iter().map(|s| s[0]).collect();
                 let mean: Vec<f32> = sum.iter().map(|&s| (s / rows) as f32).collect();
                 let mean = self.pattern(&mean);
-                let centred = self.image_sums(x, x, (&mean, &zeros), &|x, _, a, _| {
+                let deviations = |x: f32, _: f32, a: f32, _: f32| {
                     let d = x - a;
                     (d * d, d)
+                };
+                let centred = self.image_sums(x, x, |a, b, acc| {
+                    sums_chunk(period, (a, b), (&mean, &zeros), &deviations, acc);
                 });
                 ImageMoments { sum, centred }
             })
@@ -162,19 +142,19 @@ impl Periods {
         sample_len
     }
 
-    /// [`Periods::sums`] of one image.
+    /// The per-feature sums of one image, `chunk` adding a chunk's terms into per-position
+    /// sums.
     fn image_sums(
         &self,
         a: &[f32],
         b: &[f32],
-        pats: (&[f32], &[f32]),
-        term: &(impl Fn(f32, f32, f32, f32) -> (f32, f32) + Sync),
+        chunk: impl Fn(&[f32], &[f32], &mut [f32]),
     ) -> Vec<[f64; 2]> {
         let mut sums = vec![[0.0f64; 2]; self.features];
         let mut acc = vec![0.0f32; 2 * self.period];
         for (a, b) in a.chunks(self.chunk()).zip(b.chunks(self.chunk())) {
             acc.fill(0.0);
-            sums_chunk(self.period, (a, b), pats, term, &mut acc);
+            chunk(a, b, &mut acc);
             self.fold_into(&mut sums, &acc);
         }
         sums
@@ -196,14 +176,14 @@ impl Periods {
         }
     }
 
-    /// `out = f(out, a, b, p, q, r)` element-wise, with `p`, `q`, `r` from patterns `pats`.
+    /// `out = f(out, a, b, [p, q, r, t])` element-wise, with `p, q, r, t` from patterns `pats`.
     pub fn map(
         &self,
         out: &mut [f32],
         a: &[f32],
         b: &[f32],
-        pats: (&[f32], &[f32], &[f32]),
-        f: impl Fn(f32, f32, f32, f32, f32, f32) -> f32 + Sync,
+        pats: Patterns<'_>,
+        f: impl Fn(f32, f32, f32, [f32; 4]) -> f32 + Sync,
     ) {
         out.par_chunks_mut(self.chunk())
             .zip(a.par_chunks(self.chunk()))
@@ -224,9 +204,9 @@ impl Periods {
         marks: &mut [MaybeUninit<u8>],
         a: &[f32],
         b: &[f32],
-        pats: (&[f32], &[f32], &[f32]),
+        pats: Patterns<'_>,
         (lo, hi): (f32, f32),
-        f: impl Fn(f32, f32, f32, f32, f32, f32) -> f32 + Sync,
+        f: impl Fn(f32, f32, f32, [f32; 4]) -> f32 + Sync,
     ) {
         let marks = &mut marks[..out.len()];
         out.par_chunks_mut(self.chunk())
@@ -240,13 +220,14 @@ impl Periods {
     }
 }
 
+/// Per-element constants: four patterns of one period, read together (a closure ignores
+/// those it does not need, and the compiler drops their loads).
+pub type Patterns<'a> = [&'a [f32]; 4];
+
 // The loops over one chunk, compiled for AVX-512 and AVX2 with run-time dispatch: inside
 // `simd::fast`'s closure LLVM kept them as functions of their own, compiled for plain x86-64
 // (4-lane SSE). Vector width does not change a result: every position of a period has its own
 // accumulator, and nothing is contracted into a fused multiply-add.
-
-/// Two patterns of one period, read together.
-type Patterns<'a> = (&'a [f32], &'a [f32]);
 
 /// Positions of a period summed together in [`sums_chunk`]: one AVX-512 vector (two AVX2).
 const BLOCK: usize = 16;
@@ -311,52 +292,51 @@ fn sums_chunk<F: Fn(f32, f32, f32, f32) -> (f32, f32)>(
     }
 }
 
-/// [`sums_chunk`] of `term(mask(dy, x, p, q), x, r, s)`, writing the masked `dy` back.
+/// [`sums_chunk`] of `term(a, b, [p, q, r, s])`, walking the chunk period by period, the
+/// sums in memory: for data read from memory once (a batch norm's backward). Each position
+/// adds its terms in the same order as in [`sums_chunk`], so the two give the same bits; the
+/// blocks' walk reads every period's cache lines once a block, from further away than L1 when
+/// the chunk is large (a batch norm's backward was 1.4x slower with it).
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
     "x86_64+avx2+fma"
 ))]
-fn masked_sums_chunk<M, F>(
+fn row_sums_chunk<F: Fn(f32, f32, [f32; 4]) -> (f32, f32)>(
     period: usize,
-    (dy, x): (&mut [f32], &[f32]),
-    (mask_pats, pats): (Patterns<'_>, Patterns<'_>),
-    (mask, term): (&M, &F),
+    (a, b): (&[f32], &[f32]),
+    [p, q, r, t]: Patterns<'_>,
+    term: &F,
     acc: &mut [f32],
-) where
-    M: Fn(f32, f32, f32, f32) -> f32,
-    F: Fn(f32, f32, f32, f32) -> (f32, f32),
-{
+) {
     let (acc0, acc1) = acc.split_at_mut(period);
-    for (dy, x) in dy.chunks_mut(period).zip(x.chunks(period)) {
-        let masks = mask_pats.0.iter().zip(mask_pats.1);
-        let terms = x.iter().zip(pats.0).zip(pats.1).zip(masks);
+    for (a, b) in a.chunks(period).zip(b.chunks(period)) {
+        let pats = p.iter().zip(q).zip(r).zip(t);
         let accs = acc0.iter_mut().zip(acc1.iter_mut());
-        for ((d, (((&x, &r), &s), (&p, &q))), (s0, s1)) in dy.iter_mut().zip(terms).zip(accs) {
-            *d = mask(*d, x, p, q);
-            let (t0, t1) = term(*d, x, r, s);
+        for (((&a, &b), (((&p, &q), &r), &t)), (s0, s1)) in a.iter().zip(b).zip(pats).zip(accs) {
+            let (t0, t1) = term(a, b, [p, q, r, t]);
             *s0 += t0;
             *s1 += t1;
         }
     }
 }
 
-/// `out = f(out, a, b, p, q, r)` over one chunk.
+/// `out = f(out, a, b, [p, q, r, t])` over one chunk.
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
     "x86_64+avx2+fma"
 ))]
-fn map_chunk<F: Fn(f32, f32, f32, f32, f32, f32) -> f32>(
+fn map_chunk<F: Fn(f32, f32, f32, [f32; 4]) -> f32>(
     period: usize,
     out: &mut [f32],
     (a, b): (&[f32], &[f32]),
-    pats: (&[f32], &[f32], &[f32]),
+    [p, q, r, t]: Patterns<'_>,
     f: &F,
 ) {
     let periods = out.chunks_mut(period).zip(a.chunks(period));
     for ((out, a), b) in periods.zip(b.chunks(period)) {
-        let items = out.iter_mut().zip(a).zip(b).zip(pats.0).zip(pats.1);
-        for (((((o, &a), &b), &p), &q), &r) in items.zip(pats.2) {
-            *o = f(*o, a, b, p, q, r);
+        let pats = p.iter().zip(q).zip(r).zip(t);
+        for (((o, &a), &b), (((&p, &q), &r), &t)) in out.iter_mut().zip(a).zip(b).zip(pats) {
+            *o = f(*o, a, b, [p, q, r, t]);
         }
     }
 }
@@ -412,13 +392,13 @@ mod tests {
         // 50 rows of (1, 2, 3): not a whole number of periods.
         let data: Vec<f32> = (0..150).map(|i| (i % 3 + 1) as f32).collect();
         let ones = layout.pattern(&[1.0, 1.0, 1.0]);
-        let leaves = layout.sums(&data, &data, (&ones, &ones), 1, |a, _, p, _| (a * p, 1.0));
+        let leaves = layout.sums(&data, &data, [&ones; 4], 1, |a, _, [p, ..]| (a * p, 1.0));
         assert_eq!(
             tree_f64(&leaves),
             vec![[50.0, 50.0], [100.0, 50.0], [150.0, 50.0]]
         );
         // Two images of 25 rows: a leaf each, adding up to the same sums.
-        let leaves = layout.sums(&data, &data, (&ones, &ones), 2, |a, _, p, _| (a * p, 1.0));
+        let leaves = layout.sums(&data, &data, [&ones; 4], 2, |a, _, [p, ..]| (a * p, 1.0));
         assert_eq!(leaves.len(), 2);
         assert_eq!(leaves[0], vec![[25.0, 25.0], [50.0, 25.0], [75.0, 25.0]]);
         assert_eq!(
@@ -459,6 +439,9 @@ mod tests {
                 };
                 let mut acc = vec![0.0f32; 2 * period];
                 sums_chunk(period, (&a, &b), (&p, &q), &term, &mut acc);
+                let mut rows = vec![0.0f32; 2 * period];
+                let row_term = |a, b, [p, q, _, _]: [f32; 4]| term(a, b, p, q);
+                row_sums_chunk(period, (&a, &b), [&p, &q, &p, &q], &row_term, &mut rows);
                 // The plain loop: element by element, each into its position's sums.
                 let mut expected = vec![0.0f32; 2 * period];
                 for (idx, (&a, &b)) in a.iter().zip(&b).enumerate() {
@@ -473,6 +456,11 @@ mod tests {
                     bits(&expected),
                     "{features} features, {len} values"
                 );
+                assert_eq!(
+                    bits(&rows),
+                    bits(&expected),
+                    "{features} features, {len} values, by rows"
+                );
             }
         }
     }
@@ -486,8 +474,8 @@ mod tests {
             awkward_values(layout.period, 5),
             awkward_values(layout.period, 6),
         );
-        let pats = (scale.as_slice(), shift.as_slice(), shift.as_slice());
-        let f = |_: f32, x: f32, s: f32, a: f32, b: f32, _: f32| ((x * a + b) + s).clamp(0.0, 6.0);
+        let pats = [scale.as_slice(), shift.as_slice(), &scale, &scale];
+        let f = |_: f32, x: f32, s: f32, [a, b, ..]: [f32; 4]| ((x * a + b) + s).clamp(0.0, 6.0);
         let mut mapped = vec![0.0f32; len];
         layout.map(&mut mapped, &x, &skip, pats, f);
         let mut out = vec![0.0f32; len];
