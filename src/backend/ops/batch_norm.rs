@@ -11,7 +11,9 @@
 //! the output gradient by the activation's derivative at the recomputed pre-activation (the
 //! same arithmetic as the forward, so the same bits), with no tensor in between.
 
-use crate::backend::ops::batch_norm_kernels::{tree_f32, tree_f64, Patterns, Periods};
+use crate::backend::ops::batch_norm_kernels::{
+    tree_f32, tree_f64, ImageMoments, Patterns, Periods,
+};
 use crate::backend::ops::buffers;
 use crate::backend::ops::depthwise_kernels::FusedActivation;
 use crate::backend::ops::profile;
@@ -194,7 +196,7 @@ fn normalise<S: Shape, T: Tape<f32, Cpu>>(
     let skip_data = skip.map(buffers::read);
     let skip_key = skip.map(|skip| skip.ghost());
     let (out, saved) = forward_values(
-        input,
+        (input, None),
         skip_data.as_deref(),
         samples,
         params,
@@ -261,12 +263,12 @@ pub(crate) struct Normalised {
 }
 
 /// `activation(batch_norm(input) [+ skip])` on values whose last axis is the feature axis,
-/// `samples` images of them (the batch statistics are summed image by image); updates the
-/// moving statistics in training. Returns the output and what the backward needs: `keep`
+/// `samples` images of them (the batch statistics are summed image by image, from `moments`
+/// when the caller took them already); updates the moving statistics in training. Returns the output and what the backward needs: `keep`
 /// when a backward pass will run (with a skip, the activation's mask is kept for it); without
 /// one, hand the second value to [`Normalised::release`].
 pub(crate) fn forward_values(
-    input: Vec<f32>,
+    (input, moments): (Vec<f32>, Option<Vec<ImageMoments>>),
     skip: Option<&[f32]>,
     samples: usize,
     params: &mut BatchNormParams,
@@ -277,7 +279,8 @@ pub(crate) fn forward_values(
     let features = params.gamma.shape().0;
     let rows = input.len() / features.max(1);
     let layout = Periods::new(features);
-    let (mean, variance, all_rows) = statistics_over_ranks(&input, rows, samples, params, cfg);
+    let (mean, variance, all_rows) =
+        statistics_over_ranks((&input, moments), rows, samples, params, cfg);
     let affine = affine(params, &mean, &variance, cfg.eps);
     let mut out = buffers::take(input.len());
     let (scale_p, shift_p) = (layout.pattern(&affine.scale), layout.pattern(&affine.shift));
@@ -473,14 +476,14 @@ pub(crate) fn statistics(
     params: &mut BatchNormParams,
     cfg: &BatchNormConfig,
 ) -> (Vec<f32>, Vec<f32>) {
-    let (mean, variance, _) = statistics_over_ranks(input, rows, samples, params, cfg);
+    let (mean, variance, _) = statistics_over_ranks((input, None), rows, samples, params, cfg);
     (mean, variance)
 }
 
 /// [`statistics`], over every rank's rows with `cfg.sync` in training, and the number of rows
 /// they were taken over (`rows` without `cfg.sync`).
 fn statistics_over_ranks(
-    input: &[f32],
+    (input, moments): (&[f32], Option<Vec<ImageMoments>>),
     rows: usize,
     samples: usize,
     params: &mut BatchNormParams,
@@ -495,7 +498,7 @@ fn statistics_over_ranks(
     }
     let features = params.gamma.shape().0;
     let layout = Periods::new(features);
-    let moments = layout.image_moments(input, samples);
+    let moments = moments.unwrap_or_else(|| layout.image_moments(input, samples));
     let image_rows = (rows / samples.max(1)) as f64;
     let leaves: Vec<Vec<[f64; 2]>> = moments
         .iter()
