@@ -264,9 +264,10 @@ pub(crate) struct Normalised {
 
 /// `activation(batch_norm(input) [+ skip])` on values whose last axis is the feature axis,
 /// `samples` images of them (the batch statistics are summed image by image, from `moments`
-/// when the caller took them already); updates the moving statistics in training. Returns the output and what the backward needs: `keep`
-/// when a backward pass will run (with a skip, the activation's mask is kept for it); without
-/// one, hand the second value to [`Normalised::release`].
+/// when the caller took them already); updates the moving statistics in training. Returns the
+/// output and what the backward needs: `keep` when a backward pass will run (with a skip, the
+/// activation's mask is kept for it); without one, hand the second value to
+/// [`Normalised::release`].
 pub(crate) fn forward_values(
     (input, moments): (Vec<f32>, Option<Vec<ImageMoments>>),
     skip: Option<&[f32]>,

@@ -550,7 +550,7 @@ fn forward_taking_moments<L: Linear>(
     let shape = linear.out_shape();
     let (batch, features) = (shape.0, shape.3);
     let out_image = shape.1 * shape.2 * shape.3;
-    if !bn_cfg.training || batch < 2 || out_image == 0 || rayon::current_num_threads() > 1 {
+    if !bn_cfg.training || out_image == 0 || rayon::current_num_threads() > 1 {
         linear.forward(batch, input, out);
         return None;
     }
