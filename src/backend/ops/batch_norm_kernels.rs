@@ -294,9 +294,10 @@ fn sums_chunk<F: Fn(f32, f32, f32, f32) -> (f32, f32)>(
 
 /// [`sums_chunk`] of `term(a, b, [p, q, r, s])`, walking the chunk period by period, the
 /// sums in memory: for data read from memory once (a batch norm's backward). Each position
-/// adds its terms in the same order as in [`sums_chunk`], so the two give the same bits; the
+/// adds its terms in the same order as in [`sums_chunk`], so the two give the same bits. The
 /// blocks' walk reads every period's cache lines once a block, from further away than L1 when
-/// the chunk is large (a batch norm's backward was 1.4x slower with it).
+/// the chunk is large: a first version of the backward that used it (vectorised) took 36 to
+/// 39 ms a step in `mobilenetv2_small`'s batch norms against 22 to 25 before.
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
     "x86_64+avx2+fma"
