@@ -54,9 +54,10 @@ impl Periods {
 
     /// Per-feature sums of the two terms `term(a, b, [p, q, r, t])` over each of the `samples`
     /// equal parts of the slices (the images of a batch), where `p, q, r, t` are the element's
-    /// values of patterns `pats`: one leaf per image, for [`tree_f64`] or [`tree_f32`] to add up. Sums
-    /// are kept per image so that a batch's sum is the exact sum of its halves' (a
-    /// data-parallel rank sums its share: see `reduce`).
+    /// values of patterns `pats`: one leaf per image, for [`tree_f64`] or [`tree_f32`] to add
+    /// up. Sums are kept per image so that a batch's sum is the exact sum of its halves' (a
+    /// data-parallel rank sums its share: see `reduce`). The slices are walked period by
+    /// period (`row_sums_chunk`): they are read from memory once.
     ///
     /// # Panics
     /// When the slices do not split into `samples` parts of whole rows.
