@@ -97,7 +97,7 @@ pub fn dense<T: Tape<f32, Cpu>>(x: Flat<T>, params: &DenseParams, row_stable: bo
 }
 
 /// `matrix` (`rows x cols`, row-major) transposed, in tiles that stay in cache.
-fn transpose(matrix: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose(matrix: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     const TILE: usize = 16;
     let mut out = buffers::take(rows * cols);
     for r0 in (0..rows).step_by(TILE) {
