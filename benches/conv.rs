@@ -3,6 +3,9 @@
 //! 8x8 images, which run in the Winograd domain, and its first layer (3 channels), which does
 //! not.
 //!
+//! Also `mobilenetv2_small`'s pointwise layers, forward + backward, on one thread at batch 16
+//! (one rank of a split step).
+//!
 //! Run with `cargo bench --bench conv`; compare revisions by running it on each.
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -88,5 +91,56 @@ fn bench_layers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_layers);
+/// `mobilenetv2_small`'s pointwise (1x1) layers as one rank of a split training step runs
+/// them: half the batch (16 images) on one thread. Input `(n, h, w, c)` and filters: the
+/// expansions and projections on 4x4, 8x8 and 32x32 images.
+const POINTWISE: [((usize, usize, usize, usize), usize); 9] = [
+    ((16, 4, 4, 96), 576),
+    ((16, 4, 4, 576), 96),
+    ((16, 4, 4, 64), 384),
+    ((16, 4, 4, 384), 64),
+    ((16, 4, 4, 96), 640),
+    ((16, 8, 8, 32), 192),
+    ((16, 8, 8, 192), 32),
+    ((16, 32, 32, 16), 96),
+    ((16, 32, 32, 32), 16),
+];
+
+fn bench_pointwise(c: &mut Criterion) {
+    strata::backend::ops::denormals::flush_everywhere();
+    let dev = Cpu::default();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("a one-thread pool");
+    let mut group = c.benchmark_group("pointwise");
+    group.sample_size(20);
+    for (input, filters) in POINTWISE {
+        let (n, h, w, ch) = input;
+        let x = dev.tensor_from_vec(values(n * h * w * ch, 1), input);
+        let params = Conv2dParams {
+            weight: dev.tensor_from_vec(values(ch * filters, 2), (ch, filters)),
+            bias: None,
+        };
+        let conv = Conv2dConfig {
+            kernel: (1, 1),
+            stride: (1, 1),
+            padding: Padding::Same,
+            relu: false,
+            input_grad: true,
+        };
+        let name = format!("{h}x{w}x{ch}_to_{filters}/train_step");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                pool.install(|| {
+                    let out = conv2d(x.leaky_trace(), &params, &conv);
+                    out.sum::<Rank0, _>().backward()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_layers, bench_pointwise);
 criterion_main!(benches);
