@@ -449,8 +449,8 @@ const WEIGHT_BLOCK_VALUES: usize = 1 << 14;
 /// gradient sums a few pixels (16 on `mobilenetv2_small`'s 4x4 layers), and its input
 /// gradient is a product of a few rows; the matrix library's setup and the weight gradient's
 /// trips through memory (written, then added into the batch's partial sums, once per image)
-/// cost more than the arithmetic. (One thread's forward and backward of that model's 4x4 and
-/// 8x8 pointwise layers at batch 16 took 14% less time this way; its 32x32 ones, 6% less.)
+/// cost more than the arithmetic. (`cargo bench --bench conv -- pointwise`, one thread at batch
+/// 16: 6% to 28% less time a training step on each of that model's pointwise layers.)
 ///
 /// - The weight and bias gradients take the filters a block at a time, and each block runs
 ///   the per-image path's tree over the images ([`tree_program`]): each image's block is the
@@ -572,7 +572,7 @@ pub(crate) fn backward_im2col(
     grad_bias: Option<&mut [f32]>,
 ) {
     let grads = (grad_input, grad_weight, grad_bias);
-    if g.is_pointwise() {
+    if g.is_pointwise() && g.out_image() > 0 {
         backward_pointwise(g, (input, weight, grad_out), grads);
     } else {
         backward_per_image(g, (input, weight, grad_out), grads);
