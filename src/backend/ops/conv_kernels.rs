@@ -464,7 +464,7 @@ const WEIGHT_BLOCK_VALUES: usize = 1 << 14;
 fn backward_pointwise(
     g: &ConvGeometry,
     (input, weight, grad_out): (&[f32], &[f32], &[f32]),
-    (grad_input, grad_weight, grad_bias): Gradients<'_>,
+    (grad_input, grad_weight, mut grad_bias): Gradients<'_>,
 ) {
     let (k, f) = (g.k(), g.filters);
     let (in_image, out_image) = (g.in_image(), g.out_image());
@@ -542,7 +542,6 @@ fn backward_pointwise(
         .into_par_iter()
         .map(|f0| (f0, block_sums(f0)))
         .collect();
-    let mut grad_bias = grad_bias;
     for (f0, sum) in sums {
         let Some((dw, db)) = sum else { continue };
         let width = db.len();
@@ -641,12 +640,7 @@ fn backward_per_image(
 mod tests {
     use super::*;
     use crate::backend::ops::geometry::Padding;
-
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        (0..len).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
-    }
+    use crate::backend::ops::test_values::uniform as values;
 
     fn bits(v: &[f32]) -> Vec<u32> {
         v.iter().map(|x| x.to_bits()).collect()

@@ -587,12 +587,7 @@ impl Output {
 mod tests {
     use super::*;
     use crate::backend::ops::geometry::{Padding, Window2};
-
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        (0..len).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
-    }
+    use crate::backend::ops::test_values::uniform as values;
 
     /// On one thread in training the output is computed a group of images at a time, each
     /// group's statistics taken as it is written: the same output and the same moments as

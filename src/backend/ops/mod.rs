@@ -80,3 +80,14 @@ impl Batch {
         device.tensor_from_vec(self.data, self.shape)
     }
 }
+
+/// What the ops' unit tests share.
+#[cfg(test)]
+pub(crate) mod test_values {
+    /// `len` values drawn uniformly from [-1, 1), seeded.
+    pub fn uniform(len: usize, seed: u64) -> Vec<f32> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..len).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+    }
+}
