@@ -40,7 +40,7 @@ use std::marker::PhantomData;
 use transforms::{
     conv_grad_tile, conv_output_tile, grad_tile, input_grad_tile, input_tile, output_tile,
     transform_weight, transform_weight_transposed, write_weight_gradient, Epilogue, Lanes, Pixels,
-    Variant, F22, F23, F43,
+    Variant, Window, F22, F23, F43,
 };
 
 mod transforms;
@@ -497,25 +497,34 @@ impl Tiles {
         }
     }
 
-    /// Where each pixel of the `α x α` input tile of tile `(ty, tx)` starts in its image, by
-    /// slot (`GRID i + j`), or `None` where the tile lies on padding or the slot is unused.
+    /// Where the `α x α` input tile of tile `(ty, tx)` lies in its image, and which of its rows
+    /// and columns lie inside it (the others are padding).
     #[inline(always)]
-    fn taps<V: Variant>(&self, ty: usize, tx: usize) -> [Option<usize>; SLOTS] {
-        let mut taps = [None; SLOTS];
-        for i in 0..V::ALPHA {
-            let Some(y) = (self.m * ty + i).checked_sub(self.pad.0) else {
-                continue;
-            };
-            for j in 0..V::ALPHA {
-                let Some(x) = (self.m * tx + j).checked_sub(self.pad.1) else {
-                    continue;
-                };
-                if y < self.height && x < self.width {
-                    taps[i * GRID + j] = Some((y * self.width + x) * self.c_in);
-                }
-            }
+    fn window<V: Variant>(&self, ty: usize, tx: usize) -> Window {
+        // The tile's first row and column, counted from `pad` before the image's.
+        let (top, left) = (self.m * ty, self.m * tx);
+        let inside = |first: usize, pad: usize, len: usize| {
+            let start = pad.saturating_sub(first).min(V::ALPHA);
+            let end = (len + pad).saturating_sub(first).clamp(start, V::ALPHA);
+            (start, end)
+        };
+        let rows = inside(top, self.pad.0, self.height);
+        let cols = inside(left, self.pad.1, self.width);
+        // The first pixel inside (none when the tile lies wholly on padding).
+        let first = (top + rows.0)
+            .checked_sub(self.pad.0)
+            .zip((left + cols.0).checked_sub(self.pad.1));
+        let at = match first {
+            Some((y, x)) if rows.0 < rows.1 && cols.0 < cols.1 => (y * self.width + x) * self.c_in,
+            _ => 0,
+        };
+        Window {
+            at,
+            row_step: self.width * self.c_in,
+            col_step: self.c_in,
+            rows,
+            cols,
         }
-        taps
     }
 }
 
@@ -701,11 +710,11 @@ impl<V: Variant> WithSimd for BackwardImage<'_, V> {
                 small_gemm(n_tiles, t.c_s, t.filters, dm_xi, u_t_xi, dv_xi, false);
             }
             for tile in 0..n_tiles {
-                let taps = t.taps::<V>(ty0 + tile / t.cols, tile % t.cols);
+                let window = t.window::<V>(ty0 + tile / t.cols, tile % t.cols);
                 for (c0, width) in chunks(t.c_s, S::F32_LANES) {
                     let lanes = Lanes::new(c0, width, t.c_in);
                     let place = (tile, dv_stride, t.c_s);
-                    input_grad_tile::<S, V>(simd, dv, place, lanes, &taps, grad_image);
+                    input_grad_tile::<S, V>(simd, dv, place, lanes, window, grad_image);
                 }
             }
         }
@@ -723,10 +732,10 @@ fn transform_inputs<S: Simd, V: Variant>(
 ) {
     let tile_len = V::XI * t.c_s;
     for (tile, out) in v.chunks_exact_mut(tile_len).enumerate() {
-        let taps = t.taps::<V>(ty0 + tile / t.cols, tile % t.cols);
+        let window = t.window::<V>(ty0 + tile / t.cols, tile % t.cols);
         for (c0, width) in chunks(t.c_s, S::F32_LANES) {
             let lanes = Lanes::new(c0, width, t.c_in);
-            input_tile::<S, V>(simd, image, &taps, lanes, out, t.c_s);
+            input_tile::<S, V>(simd, image, window, lanes, out, t.c_s);
         }
     }
 }

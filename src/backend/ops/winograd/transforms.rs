@@ -110,7 +110,7 @@ pub(super) fn slot<V: Variant>(xi: usize) -> usize {
 pub(super) trait Axis {
     const IN: usize;
     const OUT: usize;
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, slots: [usize; GRID]);
+    fn apply<S: Simd, const N: usize>(s: S, t: &mut [S::f32s; N], slots: [usize; GRID]);
 }
 
 /// `T x Tᵀ` for the matrix `T` of `A`: `A` along the columns of the tile's top-left
@@ -142,7 +142,11 @@ impl Axis for BtF23 {
     const IN: usize = 4;
     const OUT: usize = 4;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3, ..]: [usize; GRID]) {
+    fn apply<S: Simd, const N: usize>(
+        s: S,
+        t: &mut [S::f32s; N],
+        [p0, p1, p2, p3, ..]: [usize; GRID],
+    ) {
         let (d0, d1, d2, d3) = (t[p0], t[p1], t[p2], t[p3]);
         t[p0] = s.sub_f32s(d0, d2);
         t[p1] = s.add_f32s(d1, d2);
@@ -155,7 +159,11 @@ impl Axis for BtF23Adjoint {
     const IN: usize = 4;
     const OUT: usize = 4;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3, ..]: [usize; GRID]) {
+    fn apply<S: Simd, const N: usize>(
+        s: S,
+        t: &mut [S::f32s; N],
+        [p0, p1, p2, p3, ..]: [usize; GRID],
+    ) {
         let (v0, v1, v2, v3) = (t[p0], t[p1], t[p2], t[p3]);
         t[p1] = s.add_f32s(s.sub_f32s(v1, v2), v3);
         t[p2] = s.sub_f32s(s.add_f32s(v1, v2), v0);
@@ -167,7 +175,11 @@ impl Axis for AtF23 {
     const IN: usize = 4;
     const OUT: usize = 2;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3, ..]: [usize; GRID]) {
+    fn apply<S: Simd, const N: usize>(
+        s: S,
+        t: &mut [S::f32s; N],
+        [p0, p1, p2, p3, ..]: [usize; GRID],
+    ) {
         let (m0, m1, m2, m3) = (t[p0], t[p1], t[p2], t[p3]);
         t[p0] = s.add_f32s(s.add_f32s(m0, m1), m2);
         t[p1] = s.sub_f32s(s.sub_f32s(m1, m2), m3);
@@ -178,7 +190,11 @@ impl Axis for AtF23Adjoint {
     const IN: usize = 2;
     const OUT: usize = 4;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3, ..]: [usize; GRID]) {
+    fn apply<S: Simd, const N: usize>(
+        s: S,
+        t: &mut [S::f32s; N],
+        [p0, p1, p2, p3, ..]: [usize; GRID],
+    ) {
         let (y0, y1) = (t[p0], t[p1]);
         t[p1] = s.add_f32s(y0, y1);
         t[p2] = s.sub_f32s(y0, y1);
@@ -190,7 +206,11 @@ impl Axis for GtF23 {
     const IN: usize = 3;
     const OUT: usize = 4;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3, ..]: [usize; GRID]) {
+    fn apply<S: Simd, const N: usize>(
+        s: S,
+        t: &mut [S::f32s; N],
+        [p0, p1, p2, p3, ..]: [usize; GRID],
+    ) {
         let (g0, g1, g2) = (t[p0], t[p1], t[p2]);
         let (outer, half) = (s.add_f32s(g0, g2), s.splat_f32s(0.5));
         t[p1] = s.mul_f32s(half, s.add_f32s(outer, g1));
@@ -203,7 +223,11 @@ impl Axis for GtF23Adjoint {
     const IN: usize = 4;
     const OUT: usize = 3;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, p3, ..]: [usize; GRID]) {
+    fn apply<S: Simd, const N: usize>(
+        s: S,
+        t: &mut [S::f32s; N],
+        [p0, p1, p2, p3, ..]: [usize; GRID],
+    ) {
         let (u0, u1, u2, u3) = (t[p0], t[p1], t[p2], t[p3]);
         let half = s.splat_f32s(0.5);
         let (sum, diff) = (
@@ -233,7 +257,7 @@ impl Axis for BtF43 {
     const IN: usize = 6;
     const OUT: usize = 6;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, p: [usize; GRID]) {
+    fn apply<S: Simd, const N: usize>(s: S, t: &mut [S::f32s; N], p: [usize; GRID]) {
         let (d0, d1, d2, d3, d4, d5) = (t[p[0]], t[p[1]], t[p[2]], t[p[3]], t[p[4]], t[p[5]]);
         let (four, five, two) = (s.splat_f32s(4.0), s.splat_f32s(5.0), s.splat_f32s(2.0));
         // d4 - 4 d2 ± (d3 - 4 d1), d4 - d2 ± 2 (d3 - d1)
@@ -254,7 +278,7 @@ impl Axis for BtF43Adjoint {
     const IN: usize = 6;
     const OUT: usize = 6;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, p: [usize; GRID]) {
+    fn apply<S: Simd, const N: usize>(s: S, t: &mut [S::f32s; N], p: [usize; GRID]) {
         let (v0, v1, v2, v3, v4, v5) = (t[p[0]], t[p[1]], t[p[2]], t[p[3]], t[p[4]], t[p[5]]);
         let (four, five, two) = (s.splat_f32s(4.0), s.splat_f32s(5.0), s.splat_f32s(2.0));
         let (sum12, diff21) = (s.add_f32s(v1, v2), s.sub_f32s(v2, v1));
@@ -284,7 +308,7 @@ impl Axis for AtF43 {
     const IN: usize = 6;
     const OUT: usize = 4;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, p: [usize; GRID]) {
+    fn apply<S: Simd, const N: usize>(s: S, t: &mut [S::f32s; N], p: [usize; GRID]) {
         let (m0, m1, m2, m3, m4, m5) = (t[p[0]], t[p[1]], t[p[2]], t[p[3]], t[p[4]], t[p[5]]);
         let (two, four, eight) = (s.splat_f32s(2.0), s.splat_f32s(4.0), s.splat_f32s(8.0));
         let (a, b) = (s.add_f32s(m1, m2), s.sub_f32s(m1, m2));
@@ -300,7 +324,7 @@ impl Axis for AtF43Adjoint {
     const IN: usize = 4;
     const OUT: usize = 6;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, p: [usize; GRID]) {
+    fn apply<S: Simd, const N: usize>(s: S, t: &mut [S::f32s; N], p: [usize; GRID]) {
         let (y0, y1, y2, y3) = (t[p[0]], t[p[1]], t[p[2]], t[p[3]]);
         let (two, four, eight) = (s.splat_f32s(2.0), s.splat_f32s(4.0), s.splat_f32s(8.0));
         let (even1, odd1) = (s.add_f32s(y0, y2), s.add_f32s(y1, y3));
@@ -319,7 +343,7 @@ impl Axis for GtF43 {
     const IN: usize = 3;
     const OUT: usize = 6;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, p: [usize; GRID]) {
+    fn apply<S: Simd, const N: usize>(s: S, t: &mut [S::f32s; N], p: [usize; GRID]) {
         let (g0, g1, g2) = (t[p[0]], t[p[1]], t[p[2]]);
         let outer = s.add_f32s(g0, g2);
         let sixth = s.splat_f32s(1.0 / 6.0);
@@ -339,7 +363,7 @@ impl Axis for GtF43Adjoint {
     const IN: usize = 6;
     const OUT: usize = 3;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, p: [usize; GRID]) {
+    fn apply<S: Simd, const N: usize>(s: S, t: &mut [S::f32s; N], p: [usize; GRID]) {
         let (u0, u1, u2, u3, u4, u5) = (t[p[0]], t[p[1]], t[p[2]], t[p[3]], t[p[4]], t[p[5]]);
         let sixth = s.splat_f32s(1.0 / 6.0);
         let (sum12, diff21) = (s.add_f32s(u1, u2), s.sub_f32s(u2, u1));
@@ -379,7 +403,7 @@ impl Axis for BtF22 {
     const IN: usize = 3;
     const OUT: usize = 3;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, ..]: [usize; GRID]) {
+    fn apply<S: Simd, const N: usize>(s: S, t: &mut [S::f32s; N], [p0, p1, p2, ..]: [usize; GRID]) {
         let (d0, d1, d2) = (t[p0], t[p1], t[p2]);
         t[p0] = s.sub_f32s(d0, d1);
         t[p2] = s.sub_f32s(d2, d1);
@@ -390,7 +414,7 @@ impl Axis for BtF22Adjoint {
     const IN: usize = 3;
     const OUT: usize = 3;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, ..]: [usize; GRID]) {
+    fn apply<S: Simd, const N: usize>(s: S, t: &mut [S::f32s; N], [p0, p1, p2, ..]: [usize; GRID]) {
         let (v0, v1, v2) = (t[p0], t[p1], t[p2]);
         t[p1] = s.sub_f32s(v1, s.add_f32s(v0, v2));
     }
@@ -400,7 +424,7 @@ impl Axis for AtF22 {
     const IN: usize = 3;
     const OUT: usize = 2;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, ..]: [usize; GRID]) {
+    fn apply<S: Simd, const N: usize>(s: S, t: &mut [S::f32s; N], [p0, p1, p2, ..]: [usize; GRID]) {
         let (m0, m1, m2) = (t[p0], t[p1], t[p2]);
         t[p0] = s.add_f32s(m0, m1);
         t[p1] = s.add_f32s(m1, m2);
@@ -411,7 +435,7 @@ impl Axis for AtF22Adjoint {
     const IN: usize = 2;
     const OUT: usize = 3;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, ..]: [usize; GRID]) {
+    fn apply<S: Simd, const N: usize>(s: S, t: &mut [S::f32s; N], [p0, p1, p2, ..]: [usize; GRID]) {
         let (y0, y1) = (t[p0], t[p1]);
         t[p1] = s.add_f32s(y0, y1);
         t[p2] = y1;
@@ -422,7 +446,7 @@ impl Axis for GtF22 {
     const IN: usize = 2;
     const OUT: usize = 3;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, ..]: [usize; GRID]) {
+    fn apply<S: Simd, const N: usize>(s: S, t: &mut [S::f32s; N], [p0, p1, p2, ..]: [usize; GRID]) {
         let (g0, g1) = (t[p0], t[p1]);
         t[p1] = s.add_f32s(g0, g1);
         t[p2] = g1;
@@ -433,7 +457,7 @@ impl Axis for GtF22Adjoint {
     const IN: usize = 3;
     const OUT: usize = 2;
     #[inline(always)]
-    fn apply<S: Simd>(s: S, t: &mut Tile<S>, [p0, p1, p2, ..]: [usize; GRID]) {
+    fn apply<S: Simd, const N: usize>(s: S, t: &mut [S::f32s; N], [p0, p1, p2, ..]: [usize; GRID]) {
         let (u0, u1, u2) = (t[p0], t[p1], t[p2]);
         t[p0] = s.add_f32s(u0, u1);
         t[p1] = s.add_f32s(u1, u2);
@@ -459,26 +483,68 @@ fn store<S: Simd>(s: S, dst: &mut [f32], value: S::f32s) {
     }
 }
 
-/// The transform of one tile's input channels `lanes`, into the tile's `[ξ][c_s]` slice.
+/// Where an `α x α` input tile lies in its image: its pixel `(i, j)` starts at
+/// `at + (i - rows.0) * row_step + (j - cols.0) * col_step` for `i` in `rows.0..rows.1` and
+/// `j` in `cols.0..cols.1`, the tile's rows and columns inside the image; the others lie on
+/// padding (zero).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Window {
+    /// Where pixel `(rows.0, cols.0)` starts.
+    pub at: usize,
+    pub row_step: usize,
+    pub col_step: usize,
+    pub rows: (usize, usize),
+    pub cols: (usize, usize),
+}
+
+impl Window {
+    /// Where pixel `(i, j)` of the tile starts, if it lies inside the image.
+    #[inline(always)]
+    fn pixel(&self, i: usize, j: usize) -> Option<usize> {
+        let inside =
+            (self.rows.0..self.rows.1).contains(&i) && (self.cols.0..self.cols.1).contains(&j);
+        inside.then(|| {
+            self.at + (i - self.rows.0) * self.row_step + (j - self.cols.0) * self.col_step
+        })
+    }
+}
+
+/// The transform `Bᵀ d B` of one tile's input channels `lanes`, into the tile's `[ξ][c_s]`
+/// slice.
+///
+/// The steps of [`two_d`] (`Bᵀ` along each column, then along each row) on the same values,
+/// so the same bits, but a column at a time straight from the image and a row at a time
+/// straight to `out`, without the whole tile as one array zeroed first.
 #[inline(always)]
 pub(super) fn input_tile<S: Simd, V: Variant>(
     s: S,
     image: &[f32],
-    taps: &[Option<usize>; SLOTS],
+    window: Window,
     lanes: Lanes,
     out: &mut [f32],
     c_s: usize,
 ) {
-    let mut d: Tile<S> = zeroed_tile(s);
-    for (value, tap) in d.iter_mut().zip(taps) {
-        if let Some(at) = tap {
-            *value = load(s, &image[at + lanes.start..][..lanes.len]);
+    let zero = s.splat_f32s(0.0);
+    let mut mid = [[zero; GRID]; GRID];
+    let slots: [usize; GRID] = std::array::from_fn(|k| k);
+    for j in 0..V::ALPHA {
+        let mut column = [zero; GRID];
+        for (i, value) in column.iter_mut().enumerate().take(V::ALPHA) {
+            if let Some(at) = window.pixel(i, j) {
+                *value = load(s, &image[at + lanes.start..][..lanes.len]);
+            }
+        }
+        <V::Bt as Axis>::apply(s, &mut column, slots);
+        for (row, &value) in mid.iter_mut().zip(&column).take(V::ALPHA) {
+            row[j] = value;
         }
     }
-    two_d::<S, V::Bt>(s, &mut d);
-    for xi in 0..V::XI {
-        let out = &mut out[xi * c_s + lanes.start..][..lanes.width];
-        store(s, out, d[slot::<V>(xi)]);
+    for (i, row) in mid.iter_mut().enumerate().take(V::ALPHA) {
+        <V::Bt as Axis>::apply(s, row, slots);
+        for (j, &value) in row.iter().enumerate().take(V::ALPHA) {
+            let xi = i * V::ALPHA + j;
+            store(s, &mut out[xi * c_s + lanes.start..][..lanes.width], value);
+        }
     }
 }
 
@@ -712,21 +778,39 @@ pub(super) fn conv_grad_tile<S: Simd, V: Variant>(
 }
 
 /// `B dV Bᵀ` of one tile's channels `lanes`, added into the input pixels it covers.
+///
+/// As [`input_tile`]: the steps of [`two_d`], a column of `dV` at a time from `dv` and a row
+/// at a time into the image's gradient.
 #[inline(always)]
 pub(super) fn input_grad_tile<S: Simd, V: Variant>(
     s: S,
     dv: &[f32],
-    place: Place,
+    (tile, stride, len_s): Place,
     lanes: Lanes,
-    taps: &[Option<usize>; SLOTS],
+    window: Window,
     grad_image: &mut [f32],
 ) {
-    let mut d = load_tile::<S, V>(s, dv, place, lanes);
-    two_d::<S, V::BtAdjoint>(s, &mut d);
-    for (tap, value) in taps.iter().zip(d) {
-        if let Some(at) = tap {
-            let dst = &mut grad_image[at + lanes.start..][..lanes.len];
-            store(s, dst, s.add_f32s(load(s, dst), value));
+    let zero = s.splat_f32s(0.0);
+    let mut mid = [[zero; GRID]; GRID];
+    let slots: [usize; GRID] = std::array::from_fn(|k| k);
+    for j in 0..V::ALPHA {
+        let mut column = [zero; GRID];
+        for (i, value) in column.iter_mut().enumerate().take(V::ALPHA) {
+            let at = (i * V::ALPHA + j) * stride + tile * len_s + lanes.start;
+            *value = load(s, &dv[at..][..lanes.width]);
+        }
+        <V::BtAdjoint as Axis>::apply(s, &mut column, slots);
+        for (row, &value) in mid.iter_mut().zip(&column).take(V::ALPHA) {
+            row[j] = value;
+        }
+    }
+    for (i, row) in mid.iter_mut().enumerate().take(V::ALPHA) {
+        <V::BtAdjoint as Axis>::apply(s, row, slots);
+        for (j, &value) in row.iter().enumerate().take(V::ALPHA) {
+            if let Some(at) = window.pixel(i, j) {
+                let dst = &mut grad_image[at + lanes.start..][..lanes.len];
+                store(s, dst, s.add_f32s(load(s, dst), value));
+            }
         }
     }
 }
