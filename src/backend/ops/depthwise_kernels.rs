@@ -7,8 +7,9 @@
 //! multiplier-1 convolution of `c * m` channels.
 //!
 //! One kernel, `Correlate`, does the forward pass and the input gradient: each output (or
-//! input-gradient) pixel sums its taps in registers, tiles of `TILE` pixels by two channel
-//! vectors, and is written once. The input gradient is the transposed correlation of the
+//! input-gradient) pixel sums its taps in registers, tiles of `TILE` pixels (or `SHORT_TILE`
+//! where fewer share their taps, as in a 4x4 image) by two channel vectors, and is written
+//! once. The input gradient is the transposed correlation of the
 //! output gradient: input pixel `ix` collects the taps `j` with `ix + pad = x * stride + j`,
 //! so pixels of one residue class modulo the stride share their taps. The weight gradient
 //! (`WeightGrad`) keeps up to eight taps' sums in registers over chunks of pixels, streaming
@@ -32,8 +33,21 @@ use std::ops::Range;
 
 /// Output elements per block: about 64 KiB of output, so a block's rows stay in L2.
 const ELEMENTS_PER_BLOCK: usize = 1 << 13;
-/// Pixels per tile of the correlation kernel.
+/// Pixels per tile of the correlation kernel: a tile shares each weight vector it loads
+/// among its pixels.
 const TILE: usize = 4;
+/// The shorter tile, where fewer than [`TILE`] pixels share their taps (a 4x4 image's two
+/// interior columns): single pixels there reloaded every weight for every pixel.
+const SHORT_TILE: usize = 2;
+
+/// The pixels of the next tile: [`TILE`] or [`SHORT_TILE`] when that many pixels from here
+/// share their taps (`fits`), else one.
+fn tile_pixels(fits: impl Fn(usize) -> bool) -> usize {
+    [TILE, SHORT_TILE]
+        .into_iter()
+        .find(|&p| fits(p))
+        .unwrap_or(1)
+}
 
 /// An activation applied to the output inside the op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -359,11 +373,7 @@ impl ColumnPlan {
         let mut plan = ColumnPlan::new(cols.stride * cm, cm, inner.clone());
         let mut x = 0;
         while x < cols.output {
-            let pixels = if inner.contains(&x) && x + TILE <= inner.end {
-                TILE
-            } else {
-                1
-            };
+            let pixels = tile_pixels(|p| inner.contains(&x) && x + p <= inner.end);
             // The taps of pixel x; interior tiles share them.
             let taps = cols.valid_taps(x);
             let first = x * cols.stride;
@@ -398,12 +408,10 @@ impl ColumnPlan {
         for class in 0..s.min(cols.input) {
             let mut ix = class;
             while ix < cols.input {
-                let last = ix + (TILE - 1) * s;
-                let pixels = if last < cols.input && full(ix) && full(last) {
-                    TILE
-                } else {
-                    1
-                };
+                let pixels = tile_pixels(|p| {
+                    let last = ix + (p - 1) * s;
+                    last < cols.input && full(ix) && full(last)
+                });
                 plan.push(ix * cm, pixels, taps_of(ix).map(|(j, x)| (j, x * cm)));
                 ix += pixels * s;
             }
@@ -528,6 +536,8 @@ impl LaneKernel for Correlate<'_> {
                     match (*pixels, two) {
                         (TILE, true) => k.tile::<L, TILE, 2>(l, cols, v0, out),
                         (TILE, false) => k.tile::<L, TILE, 1>(l, cols, v0, out),
+                        (SHORT_TILE, true) => k.tile::<L, SHORT_TILE, 2>(l, cols, v0, out),
+                        (SHORT_TILE, false) => k.tile::<L, SHORT_TILE, 1>(l, cols, v0, out),
                         (_, true) => k.tile::<L, 1, 2>(l, cols, v0, out),
                         (_, false) => k.tile::<L, 1, 1>(l, cols, v0, out),
                     }
