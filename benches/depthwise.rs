@@ -1,5 +1,5 @@
 //! The depthwise convolution on MobileNetV2-like layers (batch 32, 3x3, `same`, no bias):
-//! 56x56x144 stride 1 and 28x28x192 stride 2; forward (inference) and forward + backward (a
+//! 56x56x144 stride 1, 28x28x192 stride 2 and 4x4x384 stride 1; forward (inference) and forward + backward (a
 //! training step's share).
 //!
 //! Each layer is timed four ways on preallocated buffers — the kernels with AVX-512, with AVX2,
@@ -40,7 +40,7 @@ struct Layer {
     stride: usize,
 }
 
-const LAYERS: [Layer; 2] = [
+const LAYERS: [Layer; 3] = [
     Layer {
         name: "mbv2_56x56x144_s1",
         input: (32, 56, 56, 144),
@@ -50,6 +50,12 @@ const LAYERS: [Layer; 2] = [
         name: "mbv2_28x28x192_s2",
         input: (32, 28, 28, 192),
         stride: 2,
+    },
+    // `mobilenetv2_small`'s last stage: two interior columns, tiles of two pixels.
+    Layer {
+        name: "mbv2_4x4x384_s1",
+        input: (32, 4, 4, 384),
+        stride: 1,
     },
 ];
 
