@@ -104,7 +104,8 @@ pub(super) fn slot<V: Variant>(xi: usize) -> usize {
 }
 
 /// A one-axis transform of `IN` points to `OUT`, applied to a row or column of slots of a
-/// tile (reading the first `IN`, writing the first `OUT`). A trait rather than closures, so that every
+/// tile, or of an array of vectors such as one column held on its own (reading the first
+/// `IN` of `slots`, writing the first `OUT`). A trait rather than closures, so that every
 /// step inlines into the vectorised caller (a closure is its own function, compiled without
 /// the caller's vector features).
 pub(super) trait Axis {
