@@ -9,7 +9,7 @@ use crate::backend::ops::buffers;
 use crate::backend::ops::dense;
 use crate::backend::ops::geometry::Window2;
 use crate::backend::ops::matmul::{gemm, gemm_by_rows, View};
-use crate::backend::ops::reduce::{add_gradients_in_order, tree_program, TreeStep};
+use crate::backend::ops::reduce::{add_gradients_in_order, add_pair_into, tree_program, TreeStep};
 use crate::backend::ops::simd;
 use crate::backend::ops::winograd;
 use crate::backend::ops::Shape4;
@@ -481,7 +481,9 @@ fn backward_pointwise(
                     let grad_patches = sized(&mut scratch.grad_patches, rows * k);
                     let (lhs, rhs) = (View::rows(go, f), View::rows(&w_t, k));
                     gemm_by_rows(grad_patches, (rows, k, f), lhs, rhs, false, 1);
-                    // A pointwise convolution's col2im: each patch is its pixel.
+                    // A pointwise convolution's col2im: each patch is its pixel. (The product
+                    // adding straight into the gradient rounds otherwise than the per-image
+                    // path's col2im.)
                     grad_rows
                         .iter_mut()
                         .zip(&*grad_patches)
@@ -527,8 +529,7 @@ fn backward_pointwise(
                     // The program adds only when two partial sums are on the stack.
                     if let Some((dw, db)) = stack.pop() {
                         if let Some((left_dw, left_db)) = stack.last_mut() {
-                            left_dw.iter_mut().zip(&dw).for_each(|(a, b)| *a += b);
-                            left_db.iter_mut().zip(&db).for_each(|(a, b)| *a += b);
+                            add_pair_into((left_dw, left_db), (&dw, &db));
                         }
                         spare.push(dw);
                     }

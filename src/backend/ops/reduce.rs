@@ -219,9 +219,14 @@ pub fn add_pairs(
     (mut dw, mut db): (Vec<f32>, Vec<f32>),
     (dw2, db2): (Vec<f32>, Vec<f32>),
 ) -> (Vec<f32>, Vec<f32>) {
-    dw.iter_mut().zip(&dw2).for_each(|(a, b)| *a += b);
-    db.iter_mut().zip(&db2).for_each(|(a, b)| *a += b);
+    add_pair_into((&mut dw, &mut db), (&dw2, &db2));
     (dw, db)
+}
+
+/// [`add_pairs`] in place: `(dw, db) += (dw2, db2)`, value by value.
+pub fn add_pair_into((dw, db): (&mut [f32], &mut [f32]), (dw2, db2): (&[f32], &[f32])) {
+    dw.iter_mut().zip(dw2).for_each(|(a, b)| *a += b);
+    db.iter_mut().zip(db2).for_each(|(a, b)| *a += b);
 }
 
 #[cfg(test)]
