@@ -514,10 +514,10 @@ impl Tiles {
         let first = (top + rows.0)
             .checked_sub(self.pad.0)
             .zip((left + cols.0).checked_sub(self.pad.1));
-        let at = match first {
-            Some((y, x)) if rows.0 < rows.1 && cols.0 < cols.1 => (y * self.width + x) * self.c_in,
-            _ => 0,
-        };
+        let inside_at = |(y, x): (usize, usize)| (y * self.width + x) * self.c_in;
+        let at = first
+            .filter(|_| rows.0 < rows.1 && cols.0 < cols.1)
+            .map_or(0, inside_at);
         Window {
             at,
             row_step: self.width * self.c_in,
