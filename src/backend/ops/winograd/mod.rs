@@ -30,6 +30,7 @@
 //! `[ξ][c_in][f_s]`, `dU` is `[c_in][ξ][f_s]` (the filter gradient's transform reads one
 //! channel's `α²` rows together) and `Uᵀ` is `[ξ][filters][c_s]`.
 
+use crate::backend::ops::buffers;
 use crate::backend::ops::conv_kernels::{sized, ConvGeometry, Scratch};
 use crate::backend::ops::conv_pool_kernels::ConvPoolGeometry;
 use crate::backend::ops::reduce::add_gradients_in_order;
@@ -252,6 +253,7 @@ fn forward_with<V: Variant>(t: &Tiles, input: &[f32], weight: &[f32], outputs: O
             });
         }
     }
+    buffers::give(u);
 }
 
 /// Runs `body(image, block, out, side)` on every block of every image in parallel: `out` and,
@@ -411,6 +413,7 @@ fn backward_with<V: Variant>(
             scratch.give();
         },
     );
+    buffers::give(u_t);
 }
 
 /// The sizes the kernels need: the tiling of the output into `m x m` tiles (2x2, one per
