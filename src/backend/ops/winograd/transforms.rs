@@ -554,9 +554,6 @@ pub(super) fn input_tile<S: Simd, V: Variant>(
 /// to the next, len_s); row ξ of the tile starts at `ξ * stride + tile * len_s`.
 pub(super) type Place = (usize, usize, usize);
 
-/// Input channels [`TransformWeight`] transforms before it writes them to `U`.
-const STAGED_CHANNELS: usize = 4;
-
 /// The `α²` vectors of `lanes` of one tile in a `[ξ][tile][len_s]` matrix.
 #[inline(always)]
 fn load_tile<S: Simd, V: Variant>(
@@ -863,6 +860,9 @@ pub(super) fn write_weight_gradient<V: Variant>(t: &Tiles, du: &[f32], grad_weig
         grad_weight,
     });
 }
+
+/// Input channels [`TransformWeight`] transforms before it writes them to `U`.
+const STAGED_CHANNELS: usize = 4;
 
 /// `G g Gᵀ` of every filter, by vectors of filters: an HWIO weight keeps the filters of one
 /// tap and channel contiguous, as `U` does. Run through [`pulp`] (see the module doc).
