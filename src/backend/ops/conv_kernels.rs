@@ -9,6 +9,7 @@ use crate::backend::ops::buffers;
 use crate::backend::ops::dense;
 use crate::backend::ops::geometry::Window2;
 use crate::backend::ops::matmul::{gemm, gemm_by_rows, View};
+use crate::backend::ops::pointwise_grad;
 use crate::backend::ops::reduce::{add_gradients_in_order, add_pair_into, tree_program, TreeStep};
 use crate::backend::ops::simd;
 use crate::backend::ops::winograd;
@@ -493,6 +494,15 @@ fn backward_pointwise(
             });
         buffers::give(w_t);
     }
+    if pixels <= pointwise_grad::MAX_PIXELS {
+        pointwise_grad::add_weight_gradient(
+            (input, grad_out),
+            (g.batch, pixels, k, f),
+            grad_weight,
+            grad_bias,
+        );
+        return;
+    }
     let width = (WEIGHT_BLOCK_VALUES / k.max(1) / 16 * 16).clamp(16, f.max(16));
     let block_pixels = g.rows_per_block() * g.window.cols.output;
     let (program, depth) = tree_program(0..g.batch, 1);
@@ -654,20 +664,23 @@ mod tests {
         ConvGeometry::for_weight(batch, c_in, window, (c_in, filters))
     }
 
-    /// The pointwise path against the per-image one: the same bits (the input gradient of
-    /// one-pixel images within rounding); and the input gradient of a batch is its halves',
-    /// bit for bit, as a split step needs.
+    /// The pointwise path against the per-image one: the same bits for the input gradient
+    /// (within rounding on one-pixel images) and the bias gradient; the weight gradient within
+    /// rounding (images of up to `pointwise_grad::MAX_PIXELS` pixels sum it in registers, in
+    /// their own order; `pointwise_grad`'s tests hold it to the tree); and the input gradient
+    /// of a batch is its halves', bit for bit, as a split step needs.
     #[test]
     fn pointwise_backward_matches_the_per_image_path() {
-        // 300 channels make blocks of 48 filters, so 100 filters are three blocks, the last
-        // one short; 1x1 images make rows of one pixel; 32x32 and 24x24 images are two blocks
-        // of pixels each (the second one short on 24x24).
+        // 1x1 images make rows of one pixel; 40x40 images (past `MAX_PIXELS`) take the matrix
+        // product's path, in blocks of filters (300 channels make blocks of 48, so 100 filters
+        // are three, the last one short) and of pixels.
         let cases = [
             (5, 4, 300, 100),
             (7, 8, 24, 40),
             (3, 1, 16, 20),
             (3, 32, 20, 600),
             (2, 24, 300, 100),
+            (2, 40, 300, 100),
         ];
         for (batch, side, c_in, filters) in cases {
             let g = pointwise(batch, side, c_in, filters);
@@ -692,7 +705,20 @@ mod tests {
             let (dx, dw, db) = run(true);
             let (want_dx, want_dw, want_db) = run(false);
             let case = format!("{batch} images {side}x{side}, {c_in} to {filters}");
-            assert_eq!(bits(&dw), bits(&want_dw), "{case}: weight");
+            if side * side > pointwise_grad::MAX_PIXELS {
+                assert_eq!(bits(&dw), bits(&want_dw), "{case}: weight");
+            } else {
+                // Within rounding of the sum of the products' magnitudes.
+                let pixels = side * side;
+                for (i, (got, want)) in dw.iter().zip(&want_dw).enumerate() {
+                    let (r, c) = (i / filters, i % filters);
+                    let magnitude: f32 = (0..batch * pixels)
+                        .map(|p| (input[p * c_in + r] * grad_out[p * filters + c]).abs())
+                        .sum();
+                    let close = (got - want).abs() <= 1e-6 * (magnitude + 1.0);
+                    assert!(close, "{case}: weight {got} against {want}");
+                }
+            }
             assert_eq!(bits(&db), bits(&want_db), "{case}: bias");
             if side > 1 {
                 assert_eq!(bits(&dx), bits(&want_dx), "{case}: input");

@@ -605,6 +605,7 @@ mod tests {
             (1, 9000, 1),
             (2, 20_000 * 3, 3),
         ];
+        let _kinds = lanes::kind_lock();
         for kind in [None, Some(Kind::Avx2), Some(Kind::Scalar)] {
             force(kind);
             for (case, &(batch, inputs, channels)) in cases.iter().enumerate() {

@@ -1362,6 +1362,7 @@ mod tests {
                 cases.push((g, act));
             }
         }
+        let _kinds = lanes::kind_lock();
         let widest: Vec<_> = cases.iter().map(|(g, act)| run_case(g, *act)).collect();
         for kind in [Kind::Avx2, Kind::Scalar] {
             force(Some(kind));

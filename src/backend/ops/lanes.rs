@@ -75,6 +75,14 @@ pub fn force(kind: Option<Kind>) {
     FORCED.store(kind.map_or(0, |k| k as u8), Ordering::Relaxed);
 }
 
+/// Held by tests that [`force`] a kind and by tests whose bits need one kind throughout:
+/// `force` is process-wide and tests run on parallel threads.
+#[cfg(test)]
+pub(crate) fn kind_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Runs `kernel` with the widest vectors this CPU has (or those chosen by [`force`]).
 #[inline(always)]
 pub fn dispatch<K: LaneKernel>(kernel: K) -> K::Output {

@@ -32,6 +32,7 @@ pub mod linear_bn;
 pub mod loss;
 pub mod matmul;
 pub mod merge;
+pub mod pointwise_grad;
 pub mod pool2d;
 pub mod pool_kernels;
 pub mod profile;
