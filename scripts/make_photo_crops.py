@@ -6,7 +6,7 @@ side, JPEG quality 75 to 95 (Pillow's default 4:2:0 chroma), in two classes `a` 
     pip install scikit-image pillow numpy
     make_photo_crops.py OUT_DIR [N]        # N images, 3,000 by default; seed 0
 
-The README's "Decoding JPEGs" table was measured on the 3,000 this writes.
+The "Decoding JPEGs" measurements in docs/performance.md were taken on the 3,000 this writes.
 """
 import os
 import sys
