@@ -10,7 +10,9 @@ use crate::backend::ops::dense;
 use crate::backend::ops::geometry::Window2;
 use crate::backend::ops::matmul::{gemm, gemm_by_rows, View};
 use crate::backend::ops::pointwise_grad;
-use crate::backend::ops::reduce::{add_gradients_in_order, add_pair_into, tree_program, TreeStep};
+use crate::backend::ops::reduce::{
+    add_gradients_in_order, add_pair_into, run_program, tree_program,
+};
 use crate::backend::ops::simd;
 use crate::backend::ops::winograd;
 use crate::backend::ops::Shape4;
@@ -509,44 +511,38 @@ fn backward_pointwise(
     // One block's sums over the batch: (weight gradient `K x width`, bias gradient).
     let block_sums = |f0: usize| -> Option<(Vec<f32>, Vec<f32>)> {
         let width = width.min(f - f0);
-        let mut stack: Vec<(Vec<f32>, Vec<f32>)> = Vec::with_capacity(depth);
-        let mut spare: Vec<Vec<f32>> = Vec::with_capacity(depth);
-        for step in &program {
-            match *step {
-                TreeStep::Leaf { start: n, .. } => {
-                    let image = &input[n * in_image..][..in_image];
-                    let go = &grad_out[n * out_image..][..out_image];
-                    let mut dw = spare.pop().unwrap_or_else(|| vec![0.0; k * width]);
-                    // The per-image path's blocks of pixels, the first written over `dw`.
-                    for p0 in (0..pixels).step_by(block_pixels) {
-                        let p1 = (p0 + block_pixels).min(pixels);
-                        let go_block = View {
-                            data: &go[p0 * f + f0..],
-                            row_stride: f,
-                            col_stride: 1,
-                        };
-                        let x_t = View::transposed(&image[p0 * k..p1 * k], k);
-                        let dims = (k, width, p1 - p0);
-                        simd::fast(|| gemm(&mut dw, dims, x_t, go_block, p0 > 0, 1));
-                    }
-                    let mut db = vec![0.0f32; width];
-                    go.chunks_exact(f).for_each(|px| {
-                        db.iter_mut().zip(&px[f0..]).for_each(|(d, v)| *d += v);
-                    });
-                    stack.push((dw, db));
-                }
-                TreeStep::Add => {
-                    // The program adds only when two partial sums are on the stack.
-                    if let Some((dw, db)) = stack.pop() {
-                        if let Some((left_dw, left_db)) = stack.last_mut() {
-                            add_pair_into((left_dw, left_db), (&dw, &db));
-                        }
-                        spare.push(dw);
-                    }
-                }
-            }
+        if program.is_empty() {
+            return None;
         }
-        stack.pop()
+        let mut slots = vec![(vec![0.0f32; k * width], vec![0.0f32; width]); depth];
+        let leaf = |slots: &mut [(Vec<f32>, Vec<f32>)], slot: usize, n: usize, _: usize| {
+            let (dw, db) = &mut slots[slot];
+            let image = &input[n * in_image..][..in_image];
+            let go = &grad_out[n * out_image..][..out_image];
+            // The per-image path's blocks of pixels, the first written over `dw`.
+            for p0 in (0..pixels).step_by(block_pixels) {
+                let p1 = (p0 + block_pixels).min(pixels);
+                let go_block = View {
+                    data: &go[p0 * f + f0..],
+                    row_stride: f,
+                    col_stride: 1,
+                };
+                let x_t = View::transposed(&image[p0 * k..p1 * k], k);
+                let dims = (k, width, p1 - p0);
+                simd::fast(|| gemm(dw, dims, x_t, go_block, p0 > 0, 1));
+            }
+            db.fill(0.0);
+            go.chunks_exact(f).for_each(|px| {
+                db.iter_mut().zip(&px[f0..]).for_each(|(d, v)| *d += v);
+            });
+        };
+        let add = |slots: &mut [(Vec<f32>, Vec<f32>)], lower: usize| {
+            let (below, above) = slots.split_at_mut(lower + 1);
+            let ((dw, db), (upper_dw, upper_db)) = (&mut below[lower], &above[0]);
+            add_pair_into((dw, db), (upper_dw, upper_db));
+        };
+        run_program(&program, &mut slots[..], leaf, add);
+        Some(slots.swap_remove(0))
     };
     let starts: Vec<usize> = (0..f).step_by(width).collect();
     let sums: Vec<_> = starts

@@ -4,7 +4,7 @@ use crate::backend::ops::buffers;
 use crate::backend::ops::lanes::{self, LaneKernel, Lanes};
 use crate::backend::ops::matmul::{gemm, gemm_by_rows, View};
 use crate::backend::ops::profile;
-use crate::backend::ops::reduce::{batch_tree, fold_in_order, tree_program, TreeStep};
+use crate::backend::ops::reduce::{batch_tree, fold_in_order, run_program, tree_program, TreeStep};
 use crate::backend::ops::tape;
 use crate::backend::ops::{Flat, Vector};
 use dfdx::shapes::HasShape;
@@ -180,43 +180,36 @@ fn unit_block_tree(
     dy: &[f32],
     dst: &mut [f32],
 ) {
-    let mut top = 0;
-    for step in program {
-        match *step {
-            TreeStep::Leaf { start, len } => {
-                // The group's products in the tree's order: the first ⌈len/2⌉, then the rest.
-                let d = &dy[start..start + len];
-                let x = &x[start..start + len];
-                let sum = &mut stack[top];
-                match len {
-                    1 => sum.iter_mut().zip(&x[0]).for_each(|(s, a)| *s = d[0] * a),
-                    2 => {
-                        for (j, s) in sum.iter_mut().enumerate() {
-                            *s = d[0] * x[0][j] + d[1] * x[1][j];
-                        }
-                    }
-                    3 => {
-                        for (j, s) in sum.iter_mut().enumerate() {
-                            *s = (d[0] * x[0][j] + d[1] * x[1][j]) + d[2] * x[2][j];
-                        }
-                    }
-                    _ => {
-                        for (j, s) in sum.iter_mut().enumerate() {
-                            *s = (d[0] * x[0][j] + d[1] * x[1][j])
-                                + (d[2] * x[2][j] + d[3] * x[3][j]);
-                        }
-                    }
+    let leaf = |stack: &mut [[f32; FEATURE_BLOCK]], slot: usize, start: usize, len: usize| {
+        // The group's products in the tree's order: the first ⌈len/2⌉, then the rest.
+        let d = &dy[start..start + len];
+        let x = &x[start..start + len];
+        let sum = &mut stack[slot];
+        match len {
+            1 => sum.iter_mut().zip(&x[0]).for_each(|(s, a)| *s = d[0] * a),
+            2 => {
+                for (j, s) in sum.iter_mut().enumerate() {
+                    *s = d[0] * x[0][j] + d[1] * x[1][j];
                 }
-                top += 1;
             }
-            TreeStep::Add => {
-                top -= 1;
-                let (lower, upper) = stack.split_at_mut(top);
-                let sum = &mut lower[top - 1];
-                sum.iter_mut().zip(&upper[0]).for_each(|(a, b)| *a += b);
+            3 => {
+                for (j, s) in sum.iter_mut().enumerate() {
+                    *s = (d[0] * x[0][j] + d[1] * x[1][j]) + d[2] * x[2][j];
+                }
+            }
+            _ => {
+                for (j, s) in sum.iter_mut().enumerate() {
+                    *s = (d[0] * x[0][j] + d[1] * x[1][j]) + (d[2] * x[2][j] + d[3] * x[3][j]);
+                }
             }
         }
-    }
+    };
+    let add = |stack: &mut [[f32; FEATURE_BLOCK]], lower: usize| {
+        let (below, above) = stack.split_at_mut(lower + 1);
+        let sum = &mut below[lower];
+        sum.iter_mut().zip(&above[0]).for_each(|(a, b)| *a += b);
+    };
+    run_program(program, stack, leaf, add);
     dst.iter_mut().zip(&stack[0]).for_each(|(d, s)| *d += s);
 }
 

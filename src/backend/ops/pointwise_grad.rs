@@ -11,15 +11,13 @@
 //! order, one fused multiply-add a pixel from zero, whatever the tiling or the thread count.
 
 use crate::backend::ops::lanes::{self, LaneKernel, Lanes};
-use crate::backend::ops::reduce::{self, TreeStep};
+use crate::backend::ops::reduce::{self, run_program, TreeStep};
 use rayon::prelude::*;
 
 /// Input channels per parallel task (and per register tile on 16-lane vectors).
 const ROWS: usize = 8;
 /// Vectors of filters in a register tile.
 const VECTORS: usize = 2;
-/// The widest tile's values: `ROWS` by `VECTORS` vectors of 16 lanes.
-const TILE_VALUES: usize = ROWS * VECTORS * 16;
 
 /// Images up to this many pixels take [`add_weight_gradient`]; larger ones sum enough pixels
 /// per value for the matrix product to pay.
@@ -65,10 +63,9 @@ pub(crate) fn add_weight_gradient(
         .par_chunks_mut(ROWS * f)
         .enumerate()
         .for_each(|(block, dst)| {
-            let mut stack = vec![0.0f32; depth.max(1) * TILE_VALUES];
             lanes::dispatch(RowBlock {
                 program: &program,
-                stack: &mut stack,
+                depth,
                 input,
                 grad_out,
                 dims: (pixels, k, f),
@@ -81,8 +78,8 @@ pub(crate) fn add_weight_gradient(
 /// One block of at most [`ROWS`] input channels of the gradient, every filter.
 struct RowBlock<'a> {
     program: &'a [TreeStep],
-    /// `depth` tiles of [`TILE_VALUES`].
-    stack: &'a mut [f32],
+    /// The most partial sums the program keeps at once.
+    depth: usize,
     input: &'a [f32],
     grad_out: &'a [f32],
     /// Pixels an image, input channels, filters.
@@ -100,31 +97,36 @@ impl LaneKernel for RowBlock<'_> {
     fn run<L: Lanes>(mut self, l: L) {
         let f = self.dims.2;
         let rows = self.dst.len() / f;
+        // The program's partial sums of the widest tile.
+        let mut stack = vec![0.0f32; self.depth.max(1) * ROWS * VECTORS * L::N];
+        let stack = &mut stack[..];
         // Sixteen accumulators fill half of AVX-512's registers; narrower vectors have half
         // as many registers.
         let tile_rows = if L::N >= 16 { ROWS } else { ROWS / 2 };
         for c0 in (0..f).step_by(VECTORS * L::N) {
             let width = (f - c0).min(VECTORS * L::N);
+            let (full, part) = (l.mask(L::N), l.mask((width - 1) % L::N + 1));
             let mut r = 0;
             while r < rows {
-                let (full, part) = (l.mask(L::N), l.mask((width - 1) % L::N + 1));
+                let whole = rows - r >= tile_rows;
+                let at = (r, c0);
                 // SAFETY: the row and column ranges lie within the shapes `add_weight_gradient`
                 // checked, and the masks cover only the columns below `f`.
                 unsafe {
-                    match (rows - r >= tile_rows, width > L::N) {
+                    match (whole, width > L::N) {
                         (true, true) if L::N >= 16 => {
-                            self.tile::<L, ROWS, 2>(l, (r, c0), [full, part]);
+                            self.tile::<L, ROWS, 2>(l, at, [full, part], stack);
                         }
-                        (true, true) => self.tile::<L, { ROWS / 2 }, 2>(l, (r, c0), [full, part]),
+                        (true, true) => self.tile::<L, { ROWS / 2 }, 2>(l, at, [full, part], stack),
                         (true, false) if L::N >= 16 => {
-                            self.tile::<L, ROWS, 1>(l, (r, c0), [part]);
+                            self.tile::<L, ROWS, 1>(l, at, [part], stack);
                         }
-                        (true, false) => self.tile::<L, { ROWS / 2 }, 1>(l, (r, c0), [part]),
-                        (false, true) => self.tile::<L, 1, 2>(l, (r, c0), [full, part]),
-                        (false, false) => self.tile::<L, 1, 1>(l, (r, c0), [part]),
+                        (true, false) => self.tile::<L, { ROWS / 2 }, 1>(l, at, [part], stack),
+                        (false, true) => self.tile::<L, 1, 2>(l, at, [full, part], stack),
+                        (false, false) => self.tile::<L, 1, 1>(l, at, [part], stack),
                     }
                 }
-                r += if rows - r >= tile_rows { tile_rows } else { 1 };
+                r += if whole { tile_rows } else { 1 };
             }
         }
     }
@@ -132,7 +134,8 @@ impl LaneKernel for RowBlock<'_> {
 
 impl RowBlock<'_> {
     /// Rows `r..r + R` of the block by the `V` vectors of filters from `c0` (`masks` their
-    /// lanes): the tree over the images, then added into `dst`.
+    /// lanes): the tree over the images on `stack` (at least `depth` tiles of `R` by `V`
+    /// vectors), then added into `dst`.
     ///
     /// # Safety
     /// `r + R` must be at most the block's rows, and the masked lanes from `c0` must lie below
@@ -143,70 +146,61 @@ impl RowBlock<'_> {
         l: L,
         (r, c0): (usize, usize),
         masks: [L::M; V],
+        stack: &mut [f32],
     ) {
         let (pixels, k, f) = self.dims;
         let width = V * L::N;
         let tile_len = R * width;
         let all = l.mask(L::N);
-        let stack = self.stack.as_mut_ptr();
-        let mut top = 0;
-        for step in self.program {
-            match *step {
-                TreeStep::Leaf { start: n, len } => {
-                    debug_assert_eq!(len, 1, "one image a leaf");
-                    let x = self.input[n * pixels * k + self.r0 + r..].as_ptr();
-                    let g = self.grad_out[n * pixels * f + c0..].as_ptr();
-                    let mut acc = [[l.splat(0.0); V]; R];
-                    for p in 0..pixels {
-                        // SAFETY: pixel `p` of image `n` holds channels `r0 + r..+R` and the
-                        // masked filters from `c0` (the caller's contract).
-                        let gv: [L::V; V] = std::array::from_fn(|v| unsafe {
-                            l.load(g.add(p * f + v * L::N), masks[v])
-                        });
-                        for (i, acc) in acc.iter_mut().enumerate() {
-                            // SAFETY: as above.
-                            let xs = l.splat(unsafe { *x.add(p * k + i) });
-                            for v in 0..V {
-                                acc[v] = l.fma(xs, gv[v], acc[v]);
-                            }
-                        }
-                    }
-                    // SAFETY: the stack holds `depth` tiles of at least `tile_len` values and
-                    // the program never pushes more than `depth` partial sums.
-                    unsafe {
-                        let s = stack.add(top * tile_len);
-                        for (i, acc) in acc.iter().enumerate() {
-                            for (v, &value) in acc.iter().enumerate() {
-                                l.store(s.add(i * width + v * L::N), value, all);
-                            }
-                        }
-                    }
-                    top += 1;
-                }
-                TreeStep::Add => {
-                    // The program adds only when two partial sums are on the stack.
-                    top -= 1;
-                    // SAFETY: tiles `top - 1` and `top` lie within the stack.
-                    unsafe {
-                        let (lower, upper) =
-                            (stack.add((top - 1) * tile_len), stack.add(top * tile_len));
-                        for i in (0..tile_len).step_by(L::N) {
-                            let sum = l.add(l.load(lower.add(i), all), l.load(upper.add(i), all));
-                            l.store(lower.add(i), sum, all);
-                        }
+        let (input, grad_out, r0) = (self.input, self.grad_out, self.r0);
+        let leaf = |stack: &mut [f32], slot: usize, n: usize, len: usize| {
+            debug_assert_eq!(len, 1, "one image a leaf");
+            let x = input[n * pixels * k + r0 + r..].as_ptr();
+            let g = grad_out[n * pixels * f + c0..].as_ptr();
+            let mut acc = [[l.splat(0.0); V]; R];
+            for p in 0..pixels {
+                // SAFETY: pixel `p` of image `n` holds channels `r0 + r..+R` and the masked
+                // filters from `c0` (the caller's contract).
+                let gv: [L::V; V] =
+                    std::array::from_fn(|v| unsafe { l.load(g.add(p * f + v * L::N), masks[v]) });
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: as above.
+                    let xs = l.splat(unsafe { *x.add(p * k + i) });
+                    for v in 0..V {
+                        acc[v] = l.fma(xs, gv[v], acc[v]);
                     }
                 }
             }
-        }
+            let s = stack[slot * tile_len..][..tile_len].as_mut_ptr();
+            for (i, acc) in acc.iter().enumerate() {
+                for (v, &value) in acc.iter().enumerate() {
+                    // SAFETY: `s` holds `R` rows of `V` whole vectors.
+                    unsafe { l.store(s.add(i * width + v * L::N), value, all) };
+                }
+            }
+        };
+        let add = |stack: &mut [f32], lower: usize| {
+            let (below, above) = stack.split_at_mut((lower + 1) * tile_len);
+            let (sum, upper) = (below[lower * tile_len..].as_mut_ptr(), above.as_ptr());
+            for i in (0..tile_len).step_by(L::N) {
+                // SAFETY: both tiles hold `tile_len` values, whole vectors.
+                unsafe {
+                    let value = l.add(l.load(sum.add(i), all), l.load(upper.add(i), all));
+                    l.store(sum.add(i), value, all);
+                }
+            }
+        };
+        run_program(self.program, stack, leaf, add);
         let dst = self.dst.as_mut_ptr();
+        let sum = stack[..tile_len].as_ptr();
         for i in 0..R {
             for (v, &mask) in masks.iter().enumerate() {
                 // SAFETY: row `r + i` of the block and the masked filters from `c0` lie within
                 // `dst`; the stack's first tile holds the sum.
                 unsafe {
                     let at = dst.add((r + i) * f + c0 + v * L::N);
-                    let sum = l.load(stack.add(i * width + v * L::N), all);
-                    l.store(at, l.add(l.load(at, mask), sum), mask);
+                    let value = l.add(l.load(at, mask), l.load(sum.add(i * width + v * L::N), all));
+                    l.store(at, value, mask);
                 }
             }
         }

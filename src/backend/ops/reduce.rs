@@ -162,6 +162,33 @@ pub fn tree_program(images: std::ops::Range<usize>, group: usize) -> (Vec<TreeSt
     (program, depth)
 }
 
+/// Runs `program` on a stack of partial sums that `stack` holds, slot 0 at the bottom:
+/// `leaf(stack, slot, start, len)` writes the sum of its `len` images from `start` over slot
+/// `slot`, and `add(stack, lower)` adds slot `lower + 1` into slot `lower`. The sum ends in
+/// slot 0, and no slot past the program's depth is used.
+#[inline(always)]
+pub fn run_program<S: ?Sized>(
+    program: &[TreeStep],
+    stack: &mut S,
+    mut leaf: impl FnMut(&mut S, usize, usize, usize),
+    mut add: impl FnMut(&mut S, usize),
+) {
+    let mut top = 0;
+    for step in program {
+        match *step {
+            TreeStep::Leaf { start, len } => {
+                leaf(stack, top, start, len);
+                top += 1;
+            }
+            TreeStep::Add => {
+                // The program adds only when two partial sums are on the stack.
+                top -= 1;
+                add(stack, top - 1);
+            }
+        }
+    }
+}
+
 /// Adds to `grad_weight` (and `grad_bias`, `bias_len` long, when given) the sum over `items`
 /// (one per image) of each image's weight and bias gradients, in [`fold_in_order`]'s tree.
 /// `leaf(n, item, dw, db)` writes image `n`'s weight gradient over every value of `dw`
