@@ -148,7 +148,7 @@ impl ConvGeometry {
     }
     /// Whether this is a 1x1 convolution at stride 1 (no padding): its patch matrix is the
     /// image itself, pixel by pixel, so im2col would only copy it.
-    fn is_pointwise(&self) -> bool {
+    pub(crate) fn is_pointwise(&self) -> bool {
         let (rows, cols) = (self.window.rows, self.window.cols);
         (rows.kernel, cols.kernel, rows.stride, cols.stride) == (1, 1, 1, 1)
             && (rows.pad_before, cols.pad_before) == (0, 0)
@@ -464,10 +464,39 @@ const WEIGHT_BLOCK_VALUES: usize = 1 << 14;
 ///   around it ([`gemm_by_rows`]), so a batch's input gradient is its halves'. They are the
 ///   per-image path's bits too, except on images of one pixel, where that path's one-row
 ///   products round differently.
-fn backward_pointwise(
+fn backward_pointwise(g: &ConvGeometry, operands: (&[f32], &[f32], &[f32]), grads: Gradients<'_>) {
+    backward_pointwise_into(g, operands, grads, false);
+}
+
+/// The gradients of a pointwise convolution (see [`backward`]), the input's written over
+/// `grad_input` (whatever it held) instead of added into it: the bits adding into a zeroed
+/// gradient gives, without zeroing it first and reading the zeros back. For a fresh
+/// gradient buffer (the first reader's gradient of a fused op's output).
+///
+/// # Panics
+/// When the convolution is not pointwise.
+pub(crate) fn backward_pointwise_overwriting(
+    g: &ConvGeometry,
+    operands: (&[f32], &[f32], &[f32]),
+    grad_input: &mut [f32],
+    grad_weight: &mut [f32],
+    grad_bias: Option<&mut [f32]>,
+) {
+    assert!(g.is_pointwise(), "a pointwise convolution");
+    backward_pointwise_into(
+        g,
+        operands,
+        (Some(grad_input), grad_weight, grad_bias),
+        true,
+    );
+}
+
+/// [`backward_pointwise`], the input gradient written over (`overwrite`) or added into.
+fn backward_pointwise_into(
     g: &ConvGeometry,
     (input, weight, grad_out): (&[f32], &[f32], &[f32]),
     (grad_input, grad_weight, mut grad_bias): Gradients<'_>,
+    overwrite: bool,
 ) {
     let (k, f) = (g.k(), g.filters);
     let (in_image, out_image) = (g.in_image(), g.out_image());
@@ -486,11 +515,14 @@ fn backward_pointwise(
                     gemm_by_rows(grad_patches, (rows, k, f), lhs, rhs, false, 1);
                     // A pointwise convolution's col2im: each patch is its pixel. (The product
                     // adding straight into the gradient rounds otherwise than the per-image
-                    // path's col2im.)
-                    grad_rows
-                        .iter_mut()
-                        .zip(&*grad_patches)
-                        .for_each(|(d, s)| *d += s);
+                    // path's col2im.) Written over, `0.0 + s` rounds as adding into a zero
+                    // does (a -0.0 becomes +0.0).
+                    let rows = grad_rows.iter_mut().zip(&*grad_patches);
+                    if overwrite {
+                        rows.for_each(|(d, s)| *d = 0.0 + s);
+                    } else {
+                        rows.for_each(|(d, s)| *d += s);
+                    }
                 });
                 scratch.give();
             });
@@ -658,6 +690,36 @@ mod tests {
         let window =
             Window2::new((side, side), (1, 1), (1, 1), Padding::Same).expect("a 1x1 window fits");
         ConvGeometry::for_weight(batch, c_in, window, (c_in, filters))
+    }
+
+    /// Written over a gradient full of NaN, a pointwise convolution's input gradient has the
+    /// bits of adding into a zeroed one, and the weight and bias gradients are unchanged.
+    #[test]
+    fn an_overwritten_pointwise_input_gradient_is_the_one_added_into_zeros() {
+        for (batch, side, c_in, filters) in [(3, 4, 24, 40), (2, 9, 7, 3), (2, 1, 16, 16)] {
+            let g = pointwise(batch, side, c_in, filters);
+            let input = values(batch * g.in_image(), 1);
+            let weight = values(c_in * filters, 2);
+            let grad_out = values(batch * g.out_image(), 3);
+            let run = |fresh: bool| {
+                let mut dx = vec![if fresh { f32::NAN } else { 0.0 }; input.len()];
+                let mut dw = vec![0.0f32; weight.len()];
+                let mut db = vec![0.0f32; filters];
+                let operands = (&input[..], &weight[..], &grad_out[..]);
+                if fresh {
+                    backward_pointwise_overwriting(&g, operands, &mut dx, &mut dw, Some(&mut db));
+                } else {
+                    let grads = (Some(&mut dx[..]), &mut dw[..], Some(&mut db[..]));
+                    backward_pointwise(&g, operands, grads);
+                }
+                [bits(&dx), bits(&dw), bits(&db)]
+            };
+            assert_eq!(
+                run(true),
+                run(false),
+                "{batch} images {side}x{side}, {c_in} to {filters}"
+            );
+        }
     }
 
     /// The pointwise path against the per-image one: the same bits for the input gradient

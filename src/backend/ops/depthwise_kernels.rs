@@ -945,7 +945,10 @@ pub(crate) fn gradient_rows(
 ///
 /// `src` holds the input rows of `out_rows` (wide when `m > 1`), `dz` the gradient of the
 /// pre-activations of [`gradient_rows`]. Adds into `dw`, `db` and, when given, the gradient of
-/// input rows [`DepthwiseGeometry::owned_input_rows`] of `out_rows`.
+/// input rows [`DepthwiseGeometry::owned_input_rows`] of `out_rows` — or, `fresh`, writes
+/// that gradient over whatever the rows held: each row is zeroed just before its sums are
+/// added in, while it is in cache, so the bits are those of adding into a zeroed gradient
+/// without a pass over the whole gradient to zero it and another to read the zeros back.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_rows(
     g: &DepthwiseGeometry,
@@ -954,7 +957,7 @@ pub(crate) fn backward_rows(
     weight: &[f32],
     dz: &Source<'_>,
     out_rows: Range<usize>,
-    grad_input: Option<&mut [f32]>,
+    (grad_input, fresh): (Option<&mut [f32]>, bool),
     (dw, db): (&mut [f32], &mut [f32]),
     grad_wide: &mut Vec<f32>,
 ) {
@@ -984,6 +987,9 @@ pub(crate) fn backward_rows(
         "gradient rows of the wrong length"
     );
     for (iy, grad_row) in in_rows.zip(grad_input.chunks_exact_mut(g.in_row().max(1))) {
+        if fresh {
+            grad_row.fill(0.0);
+        }
         transposed_rows(g, dz, iy, &mut rows);
         if rows.is_empty() {
             continue;
@@ -1173,6 +1179,52 @@ pub fn backward(
     grad_weight: &mut [f32],
     grad_bias: Option<&mut [f32]>,
 ) {
+    backward_into(
+        g,
+        (input, weight, bias, act),
+        grad_out,
+        (grad_input, false),
+        grad_weight,
+        grad_bias,
+    );
+}
+
+/// [`backward`] with the input's gradient written over `grad_input`, whatever it held: the
+/// bits adding into a zeroed gradient gives (see [`backward_rows`]).
+///
+/// # Panics
+/// As [`backward`].
+#[allow(clippy::too_many_arguments)]
+pub fn backward_overwriting(
+    g: &DepthwiseGeometry,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    act: FusedActivation,
+    grad_out: &[f32],
+    grad_input: &mut [f32],
+    grad_weight: &mut [f32],
+    grad_bias: Option<&mut [f32]>,
+) {
+    backward_into(
+        g,
+        (input, weight, bias, act),
+        grad_out,
+        (Some(grad_input), true),
+        grad_weight,
+        grad_bias,
+    );
+}
+
+/// [`backward`], the input gradient written over when `fresh`.
+fn backward_into(
+    g: &DepthwiseGeometry,
+    (input, weight, bias, act): (&[f32], &[f32], Option<&[f32]>, FusedActivation),
+    grad_out: &[f32],
+    (grad_input, fresh): (Option<&mut [f32]>, bool),
+    grad_weight: &mut [f32],
+    grad_bias: Option<&mut [f32]>,
+) {
     check_lengths(g, input, weight, bias);
     assert_eq!(
         grad_out.len(),
@@ -1241,7 +1293,7 @@ pub fn backward(
                 weight,
                 &dz,
                 block.rows,
-                block.grad_input,
+                (block.grad_input, fresh),
                 (&mut dw, &mut db),
                 grad_wide,
             );
@@ -1375,6 +1427,53 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Written over a gradient full of NaN, the input gradient has the bits of adding into a
+    /// zeroed one: every row of every image is written (a row no output reads included), and
+    /// the weight and bias gradients are unchanged.
+    #[test]
+    fn an_overwritten_input_gradient_is_the_one_added_into_zeros() {
+        let values = |len: usize, seed: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| (((i * 7919 + seed * 104_729) % 2001) as f32 / 1000.0 - 1.0) * 2.0)
+                .collect()
+        };
+        for (input, kernel, stride, padding, channels, multiplier) in [
+            ((9, 14), (3, 3), (1, 1), Padding::Same, 19, 1),
+            ((16, 16), (3, 3), (2, 2), Padding::Same, 40, 1),
+            ((8, 11), (2, 3), (2, 2), Padding::Same, 3, 2),
+            ((7, 13), (3, 2), (2, 1), Padding::Valid, 40, 1),
+            // Stride 3, valid: the last input row and column reach no output.
+            ((8, 8), (2, 2), (3, 3), Padding::Valid, 5, 1),
+        ] {
+            let window = Window2::new(input, kernel, stride, padding).expect("fits");
+            let g = DepthwiseGeometry {
+                batch: 3,
+                channels,
+                multiplier,
+                window,
+            };
+            let x = values(g.batch * g.in_image(), 1);
+            let weight = values(g.weight_len(), 2);
+            let grad_out = values(g.batch * g.out_image(), 4);
+            let act = FusedActivation::Linear;
+            let run = |fresh: bool| {
+                let mut gx = vec![if fresh { f32::NAN } else { 0.0 }; x.len()];
+                let mut gw = vec![0.0; weight.len()];
+                let mut gb = vec![0.0; g.out_channels()];
+                let grads = (&mut gx[..], &mut gw[..], Some(&mut gb[..]));
+                if fresh {
+                    let (gx, gw, gb) = grads;
+                    backward_overwriting(&g, &x, &weight, None, act, &grad_out, gx, gw, gb);
+                } else {
+                    let (gx, gw, gb) = grads;
+                    backward(&g, &x, &weight, None, act, &grad_out, Some(gx), gw, gb);
+                }
+                [gx, gw, gb].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
+            };
+            assert_eq!(run(true), run(false), "{g:?}");
         }
     }
 

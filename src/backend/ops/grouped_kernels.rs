@@ -683,7 +683,7 @@ fn lanes_backward(
                     &split[k * per_k..][..per_k],
                     &dz,
                     block.rows.clone(),
-                    grad_rows,
+                    (grad_rows, false),
                     (&mut d_split[k * per_k..][..per_k], db),
                     grad_wide,
                 );

@@ -239,6 +239,17 @@ trait Linear: Send + Sync + 'static {
         grad_out: &[f32],
         grad_input: Option<&mut [f32]>,
     ) -> (Vec<f32>, Vec<f32>);
+    /// [`Linear::backward`] with the input's gradient written over `grad_input`, whatever it
+    /// held: the bits adding into zeros gives. By default it zeroes the buffer and adds.
+    fn backward_overwriting(
+        &self,
+        input: &[f32],
+        grad_out: &[f32],
+        grad_input: &mut [f32],
+    ) -> (Vec<f32>, Vec<f32>) {
+        buffers::fill(grad_input, 0.0);
+        self.backward(input, grad_out, Some(grad_input))
+    }
 }
 
 /// A plain convolution, its weight and bias read out.
@@ -290,6 +301,30 @@ impl Linear for Conv {
             grad_input,
         )
     }
+
+    /// A pointwise convolution writes its input gradient straight over the buffer; others
+    /// zero it and add.
+    fn backward_overwriting(
+        &self,
+        input: &[f32],
+        grad_out: &[f32],
+        grad_input: &mut [f32],
+    ) -> (Vec<f32>, Vec<f32>) {
+        if !self.geometry.is_pointwise() {
+            buffers::fill(grad_input, 0.0);
+            return self.backward(input, grad_out, Some(grad_input));
+        }
+        let mut grad_weight = vec![0.0; self.weight.len()];
+        let mut grad_bias = vec![0.0; self.geometry.filters];
+        conv_kernels::backward_pointwise_overwriting(
+            &self.geometry,
+            (input, &self.weight, grad_out),
+            grad_input,
+            &mut grad_weight,
+            Some(&mut grad_bias),
+        );
+        (grad_weight, grad_bias)
+    }
 }
 
 /// A depthwise convolution, its weight and bias read out.
@@ -332,6 +367,28 @@ impl Linear for Depthwise {
             grad_out,
             grad_input,
         )
+    }
+
+    fn backward_overwriting(
+        &self,
+        input: &[f32],
+        grad_out: &[f32],
+        grad_input: &mut [f32],
+    ) -> (Vec<f32>, Vec<f32>) {
+        let mut grad_weight = vec![0.0; self.weight.len()];
+        let mut grad_bias = vec![0.0; self.geometry.out_channels()];
+        depthwise_kernels::backward_overwriting(
+            &self.geometry,
+            input,
+            &self.weight,
+            self.bias.as_deref(),
+            FusedActivation::Linear,
+            grad_out,
+            grad_input,
+            &mut grad_weight,
+            Some(&mut grad_bias),
+        );
+        (grad_weight, grad_bias)
     }
 }
 
@@ -512,11 +569,20 @@ fn with_batch_norm<T: Tape<f32, Cpu>, L: Linear>(
             (true, Key::Mirror(mirror)) => match mirror.slot(grads)? {
                 Some(slot) => linear.backward(values, &grad_linear, Some(slot)),
                 // Into the readers' sum itself, as into a slot: the same additions in the
-                // same order.
+                // same order. The first reader's gradient is written over a fresh buffer,
+                // with the bits adding into zeros gives.
                 None => {
                     let mut sum = mirror.lock_sum();
-                    let sum = sum.get_or_insert_with(|| buffers::take_zeroed(values.len()));
-                    linear.backward(values, &grad_linear, Some(sum))
+                    match sum.as_mut() {
+                        Some(sum) => linear.backward(values, &grad_linear, Some(sum)),
+                        None => {
+                            let mut fresh = buffers::take(values.len());
+                            let grads =
+                                linear.backward_overwriting(values, &grad_linear, &mut fresh);
+                            *sum = Some(fresh);
+                            grads
+                        }
+                    }
                 }
             },
         };

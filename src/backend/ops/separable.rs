@@ -481,7 +481,7 @@ pub fn backward(
                 &w.depthwise,
                 &dz,
                 rows,
-                block.grad_input,
+                (block.grad_input, false),
                 (&mut d_dw, &mut unused_bias),
                 grad_wide,
             );
