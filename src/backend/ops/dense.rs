@@ -96,19 +96,15 @@ pub fn dense<T: Tape<f32, Cpu>>(x: Flat<T>, params: &DenseParams, row_stable: bo
     out.put_tape(tape)
 }
 
-/// `matrix` (`rows x cols`, row-major) transposed, in tiles that stay in cache.
+/// `matrix` (`rows x cols`, row-major) transposed (by the `transpose` crate: its blocked
+/// loops took less than half the time of a plain tiled loop on the weights of
+/// `mobilenetv2_small`'s pointwise layers, which every backward pass transposes).
+///
+/// # Panics
+/// When `matrix` holds fewer than `rows x cols` values.
 pub(crate) fn transpose(matrix: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const TILE: usize = 16;
     let mut out = buffers::take(rows * cols);
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    out[c * rows + r] = matrix[r * cols + c];
-                }
-            }
-        }
-    }
+    transpose::transpose(&matrix[..rows * cols], &mut out, cols, rows);
     out
 }
 
@@ -555,6 +551,20 @@ fn folded(params: &DenseParams, scale: &[f32], shift: &[f32]) -> DenseParams {
 mod tests {
     use super::*;
     use crate::backend::ops::lanes::{force, Kind};
+
+    #[test]
+    fn transposes_any_shape() {
+        for (rows, cols) in [(1, 1), (3, 17), (17, 3), (64, 384), (145, 23)] {
+            let matrix: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let t = transpose(&matrix, rows, cols);
+            assert_eq!(t.len(), rows * cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(t[c * rows + r], matrix[r * cols + c], "{rows}x{cols}");
+                }
+            }
+        }
+    }
 
     /// `Σ (x * scale + shift) * w` in f64, feature by feature.
     fn reference(
