@@ -148,7 +148,7 @@ impl ConvGeometry {
     }
     /// Whether this is a 1x1 convolution at stride 1 (no padding): its patch matrix is the
     /// image itself, pixel by pixel, so im2col would only copy it.
-    pub(crate) fn is_pointwise(&self) -> bool {
+    fn is_pointwise(&self) -> bool {
         let (rows, cols) = (self.window.rows, self.window.cols);
         (rows.kernel, cols.kernel, rows.stride, cols.stride) == (1, 1, 1, 1)
             && (rows.pad_before, cols.pad_before) == (0, 0)
@@ -414,27 +414,48 @@ pub fn backward(
     grad_weight: &mut [f32],
     grad_bias: Option<&mut [f32]>,
 ) {
+    let grads = (grad_input, grad_weight, grad_bias);
+    backward_into(g, (input, weight, grad_out), grads, false);
+}
+
+/// [`backward`] with the input's gradient written over `grad_input`, whatever it held, with
+/// the bits adding into a zeroed gradient gives: for a fresh gradient buffer (the first
+/// reader's gradient of a fused op's output). Each image's gradient is zeroed just before the
+/// image's sums are added into it, while it is in cache (a pointwise convolution writes its
+/// sums straight over it), instead of a pass over the whole batch's gradient to zero it and
+/// the zeros read back from memory.
+pub(crate) fn backward_overwriting(
+    g: &ConvGeometry,
+    (input, weight, grad_out): (&[f32], &[f32], &[f32]),
+    grad_input: &mut [f32],
+    grad_weight: &mut [f32],
+    grad_bias: Option<&mut [f32]>,
+) {
+    let grads = (Some(grad_input), grad_weight, grad_bias);
+    backward_into(g, (input, weight, grad_out), grads, true);
+}
+
+/// [`backward`], the input gradient written over when `fresh`.
+fn backward_into(
+    g: &ConvGeometry,
+    operands: (&[f32], &[f32], &[f32]),
+    grads: Gradients<'_>,
+    fresh: bool,
+) {
     if winograd::applies_to_conv(g) {
-        winograd::conv_backward(
-            g,
-            input,
-            weight,
-            grad_out,
-            grad_input,
-            grad_weight,
-            grad_bias,
-        );
+        winograd::conv_backward_into(g, operands, grads, fresh);
     } else {
-        backward_im2col(
-            g,
-            input,
-            weight,
-            grad_out,
-            grad_input,
-            grad_weight,
-            grad_bias,
-        );
+        backward_im2col_into(g, operands, grads, fresh);
     }
+}
+
+/// An image's slot of the input gradient, zeroed first when the gradient is `fresh` (see
+/// [`backward_overwriting`]).
+pub(crate) fn zeroed_if_fresh(mut slot: Option<&mut [f32]>, fresh: bool) -> Option<&mut [f32]> {
+    if let (true, Some(slot)) = (fresh, slot.as_deref_mut()) {
+        slot.fill(0.0);
+    }
+    slot
 }
 
 /// The gradients a backward pass adds into: the input's (when wanted), the weight's and the
@@ -464,35 +485,9 @@ const WEIGHT_BLOCK_VALUES: usize = 1 << 14;
 ///   around it ([`gemm_by_rows`]), so a batch's input gradient is its halves'. They are the
 ///   per-image path's bits too, except on images of one pixel, where that path's one-row
 ///   products round differently.
-fn backward_pointwise(g: &ConvGeometry, operands: (&[f32], &[f32], &[f32]), grads: Gradients<'_>) {
-    backward_pointwise_into(g, operands, grads, false);
-}
-
-/// The gradients of a pointwise convolution (see [`backward`]), the input's written over
-/// `grad_input` (whatever it held) instead of added into it: the bits adding into a zeroed
-/// gradient gives, without zeroing it first and reading the zeros back. For a fresh
-/// gradient buffer (the first reader's gradient of a fused op's output).
-///
-/// # Panics
-/// When the convolution is not pointwise.
-pub(crate) fn backward_pointwise_overwriting(
-    g: &ConvGeometry,
-    operands: (&[f32], &[f32], &[f32]),
-    grad_input: &mut [f32],
-    grad_weight: &mut [f32],
-    grad_bias: Option<&mut [f32]>,
-) {
-    assert!(g.is_pointwise(), "a pointwise convolution");
-    backward_pointwise_into(
-        g,
-        operands,
-        (Some(grad_input), grad_weight, grad_bias),
-        true,
-    );
-}
-
-/// [`backward_pointwise`], the input gradient written over (`overwrite`) or added into.
-fn backward_pointwise_into(
+/// - With `overwrite`, the input gradient is written over `grad_input` with the bits adding
+///   into zeros gives (see [`backward_overwriting`]).
+fn backward_pointwise(
     g: &ConvGeometry,
     (input, weight, grad_out): (&[f32], &[f32], &[f32]),
     (grad_input, grad_weight, mut grad_bias): Gradients<'_>,
@@ -599,7 +594,8 @@ fn backward_pointwise_into(
     }
 }
 
-/// [`backward`] by im2col and gemm, whatever the kernel.
+/// [`backward`] by im2col and gemm, whatever the kernel (the Winograd tests' reference).
+#[cfg(test)]
 pub(crate) fn backward_im2col(
     g: &ConvGeometry,
     input: &[f32],
@@ -610,19 +606,30 @@ pub(crate) fn backward_im2col(
     grad_bias: Option<&mut [f32]>,
 ) {
     let grads = (grad_input, grad_weight, grad_bias);
+    backward_im2col_into(g, (input, weight, grad_out), grads, false);
+}
+
+/// [`backward_im2col`], the input gradient written over when `fresh`.
+fn backward_im2col_into(
+    g: &ConvGeometry,
+    operands: (&[f32], &[f32], &[f32]),
+    grads: Gradients<'_>,
+    fresh: bool,
+) {
     if g.is_pointwise() && g.out_image() > 0 {
-        backward_pointwise(g, (input, weight, grad_out), grads);
+        backward_pointwise(g, operands, grads, fresh);
     } else {
-        backward_per_image(g, (input, weight, grad_out), grads);
+        backward_per_image(g, operands, grads, fresh);
     }
 }
 
 /// [`backward_im2col`] image by image: each image's weight gradient is a leaf of `reduce`'s
-/// tree.
+/// tree. The input gradient is written over when `fresh` (see [`backward_overwriting`]).
 fn backward_per_image(
     g: &ConvGeometry,
     (input, weight, grad_out): (&[f32], &[f32], &[f32]),
     (grad_input, grad_weight, grad_bias): Gradients<'_>,
+    fresh: bool,
 ) {
     let (k, f, wo, ho) = (g.k(), g.filters, g.window.cols.output, g.window.rows.output);
     let block_rows = g.rows_per_block();
@@ -635,7 +642,7 @@ fn backward_per_image(
         |n, grad_image, dw, db| {
             let image = &input[n * g.in_image()..][..g.in_image()];
             let grad_out_image = &grad_out[n * g.out_image()..][..g.out_image()];
-            let mut grad_image = grad_image;
+            let mut grad_image = zeroed_if_fresh(grad_image, fresh);
             if ho == 0 {
                 dw.fill(0.0);
             }
@@ -692,14 +699,31 @@ mod tests {
         ConvGeometry::for_weight(batch, c_in, window, (c_in, filters))
     }
 
-    /// Written over a gradient full of NaN, a pointwise convolution's input gradient has the
-    /// bits of adding into a zeroed one, and the weight and bias gradients are unchanged.
+    /// Written over a gradient full of NaN, a convolution's input gradient has the bits of
+    /// adding into a zeroed one, and the weight and bias gradients are unchanged: on every
+    /// path (pointwise, Winograd, im2col), with strides and padding that leave input pixels
+    /// no output reads.
     #[test]
-    fn an_overwritten_pointwise_input_gradient_is_the_one_added_into_zeros() {
-        for (batch, side, c_in, filters) in [(3, 4, 24, 40), (2, 9, 7, 3), (2, 1, 16, 16)] {
-            let g = pointwise(batch, side, c_in, filters);
+    fn an_overwritten_input_gradient_is_the_one_added_into_zeros() {
+        let cases = [
+            // (batch, (height, width), kernel, stride, padding, c_in, filters)
+            (3, (4, 4), 1, 1, Padding::Same, 24, 40),
+            (2, (9, 9), 1, 1, Padding::Same, 7, 3),
+            (2, (1, 1), 1, 1, Padding::Same, 16, 16),
+            (3, (8, 8), 3, 1, Padding::Same, 16, 32),
+            (2, (9, 7), 3, 1, Padding::Valid, 5, 8),
+            (2, (8, 8), 2, 1, Padding::Valid, 4, 6),
+            (2, (9, 9), 3, 2, Padding::Same, 6, 10),
+            (2, (10, 10), 2, 3, Padding::Valid, 3, 5),
+            (2, (7, 7), 5, 1, Padding::Same, 3, 4),
+        ];
+        for (batch, (h, w), kernel, stride, padding, c_in, filters) in cases {
+            let window = Window2::new((h, w), (kernel, kernel), (stride, stride), padding)
+                .expect("the window fits");
+            let k = kernel * kernel * c_in;
+            let g = ConvGeometry::for_weight(batch, c_in, window, (k, filters));
             let input = values(batch * g.in_image(), 1);
-            let weight = values(c_in * filters, 2);
+            let weight = values(k * filters, 2);
             let grad_out = values(batch * g.out_image(), 3);
             let run = |fresh: bool| {
                 let mut dx = vec![if fresh { f32::NAN } else { 0.0 }; input.len()];
@@ -707,17 +731,25 @@ mod tests {
                 let mut db = vec![0.0f32; filters];
                 let operands = (&input[..], &weight[..], &grad_out[..]);
                 if fresh {
-                    backward_pointwise_overwriting(&g, operands, &mut dx, &mut dw, Some(&mut db));
+                    backward_overwriting(&g, operands, &mut dx, &mut dw, Some(&mut db));
                 } else {
-                    let grads = (Some(&mut dx[..]), &mut dw[..], Some(&mut db[..]));
-                    backward_pointwise(&g, operands, grads);
+                    let (input, weight, grad_out) = operands;
+                    backward(
+                        &g,
+                        input,
+                        weight,
+                        grad_out,
+                        Some(&mut dx),
+                        &mut dw,
+                        Some(&mut db),
+                    );
                 }
                 [bits(&dx), bits(&dw), bits(&db)]
             };
             assert_eq!(
                 run(true),
                 run(false),
-                "{batch} images {side}x{side}, {c_in} to {filters}"
+                "{batch} images {h}x{w}, {kernel}x{kernel} stride {stride} {padding:?}"
             );
         }
     }
@@ -754,9 +786,9 @@ mod tests {
                 let grads = (Some(&mut dx[..]), &mut dw[..], Some(&mut db[..]));
                 let operands = (&input[..], &weight[..], &grad_out[..]);
                 if pointwise {
-                    backward_pointwise(&g, operands, grads);
+                    backward_pointwise(&g, operands, grads, false);
                 } else {
-                    backward_per_image(&g, operands, grads);
+                    backward_per_image(&g, operands, grads, false);
                 }
                 (dx, dw, db)
             };
@@ -800,7 +832,7 @@ mod tests {
                     &grad_out[at(g.out_image())],
                 );
                 let grads = (Some(&mut halves[at(g.in_image())]), &mut dw[..], None);
-                backward_pointwise(&half, operands, grads);
+                backward_pointwise(&half, operands, grads, false);
             }
             assert_eq!(bits(&halves), bits(&dx), "{case}: halves");
         }

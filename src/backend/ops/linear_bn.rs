@@ -302,21 +302,15 @@ impl Linear for Conv {
         )
     }
 
-    /// A pointwise convolution writes its input gradient straight over the buffer; others
-    /// zero it and add.
     fn backward_overwriting(
         &self,
         input: &[f32],
         grad_out: &[f32],
         grad_input: &mut [f32],
     ) -> (Vec<f32>, Vec<f32>) {
-        if !self.geometry.is_pointwise() {
-            buffers::fill(grad_input, 0.0);
-            return self.backward(input, grad_out, Some(grad_input));
-        }
         let mut grad_weight = vec![0.0; self.weight.len()];
         let mut grad_bias = vec![0.0; self.geometry.filters];
-        conv_kernels::backward_pointwise_overwriting(
+        conv_kernels::backward_overwriting(
             &self.geometry,
             (input, &self.weight, grad_out),
             grad_input,

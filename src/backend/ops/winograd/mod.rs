@@ -31,7 +31,7 @@
 //! channel's `α²` rows together) and `Uᵀ` is `[ξ][filters][c_s]`.
 
 use crate::backend::ops::buffers;
-use crate::backend::ops::conv_kernels::{sized, ConvGeometry, Scratch};
+use crate::backend::ops::conv_kernels::{sized, zeroed_if_fresh, ConvGeometry, Scratch};
 use crate::backend::ops::conv_pool_kernels::ConvPoolGeometry;
 use crate::backend::ops::reduce::add_gradients_in_order;
 use crate::backend::ops::small_gemm::{padded, small_gemm, small_gemm_into_rows, Lhs};
@@ -308,9 +308,9 @@ pub fn backward(
     let grads = (grad_input, grad_weight, Some(grad_bias));
     let operands = (input, weight, grad_out);
     if g.conv.window.rows.kernel == 3 {
-        backward_with::<F23>(&g.conv, &Tiles::pooled::<F23>(g), operands, grads);
+        backward_with::<F23>(&g.conv, &Tiles::pooled::<F23>(g), operands, grads, false);
     } else {
-        backward_with::<F22>(&g.conv, &Tiles::pooled::<F22>(g), operands, grads);
+        backward_with::<F22>(&g.conv, &Tiles::pooled::<F22>(g), operands, grads, false);
     }
 }
 
@@ -327,13 +327,23 @@ pub fn conv_backward(
     grad_weight: &mut [f32],
     grad_bias: Option<&mut [f32]>,
 ) {
-    let grad_out = GradOut::Plain(grad_out);
     let grads = (grad_input, grad_weight, grad_bias);
-    let operands = (input, weight, grad_out);
+    conv_backward_into(g, (input, weight, grad_out), grads, false);
+}
+
+/// [`conv_backward`], the input gradient written over when `fresh` (each image's zeroed just
+/// before its tiles are added into it: see `conv_kernels::backward_overwriting`).
+pub(crate) fn conv_backward_into(
+    g: &ConvGeometry,
+    (input, weight, grad_out): (&[f32], &[f32], &[f32]),
+    grads: Grads<'_>,
+    fresh: bool,
+) {
+    let operands = (input, weight, GradOut::Plain(grad_out));
     if g.window.rows.kernel == 3 {
-        backward_with::<F43>(g, &Tiles::plain::<F43>(g), operands, grads);
+        backward_with::<F43>(g, &Tiles::plain::<F43>(g), operands, grads, fresh);
     } else {
-        backward_with::<F22>(g, &Tiles::plain::<F22>(g), operands, grads);
+        backward_with::<F22>(g, &Tiles::plain::<F22>(g), operands, grads, fresh);
     }
 }
 
@@ -371,6 +381,7 @@ fn backward_with<V: Variant>(
     t: &Tiles,
     (input, weight, grad_out): (&[f32], &[f32], GradOut<'_>),
     (grad_input, grad_weight, grad_bias): Grads<'_>,
+    fresh: bool,
 ) {
     let u_t = transform_weight_transposed::<V>(t, weight);
     let in_image = g.in_image();
@@ -386,6 +397,7 @@ fn backward_with<V: Variant>(
         grad_weight,
         (grad_bias, t.filters),
         |n, grad_image, dw, db| {
+            let grad_image = zeroed_if_fresh(grad_image, fresh);
             let operands = BackwardOperands {
                 image: &input[n * in_image..][..in_image],
                 u_t: &u_t,
