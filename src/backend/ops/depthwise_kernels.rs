@@ -1364,13 +1364,15 @@ mod tests {
         }
     }
 
+    /// `len` values in -2..=2, a different sequence for each `seed`.
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i * 7919 + seed * 104_729) % 2001) as f32 / 1000.0 - 1.0) * 2.0)
+            .collect()
+    }
+
     /// Forward output and all gradients of one random case.
     fn run_case(g: &DepthwiseGeometry, act: FusedActivation) -> [Vec<f32>; 4] {
-        let values = |len: usize, seed: usize| -> Vec<f32> {
-            (0..len)
-                .map(|i| (((i * 7919 + seed * 104_729) % 2001) as f32 / 1000.0 - 1.0) * 2.0)
-                .collect()
-        };
         let input = values(g.batch * g.in_image(), 1);
         let weight = values(g.weight_len(), 2);
         let bias = values(g.out_channels(), 3);
@@ -1435,11 +1437,6 @@ mod tests {
     /// the weight and bias gradients are unchanged.
     #[test]
     fn an_overwritten_input_gradient_is_the_one_added_into_zeros() {
-        let values = |len: usize, seed: usize| -> Vec<f32> {
-            (0..len)
-                .map(|i| (((i * 7919 + seed * 104_729) % 2001) as f32 / 1000.0 - 1.0) * 2.0)
-                .collect()
-        };
         for (input, kernel, stride, padding, channels, multiplier) in [
             ((9, 14), (3, 3), (1, 1), Padding::Same, 19, 1),
             ((16, 16), (3, 3), (2, 2), Padding::Same, 40, 1),
