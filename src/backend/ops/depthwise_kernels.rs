@@ -1371,6 +1371,27 @@ mod tests {
             .collect()
     }
 
+    /// A case of the tests below: (input, kernel, stride, padding, channels, multiplier).
+    type Case = (
+        (usize, usize),
+        (usize, usize),
+        (usize, usize),
+        Padding,
+        usize,
+        usize,
+    );
+
+    /// The geometry of `case` on `batch` images.
+    fn geometry(batch: usize, case: Case) -> DepthwiseGeometry {
+        let (input, kernel, stride, padding, channels, multiplier) = case;
+        DepthwiseGeometry {
+            batch,
+            channels,
+            multiplier,
+            window: Window2::new(input, kernel, stride, padding).expect("the window fits"),
+        }
+    }
+
     /// Forward output and all gradients of one random case.
     fn run_case(g: &DepthwiseGeometry, act: FusedActivation) -> [Vec<f32>; 4] {
         let input = values(g.batch * g.in_image(), 1);
@@ -1400,18 +1421,12 @@ mod tests {
     fn every_vector_kind_agrees() {
         use crate::backend::ops::lanes::{force, Kind};
         let mut cases = Vec::new();
-        for (input, kernel, stride, padding, channels, multiplier) in [
+        for case in [
             ((9, 14), (3, 3), (1, 1), Padding::Same, 19, 1),
             ((8, 11), (2, 3), (2, 2), Padding::Same, 3, 2),
             ((7, 13), (3, 2), (2, 1), Padding::Valid, 40, 1),
         ] {
-            let window = Window2::new(input, kernel, stride, padding).expect("fits");
-            let g = DepthwiseGeometry {
-                batch: 2,
-                channels,
-                multiplier,
-                window,
-            };
+            let g = geometry(2, case);
             for act in [FusedActivation::Linear, FusedActivation::Relu6] {
                 cases.push((g, act));
             }
@@ -1437,7 +1452,7 @@ mod tests {
     /// the weight and bias gradients are unchanged.
     #[test]
     fn an_overwritten_input_gradient_is_the_one_added_into_zeros() {
-        for (input, kernel, stride, padding, channels, multiplier) in [
+        for case in [
             ((9, 14), (3, 3), (1, 1), Padding::Same, 19, 1),
             ((16, 16), (3, 3), (2, 2), Padding::Same, 40, 1),
             ((8, 11), (2, 3), (2, 2), Padding::Same, 3, 2),
@@ -1445,13 +1460,7 @@ mod tests {
             // Stride 3, valid: the last input row and column reach no output.
             ((8, 8), (2, 2), (3, 3), Padding::Valid, 5, 1),
         ] {
-            let window = Window2::new(input, kernel, stride, padding).expect("fits");
-            let g = DepthwiseGeometry {
-                batch: 3,
-                channels,
-                multiplier,
-                window,
-            };
+            let g = geometry(3, case);
             let x = values(g.batch * g.in_image(), 1);
             let weight = values(g.weight_len(), 2);
             let grad_out = values(g.batch * g.out_image(), 4);
