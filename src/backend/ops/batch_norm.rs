@@ -245,6 +245,17 @@ pub(crate) enum GradInput<'a> {
     Overwrite(&'a mut [f32]),
 }
 
+impl<'a> GradInput<'a> {
+    /// The buffer, if any, and whether it is written over rather than added into.
+    pub(crate) fn parts(self) -> (Option<&'a mut [f32]>, bool) {
+        match self {
+            GradInput::None => (None, false),
+            GradInput::AddTo(grad) => (Some(grad), false),
+            GradInput::Overwrite(grad) => (Some(grad), true),
+        }
+    }
+}
+
 /// A batch norm's forward pass on values, and what its backward pass needs.
 pub(crate) struct Normalised {
     /// The normalised values, features last.
@@ -382,13 +393,9 @@ impl Normalised {
         let gradient = tree_f32(&leaves);
         let grad_beta: Vec<f32> = gradient.iter().map(|s| s[0]).collect();
         let grad_gamma: Vec<f32> = gradient.iter().map(|s| s[1]).collect();
-        let (grad_input, overwrite) = match target {
-            GradInput::None => {
-                buffers::give(input);
-                return (grad_gamma, grad_beta);
-            }
-            GradInput::AddTo(grad_input) => (grad_input, false),
-            GradInput::Overwrite(grad_input) => (grad_input, true),
+        let (Some(grad_input), overwrite) = target.parts() else {
+            buffers::give(input);
+            return (grad_gamma, grad_beta);
         };
         let features = mean.len();
         let rows = input.len() / features.max(1);

@@ -1,5 +1,6 @@
 //! The differentiable 2-D convolution op (NHWC, HWIO weights, Keras padding, fused relu).
 
+use crate::backend::ops::batch_norm::GradInput;
 use crate::backend::ops::buffers;
 use crate::backend::ops::conv_kernels::{self, ConvGeometry};
 use crate::backend::ops::depthwise_kernels::FusedActivation;
@@ -213,17 +214,12 @@ pub fn conv2d_activated<T: Tape<f32, Cpu>>(
                 .for_each(|(g, m)| g.iter_mut().zip(m).for_each(|(g, &m)| *g *= f32::from(m)));
         }
         let grad_input = if input_grad {
-            Some(&mut **grads.get_or_alloc_mut(&x_ghost)?)
+            GradInput::AddTo(grads.get_or_alloc_mut(&x_ghost)?)
         } else {
-            None
+            GradInput::None
         };
-        let (grad_weight, grad_bias) = parameter_and_input_gradients(
-            &geometry,
-            &input,
-            &weight,
-            &grad_out,
-            grad_input.map(|g| g.as_mut_slice()),
-        );
+        let (grad_weight, grad_bias) =
+            parameter_and_input_gradients(&geometry, &input, &weight, &grad_out, grad_input);
         tape::release(grad_out);
         tape::add_weight_and_bias(
             grads,
@@ -237,24 +233,18 @@ pub fn conv2d_activated<T: Tape<f32, Cpu>>(
 }
 
 /// The gradients of the weight and the bias of a convolution of `geometry`, and the input's
-/// gradient added into `grad_input` when given.
+/// gradient put where `grad_input` says.
 pub(crate) fn parameter_and_input_gradients(
     geometry: &ConvGeometry,
     input: &[f32],
     weight: &[f32],
     grad_out: &[f32],
-    grad_input: Option<&mut [f32]>,
+    grad_input: GradInput<'_>,
 ) -> (Vec<f32>, Vec<f32>) {
     let mut grad_weight = vec![0.0; weight.len()];
     let mut grad_bias = vec![0.0; geometry.filters];
-    conv_kernels::backward(
-        geometry,
-        input,
-        weight,
-        grad_out,
-        grad_input,
-        &mut grad_weight,
-        Some(&mut grad_bias),
-    );
+    let (grad_input, fresh) = grad_input.parts();
+    let grads = (grad_input, &mut grad_weight[..], Some(&mut grad_bias[..]));
+    conv_kernels::backward_into(geometry, (input, weight, grad_out), grads, fresh);
     (grad_weight, grad_bias)
 }

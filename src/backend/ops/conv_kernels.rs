@@ -418,25 +418,13 @@ pub fn backward(
     backward_into(g, (input, weight, grad_out), grads, false);
 }
 
-/// [`backward`] with the input's gradient written over `grad_input`, whatever it held, with
-/// the bits adding into a zeroed gradient gives: for a fresh gradient buffer (the first
-/// reader's gradient of a fused op's output). Each image's gradient is zeroed just before the
-/// image's sums are added into it, while it is in cache (a pointwise convolution writes its
-/// sums straight over it), instead of a pass over the whole batch's gradient to zero it and
-/// the zeros read back from memory.
-pub(crate) fn backward_overwriting(
-    g: &ConvGeometry,
-    (input, weight, grad_out): (&[f32], &[f32], &[f32]),
-    grad_input: &mut [f32],
-    grad_weight: &mut [f32],
-    grad_bias: Option<&mut [f32]>,
-) {
-    let grads = (Some(grad_input), grad_weight, grad_bias);
-    backward_into(g, (input, weight, grad_out), grads, true);
-}
-
-/// [`backward`], the input gradient written over when `fresh`.
-fn backward_into(
+/// [`backward`], the input gradient written over when `fresh`, whatever it held, with the bits
+/// adding into a zeroed gradient gives: for a fresh gradient buffer (the first reader's
+/// gradient of a fused op's output). Each image's gradient is zeroed just before the image's
+/// sums are added into it, while it is in cache (a pointwise convolution writes its sums
+/// straight over it), instead of a pass over the whole batch's gradient to zero it and the
+/// zeros read back from memory.
+pub(crate) fn backward_into(
     g: &ConvGeometry,
     operands: (&[f32], &[f32], &[f32]),
     grads: Gradients<'_>,
@@ -450,7 +438,7 @@ fn backward_into(
 }
 
 /// An image's slot of the input gradient, zeroed first when the gradient is `fresh` (see
-/// [`backward_overwriting`]).
+/// [`backward_into`]).
 pub(crate) fn zeroed_if_fresh(mut slot: Option<&mut [f32]>, fresh: bool) -> Option<&mut [f32]> {
     if let (true, Some(slot)) = (fresh, slot.as_deref_mut()) {
         slot.fill(0.0);
@@ -486,7 +474,7 @@ const WEIGHT_BLOCK_VALUES: usize = 1 << 14;
 ///   per-image path's bits too, except on images of one pixel, where that path's one-row
 ///   products round differently.
 /// - With `overwrite`, the input gradient is written over `grad_input` with the bits adding
-///   into zeros gives (see [`backward_overwriting`]).
+///   into zeros gives (see [`backward_into`]).
 fn backward_pointwise(
     g: &ConvGeometry,
     (input, weight, grad_out): (&[f32], &[f32], &[f32]),
@@ -624,7 +612,7 @@ fn backward_im2col_into(
 }
 
 /// [`backward_im2col`] image by image: each image's weight gradient is a leaf of `reduce`'s
-/// tree. The input gradient is written over when `fresh` (see [`backward_overwriting`]).
+/// tree. The input gradient is written over when `fresh` (see [`backward_into`]).
 fn backward_per_image(
     g: &ConvGeometry,
     (input, weight, grad_out): (&[f32], &[f32], &[f32]),
@@ -729,20 +717,13 @@ mod tests {
                 let mut dx = vec![if fresh { f32::NAN } else { 0.0 }; input.len()];
                 let mut dw = vec![0.0f32; weight.len()];
                 let mut db = vec![0.0f32; filters];
-                let operands = (&input[..], &weight[..], &grad_out[..]);
                 if fresh {
-                    backward_overwriting(&g, operands, &mut dx, &mut dw, Some(&mut db));
+                    let operands = (&input[..], &weight[..], &grad_out[..]);
+                    let grads = (Some(&mut dx[..]), &mut dw[..], Some(&mut db[..]));
+                    backward_into(&g, operands, grads, true);
                 } else {
-                    let (input, weight, grad_out) = operands;
-                    backward(
-                        &g,
-                        input,
-                        weight,
-                        grad_out,
-                        Some(&mut dx),
-                        &mut dw,
-                        Some(&mut db),
-                    );
+                    let (dx, dw) = (Some(&mut dx[..]), &mut dw[..]);
+                    backward(&g, &input, &weight, &grad_out, dx, dw, Some(&mut db));
                 }
                 [bits(&dx), bits(&dw), bits(&db)]
             };

@@ -5,6 +5,7 @@
 //! kernel. The kernels ([`crate::backend::ops::depthwise_kernels`]) vectorise over channels;
 //! the op is memory bound, so nothing is stored for the backward pass but the input.
 
+use crate::backend::ops::batch_norm::GradInput;
 use crate::backend::ops::buffers;
 use crate::backend::ops::depthwise_kernels::{self, DepthwiseGeometry, FusedActivation};
 use crate::backend::ops::geometry::{Padding, Window2};
@@ -185,16 +186,16 @@ pub fn depthwise_conv2d<T: Tape<f32, Cpu>>(
         let _timer = profile::scope("depthwise.backward");
         let grad_out = tape::take(grads.get_or_alloc_mut(&out_ghost)?);
         let grad_input = if input_grad {
-            Some(&mut **grads.get_or_alloc_mut(&x_ghost)?)
+            GradInput::AddTo(grads.get_or_alloc_mut(&x_ghost)?)
         } else {
-            None
+            GradInput::None
         };
         let (grad_weight, grad_bias) = parameter_and_input_gradients(
             &g,
             (&input, &weight, bias.as_deref()),
             act,
             &grad_out,
-            grad_input.map(|g| g.as_mut_slice()),
+            grad_input,
         );
         tape::release(grad_out);
         tape::add_weight_and_bias(
@@ -209,25 +210,22 @@ pub fn depthwise_conv2d<T: Tape<f32, Cpu>>(
 }
 
 /// The gradients of the weight and the bias of a depthwise convolution of `g` with
-/// `activation` inside it, on `input` with `weight` and `bias`, and the input's gradient added
-/// into `grad_input` when given.
+/// `activation` inside it, on `input` with `weight` and `bias`, and the input's gradient put
+/// where `grad_input` says.
 pub(crate) fn parameter_and_input_gradients(
     g: &DepthwiseGeometry,
     (input, weight, bias): (&[f32], &[f32], Option<&[f32]>),
     activation: FusedActivation,
     grad_out: &[f32],
-    grad_input: Option<&mut [f32]>,
+    grad_input: GradInput<'_>,
 ) -> (Vec<f32>, Vec<f32>) {
     let mut grad_weight = vec![0.0; weight.len()];
     let mut grad_bias = vec![0.0; g.out_channels()];
-    depthwise_kernels::backward(
+    depthwise_kernels::backward_into(
         g,
-        input,
-        weight,
-        bias,
-        activation,
+        (input, weight, bias, activation),
         grad_out,
-        grad_input,
+        grad_input.parts(),
         &mut grad_weight,
         Some(&mut grad_bias),
     );

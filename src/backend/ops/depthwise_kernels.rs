@@ -1189,35 +1189,12 @@ pub fn backward(
     );
 }
 
-/// [`backward`] with the input's gradient written over `grad_input`, whatever it held: the
+/// [`backward`], the input gradient written over when `fresh`, whatever it held, with the
 /// bits adding into a zeroed gradient gives (see [`backward_rows`]).
 ///
 /// # Panics
 /// As [`backward`].
-#[allow(clippy::too_many_arguments)]
-pub fn backward_overwriting(
-    g: &DepthwiseGeometry,
-    input: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    act: FusedActivation,
-    grad_out: &[f32],
-    grad_input: &mut [f32],
-    grad_weight: &mut [f32],
-    grad_bias: Option<&mut [f32]>,
-) {
-    backward_into(
-        g,
-        (input, weight, bias, act),
-        grad_out,
-        (Some(grad_input), true),
-        grad_weight,
-        grad_bias,
-    );
-}
-
-/// [`backward`], the input gradient written over when `fresh`.
-fn backward_into(
+pub(crate) fn backward_into(
     g: &DepthwiseGeometry,
     (input, weight, bias, act): (&[f32], &[f32], Option<&[f32]>, FusedActivation),
     grad_out: &[f32],
@@ -1469,14 +1446,9 @@ mod tests {
                 let mut gx = vec![if fresh { f32::NAN } else { 0.0 }; x.len()];
                 let mut gw = vec![0.0; weight.len()];
                 let mut gb = vec![0.0; g.out_channels()];
-                let grads = (&mut gx[..], &mut gw[..], Some(&mut gb[..]));
-                if fresh {
-                    let (gx, gw, gb) = grads;
-                    backward_overwriting(&g, &x, &weight, None, act, &grad_out, gx, gw, gb);
-                } else {
-                    let (gx, gw, gb) = grads;
-                    backward(&g, &x, &weight, None, act, &grad_out, Some(gx), gw, gb);
-                }
+                let operands = (&x[..], &weight[..], None, act);
+                let grad_input = (Some(&mut gx[..]), fresh);
+                backward_into(&g, operands, &grad_out, grad_input, &mut gw, Some(&mut gb));
                 [gx, gw, gb].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
             };
             assert_eq!(run(true), run(false), "{g:?}");

@@ -232,24 +232,13 @@ trait Linear: Send + Sync + 'static {
     /// Writes the output of `images` input images `input` over `out` (each image's output is
     /// the same whatever the batch it is computed in).
     fn forward(&self, images: usize, input: &[f32], out: &mut [f32]);
-    /// The weight's and the bias's gradients, and the input's added into `grad_input`.
+    /// The weight's and the bias's gradients, and the input's put where `grad_input` says.
     fn backward(
         &self,
         input: &[f32],
         grad_out: &[f32],
-        grad_input: Option<&mut [f32]>,
+        grad_input: GradInput<'_>,
     ) -> (Vec<f32>, Vec<f32>);
-    /// [`Linear::backward`] with the input's gradient written over `grad_input`, whatever it
-    /// held: the bits adding into zeros gives. By default it zeroes the buffer and adds.
-    fn backward_overwriting(
-        &self,
-        input: &[f32],
-        grad_out: &[f32],
-        grad_input: &mut [f32],
-    ) -> (Vec<f32>, Vec<f32>) {
-        buffers::fill(grad_input, 0.0);
-        self.backward(input, grad_out, Some(grad_input))
-    }
 }
 
 /// A plain convolution, its weight and bias read out.
@@ -291,7 +280,7 @@ impl Linear for Conv {
         &self,
         input: &[f32],
         grad_out: &[f32],
-        grad_input: Option<&mut [f32]>,
+        grad_input: GradInput<'_>,
     ) -> (Vec<f32>, Vec<f32>) {
         conv2d::parameter_and_input_gradients(
             &self.geometry,
@@ -300,24 +289,6 @@ impl Linear for Conv {
             grad_out,
             grad_input,
         )
-    }
-
-    fn backward_overwriting(
-        &self,
-        input: &[f32],
-        grad_out: &[f32],
-        grad_input: &mut [f32],
-    ) -> (Vec<f32>, Vec<f32>) {
-        let mut grad_weight = vec![0.0; self.weight.len()];
-        let mut grad_bias = vec![0.0; self.geometry.filters];
-        conv_kernels::backward_overwriting(
-            &self.geometry,
-            (input, &self.weight, grad_out),
-            grad_input,
-            &mut grad_weight,
-            Some(&mut grad_bias),
-        );
-        (grad_weight, grad_bias)
     }
 }
 
@@ -352,7 +323,7 @@ impl Linear for Depthwise {
         &self,
         input: &[f32],
         grad_out: &[f32],
-        grad_input: Option<&mut [f32]>,
+        grad_input: GradInput<'_>,
     ) -> (Vec<f32>, Vec<f32>) {
         depthwise::parameter_and_input_gradients(
             &self.geometry,
@@ -361,28 +332,6 @@ impl Linear for Depthwise {
             grad_out,
             grad_input,
         )
-    }
-
-    fn backward_overwriting(
-        &self,
-        input: &[f32],
-        grad_out: &[f32],
-        grad_input: &mut [f32],
-    ) -> (Vec<f32>, Vec<f32>) {
-        let mut grad_weight = vec![0.0; self.weight.len()];
-        let mut grad_bias = vec![0.0; self.geometry.out_channels()];
-        depthwise_kernels::backward_overwriting(
-            &self.geometry,
-            input,
-            &self.weight,
-            self.bias.as_deref(),
-            FusedActivation::Linear,
-            grad_out,
-            grad_input,
-            &mut grad_weight,
-            Some(&mut grad_bias),
-        );
-        (grad_weight, grad_bias)
     }
 }
 
@@ -555,24 +504,24 @@ fn with_batch_norm<T: Tape<f32, Cpu>, L: Linear>(
         let _timer = profile::scope(L::NAMES.1);
         let values = input.values();
         let (grad_weight, grad_bias) = match (input_grad, &input_key) {
-            (false, _) => linear.backward(values, &grad_linear, None),
+            (false, _) => linear.backward(values, &grad_linear, GradInput::None),
             (true, Key::Tensor(ghost)) => {
                 let grad_input = grads.get_or_alloc_mut(ghost)?;
-                linear.backward(values, &grad_linear, Some(grad_input))
+                linear.backward(values, &grad_linear, GradInput::AddTo(grad_input))
             }
             (true, Key::Mirror(mirror)) => match mirror.slot(grads)? {
-                Some(slot) => linear.backward(values, &grad_linear, Some(slot)),
+                Some(slot) => linear.backward(values, &grad_linear, GradInput::AddTo(slot)),
                 // Into the readers' sum itself, as into a slot: the same additions in the
                 // same order. The first reader's gradient is written over a fresh buffer,
                 // with the bits adding into zeros gives.
                 None => {
                     let mut sum = mirror.lock_sum();
                     match sum.as_mut() {
-                        Some(sum) => linear.backward(values, &grad_linear, Some(sum)),
+                        Some(sum) => linear.backward(values, &grad_linear, GradInput::AddTo(sum)),
                         None => {
                             let mut fresh = buffers::take(values.len());
-                            let grads =
-                                linear.backward_overwriting(values, &grad_linear, &mut fresh);
+                            let target = GradInput::Overwrite(&mut fresh);
+                            let grads = linear.backward(values, &grad_linear, target);
                             *sum = Some(fresh);
                             grads
                         }

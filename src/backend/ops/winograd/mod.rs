@@ -332,7 +332,7 @@ pub fn conv_backward(
 }
 
 /// [`conv_backward`], the input gradient written over when `fresh` (each image's zeroed just
-/// before its tiles are added into it: see `conv_kernels::backward_overwriting`).
+/// before its tiles are added into it: see `conv_kernels::backward_into`).
 pub(crate) fn conv_backward_into(
     g: &ConvGeometry,
     (input, weight, grad_out): (&[f32], &[f32], &[f32]),
