@@ -26,7 +26,9 @@ use super::ops::dropout::{dropout, DropoutKey};
 use super::ops::flatten::{flatten, flatten_pixels};
 use super::ops::geometry::Padding as OpPadding;
 use super::ops::grouped::{grouped_conv2d, GroupedConfig};
-use super::ops::linear_bn::{conv2d_batch_norm, depthwise_batch_norm, Mirror, Skip, Traced};
+use super::ops::linear_bn::{
+    conv2d_batch_norm, depthwise_batch_norm, Handoff, Mirror, Skip, Traced,
+};
 use super::ops::merge::{add_activated, merge, Merged, Operand};
 use super::ops::pool2d::{avg_pool2d, global_avg_pool, global_max_pool, max_pool2d, Pool2dConfig};
 use super::ops::separable::{separable_conv2d, SeparableConfig};
@@ -571,9 +573,16 @@ fn run_store<T: Tape<f32, Cpu>>(
                     .map(|source| image(store.read_stored(source, false, true)));
                 let ran = if skip.is_some() { 3 } else { 2 };
                 let is_last = idx + ran == layers.len();
+                let defer = skip.is_none() && deferrable(layers, &store, idx + 1);
                 let skip_operand = skip.as_ref().map(Traced::as_skip);
-                let (out, activation) =
-                    conv_bn_training(layers, idx, params, x, skip_operand, (cfg, ran, is_last));
+                let (out, activation) = conv_bn_training(
+                    layers,
+                    idx,
+                    params,
+                    x,
+                    skip_operand,
+                    (cfg, ran, is_last, defer),
+                );
                 if let Some(Traced::Mirror(mirror, _)) = skip {
                     mirror.release();
                 }
@@ -952,19 +961,47 @@ fn foldable_bn(layers: &[Layer], idx: usize) -> bool {
         && matches!(conv.input(), crate::ir::Shape::Image { .. })
 }
 
+/// Whether the output of batch norm `bn` (run inside a training conv + batch norm, no skip)
+/// may be handed on deferred ([`Handoff::Deferred`]): its one reader is a linear depthwise
+/// convolution that runs as one op with the batch norm after it (as `trains_conv_bn` decides
+/// for it), and makes its input rows of the batch norm's input as it reads them.
+fn deferrable(layers: &[Layer], store: &Store<'_>, bn: usize) -> bool {
+    if store.readers(bn) != 1 {
+        return false;
+    }
+    let reads_bn = |layer: &Layer| {
+        layer
+            .inputs
+            .iter()
+            .any(|edge| edge.source == Source::Layer(bn))
+    };
+    let Some(reader) = layers
+        .iter()
+        .skip(bn + 1)
+        .position(reads_bn)
+        .map(|r| bn + 1 + r)
+    else {
+        return false;
+    };
+    matches!(layers[reader].op, Op::DepthwiseConv { .. })
+        && layers[reader].inputs.len() == 1
+        && store.readers(reader) == 1
+        && foldable_bn(layers, reader)
+}
+
 /// Conv `idx` (plain or depthwise) and the batch norm after it in training, as one op
 /// ([`conv2d_batch_norm`], [`depthwise_batch_norm`]), with the residual add after the batch
 /// norm when its other operand `skip` is given; `ran` layers run as one, the last of them the
 /// model's last when `is_last`. Returns the output and the activation run inside the op (the
 /// batch norm's, or the add's). The output is handed on as a mirror when no activation runs
-/// after the op and a later layer reads it.
+/// after the op and a later layer reads it, deferred when `defer` (see [`deferrable`]).
 fn conv_bn_training<T: Tape<f32, Cpu>>(
     layers: &[Layer],
     idx: usize,
     params: &mut [LayerParams],
     x: Traced<T>,
     skip: Option<Skip<'_>>,
-    (cfg, ran, is_last): (PassConfig, usize, bool),
+    (cfg, ran, is_last, defer): (PassConfig, usize, bool, bool),
 ) -> (Traced<T>, FusedActivation) {
     let (conv_layer, bn_layer) = (&layers[idx], &layers[idx + 1]);
     let Op::BatchNorm { momentum, eps } = bn_layer.op else {
@@ -974,7 +1011,14 @@ fn conv_bn_training<T: Tape<f32, Cpu>>(
         Some(_) => fused_activation(&layers[idx + 2]),
         None => fused_activation(bn_layer),
     };
-    let mirror = !is_last && !runs_suffix(&layers[idx + ran - 1], activation, is_last, cfg);
+    let handoff = match (
+        is_last || runs_suffix(&layers[idx + ran - 1], activation, is_last, cfg),
+        defer,
+    ) {
+        (true, _) => Handoff::Tensor,
+        (false, false) => Handoff::Mirror,
+        (false, true) => Handoff::Deferred,
+    };
     let bn_cfg = BatchNormConfig {
         momentum: momentum as f32,
         eps: eps as f32,
@@ -990,11 +1034,11 @@ fn conv_bn_training<T: Tape<f32, Cpu>>(
     let out = match &head[idx] {
         LayerParams::Conv(conv) => {
             let conv_cfg = conv_config(conv_layer);
-            conv2d_batch_norm(x, (conv, &conv_cfg), (bn, &bn_cfg), (skip, mirror))
+            conv2d_batch_norm(x, (conv, &conv_cfg), (bn, &bn_cfg), (skip, handoff))
         }
         LayerParams::Depthwise(dw) => {
             let dw_cfg = depthwise_config(conv_layer, FusedActivation::Linear);
-            depthwise_batch_norm(x, (dw, &dw_cfg), (bn, &bn_cfg), (skip, mirror))
+            depthwise_batch_norm(x, (dw, &dw_cfg), (bn, &bn_cfg), (skip, handoff))
         }
         LayerParams::None
         | LayerParams::Dense(_)

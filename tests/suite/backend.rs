@@ -56,6 +56,67 @@ fn perturb_batch_norms(network: &mut Network) {
     }
 }
 
+/// A training pass of `model` on two images, its layers fused (`fuse`) or each its own op:
+/// the output, every parameter's gradient of a weighted sum of it, and the moving statistics
+/// after the pass, as bits.
+fn training_pass(model: &strata::ir::Model, fuse: bool) -> Vec<Vec<u32>> {
+    use dfdx::prelude::*;
+    use strata::backend::forward::{run, PassConfig};
+    let mut network = Network::new(model, 5);
+    perturb_batch_norms(&mut network);
+    let dims = model.input.dims();
+    let (h, w, c) = (dims[0], dims[1], dims[2]);
+    let images: Vec<f32> = (0..2 * h * w * c)
+        .map(|v| ((v * 37) % 255) as f32 / 255.0 - 0.4)
+        .collect();
+    let device = Cpu::default();
+    let cfg = PassConfig {
+        training: true,
+        fuse,
+        activation_to_loss: true,
+        bn_sync: None,
+        dropout: Default::default(),
+        row_stable: false,
+    };
+    let x = device.tensor_from_vec(images, (2, h, w, c)).leaky_trace();
+    let out = run(&model.layers, &mut network.params, x, cfg, &mut |_, _| {});
+    let values = out.as_vec();
+    let weights: Vec<f32> = (0..values.len()).map(|v| (v % 7) as f32 - 3.0).collect();
+    let weights = device.tensor_from_vec(weights, *out.shape());
+    let grads = (out * weights).sum().backward();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    let mut results = vec![bits(&values)];
+    let gradients = strata::backend::params::gradient_tensors(model, &network.params, &grads);
+    results.extend(gradients.iter().map(|t| bits(&t.data)));
+    results.extend(
+        to_tensors(model, &network.params)
+            .iter()
+            .map(|t| bits(&t.data)),
+    );
+    results
+}
+
+/// In training, the fused ops of a MobileNetV2-style model (each convolution and its batch norm
+/// as one op, outputs handed on as mirrors, an expand convolution's output deferred to the
+/// depthwise convolution that reads it, residual adds inside the projections' batch norms)
+/// give the bits of every layer run as its own op.
+#[test]
+fn a_fused_training_pass_equals_the_separate_ops_bit_for_bit() {
+    let text =
+        std::fs::read_to_string(common::root().join("specs/examples/mobilenetv2_small.yaml"))
+            .expect("spec");
+    let model = compile(&text);
+    let fused = training_pass(&model, true);
+    let separate = training_pass(&model, false);
+    assert_eq!(fused.len(), separate.len());
+    assert!(separate[1..]
+        .iter()
+        .any(|g| g.iter().any(|&b| f32::from_bits(b) != 0.0)));
+    for (k, (a, b)) in fused.iter().zip(&separate).enumerate() {
+        assert!(a == b, "result {k} differs");
+    }
+}
+
 #[test]
 fn inference_folds_each_batch_norm_into_the_conv_before_it_and_the_add_after_it() {
     use dfdx::prelude::*;

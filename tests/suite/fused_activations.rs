@@ -1,7 +1,8 @@
 //! A `relu` or `relu6` run inside a batch norm (`bn relu`), an `add` (`add(…) relu`) or a
 //! convolution (`conv1(96) relu6`), a residual `add` run inside the batch norm before it
 //! (`add(identity, … -> bn) relu`), and a convolution and the batch norm after it run as one op
-//! in training, give the same output and the same gradients, bit for bit, as the separate ops;
+//! in training (handing the output on to the next such op as a mirror, or deferred to a depthwise
+//! reader), give the same output and the same gradients, bit for bit, as the separate ops;
 //! and a finite-difference check of each fused op.
 
 use crate::common;
@@ -16,7 +17,9 @@ use strata::backend::ops::conv2d::{conv2d, conv2d_activated, Conv2dConfig, Conv2
 use strata::backend::ops::depthwise::{depthwise_conv2d, DepthwiseConfig, DepthwiseParams};
 use strata::backend::ops::depthwise_kernels::FusedActivation;
 use strata::backend::ops::geometry::Padding;
-use strata::backend::ops::linear_bn::{conv2d_batch_norm, depthwise_batch_norm, Skip, Traced};
+use strata::backend::ops::linear_bn::{
+    conv2d_batch_norm, depthwise_batch_norm, Handoff, Skip, Traced,
+};
 use strata::backend::ops::merge::{add, add_activated, Merged, Operand};
 use strata::backend::ops::Image;
 
@@ -413,13 +416,13 @@ fn conv_bn_run(
             Traced::Tensor(x.leaky_trace()),
             (&conv, &conv_cfg),
             (&mut bn, cfg),
-            (skip_arg.map(Skip::Tensor), false),
+            (skip_arg.map(Skip::Tensor), Handoff::Tensor),
         )),
         (true, Before::Depthwise, _) => tensor(depthwise_batch_norm(
             Traced::Tensor(x.leaky_trace()),
             (&dw, &dw_cfg),
             (&mut bn, cfg),
-            (skip_arg.map(Skip::Tensor), false),
+            (skip_arg.map(Skip::Tensor), Handoff::Tensor),
         )),
         (false, _, true) => batch_norm_add(linear(x.leaky_trace()), &skip, &mut bn, cfg),
         (false, _, false) => batch_norm(linear(x.leaky_trace()), &mut bn, cfg),
@@ -569,7 +572,7 @@ fn block_run(values: &[Vec<f32>], shape: (usize, usize, usize, usize), how: u8) 
             Traced::Tensor(x.leaky_trace()),
             (&convs[0], &conv_cfg),
             (bn0, &relu_cfg),
-            (None, true),
+            (None, Handoff::Mirror),
         ) else {
             panic!("a mirror when asked for one")
         };
@@ -579,13 +582,13 @@ fn block_run(values: &[Vec<f32>], shape: (usize, usize, usize, usize), how: u8) 
             Traced::Mirror(b.clone(), tape),
             (&convs[1], &conv_cfg),
             (bn1, &relu_cfg),
-            (None, true),
+            (None, Handoff::Mirror),
         );
         let out = tensor(conv2d_batch_norm(
             h,
             (&convs[2], &conv_cfg),
             (bn2, &relu_cfg),
-            (Some(Skip::Mirror(&b)), false),
+            (Some(Skip::Mirror(&b)), Handoff::Tensor),
         ));
         b.release();
         (out, b_tensor)
@@ -634,6 +637,168 @@ fn fused_ops_reading_each_other_through_mirrors_equal_the_separate_ops() {
             let fused = block_run(&values, shape, how);
             for (k, (a, b)) in fused.iter().zip(&separate).enumerate() {
                 assert_eq!(bits(a), bits(b), "way {how}, run {run}: result {k}");
+            }
+        }
+    }
+}
+
+/// How [`inverted_run`] runs its two layers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Way {
+    /// The separate ops.
+    Separate,
+    /// Two fused ops, the first handing its output on as `Handoff`.
+    Fused(Handoff),
+    /// The first fused op's output deferred, then read as a tensor by the separate ops (the
+    /// values made on demand, the gradient through the tensor's slot).
+    DeferredAsTensor,
+}
+
+/// An input shape, the expanded width and the depthwise convolution's stride.
+type InvertedCase = ((usize, usize, usize, usize), usize, usize);
+
+/// The core of an inverted residual block, `relu6(bn1(depthwise3x3(relu6(bn0(conv1x1(x))))))`,
+/// the depthwise convolution with `stride`: output and gradients of x, both weights, the
+/// depthwise bias, both gammas and betas, and the moving statistics after the step.
+fn inverted_run(
+    values: &[Vec<f32>],
+    (shape, wide, stride): InvertedCase,
+    way: Way,
+) -> Vec<Vec<f32>> {
+    let dev = Cpu::default();
+    let c = shape.3;
+    let x = dev.tensor_from_vec(values[0].clone(), shape);
+    let expand = Conv2dParams {
+        weight: dev.tensor_from_vec(values[1].clone(), (c, wide)),
+        bias: None,
+    };
+    let expand_cfg = Conv2dConfig {
+        kernel: (1, 1),
+        ..linear_3x3_same()
+    };
+    let dw = DepthwiseParams {
+        weight: dev.tensor_from_vec(values[2].clone(), (9, wide)),
+        bias: Some(dev.tensor_from_vec(values[3].clone(), (wide,))),
+    };
+    let dw_cfg = DepthwiseConfig {
+        kernel: (3, 3),
+        stride: (stride, stride),
+        padding: Padding::Same,
+        multiplier: 1,
+        activation: FusedActivation::Linear,
+        input_grad: true,
+    };
+    let mut bns = [
+        bn_params(&dev, &values[4], &values[5]),
+        bn_params(&dev, &values[6], &values[7]),
+    ];
+    let relu6_cfg = BatchNormConfig {
+        activation: FusedActivation::Relu6,
+        training: true,
+        ..Default::default()
+    };
+    let [bn0, bn1] = &mut bns;
+    let separate_second = |b: Image<Tape>, bn1: &mut BatchNormParams| {
+        batch_norm(depthwise_conv2d(b, &dw, &dw_cfg), bn1, &relu6_cfg)
+    };
+    let out = match way {
+        Way::Separate => {
+            let b = batch_norm(
+                conv2d(x.leaky_trace(), &expand, &expand_cfg),
+                bn0,
+                &relu6_cfg,
+            );
+            separate_second(b, bn1)
+        }
+        Way::Fused(handoff) => {
+            let b = conv2d_batch_norm(
+                Traced::Tensor(x.leaky_trace()),
+                (&expand, &expand_cfg),
+                (bn0, &relu6_cfg),
+                (None, handoff),
+            );
+            assert!(
+                matches!(b, Traced::Mirror(..)),
+                "{handoff:?} hands on a mirror"
+            );
+            tensor(depthwise_batch_norm(
+                b,
+                (&dw, &dw_cfg),
+                (bn1, &relu6_cfg),
+                (None, Handoff::Tensor),
+            ))
+        }
+        Way::DeferredAsTensor => {
+            let Traced::Mirror(b, tape) = conv2d_batch_norm(
+                Traced::Tensor(x.leaky_trace()),
+                (&expand, &expand_cfg),
+                (bn0, &relu6_cfg),
+                (None, Handoff::Deferred),
+            ) else {
+                panic!("a mirror when asked for one")
+            };
+            separate_second(b.tensor(&dev).put_tape(tape), bn1)
+        }
+    };
+    let forward = out.as_vec();
+    let (_, grads) = weighted_sum(out, &values[8]);
+    let mut results = vec![forward, grads.get(&x).as_vec()];
+    results.push(grads.get(&expand.weight).as_vec());
+    results.push(grads.get(&dw.weight).as_vec());
+    if let Some(bias) = &dw.bias {
+        results.push(grads.get(bias).as_vec());
+    }
+    for bn in &bns {
+        results.push(grads.get(&bn.gamma).as_vec());
+        results.push(grads.get(&bn.beta).as_vec());
+        results.push(bn.moving_mean.as_vec());
+        results.push(bn.moving_variance.as_vec());
+    }
+    results
+}
+
+/// An expand convolution's output deferred to the depthwise convolution that reads it (the
+/// depthwise kernels make their input rows of the batch norm's input as they read them) gives
+/// the bits of the separate ops, of a plain mirror, and of a tensor made from the deferred
+/// mirror for a reader of tensors.
+#[test]
+fn a_deferred_output_read_by_a_depthwise_op_equals_the_separate_ops() {
+    let cases: [InvertedCase; 2] = [((3, 6, 5, 4), 24, 1), ((2, 9, 8, 8), 48, 2)];
+    for (shape, wide, stride) in cases {
+        let (n, h, w, c) = shape;
+        let len = n * h * w * c;
+        let (ho, wo) = (h.div_ceil(stride), w.div_ceil(stride));
+        let mut rng = Rng::new(47);
+        let values = vec![
+            rng.vec(len, -2.0, 3.0),
+            rng.vec(c * wide, -0.5, 0.5),
+            rng.vec(9 * wide, -0.5, 0.5),
+            rng.vec(wide, -0.5, 0.5),
+            rng.vec(wide, 0.5, 2.0),
+            rng.vec(wide, -0.5, 1.5),
+            rng.vec(wide, 0.5, 2.0),
+            rng.vec(wide, -0.5, 1.5),
+            rng.vec(n * ho * wo * wide, -1.0, 1.0),
+        ];
+        let case = (shape, wide, stride);
+        let separate = inverted_run(&values, case, Way::Separate);
+        assert!(
+            separate[1].iter().any(|&g| g != 0.0),
+            "the input gradient flows"
+        );
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for way in [
+            Way::Fused(Handoff::Mirror),
+            Way::Fused(Handoff::Deferred),
+            Way::DeferredAsTensor,
+        ] {
+            // Twice: the second run takes pooled buffers the first gave back.
+            for run in 0..2 {
+                let got = inverted_run(&values, case, way);
+                assert_eq!(got.len(), separate.len());
+                for (k, (a, b)) in got.iter().zip(&separate).enumerate() {
+                    assert_eq!(bits(a), bits(b), "{case:?} {way:?}, run {run}: result {k}");
+                }
             }
         }
     }

@@ -22,6 +22,7 @@ use crate::backend::ops::{Batch, Shape4, Vector};
 use crate::distributed::Collective;
 use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::{Cpu, PutTape, SplitTape, Tape, Tensor, TensorFromVec};
+use std::sync::Arc;
 
 /// The hyper-parameters of one batch-norm layer.
 #[derive(Debug, Clone, Copy)]
@@ -150,18 +151,16 @@ fn apply(
     activation: FusedActivation,
     mark: bool,
 ) -> Option<Vec<u8>> {
+    let Some(skip) = skip else {
+        layout.normalise(out, input, pats, activation.bounds(), true);
+        return None;
+    };
     let pats = [pats.0, pats.1, pats.1, pats.1];
-    match (activation.bounds(), skip) {
-        (None, None) => layout.map(out, input, input, pats, |_, x, _, [a, b, ..]| x * a + b),
-        (Some((lo, hi)), None) => {
-            layout.map(out, input, input, pats, move |_, x, _, [a, b, ..]| {
-                (x * a + b).max(lo).min(hi)
-            })
-        }
-        (None, Some(skip)) => layout.map(out, input, skip, pats, |_, x, s, [a, b, ..]| {
+    match activation.bounds() {
+        None => layout.map(out, input, skip, pats, |_, x, s, [a, b, ..]| {
             (x * a + b) + s
         }),
-        (Some((lo, hi)), Some(skip)) => {
+        Some((lo, hi)) => {
             let f = move |_: f32, x: f32, s: f32, [a, b, ..]: [f32; 4]| {
                 ((x * a + b) + s).max(lo).min(hi)
             };
@@ -258,8 +257,8 @@ impl<'a> GradInput<'a> {
 
 /// A batch norm's forward pass on values, and what its backward pass needs.
 pub(crate) struct Normalised {
-    /// The normalised values, features last.
-    input: Vec<f32>,
+    /// The input, features last (shared with a [`deferred`](forward_deferred) output).
+    input: Arc<Vec<f32>>,
     layout: Periods,
     samples: usize,
     /// The rows the statistics were taken over, on every rank.
@@ -288,44 +287,109 @@ pub(crate) fn forward_values(
     keep: bool,
 ) -> (Vec<f32>, Normalised) {
     let _timer = profile::scope("batch_norm.forward");
+    let mut saved = prepare((input, moments), samples, params, cfg);
+    let mut out = buffers::take(saved.input.len());
+    let (scale_p, shift_p) = (
+        saved.layout.pattern(&saved.affine.scale),
+        saved.layout.pattern(&saved.affine.shift),
+    );
+    // With a skip, where the activation passes the gradient on is kept for the backward.
+    saved.passes = apply(
+        saved.layout,
+        &mut out,
+        &saved.input,
+        skip,
+        (&scale_p, &shift_p),
+        saved.activation,
+        keep,
+    );
+    (out, saved)
+}
+
+/// [`forward_values`] without a skip, the output left unwritten: the input (shared), and the
+/// [`Normalisation`] that makes the output of it, for the reader to apply as it reads the
+/// input rows it needs (see `linear_bn`'s deferred mirror), saving the pass that would write
+/// the output and the reader's pass that would read it back.
+pub(crate) fn forward_deferred(
+    (input, moments): (Vec<f32>, Option<Vec<ImageMoments>>),
+    samples: usize,
+    params: &mut BatchNormParams,
+    cfg: &BatchNormConfig,
+) -> (Arc<Vec<f32>>, Normalisation, Normalised) {
+    let _timer = profile::scope("batch_norm.forward");
+    let saved = prepare((input, moments), samples, params, cfg);
+    let normalisation = Normalisation {
+        layout: saved.layout,
+        scale: saved.layout.pattern(&saved.affine.scale),
+        shift: saved.layout.pattern(&saved.affine.shift),
+        bounds: saved.activation.bounds(),
+    };
+    (Arc::clone(&saved.input), normalisation, saved)
+}
+
+/// The statistics (over every rank's rows in training, updating the moving ones) and the
+/// normalisation of `input`, kept for the backward; no output yet, no activation mask.
+fn prepare(
+    (input, moments): (Vec<f32>, Option<Vec<ImageMoments>>),
+    samples: usize,
+    params: &mut BatchNormParams,
+    cfg: &BatchNormConfig,
+) -> Normalised {
     let features = params.gamma.shape().0;
     let rows = input.len() / features.max(1);
-    let layout = Periods::new(features);
     let (mean, variance, all_rows) =
         statistics_over_ranks((&input, moments), rows, samples, params, cfg);
     let affine = affine(params, &mean, &variance, cfg.eps);
-    let mut out = buffers::take(input.len());
-    let (scale_p, shift_p) = (layout.pattern(&affine.scale), layout.pattern(&affine.shift));
-    let activation = cfg.activation;
-    // With a skip, where the activation passes the gradient on is kept for the backward.
-    let passes = apply(
-        layout,
-        &mut out,
-        &input,
-        skip,
-        (&scale_p, &shift_p),
-        activation,
-        keep,
-    );
-    let saved = Normalised {
-        input,
-        layout,
+    Normalised {
+        input: Arc::new(input),
+        layout: Periods::new(features),
         samples,
         all_rows,
         mean,
         affine,
-        passes,
-        activation,
+        passes: None,
+        activation: cfg.activation,
         training: cfg.training,
         sync: cfg.sync,
-    };
-    (out, saved)
+    }
+}
+
+/// A batch norm's output as a function of its input: `activation(x * scale + shift)` per
+/// feature (no skip), with the bits of the pass that writes the output itself.
+pub(crate) struct Normalisation {
+    layout: Periods,
+    /// Scale and shift, as patterns of `layout`.
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    bounds: Option<(f32, f32)>,
+}
+
+impl Normalisation {
+    /// Writes the output of input rows `input` (whole rows of features) over `out`, on this
+    /// thread.
+    pub(crate) fn rows(&self, input: &[f32], out: &mut [f32]) {
+        let pats = (&self.scale[..], &self.shift[..]);
+        self.layout.normalise(out, input, pats, self.bounds, false);
+    }
+
+    /// Writes the output of a whole batch `input` over `out`, on the pool's threads.
+    pub(crate) fn batch(&self, input: &[f32], out: &mut [f32]) {
+        let pats = (&self.scale[..], &self.shift[..]);
+        self.layout.normalise(out, input, pats, self.bounds, true);
+    }
+}
+
+/// Gives a shared buffer back to the pool when no one else holds it.
+fn give_shared(values: Arc<Vec<f32>>) {
+    if let Ok(values) = Arc::try_unwrap(values) {
+        buffers::give(values);
+    }
 }
 
 impl Normalised {
     /// Gives the kept input back to the pool (no backward pass will run).
     pub(crate) fn release(self) {
-        buffers::give(self.input);
+        give_shared(self.input);
     }
 
     /// The backward pass: puts the input's gradient in `target` and returns the gradients of
@@ -394,7 +458,7 @@ impl Normalised {
         let grad_beta: Vec<f32> = gradient.iter().map(|s| s[0]).collect();
         let grad_gamma: Vec<f32> = gradient.iter().map(|s| s[1]).collect();
         let (Some(grad_input), overwrite) = target.parts() else {
-            buffers::give(input);
+            give_shared(input);
             return (grad_gamma, grad_beta);
         };
         let features = mean.len();
@@ -425,7 +489,7 @@ impl Normalised {
             Some(bounds) => input_gradient(layout, target, read, pats, masked(bounds)),
             None => input_gradient(layout, target, read, pats, unmasked),
         }
-        buffers::give(input);
+        give_shared(input);
         (grad_gamma, grad_beta)
     }
 }

@@ -192,6 +192,43 @@ impl Periods {
             .for_each(|((out, a), b)| map_chunk(self.period, out, (a, b), pats, &f));
     }
 
+    /// `out = x * scale + shift`, clamped to `bounds` (an activation's), with `scale` and
+    /// `shift` patterns: the normalisation of a batch norm without a skip, the one arithmetic
+    /// for every pass that makes it. On the pool's threads when `parallel` (a whole batch), else
+    /// on this one (a few rows, as a reader makes them from the batch norm's input).
+    pub fn normalise(
+        &self,
+        out: &mut [f32],
+        x: &[f32],
+        (scale, shift): (&[f32], &[f32]),
+        bounds: Option<(f32, f32)>,
+        parallel: bool,
+    ) {
+        let pats = [scale, shift, shift, shift];
+        match bounds {
+            None => self.map_on(parallel, out, x, pats, |_, x, _, [a, b, ..]| x * a + b),
+            Some((lo, hi)) => self.map_on(parallel, out, x, pats, move |_, x, _, [a, b, ..]| {
+                (x * a + b).max(lo).min(hi)
+            }),
+        }
+    }
+
+    /// `out = f(out, x, x, [p, q, r, t])`: [`Periods::map`] when `parallel`, else on this thread.
+    fn map_on(
+        &self,
+        parallel: bool,
+        out: &mut [f32],
+        x: &[f32],
+        pats: Patterns<'_>,
+        f: impl Fn(f32, f32, f32, [f32; 4]) -> f32 + Sync,
+    ) {
+        if parallel {
+            self.map(out, x, x, pats, f);
+        } else {
+            map_chunk(self.period, out, (x, x), pats, &f);
+        }
+    }
+
     /// [`Periods::map`], also marking in `marks` (one byte an element)
     /// where the result lies strictly between `lo` and `hi`, in the same pass: where a fused
     /// activation clamping to `lo..=hi` passes the gradient on.

@@ -192,7 +192,7 @@ pub fn depthwise_conv2d<T: Tape<f32, Cpu>>(
         };
         let (grad_weight, grad_bias) = parameter_and_input_gradients(
             &g,
-            (&input, &weight, bias.as_deref()),
+            (input[..].into(), &weight, bias.as_deref()),
             act,
             &grad_out,
             grad_input,
@@ -214,7 +214,7 @@ pub fn depthwise_conv2d<T: Tape<f32, Cpu>>(
 /// where `grad_input` says.
 pub(crate) fn parameter_and_input_gradients(
     g: &DepthwiseGeometry,
-    (input, weight, bias): (&[f32], &[f32], Option<&[f32]>),
+    (input, weight, bias): (depthwise_kernels::Input<'_>, &[f32], Option<&[f32]>),
     activation: FusedActivation,
     grad_out: &[f32],
     grad_input: GradInput<'_>,

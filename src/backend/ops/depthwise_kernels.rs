@@ -22,6 +22,11 @@
 //! summed with [`fold_in_order_by`]: the result does not depend on the thread count. A fused relu
 //! or relu6 is not recorded: the backward pass recomputes the pre-activations of its rows with
 //! the forward kernel, bit for bit, from the input it reads anyway.
+//!
+//! The input may also come as values and a [`RowMap`] that makes the input of them as a block
+//! reads its rows (a batch norm and its activation, run by the op that wrote the values: see
+//! `linear_bn`): the mapped rows are made in a scratch buffer, in cache, and the kernels read
+//! them as they would read the input itself.
 
 use crate::backend::ops::geometry::{Axis1, Window2};
 use crate::backend::ops::lanes::{self, LaneKernel, Lanes};
@@ -217,6 +222,8 @@ pub(crate) struct DwScratch {
     pub mid: Vec<f32>,
     /// The gradient of a block's depthwise output (through the activation).
     pub grad_mid: Vec<f32>,
+    /// A block's input rows made by a [`RowMap`].
+    pub mapped: Vec<f32>,
 }
 
 impl DwScratch {
@@ -226,6 +233,7 @@ impl DwScratch {
             grad_wide: Vec::new(),
             mid: Vec::new(),
             grad_mid: Vec::new(),
+            mapped: Vec::new(),
         }
     }
     /// Takes this thread's buffers.
@@ -281,10 +289,29 @@ impl<'a> Source<'a> {
     }
 }
 
-/// Copies `image` rows `rows` (c channels) into `wide`, each channel repeated `m` times.
-fn widen(g: &DepthwiseGeometry, image: &[f32], rows: &Range<usize>, wide: &mut [f32]) {
+/// Makes input rows of the values they are read from: `map(values, rows)` writes the rows
+/// made of `values` (whole rows of `c` channels) over `rows`, the same length.
+pub(crate) type RowMap<'a> = dyn Fn(&[f32], &mut [f32]) + Sync + 'a;
+
+/// A depthwise convolution's input: the values themselves, or values and the [`RowMap`] that
+/// makes the input of them.
+#[derive(Clone, Copy)]
+pub(crate) struct Input<'a> {
+    /// `batch x in_image` values.
+    pub values: &'a [f32],
+    /// Makes input rows of `values`' rows; `None`: the values are the input.
+    pub map: Option<&'a RowMap<'a>>,
+}
+
+impl<'a> From<&'a [f32]> for Input<'a> {
+    fn from(values: &'a [f32]) -> Self {
+        Input { values, map: None }
+    }
+}
+
+/// Copies rows `src` (c channels) into `wide`, each channel repeated `m` times.
+fn widen(g: &DepthwiseGeometry, src: &[f32], wide: &mut [f32]) {
     let m = g.multiplier;
-    let src = &image[rows.start * g.in_row()..rows.end * g.in_row()];
     for (dst, &v) in wide.chunks_exact_mut(m).zip(src) {
         dst.fill(v);
     }
@@ -299,22 +326,38 @@ fn narrow(g: &DepthwiseGeometry, grad_wide: &[f32], grad_image: &mut [f32]) {
 }
 
 /// The input rows `rows` of one image as the kernels read them: the image itself (multiplier
-/// 1) or its wide rows, made in `wide`.
+/// 1, no map), or its rows made by `map` in `mapped`, widened in `wide` (multiplier > 1).
 pub(crate) fn source<'a>(
     g: &DepthwiseGeometry,
-    image: &'a [f32],
+    (image, map): (&'a [f32], Option<&RowMap<'_>>),
     rows: Range<usize>,
-    wide: &'a mut Vec<f32>,
+    (wide, mapped): (&'a mut Vec<f32>, &'a mut Vec<f32>),
 ) -> Source<'a> {
+    let rows_of = |data: &'a [f32]| &data[rows.start * g.in_row()..rows.end * g.in_row()];
+    let src: &'a [f32] = match map {
+        None if g.multiplier == 1 => {
+            return Source {
+                data: image,
+                first: 0,
+                row_len: g.in_row(),
+            }
+        }
+        None => rows_of(image),
+        Some(map) => {
+            let out = sized(mapped, rows.len() * g.in_row());
+            map(rows_of(image), out);
+            out
+        }
+    };
     if g.multiplier == 1 {
         return Source {
-            data: image,
-            first: 0,
+            data: src,
+            first: rows.start,
             row_len: g.in_row(),
         };
     }
     let wide = sized(wide, rows.len() * g.wide_row());
-    widen(g, image, &rows, wide);
+    widen(g, src, wide);
     Source {
         data: wide,
         first: rows.start,
@@ -1025,7 +1068,7 @@ pub(crate) fn backward_rows(
 pub(crate) fn forward_block(
     g: &DepthwiseGeometry,
     plans: &Plans,
-    image: &[f32],
+    image: (&[f32], Option<&RowMap<'_>>),
     out_rows: Range<usize>,
     weight: &[f32],
     bias: Option<&[f32]>,
@@ -1033,7 +1076,8 @@ pub(crate) fn forward_block(
     out_block: &mut [f32],
     scratch: &mut DwScratch,
 ) {
-    let src = source(g, image, g.input_rows(&out_rows), &mut scratch.wide);
+    let buffers = (&mut scratch.wide, &mut scratch.mapped);
+    let src = source(g, image, g.input_rows(&out_rows), buffers);
     forward_rows_into(
         g,
         plans,
@@ -1053,6 +1097,21 @@ pub(crate) fn forward_block(
 pub fn forward(
     g: &DepthwiseGeometry,
     input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    act: FusedActivation,
+    out: &mut [f32],
+) {
+    forward_mapped(g, input.into(), weight, bias, act, out);
+}
+
+/// [`forward`] of an [`Input`] that may be made by a map as it is read.
+///
+/// # Panics
+/// As [`forward`].
+pub(crate) fn forward_mapped(
+    g: &DepthwiseGeometry,
+    Input { values: input, map }: Input<'_>,
     weight: &[f32],
     bias: Option<&[f32]>,
     act: FusedActivation,
@@ -1082,7 +1141,7 @@ pub fn forward(
                     forward_block(
                         g,
                         &plans,
-                        image,
+                        (image, map),
                         rows,
                         weight,
                         bias,
@@ -1181,7 +1240,7 @@ pub fn backward(
 ) {
     backward_into(
         g,
-        (input, weight, bias, act),
+        (input.into(), weight, bias, act),
         grad_out,
         (grad_input, false),
         grad_weight,
@@ -1196,12 +1255,13 @@ pub fn backward(
 /// As [`backward`].
 pub(crate) fn backward_into(
     g: &DepthwiseGeometry,
-    (input, weight, bias, act): (&[f32], &[f32], Option<&[f32]>, FusedActivation),
+    (input, weight, bias, act): (Input<'_>, &[f32], Option<&[f32]>, FusedActivation),
     grad_out: &[f32],
     (grad_input, fresh): (Option<&mut [f32]>, bool),
     grad_weight: &mut [f32],
     grad_bias: Option<&mut [f32]>,
 ) {
+    let Input { values: input, map } = input;
     check_lengths(g, input, weight, bias);
     assert_eq!(
         grad_out.len(),
@@ -1238,9 +1298,10 @@ pub(crate) fn backward_into(
                 wide,
                 grad_wide,
                 grad_mid,
+                mapped,
                 ..
             } = &mut scratch;
-            let src = source(g, image, g.input_rows(&dz_rows), wide);
+            let src = source(g, (image, map), g.input_rows(&dz_rows), (wide, mapped));
             let dz = match act.bounds() {
                 None => Source {
                     data: grad_image,
@@ -1446,12 +1507,61 @@ mod tests {
                 let mut gx = vec![if fresh { f32::NAN } else { 0.0 }; x.len()];
                 let mut gw = vec![0.0; weight.len()];
                 let mut gb = vec![0.0; g.out_channels()];
-                let operands = (&x[..], &weight[..], None, act);
+                let operands = (x[..].into(), &weight[..], None, act);
                 let grad_input = (Some(&mut gx[..]), fresh);
                 backward_into(&g, operands, &grad_out, grad_input, &mut gw, Some(&mut gb));
                 [gx, gw, gb].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
             };
             assert_eq!(run(true), run(false), "{g:?}");
+        }
+    }
+
+    /// An input made by a row map as the blocks read their rows gives the bits of the map
+    /// applied to the whole batch first: the output and all three gradients.
+    #[test]
+    fn a_mapped_input_is_the_batch_mapped_first() {
+        for case in [
+            ((9, 14), (3, 3), (1, 1), Padding::Same, 19, 1),
+            ((16, 16), (3, 3), (2, 2), Padding::Same, 40, 1),
+            ((8, 11), (2, 3), (2, 2), Padding::Same, 3, 2),
+            ((7, 13), (3, 2), (2, 1), Padding::Valid, 40, 1),
+        ] {
+            let g = geometry(3, case);
+            let c = g.channels;
+            let raw = values(g.batch * g.in_image(), 1);
+            let (scale, shift) = (values(c, 5), values(c, 6));
+            // Per channel, so that a row read from the wrong place gives other values.
+            let map = |rows: &[f32], out: &mut [f32]| {
+                for (out, rows) in out.chunks_exact_mut(c).zip(rows.chunks_exact(c)) {
+                    for (((o, &x), &a), &b) in out.iter_mut().zip(rows).zip(&scale).zip(&shift) {
+                        *o = (x * a + b).clamp(0.0, 6.0);
+                    }
+                }
+            };
+            let mut mapped = vec![0.0; raw.len()];
+            map(&raw, &mut mapped);
+            let weight = values(g.weight_len(), 2);
+            let bias = values(g.out_channels(), 3);
+            let grad_out = values(g.batch * g.out_image(), 4);
+            for act in [FusedActivation::Linear, FusedActivation::Relu6] {
+                let run = |input: Input<'_>| {
+                    let mut out = vec![0.0; g.batch * g.out_image()];
+                    forward_mapped(&g, input, &weight, Some(&bias), act, &mut out);
+                    let mut gx = vec![0.0; raw.len()];
+                    let mut gw = vec![0.0; weight.len()];
+                    let mut gb = vec![0.0; bias.len()];
+                    let operands = (input, &weight[..], Some(&bias[..]), act);
+                    let grad_input = (Some(&mut gx[..]), false);
+                    backward_into(&g, operands, &grad_out, grad_input, &mut gw, Some(&mut gb));
+                    [out, gx, gw, gb].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
+                };
+                let made = run(Input {
+                    values: &raw,
+                    map: Some(&map),
+                });
+                assert_eq!(made, run(mapped[..].into()), "{g:?} {act:?}");
+                assert_ne!(made, run(raw[..].into()), "{g:?} {act:?}: the map matters");
+            }
         }
     }
 

@@ -18,29 +18,61 @@
 //! for the writer's backward. A reader that needs a tensor gets one made from the values
 //! ([`Mirror::tensor`]); from then on every reader's gradient goes to that tensor's slot on
 //! the tape, as if there had been no mirror, so the sums are added in the same order.
+//!
+//! When the one reader is a fused depthwise convolution, the writer does not write its output
+//! at all ([`Handoff::Deferred`]): the mirror holds the batch norm's input and its
+//! [`Normalisation`], and the depthwise kernels make each block's input rows of them as they
+//! read them, in cache, in the forward and again in the backward. A MobileNetV2 block's
+//! expanded activations, its largest tensors, are then never written to memory and read back;
+//! the values are the same bits.
 
-use crate::backend::ops::batch_norm::{self, BatchNormConfig, BatchNormParams, GradInput};
+use crate::backend::ops::batch_norm::{
+    self, BatchNormConfig, BatchNormParams, GradInput, Normalisation,
+};
 use crate::backend::ops::batch_norm_kernels::{ImageMoments, Periods};
 use crate::backend::ops::buffers;
 use crate::backend::ops::conv2d::{self, Conv2dConfig, Conv2dParams};
 use crate::backend::ops::conv_kernels::{self, ConvGeometry};
 use crate::backend::ops::depthwise::{self, DepthwiseConfig, DepthwiseParams};
-use crate::backend::ops::depthwise_kernels::{self, DepthwiseGeometry, FusedActivation};
+use crate::backend::ops::depthwise_kernels::{self, DepthwiseGeometry, FusedActivation, Input};
 use crate::backend::ops::profile;
 use crate::backend::ops::tape::{self, GradSlot, Grads};
 use crate::backend::ops::{Flat, Image, Shape4, Vector};
 use dfdx::shapes::HasShape;
 use dfdx::tensor::{Cpu, CpuError, NoneTape, PutTape, SplitTape, Tape, TensorFromVec};
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A fused op's output handed to the ops that read it next without a tensor: its values,
 /// and where its gradient is summed (see the module's documentation). Clones share both.
 #[derive(Clone)]
 pub struct Mirror {
+    /// The output's values, or with `deferred`, the values it is made of.
     values: Arc<Vec<f32>>,
+    /// The normalisation that makes the output of `values` ([`Handoff::Deferred`]).
+    deferred: Option<Arc<Deferred>>,
     shape: Shape4,
     grad: Arc<GradCell>,
+}
+
+/// A deferred output: its normalisation, and the output made once for a reader that reads
+/// the values themselves (the depthwise reader it is deferred for makes its rows instead).
+struct Deferred {
+    normalisation: Normalisation,
+    made: OnceLock<Vec<f32>>,
+}
+
+/// How a fused op hands its output on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    /// As a tensor.
+    Tensor,
+    /// As a [`Mirror`] of the output's values.
+    Mirror,
+    /// As a [`Mirror`] of the batch norm's input and normalisation, the output never written:
+    /// for a fused depthwise convolution that alone reads it (see the module's
+    /// documentation). With a skip, as [`Handoff::Mirror`].
+    Deferred,
 }
 
 /// Where the gradient of a mirrored output is summed.
@@ -72,9 +104,30 @@ impl Mirror {
     fn new(values: Vec<f32>, shape: Shape4) -> Mirror {
         Mirror {
             values: Arc::new(values),
+            deferred: None,
             shape,
             grad: Arc::default(),
         }
+    }
+
+    /// The output `normalisation(values)`, not made yet.
+    fn deferred(values: Arc<Vec<f32>>, normalisation: Normalisation, shape: Shape4) -> Mirror {
+        let deferred = Deferred {
+            normalisation,
+            made: OnceLock::new(),
+        };
+        Mirror {
+            values,
+            deferred: Some(Arc::new(deferred)),
+            shape,
+            grad: Arc::default(),
+        }
+    }
+
+    /// When the output is deferred, the values it is made of and how.
+    fn deferred_parts(&self) -> Option<(&[f32], &Normalisation)> {
+        let deferred = self.deferred.as_deref()?;
+        Some((&self.values, &deferred.normalisation))
     }
 
     /// The values as a tensor on `device`, for a reader that reads a tensor: moved into it
@@ -91,8 +144,17 @@ impl Mirror {
     }
 
     /// The values, moved out when no other reader holds them, else copied into a pooled
-    /// buffer.
+    /// buffer (a deferred output's made into one).
     pub fn into_values(self) -> Vec<f32> {
+        if let Some(deferred) = &self.deferred {
+            let mut out = buffers::take(self.values.len());
+            match deferred.made.get() {
+                Some(made) => buffers::copy(&mut out, made),
+                None => deferred.normalisation.batch(&self.values, &mut out),
+            }
+            self.release();
+            return out;
+        }
         Arc::try_unwrap(self.values).unwrap_or_else(|values| {
             let mut copy = buffers::take(values.len());
             buffers::copy(&mut copy, &values);
@@ -108,9 +170,16 @@ impl Mirror {
         }
     }
 
-    /// The values.
+    /// The output's values (a deferred output is made on the first call).
     pub fn values(&self) -> &[f32] {
-        &self.values
+        match &self.deferred {
+            None => &self.values,
+            Some(deferred) => deferred.made.get_or_init(|| {
+                let mut out = vec![0.0; self.values.len()];
+                deferred.normalisation.batch(&self.values, &mut out);
+                out
+            }),
+        }
     }
 
     /// `(n, h, w, c)`.
@@ -229,13 +298,16 @@ trait Linear: Send + Sync + 'static {
     fn out_shape(&self) -> Shape4;
     /// Values of one input image.
     fn in_image(&self) -> usize;
+    /// Whether it reads an [`Input`] with a map (a deferred mirror's values, see [`Handoff`]);
+    /// if not, every input it is given is the values themselves.
+    const MAPS_INPUT: bool;
     /// Writes the output of `images` input images `input` over `out` (each image's output is
     /// the same whatever the batch it is computed in).
-    fn forward(&self, images: usize, input: &[f32], out: &mut [f32]);
+    fn forward(&self, images: usize, input: Input<'_>, out: &mut [f32]);
     /// The weight's and the bias's gradients, and the input's put where `grad_input` says.
     fn backward(
         &self,
-        input: &[f32],
+        input: Input<'_>,
         grad_out: &[f32],
         grad_input: GradInput<'_>,
     ) -> (Vec<f32>, Vec<f32>);
@@ -250,6 +322,7 @@ struct Conv {
 
 impl Linear for Conv {
     const NAMES: (&'static str, &'static str) = ("conv2d.forward", "conv2d.backward");
+    const MAPS_INPUT: bool = false;
 
     fn out_shape(&self) -> Shape4 {
         self.geometry.out_shape()
@@ -259,7 +332,7 @@ impl Linear for Conv {
         self.geometry.in_image()
     }
 
-    fn forward(&self, images: usize, input: &[f32], out: &mut [f32]) {
+    fn forward(&self, images: usize, Input { values: input, .. }: Input<'_>, out: &mut [f32]) {
         let bias = self.bias.as_deref();
         conv_kernels::forward_residual(
             &ConvGeometry {
@@ -278,7 +351,7 @@ impl Linear for Conv {
 
     fn backward(
         &self,
-        input: &[f32],
+        Input { values: input, .. }: Input<'_>,
         grad_out: &[f32],
         grad_input: GradInput<'_>,
     ) -> (Vec<f32>, Vec<f32>) {
@@ -301,6 +374,7 @@ struct Depthwise {
 
 impl Linear for Depthwise {
     const NAMES: (&'static str, &'static str) = ("depthwise.forward", "depthwise.backward");
+    const MAPS_INPUT: bool = true;
 
     fn out_shape(&self) -> Shape4 {
         self.geometry.out_shape()
@@ -310,18 +384,18 @@ impl Linear for Depthwise {
         self.geometry.in_image()
     }
 
-    fn forward(&self, images: usize, input: &[f32], out: &mut [f32]) {
+    fn forward(&self, images: usize, input: Input<'_>, out: &mut [f32]) {
         let g = DepthwiseGeometry {
             batch: images,
             ..self.geometry
         };
-        let bias = self.bias.as_deref();
-        depthwise_kernels::forward(&g, input, &self.weight, bias, FusedActivation::Linear, out);
+        let (weight, bias) = (&self.weight, self.bias.as_deref());
+        depthwise_kernels::forward_mapped(&g, input, weight, bias, FusedActivation::Linear, out);
     }
 
     fn backward(
         &self,
-        input: &[f32],
+        input: Input<'_>,
         grad_out: &[f32],
         grad_input: GradInput<'_>,
     ) -> (Vec<f32>, Vec<f32>) {
@@ -336,8 +410,8 @@ impl Linear for Depthwise {
 }
 
 /// `activation(batch_norm(conv2d(x)) [+ skip])` in training, `bn_cfg.activation` the
-/// activation; `conv_cfg.relu` must be off (the convolution is linear). The output is a
-/// tensor, or a [`Mirror`] with `mirror`.
+/// activation; `conv_cfg.relu` must be off (the convolution is linear). The output is handed
+/// on as `handoff` says.
 ///
 /// # Panics
 /// As [`conv2d::conv2d`] does, and when `skip` differs from the output in shape.
@@ -345,7 +419,7 @@ pub fn conv2d_batch_norm<T: Tape<f32, Cpu>>(
     x: Traced<T>,
     (conv, conv_cfg): (&Conv2dParams, &Conv2dConfig),
     (bn, bn_cfg): (&mut BatchNormParams, &BatchNormConfig),
-    (skip, mirror): (Option<Skip<'_>>, bool),
+    (skip, handoff): (Option<Skip<'_>>, Handoff),
 ) -> Traced<T> {
     assert!(
         !conv_cfg.relu,
@@ -363,7 +437,7 @@ pub fn conv2d_batch_norm<T: Tape<f32, Cpu>>(
         keys,
         conv_cfg.input_grad,
         (bn, bn_cfg),
-        (skip, mirror),
+        (skip, handoff),
     )
 }
 
@@ -376,7 +450,7 @@ pub fn depthwise_batch_norm<T: Tape<f32, Cpu>>(
     x: Traced<T>,
     (dw, dw_cfg): (&DepthwiseParams, &DepthwiseConfig),
     (bn, bn_cfg): (&mut BatchNormParams, &BatchNormConfig),
-    (skip, mirror): (Option<Skip<'_>>, bool),
+    (skip, handoff): (Option<Skip<'_>>, Handoff),
 ) -> Traced<T> {
     assert_eq!(
         dw_cfg.activation,
@@ -395,7 +469,7 @@ pub fn depthwise_batch_norm<T: Tape<f32, Cpu>>(
         keys,
         dw_cfg.input_grad,
         (bn, bn_cfg),
-        (skip, mirror),
+        (skip, handoff),
     )
 }
 
@@ -421,7 +495,7 @@ fn with_batch_norm<T: Tape<f32, Cpu>, L: Linear>(
     (weight_key, bias_key): (&Flat<NoneTape>, Option<&Vector>),
     input_grad: bool,
     (bn, bn_cfg): (&mut BatchNormParams, &BatchNormConfig),
-    (skip, mirror): (Option<Skip<'_>>, bool),
+    (skip, handoff): (Option<Skip<'_>>, Handoff),
 ) -> Traced<T> {
     let timer = profile::scope(L::NAMES.0);
     let device = weight_key.device().clone();
@@ -440,7 +514,9 @@ fn with_batch_norm<T: Tape<f32, Cpu>, L: Linear>(
     };
     let shape = linear.out_shape();
     let mut linear_out = buffers::take(shape.0 * shape.1 * shape.2 * shape.3);
-    let moments = forward_taking_moments(&linear, input.values(), &mut linear_out, bn_cfg);
+    let moments = read_input(&input, L::MAPS_INPUT, |values| {
+        forward_taking_moments(&linear, values, &mut linear_out, bn_cfg)
+    });
     drop(timer);
     let (skip_data, skip_key) = match skip {
         Some(Skip::Tensor(skip)) => {
@@ -455,22 +531,31 @@ fn with_batch_norm<T: Tape<f32, Cpu>, L: Linear>(
         }
         None => (None, None),
     };
-    let (out, normalised) = batch_norm::forward_values(
-        (linear_out, moments),
-        skip_data.as_deref(),
-        shape.0,
-        bn,
-        bn_cfg,
-        T::OWNS_TAPE,
-    );
-    if let Some(Cow::Owned(skip)) = skip_data {
-        buffers::give(skip);
-    }
-    // The output: handed on as a mirror, or a tensor.
-    let out = if mirror {
-        Output::Mirror(Mirror::new(out, shape))
-    } else {
-        Output::Tensor(device.tensor_from_vec(out, shape))
+    let (out, normalised) = match (handoff, skip_data) {
+        (Handoff::Deferred, None) => {
+            let (values, normalisation, normalised) =
+                batch_norm::forward_deferred((linear_out, moments), shape.0, bn, bn_cfg);
+            let out = Output::Mirror(Mirror::deferred(values, normalisation, shape));
+            (out, normalised)
+        }
+        (handoff, skip_data) => {
+            let (out, normalised) = batch_norm::forward_values(
+                (linear_out, moments),
+                skip_data.as_deref(),
+                shape.0,
+                bn,
+                bn_cfg,
+                T::OWNS_TAPE,
+            );
+            if let Some(Cow::Owned(skip)) = skip_data {
+                buffers::give(skip);
+            }
+            let out = match handoff {
+                Handoff::Tensor => Output::Tensor(device.tensor_from_vec(out, shape)),
+                Handoff::Mirror | Handoff::Deferred => Output::Mirror(Mirror::new(out, shape)),
+            };
+            (out, normalised)
+        }
     };
     if !T::OWNS_TAPE {
         normalised.release();
@@ -502,33 +587,37 @@ fn with_batch_norm<T: Tape<f32, Cpu>, L: Linear>(
         tape::add_into(grads.get_or_alloc_mut(&gamma_key)?, &grad_gamma);
         tape::add_into(grads.get_or_alloc_mut(&beta_key)?, &grad_beta);
         let _timer = profile::scope(L::NAMES.1);
-        let values = input.values();
-        let (grad_weight, grad_bias) = match (input_grad, &input_key) {
-            (false, _) => linear.backward(values, &grad_linear, GradInput::None),
-            (true, Key::Tensor(ghost)) => {
-                let grad_input = grads.get_or_alloc_mut(ghost)?;
-                linear.backward(values, &grad_linear, GradInput::AddTo(grad_input))
-            }
-            (true, Key::Mirror(mirror)) => match mirror.slot(grads)? {
-                Some(slot) => linear.backward(values, &grad_linear, GradInput::AddTo(slot)),
-                // Into the readers' sum itself, as into a slot: the same additions in the
-                // same order. The first reader's gradient is written over a fresh buffer,
-                // with the bits adding into zeros gives.
-                None => {
-                    let mut sum = mirror.lock_sum();
-                    match sum.as_mut() {
-                        Some(sum) => linear.backward(values, &grad_linear, GradInput::AddTo(sum)),
-                        None => {
-                            let mut fresh = buffers::take(values.len());
-                            let target = GradInput::Overwrite(&mut fresh);
-                            let grads = linear.backward(values, &grad_linear, target);
-                            *sum = Some(fresh);
-                            grads
+        let (grad_weight, grad_bias) = read_input(&input, L::MAPS_INPUT, |values| {
+            let grad_linear = &grad_linear[..];
+            Ok::<_, CpuError>(match (input_grad, &input_key) {
+                (false, _) => linear.backward(values, grad_linear, GradInput::None),
+                (true, Key::Tensor(ghost)) => {
+                    let grad_input = grads.get_or_alloc_mut(ghost)?;
+                    linear.backward(values, grad_linear, GradInput::AddTo(grad_input))
+                }
+                (true, Key::Mirror(mirror)) => match mirror.slot(grads)? {
+                    Some(slot) => linear.backward(values, grad_linear, GradInput::AddTo(slot)),
+                    // Into the readers' sum itself, as into a slot: the same additions in the
+                    // same order. The first reader's gradient is written over a fresh buffer,
+                    // with the bits adding into zeros gives.
+                    None => {
+                        let mut sum = mirror.lock_sum();
+                        match sum.as_mut() {
+                            Some(sum) => {
+                                linear.backward(values, grad_linear, GradInput::AddTo(sum))
+                            }
+                            None => {
+                                let mut fresh = buffers::take(values.values.len());
+                                let target = GradInput::Overwrite(&mut fresh);
+                                let grads = linear.backward(values, grad_linear, target);
+                                *sum = Some(fresh);
+                                grads
+                            }
                         }
                     }
-                }
-            },
-        };
+                },
+            })
+        })?;
         buffers::give(grad_linear);
         tape::add_weight_and_bias(
             grads,
@@ -539,6 +628,22 @@ fn with_batch_norm<T: Tape<f32, Cpu>, L: Linear>(
         Ok(())
     });
     out.traced(tape)
+}
+
+/// Runs `run` on the input as `linear` reads it: a deferred mirror's values and the map that
+/// makes its output rows of them, when `maps` ([`Linear::MAPS_INPUT`]), else the output's
+/// values.
+fn read_input<R>(input: &Mirror, maps: bool, run: impl FnOnce(Input<'_>) -> R) -> R {
+    match input.deferred_parts().filter(|_| maps) {
+        Some((values, normalisation)) => {
+            let map = |rows: &[f32], out: &mut [f32]| normalisation.rows(rows, out);
+            run(Input {
+                values,
+                map: Some(&map),
+            })
+        }
+        None => run(input.values().into()),
+    }
 }
 
 /// The output of at most this many bytes of images is computed at a time when the batch
@@ -552,7 +657,7 @@ const MOMENTS_GROUP_BYTES: usize = 512 << 10;
 /// batch norm a pass over the output from memory. The moments are the same bits either way.
 fn forward_taking_moments<L: Linear>(
     linear: &L,
-    input: &[f32],
+    input: Input<'_>,
     out: &mut [f32],
     bn_cfg: &BatchNormConfig,
 ) -> Option<Vec<ImageMoments>> {
@@ -567,10 +672,12 @@ fn forward_taking_moments<L: Linear>(
     let layout = Periods::new(features);
     let mut moments = Vec::with_capacity(batch);
     let groups = input
+        .values
         .chunks(group * linear.in_image())
         .zip(out.chunks_mut(group * out_image));
-    for (input, out) in groups {
+    for (values, out) in groups {
         let images = out.len() / out_image;
+        let input = Input { values, ..input };
         linear.forward(images, input, out);
         moments.extend(layout.image_moments(out, images));
     }
@@ -626,11 +733,11 @@ mod tests {
             .expect("a one-thread pool");
         let mut grouped = vec![0.0f32; out_len];
         let moments = pool
-            .install(|| forward_taking_moments(&conv, &input, &mut grouped, &bn_cfg))
+            .install(|| forward_taking_moments(&conv, input[..].into(), &mut grouped, &bn_cfg))
             .expect("one thread in training takes the moments");
         assert_eq!(moments.len(), batch);
         let mut whole = vec![0.0f32; out_len];
-        conv.forward(batch, &input, &mut whole);
+        conv.forward(batch, input[..].into(), &mut whole);
         assert_eq!(grouped, whole);
         let expected = Periods::new(filters).image_moments(&whole, batch);
         for (got, want) in moments.iter().zip(&expected) {
@@ -642,7 +749,8 @@ mod tests {
             training: false,
             ..bn_cfg
         };
-        let none = pool.install(|| forward_taking_moments(&conv, &input, &mut grouped, &inference));
+        let none = pool
+            .install(|| forward_taking_moments(&conv, input[..].into(), &mut grouped, &inference));
         assert!(none.is_none());
     }
 }

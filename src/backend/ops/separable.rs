@@ -347,8 +347,10 @@ fn depthwise_rows<'a>(
     scratch: &'a mut DwScratch,
 ) -> &'a [f32] {
     let g = &sg.depthwise;
-    let DwScratch { wide, mid, .. } = scratch;
-    let src = dk::source(g, image, g.input_rows(&rows), wide);
+    let DwScratch {
+        wide, mid, mapped, ..
+    } = scratch;
+    let src = dk::source(g, (image, None), g.input_rows(&rows), (wide, mapped));
     let mid = dk::sized(mid, rows.len() * g.out_row());
     dk::forward_rows_into(g, plans, &src, rows, weight, None, None, mid);
     mid
@@ -456,6 +458,7 @@ pub fn backward(
                 wide,
                 grad_wide,
                 grad_mid,
+                mapped,
                 ..
             } = &mut scratch;
             let dz_pixels = dz_rows.len() * wo;
@@ -472,7 +475,7 @@ pub fn backward(
                 )
             });
             let dz = Source::rows(dz, dz_rows.start, g.out_row());
-            let src = dk::source(g, image, g.input_rows(&rows), wide);
+            let src = dk::source(g, (image, None), g.input_rows(&rows), (wide, mapped));
             let mut unused_bias = vec![0.0f32; cm];
             dk::backward_rows(
                 g,
