@@ -32,6 +32,7 @@ use super::ops::linear_bn::{
 use super::ops::merge::{add_activated, merge, Merged, Operand};
 use super::ops::pool2d::{avg_pool2d, global_avg_pool, global_max_pool, max_pool2d, Pool2dConfig};
 use super::ops::separable::{separable_conv2d, SeparableConfig};
+use super::ops::winograd;
 use super::ops::{Batch, Flat, Image, Shape4, Vector};
 use super::params::{self, LayerParams};
 use crate::distributed::Collective;
@@ -962,9 +963,10 @@ fn foldable_bn(layers: &[Layer], idx: usize) -> bool {
 }
 
 /// Whether the output of batch norm `bn` (run inside a training conv + batch norm, no skip)
-/// may be handed on deferred ([`Handoff::Deferred`]): its one reader is a linear depthwise
-/// convolution that runs as one op with the batch norm after it (as `trains_conv_bn` decides
-/// for it), and makes its input rows of the batch norm's input as it reads them.
+/// may be handed on deferred ([`Handoff::Deferred`]): its one reader is a linear convolution
+/// that runs as one op with the batch norm after it (as `trains_conv_bn` decides for it), and
+/// makes its input rows of the batch norm's input as it reads them: a depthwise one, or a
+/// plain one the Winograd kernels compute.
 fn deferrable(layers: &[Layer], store: &Store<'_>, bn: usize) -> bool {
     if store.readers(bn) != 1 {
         return false;
@@ -983,7 +985,12 @@ fn deferrable(layers: &[Layer], store: &Store<'_>, bn: usize) -> bool {
     else {
         return false;
     };
-    matches!(layers[reader].op, Op::DepthwiseConv { .. })
+    let channels = layers[bn].output.features();
+    let op = &layers[reader].op;
+    let maps_rows = matches!(op, Op::DepthwiseConv { .. })
+        || matches!(*op, Op::Conv { kernel, stride, groups: 1, .. }
+            if winograd::takes_conv(kernel, stride, channels));
+    maps_rows
         && layers[reader].inputs.len() == 1
         && store.readers(reader) == 1
         && foldable_bn(layers, reader)

@@ -96,24 +96,24 @@ fn training_pass(model: &strata::ir::Model, fuse: bool) -> Vec<Vec<u32>> {
     results
 }
 
-/// In training, the fused ops of a MobileNetV2-style model (each convolution and its batch norm
-/// as one op, outputs handed on as mirrors, an expand convolution's output deferred to the
-/// depthwise convolution that reads it, residual adds inside the projections' batch norms)
-/// give the bits of every layer run as its own op.
+/// In training, the fused ops of MobileNetV2- and ResNet-style models (each convolution and its
+/// batch norm as one op, outputs handed on as mirrors, a batch norm's output deferred to the
+/// depthwise or Winograd convolution that alone reads it, residual adds inside the last batch
+/// norm of a block) give the bits of every layer run as its own op.
 #[test]
 fn a_fused_training_pass_equals_the_separate_ops_bit_for_bit() {
-    let text =
-        std::fs::read_to_string(common::root().join("specs/examples/mobilenetv2_small.yaml"))
-            .expect("spec");
-    let model = compile(&text);
-    let fused = training_pass(&model, true);
-    let separate = training_pass(&model, false);
-    assert_eq!(fused.len(), separate.len());
-    assert!(separate[1..]
-        .iter()
-        .any(|g| g.iter().any(|&b| f32::from_bits(b) != 0.0)));
-    for (k, (a, b)) in fused.iter().zip(&separate).enumerate() {
-        assert!(a == b, "result {k} differs");
+    for name in ["mobilenetv2_small", "resnet_small"] {
+        let path = common::root().join(format!("specs/examples/{name}.yaml"));
+        let model = compile(&std::fs::read_to_string(path).expect("spec"));
+        let fused = training_pass(&model, true);
+        let separate = training_pass(&model, false);
+        assert_eq!(fused.len(), separate.len());
+        assert!(separate[1..]
+            .iter()
+            .any(|g| g.iter().any(|&b| f32::from_bits(b) != 0.0)));
+        for (k, (a, b)) in fused.iter().zip(&separate).enumerate() {
+            assert!(a == b, "{name}: result {k} differs");
+        }
     }
 }
 

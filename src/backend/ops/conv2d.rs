@@ -7,7 +7,7 @@ use crate::backend::ops::depthwise_kernels::FusedActivation;
 use crate::backend::ops::geometry::{Padding, Window2};
 use crate::backend::ops::profile;
 use crate::backend::ops::tape;
-use crate::backend::ops::{Batch, Image, Shape4, Vector};
+use crate::backend::ops::{Batch, Image, Input, Shape4, Vector};
 use dfdx::shapes::HasShape;
 use dfdx::tensor::{Cpu, PutTape, SplitTape, Tape, Tensor, TensorFromVec};
 use rayon::prelude::*;
@@ -218,8 +218,13 @@ pub fn conv2d_activated<T: Tape<f32, Cpu>>(
         } else {
             GradInput::None
         };
-        let (grad_weight, grad_bias) =
-            parameter_and_input_gradients(&geometry, &input, &weight, &grad_out, grad_input);
+        let (grad_weight, grad_bias) = parameter_and_input_gradients(
+            &geometry,
+            input[..].into(),
+            &weight,
+            &grad_out,
+            grad_input,
+        );
         tape::release(grad_out);
         tape::add_weight_and_bias(
             grads,
@@ -233,10 +238,11 @@ pub fn conv2d_activated<T: Tape<f32, Cpu>>(
 }
 
 /// The gradients of the weight and the bias of a convolution of `geometry`, and the input's
-/// gradient put where `grad_input` says.
+/// gradient put where `grad_input` says (the input may be made by a map as it is read: see
+/// `conv_kernels::backward_into`).
 pub(crate) fn parameter_and_input_gradients(
     geometry: &ConvGeometry,
-    input: &[f32],
+    input: Input<'_>,
     weight: &[f32],
     grad_out: &[f32],
     grad_input: GradInput<'_>,

@@ -15,7 +15,7 @@ use crate::backend::ops::reduce::{
 };
 use crate::backend::ops::simd;
 use crate::backend::ops::winograd;
-use crate::backend::ops::Shape4;
+use crate::backend::ops::{Input, Shape4};
 use rayon::prelude::*;
 use std::cell::Cell;
 
@@ -43,6 +43,8 @@ pub(crate) struct Scratch {
     pub offsets: Vec<usize>,
     /// One image's gradient of the transformed weights (the Winograd backward).
     pub weight_grad: Vec<f32>,
+    /// Input rows made by a map (a deferred batch norm's output, see `linear_bn`).
+    pub mapped: Vec<f32>,
 }
 
 impl Scratch {
@@ -54,6 +56,7 @@ impl Scratch {
             winners: Vec::new(),
             offsets: Vec::new(),
             weight_grad: Vec::new(),
+            mapped: Vec::new(),
         }
     }
 
@@ -315,6 +318,48 @@ pub fn forward_residual(
     }
 }
 
+/// `out = bias + conv(input, weight)` of an [`Input`] that may be made by a map as it is
+/// read: by the Winograd kernels, which make each block's input rows in cache, when they take
+/// `g` (see [`winograd::applies_to_conv`]); else the input is made whole first.
+///
+/// # Panics
+/// As [`forward_residual`].
+pub(crate) fn forward_mapped(
+    g: &ConvGeometry,
+    input: Input<'_>,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    match input.map {
+        Some(_) if winograd::applies_to_conv(g) => {
+            assert_eq!(
+                out.len(),
+                g.batch * g.out_image(),
+                "conv output of the wrong length"
+            );
+            winograd::conv_forward_mapped(g, input, weight, bias, out);
+        }
+        _ => {
+            let made = made_whole(input);
+            let values = made.as_deref().unwrap_or(input.values);
+            forward_residual(g, values, weight, bias, None, None, out, None);
+            if let Some(made) = made {
+                buffers::give(made);
+            }
+        }
+    }
+}
+
+/// The values of an input with a map, made whole in a pooled buffer; `None` without one.
+fn made_whole(input: Input<'_>) -> Option<Vec<f32>> {
+    input.map.map(|map| {
+        let mut made = buffers::take(input.values.len());
+        map(input.values, &mut made);
+        made
+    })
+}
+
 /// [`forward_residual`] by im2col and gemm, whatever the kernel.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_im2col(
@@ -415,7 +460,7 @@ pub fn backward(
     grad_bias: Option<&mut [f32]>,
 ) {
     let grads = (grad_input, grad_weight, grad_bias);
-    backward_into(g, (input, weight, grad_out), grads, false);
+    backward_into(g, (input.into(), weight, grad_out), grads, false);
 }
 
 /// [`backward`], the input gradient written over when `fresh`, whatever it held, with the bits
@@ -424,16 +469,23 @@ pub fn backward(
 /// sums are added into it, while it is in cache (a pointwise convolution writes its sums
 /// straight over it), instead of a pass over the whole batch's gradient to zero it and the
 /// zeros read back from memory.
+///
+/// The input may be made by a map as it is read, as in [`forward_mapped`].
 pub(crate) fn backward_into(
     g: &ConvGeometry,
-    operands: (&[f32], &[f32], &[f32]),
+    (input, weight, grad_out): (Input<'_>, &[f32], &[f32]),
     grads: Gradients<'_>,
     fresh: bool,
 ) {
     if winograd::applies_to_conv(g) {
-        winograd::conv_backward_into(g, operands, grads, fresh);
-    } else {
-        backward_im2col_into(g, operands, grads, fresh);
+        winograd::conv_backward_into(g, (input, weight, grad_out), grads, fresh);
+        return;
+    }
+    let made = made_whole(input);
+    let values = made.as_deref().unwrap_or(input.values);
+    backward_im2col_into(g, (values, weight, grad_out), grads, fresh);
+    if let Some(made) = made {
+        buffers::give(made);
     }
 }
 
@@ -718,7 +770,7 @@ mod tests {
                 let mut dw = vec![0.0f32; weight.len()];
                 let mut db = vec![0.0f32; filters];
                 if fresh {
-                    let operands = (&input[..], &weight[..], &grad_out[..]);
+                    let operands = (input[..].into(), &weight[..], &grad_out[..]);
                     let grads = (Some(&mut dx[..]), &mut dw[..], Some(&mut db[..]));
                     backward_into(&g, operands, grads, true);
                 } else {
@@ -816,6 +868,46 @@ mod tests {
                 backward_pointwise(&half, operands, grads, false);
             }
             assert_eq!(bits(&halves), bits(&dx), "{case}: halves");
+        }
+    }
+
+    /// A convolution the Winograd kernels do not take (stride 2, or few channels) makes a
+    /// mapped input whole first: the bits of the input mapped by the caller.
+    #[test]
+    fn a_mapped_input_off_the_winograd_path_is_made_whole() {
+        for (stride, c_in) in [(2, 16), (1, 3)] {
+            let window = Window2::new((9, 7), (3, 3), (stride, stride), Padding::Same)
+                .expect("the window fits");
+            let g = ConvGeometry::for_weight(2, c_in, window, (9 * c_in, 8));
+            assert!(!winograd::applies_to_conv(&g));
+            let raw = values(g.batch * g.in_image(), 1);
+            let map = |rows: &[f32], out: &mut [f32]| {
+                for (i, (o, &x)) in out.iter_mut().zip(rows).enumerate() {
+                    *o = x * (1.0 + (i % c_in) as f32 * 0.25) - 0.5;
+                }
+            };
+            let mut mapped = vec![0.0; raw.len()];
+            map(&raw, &mut mapped);
+            let weight = values(g.k() * g.filters, 2);
+            let grad_out = values(g.batch * g.out_image(), 3);
+            let run = |input: Input<'_>| {
+                let mut out = vec![0.0f32; g.batch * g.out_image()];
+                forward_mapped(&g, input, &weight, None, &mut out);
+                let mut dx = vec![0.0f32; raw.len()];
+                let mut dw = vec![0.0f32; weight.len()];
+                let grads = (Some(&mut dx[..]), &mut dw[..], None);
+                backward_into(&g, (input, &weight, &grad_out), grads, false);
+                [bits(&out), bits(&dx), bits(&dw)]
+            };
+            let made = run(Input {
+                values: &raw,
+                map: Some(&map),
+            });
+            assert_eq!(
+                made,
+                run(mapped[..].into()),
+                "stride {stride}, {c_in} channels"
+            );
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::backend::ops::depthwise_kernels::{self, DepthwiseGeometry, FusedActiv
 use crate::backend::ops::geometry::{Padding, Window2};
 use crate::backend::ops::profile;
 use crate::backend::ops::tape;
-use crate::backend::ops::{Batch, Image, Vector};
+use crate::backend::ops::{Batch, Image, Input, Vector};
 use dfdx::shapes::HasShape;
 use dfdx::tensor::{Cpu, PutTape, SplitTape, Tape, Tensor, TensorFromVec};
 
@@ -214,7 +214,7 @@ pub fn depthwise_conv2d<T: Tape<f32, Cpu>>(
 /// where `grad_input` says.
 pub(crate) fn parameter_and_input_gradients(
     g: &DepthwiseGeometry,
-    (input, weight, bias): (depthwise_kernels::Input<'_>, &[f32], Option<&[f32]>),
+    (input, weight, bias): (Input<'_>, &[f32], Option<&[f32]>),
     activation: FusedActivation,
     grad_out: &[f32],
     grad_input: GradInput<'_>,

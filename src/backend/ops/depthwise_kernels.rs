@@ -31,7 +31,7 @@
 use crate::backend::ops::geometry::{Axis1, Window2};
 use crate::backend::ops::lanes::{self, LaneKernel, Lanes};
 use crate::backend::ops::reduce::{add_pairs, fold_in_order_by};
-use crate::backend::ops::Shape4;
+use crate::backend::ops::{Input, RowMap, Shape4};
 use rayon::prelude::*;
 use std::cell::Cell;
 use std::ops::Range;
@@ -286,26 +286,6 @@ impl<'a> Source<'a> {
             Some(r) => r * self.row_len,
             None => panic!("depthwise block reads row {iy} it does not hold"),
         }
-    }
-}
-
-/// Makes input rows of the values they are read from: `map(values, rows)` writes the rows
-/// made of `values` (whole rows of `c` channels) over `rows`, the same length.
-pub(crate) type RowMap<'a> = dyn Fn(&[f32], &mut [f32]) + Sync + 'a;
-
-/// A depthwise convolution's input: the values themselves, or values and the [`RowMap`] that
-/// makes the input of them.
-#[derive(Clone, Copy)]
-pub(crate) struct Input<'a> {
-    /// `batch x in_image` values.
-    pub values: &'a [f32],
-    /// Makes input rows of `values`' rows; `None`: the values are the input.
-    pub map: Option<&'a RowMap<'a>>,
-}
-
-impl<'a> From<&'a [f32]> for Input<'a> {
-    fn from(values: &'a [f32]) -> Self {
-        Input { values, map: None }
     }
 }
 

@@ -34,10 +34,11 @@ use crate::backend::ops::buffers;
 use crate::backend::ops::conv2d::{self, Conv2dConfig, Conv2dParams};
 use crate::backend::ops::conv_kernels::{self, ConvGeometry};
 use crate::backend::ops::depthwise::{self, DepthwiseConfig, DepthwiseParams};
-use crate::backend::ops::depthwise_kernels::{self, DepthwiseGeometry, FusedActivation, Input};
+use crate::backend::ops::depthwise_kernels::{self, DepthwiseGeometry, FusedActivation};
 use crate::backend::ops::profile;
 use crate::backend::ops::tape::{self, GradSlot, Grads};
-use crate::backend::ops::{Flat, Image, Shape4, Vector};
+use crate::backend::ops::winograd;
+use crate::backend::ops::{Flat, Image, Input, Shape4, Vector};
 use dfdx::shapes::HasShape;
 use dfdx::tensor::{Cpu, CpuError, NoneTape, PutTape, SplitTape, Tape, TensorFromVec};
 use std::borrow::Cow;
@@ -298,9 +299,9 @@ trait Linear: Send + Sync + 'static {
     fn out_shape(&self) -> Shape4;
     /// Values of one input image.
     fn in_image(&self) -> usize;
-    /// Whether it reads an [`Input`] with a map (a deferred mirror's values, see [`Handoff`]);
-    /// if not, every input it is given is the values themselves.
-    const MAPS_INPUT: bool;
+    /// Whether it reads an [`Input`] with a map (a deferred mirror's values, see [`Handoff`])
+    /// as it reads its rows; if not, every input it is given is the values themselves.
+    fn maps_input(&self) -> bool;
     /// Writes the output of `images` input images `input` over `out` (each image's output is
     /// the same whatever the batch it is computed in).
     fn forward(&self, images: usize, input: Input<'_>, out: &mut [f32]);
@@ -322,7 +323,10 @@ struct Conv {
 
 impl Linear for Conv {
     const NAMES: (&'static str, &'static str) = ("conv2d.forward", "conv2d.backward");
-    const MAPS_INPUT: bool = false;
+
+    fn maps_input(&self) -> bool {
+        winograd::applies_to_conv(&self.geometry)
+    }
 
     fn out_shape(&self) -> Shape4 {
         self.geometry.out_shape()
@@ -332,26 +336,17 @@ impl Linear for Conv {
         self.geometry.in_image()
     }
 
-    fn forward(&self, images: usize, Input { values: input, .. }: Input<'_>, out: &mut [f32]) {
-        let bias = self.bias.as_deref();
-        conv_kernels::forward_residual(
-            &ConvGeometry {
-                batch: images,
-                ..self.geometry
-            },
-            input,
-            &self.weight,
-            bias,
-            None,
-            None,
-            out,
-            None,
-        );
+    fn forward(&self, images: usize, input: Input<'_>, out: &mut [f32]) {
+        let g = ConvGeometry {
+            batch: images,
+            ..self.geometry
+        };
+        conv_kernels::forward_mapped(&g, input, &self.weight, self.bias.as_deref(), out);
     }
 
     fn backward(
         &self,
-        Input { values: input, .. }: Input<'_>,
+        input: Input<'_>,
         grad_out: &[f32],
         grad_input: GradInput<'_>,
     ) -> (Vec<f32>, Vec<f32>) {
@@ -374,7 +369,10 @@ struct Depthwise {
 
 impl Linear for Depthwise {
     const NAMES: (&'static str, &'static str) = ("depthwise.forward", "depthwise.backward");
-    const MAPS_INPUT: bool = true;
+
+    fn maps_input(&self) -> bool {
+        true
+    }
 
     fn out_shape(&self) -> Shape4 {
         self.geometry.out_shape()
@@ -514,7 +512,7 @@ fn with_batch_norm<T: Tape<f32, Cpu>, L: Linear>(
     };
     let shape = linear.out_shape();
     let mut linear_out = buffers::take(shape.0 * shape.1 * shape.2 * shape.3);
-    let moments = read_input(&input, L::MAPS_INPUT, |values| {
+    let moments = read_input(&input, linear.maps_input(), |values| {
         forward_taking_moments(&linear, values, &mut linear_out, bn_cfg)
     });
     drop(timer);
@@ -587,7 +585,7 @@ fn with_batch_norm<T: Tape<f32, Cpu>, L: Linear>(
         tape::add_into(grads.get_or_alloc_mut(&gamma_key)?, &grad_gamma);
         tape::add_into(grads.get_or_alloc_mut(&beta_key)?, &grad_beta);
         let _timer = profile::scope(L::NAMES.1);
-        let (grad_weight, grad_bias) = read_input(&input, L::MAPS_INPUT, |values| {
+        let (grad_weight, grad_bias) = read_input(&input, linear.maps_input(), |values| {
             let grad_linear = &grad_linear[..];
             Ok::<_, CpuError>(match (input_grad, &input_key) {
                 (false, _) => linear.backward(values, grad_linear, GradInput::None),
@@ -631,7 +629,7 @@ fn with_batch_norm<T: Tape<f32, Cpu>, L: Linear>(
 }
 
 /// Runs `run` on the input as `linear` reads it: a deferred mirror's values and the map that
-/// makes its output rows of them, when `maps` ([`Linear::MAPS_INPUT`]), else the output's
+/// makes its output rows of them, when `maps` ([`Linear::maps_input`]), else the output's
 /// values.
 fn read_input<R>(input: &Mirror, maps: bool, run: impl FnOnce(Input<'_>) -> R) -> R {
     match input.deferred_parts().filter(|_| maps) {

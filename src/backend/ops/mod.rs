@@ -82,6 +82,27 @@ impl Batch {
     }
 }
 
+/// Makes input rows of the values they are read from: `map(values, rows)` writes the rows
+/// made of `values` (whole rows of pixels) over `rows`, the same length: a batch norm and its
+/// activation, run by the op that reads its output (see `linear_bn`'s deferred mirror).
+pub(crate) type RowMap<'a> = dyn Fn(&[f32], &mut [f32]) + Sync + 'a;
+
+/// A convolution's input (depthwise or plain): the values themselves, or values and the
+/// [`RowMap`] that makes the input of them as the kernels read it.
+#[derive(Clone, Copy)]
+pub(crate) struct Input<'a> {
+    /// `batch x in_image` values.
+    pub values: &'a [f32],
+    /// Makes input rows of `values`' rows; `None`: the values are the input.
+    pub map: Option<&'a RowMap<'a>>,
+}
+
+impl<'a> From<&'a [f32]> for Input<'a> {
+    fn from(values: &'a [f32]) -> Self {
+        Input { values, map: None }
+    }
+}
+
 /// What the ops' unit tests share.
 #[cfg(test)]
 pub(crate) mod test_values {

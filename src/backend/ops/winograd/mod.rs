@@ -35,6 +35,7 @@ use crate::backend::ops::conv_kernels::{sized, zeroed_if_fresh, ConvGeometry, Sc
 use crate::backend::ops::conv_pool_kernels::ConvPoolGeometry;
 use crate::backend::ops::reduce::add_gradients_in_order;
 use crate::backend::ops::small_gemm::{padded, small_gemm, small_gemm_into_rows, Lhs};
+use crate::backend::ops::{Input, RowMap};
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 use std::marker::PhantomData;
@@ -99,6 +100,12 @@ pub fn applies_to_conv(g: &ConvGeometry) -> bool {
     fits(g, MIN_CONV_CHANNELS) && g.window.rows.kernel == 3
 }
 
+/// [`applies_to_conv`] of a plain convolution with `kernel` and `stride` on `c_in` channels,
+/// before its geometry is made.
+pub fn takes_conv(kernel: (usize, usize), stride: (usize, usize), c_in: usize) -> bool {
+    kernel == (3, 3) && stride == (1, 1) && c_in >= MIN_CONV_CHANNELS
+}
+
 /// Forward: pooled `out` and, when given, the winner of each window, exactly as
 /// [`crate::backend::ops::conv_pool_kernels::forward`] writes them.
 pub fn forward(
@@ -116,9 +123,9 @@ pub fn forward(
         relu: g.relu,
     };
     if g.conv.window.rows.kernel == 3 {
-        forward_with::<F23>(&Tiles::pooled::<F23>(g), input, weight, outputs);
+        forward_with::<F23>(&Tiles::pooled::<F23>(g), input.into(), weight, outputs);
     } else {
-        forward_with::<F22>(&Tiles::pooled::<F22>(g), input, weight, outputs);
+        forward_with::<F22>(&Tiles::pooled::<F22>(g), input.into(), weight, outputs);
     }
 }
 
@@ -143,6 +150,29 @@ pub fn conv_forward(
         bias,
         residual,
         bounds,
+    };
+    if g.window.rows.kernel == 3 {
+        forward_with::<F43>(&Tiles::plain::<F43>(g), input.into(), weight, outputs);
+    } else {
+        forward_with::<F22>(&Tiles::plain::<F22>(g), input.into(), weight, outputs);
+    }
+}
+
+/// [`conv_forward`] without a residual or clamp, of an [`Input`] that may be made by a map:
+/// each block makes the input rows its tiles read in a scratch image, in cache.
+pub(crate) fn conv_forward_mapped(
+    g: &ConvGeometry,
+    input: Input<'_>,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let outputs = Outputs::Plain {
+        out,
+        mask: None,
+        bias,
+        residual: None,
+        bounds: None,
     };
     if g.window.rows.kernel == 3 {
         forward_with::<F43>(&Tiles::plain::<F43>(g), input, weight, outputs);
@@ -192,21 +222,32 @@ enum BlockOutputs<'a> {
 
 /// The forward pass by the Winograd variant `V`: every block of tile rows of every image in
 /// parallel, each by [`ForwardBlock`].
-fn forward_with<V: Variant>(t: &Tiles, input: &[f32], weight: &[f32], outputs: Outputs<'_>) {
+fn forward_with<V: Variant>(t: &Tiles, input: Input<'_>, weight: &[f32], outputs: Outputs<'_>) {
     let u = transform_weight::<V>(t, weight);
     let in_image = t.height * t.width * t.c_in;
     let run = |n: usize, block_idx: usize, out: BlockOutputs<'_>| {
-        let image = &input[n * in_image..][..in_image];
+        let image = &input.values[n * in_image..][..in_image];
+        let ty0 = block_idx * t.rows_per_block;
         let mut scratch = Scratch::take();
+        let mut mapped = std::mem::take(&mut scratch.mapped);
+        let image = match input.map {
+            None => image,
+            Some(map) => {
+                let last = (ty0 + t.rows_per_block).min(t.rows).max(ty0 + 1) - 1;
+                let rows = t.input_rows::<V>(ty0..last + 1);
+                map_rows(t, (image, map), rows, &mut mapped)
+            }
+        };
         Arch::new().dispatch(ForwardBlock::<V> {
             variant: PhantomData,
             t,
             image,
             u: &u,
-            ty0: block_idx * t.rows_per_block,
+            ty0,
             out,
             scratch: &mut scratch,
         });
+        scratch.mapped = mapped;
         scratch.give();
     };
     match outputs {
@@ -306,7 +347,7 @@ pub fn backward(
         argmax,
     };
     let grads = (grad_input, grad_weight, Some(grad_bias));
-    let operands = (input, weight, grad_out);
+    let operands = (input.into(), weight, grad_out);
     if g.conv.window.rows.kernel == 3 {
         backward_with::<F23>(&g.conv, &Tiles::pooled::<F23>(g), operands, grads, false);
     } else {
@@ -328,14 +369,15 @@ pub fn conv_backward(
     grad_bias: Option<&mut [f32]>,
 ) {
     let grads = (grad_input, grad_weight, grad_bias);
-    conv_backward_into(g, (input, weight, grad_out), grads, false);
+    conv_backward_into(g, (input.into(), weight, grad_out), grads, false);
 }
 
 /// [`conv_backward`], the input gradient written over when `fresh` (each image's zeroed just
-/// before its tiles are added into it: see `conv_kernels::backward_into`).
+/// before its tiles are added into it: see `conv_kernels::backward_into`), of an [`Input`]
+/// that may be made by a map (each image made in a scratch image, in cache).
 pub(crate) fn conv_backward_into(
     g: &ConvGeometry,
-    (input, weight, grad_out): (&[f32], &[f32], &[f32]),
+    (input, weight, grad_out): (Input<'_>, &[f32], &[f32]),
     grads: Grads<'_>,
     fresh: bool,
 ) {
@@ -379,7 +421,7 @@ type Grads<'a> = (Option<&'a mut [f32]>, &'a mut [f32], Option<&'a mut [f32]>);
 fn backward_with<V: Variant>(
     g: &ConvGeometry,
     t: &Tiles,
-    (input, weight, grad_out): (&[f32], &[f32], GradOut<'_>),
+    (input, weight, grad_out): (Input<'_>, &[f32], GradOut<'_>),
     (grad_input, grad_weight, grad_bias): Grads<'_>,
     fresh: bool,
 ) {
@@ -398,12 +440,18 @@ fn backward_with<V: Variant>(
         (grad_bias, t.filters),
         |n, grad_image, dw, db| {
             let grad_image = zeroed_if_fresh(grad_image, fresh);
+            let mut scratch = Scratch::take();
+            let mut mapped = std::mem::take(&mut scratch.mapped);
+            let image = &input.values[n * in_image..][..in_image];
+            let image = match input.map {
+                None => image,
+                Some(map) => map_rows(t, (image, map), 0..t.height, &mut mapped),
+            };
             let operands = BackwardOperands {
-                image: &input[n * in_image..][..in_image],
+                image,
                 u_t: &u_t,
                 grad_out: grad_out.image(n, grad_len),
             };
-            let mut scratch = Scratch::take();
             // Not zeroed: the image's first block of tiles overwrites it (zeroing it was 2% of
             // a `resnet_small` training step).
             let mut du_buffer = std::mem::take(&mut scratch.weight_grad);
@@ -422,6 +470,7 @@ fn backward_with<V: Variant>(
             });
             write_weight_gradient::<V>(t, du, dw);
             scratch.weight_grad = du_buffer;
+            scratch.mapped = mapped;
             scratch.give();
         },
     );
@@ -510,6 +559,14 @@ impl Tiles {
             rows: (self.out.0 - m * ty).min(m),
             cols: (self.out.1 - m * tx).min(m),
         }
+    }
+
+    /// The image rows the tiles of tile rows `tile_rows` read (the others of their windows are
+    /// padding).
+    fn input_rows<V: Variant>(&self, tile_rows: std::ops::Range<usize>) -> std::ops::Range<usize> {
+        let start = (tile_rows.start * self.m).saturating_sub(self.pad.0);
+        let end = (tile_rows.end.saturating_sub(1) * self.m + V::ALPHA).saturating_sub(self.pad.0);
+        start.min(self.height)..end.min(self.height)
     }
 
     /// Where the `α x α` input tile of tile `(ty, tx)` lies in its image, and which of its rows
@@ -734,6 +791,22 @@ impl<V: Variant> WithSimd for BackwardImage<'_, V> {
             }
         }
     }
+}
+
+/// An image whose input `rows` are made by `map` of `image`'s, in `buffer` (an image's
+/// length; its other rows hold whatever they held: the tiles that read the image read only
+/// `rows`).
+fn map_rows<'a>(
+    t: &Tiles,
+    (image, map): (&[f32], &RowMap<'_>),
+    rows: std::ops::Range<usize>,
+    buffer: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    let row = t.width * t.c_in;
+    let made = sized(buffer, image.len());
+    let span = rows.start * row..rows.end * row;
+    map(&image[span.clone()], &mut made[span]);
+    made
 }
 
 /// `V` of the block of tile rows starting at `ty0`.

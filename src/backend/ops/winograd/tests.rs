@@ -429,3 +429,55 @@ fn plain_conv_runs_here_only_for_small_kernels_at_stride_one() {
     assert!(!applies_to_conv(&conv(16, (1, 1), (1, 1))));
     assert!(!applies_to_conv(&conv(16, (5, 5), (1, 1))));
 }
+
+/// An input made by a map as the blocks read their rows gives the bits of the map applied to
+/// the whole batch first, forward and backward: every tile reads only rows its block made
+/// (a row left unmade would hold the previous image's values), blocks of several tile rows,
+/// the last one short, `same` and `valid`.
+#[test]
+fn a_mapped_input_is_the_batch_mapped_first() {
+    let cases = [
+        ((2, 27, 41, 16), (3, 24), Padding::Same),
+        ((3, 9, 7, 12), (3, 5), Padding::Valid),
+        ((2, 8, 8, 16), (3, 16), Padding::Same),
+        ((3, 32, 32, 16), (3, 16), Padding::Same),
+    ];
+    for (shape, filters, padding) in cases {
+        let Some(g) = conv_geometry(shape, filters, padding) else {
+            panic!("the kernel fits");
+        };
+        assert!(applies_to_conv(&g));
+        let c = g.c_in;
+        let raw = values(g.batch * g.in_image(), 41, 2.0);
+        let (scale, shift) = (values(c, 42, 1.0), values(c, 43, 1.0));
+        // Per channel, so that a row read from the wrong place gives other values.
+        let map = |rows: &[f32], out: &mut [f32]| {
+            for (out, rows) in out.chunks_exact_mut(c).zip(rows.chunks_exact(c)) {
+                for (((o, &x), &a), &b) in out.iter_mut().zip(rows).zip(&scale).zip(&shift) {
+                    *o = (x * a + b).clamp(0.0, 6.0);
+                }
+            }
+        };
+        let mut mapped = vec![0.0; raw.len()];
+        map(&raw, &mut mapped);
+        let weight = values(g.k() * g.filters, 44, 0.3);
+        let bias = values(g.filters, 45, 0.5);
+        let grad_out = values(g.batch * g.out_image(), 46, 1.0);
+        let run = |input: Input<'_>| {
+            let mut out = vec![0.0f32; g.batch * g.out_image()];
+            conv_forward_mapped(&g, input, &weight, Some(&bias), &mut out);
+            let mut dx = vec![f32::NAN; raw.len()];
+            let mut dw = vec![0.0f32; weight.len()];
+            let mut db = vec![0.0f32; g.filters];
+            let grads = (Some(&mut dx[..]), &mut dw[..], Some(&mut db[..]));
+            conv_backward_into(&g, (input, &weight, &grad_out), grads, true);
+            [out, dx, dw, db].map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+        };
+        let made = run(Input {
+            values: &raw,
+            map: Some(&map),
+        });
+        assert_eq!(made, run(mapped[..].into()), "{g:?}");
+        assert_ne!(made, run(raw[..].into()), "{g:?}: the map matters");
+    }
+}
