@@ -231,7 +231,7 @@ fn run_variant(s: &mut Setup, variant: Variant, train: bool) {
     match variant {
         Variant::Kernel(kind) => {
             force(Some(kind));
-            kernels::forward(&g, &s.input, &s.weight, None, act, &mut s.out);
+            kernels::forward(&g, s.input[..].into(), &s.weight, None, act, &mut s.out);
             if train {
                 kernels::backward(
                     &g,

@@ -289,17 +289,14 @@ pub(crate) fn forward_values(
     let _timer = profile::scope("batch_norm.forward");
     let mut saved = prepare((input, moments), samples, params, cfg);
     let mut out = buffers::take(saved.input.len());
-    let (scale_p, shift_p) = (
-        saved.layout.pattern(&saved.affine.scale),
-        saved.layout.pattern(&saved.affine.shift),
-    );
+    let Normalisation { scale, shift, .. } = saved.normalisation();
     // With a skip, where the activation passes the gradient on is kept for the backward.
     saved.passes = apply(
         saved.layout,
         &mut out,
         &saved.input,
         skip,
-        (&scale_p, &shift_p),
+        (&scale, &shift),
         saved.activation,
         keep,
     );
@@ -318,13 +315,7 @@ pub(crate) fn forward_deferred(
 ) -> (Arc<Vec<f32>>, Normalisation, Normalised) {
     let _timer = profile::scope("batch_norm.forward");
     let saved = prepare((input, moments), samples, params, cfg);
-    let normalisation = Normalisation {
-        layout: saved.layout,
-        scale: saved.layout.pattern(&saved.affine.scale),
-        shift: saved.layout.pattern(&saved.affine.shift),
-        bounds: saved.activation.bounds(),
-    };
-    (Arc::clone(&saved.input), normalisation, saved)
+    (Arc::clone(&saved.input), saved.normalisation(), saved)
 }
 
 /// The statistics (over every rank's rows in training, updating the moving ones) and the
@@ -379,17 +370,21 @@ impl Normalisation {
     }
 }
 
-/// Gives a shared buffer back to the pool when no one else holds it.
-fn give_shared(values: Arc<Vec<f32>>) {
-    if let Ok(values) = Arc::try_unwrap(values) {
-        buffers::give(values);
-    }
-}
-
 impl Normalised {
+    /// The scale and shift as patterns of the layout, and the activation's clamp: what makes
+    /// the output of the input without a skip.
+    fn normalisation(&self) -> Normalisation {
+        Normalisation {
+            layout: self.layout,
+            scale: self.layout.pattern(&self.affine.scale),
+            shift: self.layout.pattern(&self.affine.shift),
+            bounds: self.activation.bounds(),
+        }
+    }
+
     /// Gives the kept input back to the pool (no backward pass will run).
     pub(crate) fn release(self) {
-        give_shared(self.input);
+        buffers::give_shared(self.input);
     }
 
     /// The backward pass: puts the input's gradient in `target` and returns the gradients of
@@ -458,7 +453,7 @@ impl Normalised {
         let grad_beta: Vec<f32> = gradient.iter().map(|s| s[0]).collect();
         let grad_gamma: Vec<f32> = gradient.iter().map(|s| s[1]).collect();
         let (Some(grad_input), overwrite) = target.parts() else {
-            give_shared(input);
+            buffers::give_shared(input);
             return (grad_gamma, grad_beta);
         };
         let features = mean.len();
@@ -489,7 +484,7 @@ impl Normalised {
             Some(bounds) => input_gradient(layout, target, read, pats, masked(bounds)),
             None => input_gradient(layout, target, read, pats, unmasked),
         }
-        give_shared(input);
+        buffers::give_shared(input);
         (grad_gamma, grad_beta)
     }
 }

@@ -90,6 +90,13 @@ pub fn give(buffer: Vec<f32>) {
         .give(buffer);
 }
 
+/// Gives a shared buffer back to the pool when no one else holds it.
+pub fn give_shared(buffer: std::sync::Arc<Vec<f32>>) {
+    if let Ok(buffer) = std::sync::Arc::try_unwrap(buffer) {
+        give(buffer);
+    }
+}
+
 /// Copies `src` over `dst` on all cores.
 ///
 /// # Panics

@@ -133,7 +133,7 @@ pub fn conv2d_batch(
     });
     conv_kernels::forward_residual(
         &geometry,
-        &x.data,
+        x.data[..].into(),
         &weight,
         bias.as_deref(),
         residual,
@@ -186,7 +186,7 @@ pub fn conv2d_activated<T: Tape<f32, Cpu>>(
     let bias_slice = bias.as_deref();
     conv_kernels::forward_residual(
         &geometry,
-        &input,
+        input[..].into(),
         &weight,
         bias_slice,
         None,

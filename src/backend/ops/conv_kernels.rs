@@ -289,16 +289,17 @@ pub fn forward(
     out: &mut [f32],
     mask: Option<&mut [u8]>,
 ) {
-    forward_residual(g, input, weight, bias, None, bounds, out, mask);
+    forward_residual(g, input.into(), weight, bias, None, bounds, out, mask);
 }
 
 /// [`forward`] with `residual` (the output's shape) added before the clamp:
 /// `out = clamp(residual + bias + conv(input, weight))`, the residual `add` of a block run
-/// inside its last convolution.
+/// inside its last convolution. The input may be made by a map as it is read: the Winograd
+/// kernels make each block's input rows in cache; the others take it made whole first.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_residual(
     g: &ConvGeometry,
-    input: &[f32],
+    input: Input<'_>,
     weight: &[f32],
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
@@ -314,50 +315,23 @@ pub fn forward_residual(
     if winograd::applies_to_conv(g) {
         winograd::conv_forward(g, input, weight, bias, residual, bounds, out, mask);
     } else {
-        forward_im2col(g, input, weight, bias, residual, bounds, out, mask);
+        with_values(input, |input| {
+            forward_im2col(g, input, weight, bias, residual, bounds, out, mask)
+        });
     }
 }
 
-/// `out = bias + conv(input, weight)` of an [`Input`] that may be made by a map as it is
-/// read: by the Winograd kernels, which make each block's input rows in cache, when they take
-/// `g` (see [`winograd::applies_to_conv`]); else the input is made whole first.
-///
-/// # Panics
-/// As [`forward_residual`].
-pub(crate) fn forward_mapped(
-    g: &ConvGeometry,
-    input: Input<'_>,
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-) {
-    match input.map {
-        Some(_) if winograd::applies_to_conv(g) => {
-            assert_eq!(
-                out.len(),
-                g.batch * g.out_image(),
-                "conv output of the wrong length"
-            );
-            winograd::conv_forward_mapped(g, input, weight, bias, out);
-        }
-        _ => {
-            let made = made_whole(input);
-            let values = made.as_deref().unwrap_or(input.values);
-            forward_residual(g, values, weight, bias, None, None, out, None);
-            if let Some(made) = made {
-                buffers::give(made);
-            }
-        }
-    }
-}
-
-/// The values of an input with a map, made whole in a pooled buffer; `None` without one.
-fn made_whole(input: Input<'_>) -> Option<Vec<f32>> {
-    input.map.map(|map| {
-        let mut made = buffers::take(input.values.len());
-        map(input.values, &mut made);
-        made
-    })
+/// Runs `run` on the values of `input`: the values themselves, or, with a map, the input made
+/// whole in a pooled buffer (for the kernels that cannot make its rows as they read them).
+fn with_values<R>(input: Input<'_>, run: impl FnOnce(&[f32]) -> R) -> R {
+    let Some(map) = input.map else {
+        return run(input.values);
+    };
+    let mut made = buffers::take(input.values.len());
+    map(input.values, &mut made);
+    let result = run(&made);
+    buffers::give(made);
+    result
 }
 
 /// [`forward_residual`] by im2col and gemm, whatever the kernel.
@@ -470,7 +444,7 @@ pub fn backward(
 /// straight over it), instead of a pass over the whole batch's gradient to zero it and the
 /// zeros read back from memory.
 ///
-/// The input may be made by a map as it is read, as in [`forward_mapped`].
+/// The input may be made by a map as it is read, as in [`forward_residual`].
 pub(crate) fn backward_into(
     g: &ConvGeometry,
     (input, weight, grad_out): (Input<'_>, &[f32], &[f32]),
@@ -479,13 +453,10 @@ pub(crate) fn backward_into(
 ) {
     if winograd::applies_to_conv(g) {
         winograd::conv_backward_into(g, (input, weight, grad_out), grads, fresh);
-        return;
-    }
-    let made = made_whole(input);
-    let values = made.as_deref().unwrap_or(input.values);
-    backward_im2col_into(g, (values, weight, grad_out), grads, fresh);
-    if let Some(made) = made {
-        buffers::give(made);
+    } else {
+        with_values(input, |input| {
+            backward_im2col_into(g, (input, weight, grad_out), grads, fresh)
+        });
     }
 }
 
@@ -892,7 +863,7 @@ mod tests {
             let grad_out = values(g.batch * g.out_image(), 3);
             let run = |input: Input<'_>| {
                 let mut out = vec![0.0f32; g.batch * g.out_image()];
-                forward_mapped(&g, input, &weight, None, &mut out);
+                forward_residual(&g, input, &weight, None, None, None, &mut out, None);
                 let mut dx = vec![0.0f32; raw.len()];
                 let mut dw = vec![0.0f32; weight.len()];
                 let grads = (Some(&mut dx[..]), &mut dw[..], None);

@@ -134,7 +134,7 @@ pub fn depthwise_conv2d_batch(x: &Batch, params: &DepthwiseParams, cfg: &Depthwi
     let mut out = buffers::take(g.batch * g.out_image());
     depthwise_kernels::forward(
         &g,
-        &x.data,
+        x.data[..].into(),
         &weight,
         bias.as_deref(),
         cfg.activation,
@@ -172,7 +172,14 @@ pub fn depthwise_conv2d<T: Tape<f32, Cpu>>(
     let bias = params.bias.as_ref().map(buffers::to_vec);
     let act = cfg.activation;
     let mut out = buffers::take(g.batch * g.out_image());
-    depthwise_kernels::forward(&g, &input, &weight, bias.as_deref(), act, &mut out);
+    depthwise_kernels::forward(
+        &g,
+        input[..].into(),
+        &weight,
+        bias.as_deref(),
+        act,
+        &mut out,
+    );
     let out = device.tensor_from_vec(out, g.out_shape());
     if !T::OWNS_TAPE {
         buffers::give(input);

@@ -1071,25 +1071,11 @@ pub(crate) fn forward_block(
 }
 
 /// `depthwise(input)`: `out` (`batch x out_image`) is the convolution plus bias, activated.
+/// An input with a map is made as it is read, each block's rows in a scratch buffer.
 ///
 /// # Panics
 /// When a slice does not match the geometry.
 pub fn forward(
-    g: &DepthwiseGeometry,
-    input: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    act: FusedActivation,
-    out: &mut [f32],
-) {
-    forward_mapped(g, input.into(), weight, bias, act, out);
-}
-
-/// [`forward`] of an [`Input`] that may be made by a map as it is read.
-///
-/// # Panics
-/// As [`forward`].
-pub(crate) fn forward_mapped(
     g: &DepthwiseGeometry,
     Input { values: input, map }: Input<'_>,
     weight: &[f32],
@@ -1330,6 +1316,7 @@ pub(crate) fn backward_into(
 mod tests {
     use super::*;
     use crate::backend::ops::geometry::Padding;
+    use crate::backend::ops::test_values;
 
     #[test]
     fn blocks_own_every_input_row_once_and_see_their_readers() {
@@ -1417,7 +1404,7 @@ mod tests {
         let bias = values(g.out_channels(), 3);
         let grad_out = values(g.batch * g.out_image(), 4);
         let mut out = vec![0.0; g.batch * g.out_image()];
-        forward(g, &input, &weight, Some(&bias), act, &mut out);
+        forward(g, input[..].into(), &weight, Some(&bias), act, &mut out);
         let mut gx = vec![0.5; input.len()];
         let mut gw = vec![0.0; weight.len()];
         let mut gb = vec![0.0; bias.len()];
@@ -1510,14 +1497,7 @@ mod tests {
             let c = g.channels;
             let raw = values(g.batch * g.in_image(), 1);
             let (scale, shift) = (values(c, 5), values(c, 6));
-            // Per channel, so that a row read from the wrong place gives other values.
-            let map = |rows: &[f32], out: &mut [f32]| {
-                for (out, rows) in out.chunks_exact_mut(c).zip(rows.chunks_exact(c)) {
-                    for (((o, &x), &a), &b) in out.iter_mut().zip(rows).zip(&scale).zip(&shift) {
-                        *o = (x * a + b).clamp(0.0, 6.0);
-                    }
-                }
-            };
+            let map = test_values::per_channel_map(&scale, &shift);
             let mut mapped = vec![0.0; raw.len()];
             map(&raw, &mut mapped);
             let weight = values(g.weight_len(), 2);
@@ -1526,7 +1506,7 @@ mod tests {
             for act in [FusedActivation::Linear, FusedActivation::Relu6] {
                 let run = |input: Input<'_>| {
                     let mut out = vec![0.0; g.batch * g.out_image()];
-                    forward_mapped(&g, input, &weight, Some(&bias), act, &mut out);
+                    forward(&g, input, &weight, Some(&bias), act, &mut out);
                     let mut gx = vec![0.0; raw.len()];
                     let mut gw = vec![0.0; weight.len()];
                     let mut gb = vec![0.0; bias.len()];

@@ -166,9 +166,7 @@ impl Mirror {
     /// This reader is done with the values: their buffer goes back to the pool unless another
     /// reader still holds them.
     pub fn release(self) {
-        if let Ok(values) = Arc::try_unwrap(self.values) {
-            buffers::give(values);
-        }
+        buffers::give_shared(self.values);
     }
 
     /// The output's values (a deferred output is made on the first call).
@@ -341,7 +339,8 @@ impl Linear for Conv {
             batch: images,
             ..self.geometry
         };
-        conv_kernels::forward_mapped(&g, input, &self.weight, self.bias.as_deref(), out);
+        let bias = self.bias.as_deref();
+        conv_kernels::forward_residual(&g, input, &self.weight, bias, None, None, out, None);
     }
 
     fn backward(
@@ -388,7 +387,7 @@ impl Linear for Depthwise {
             ..self.geometry
         };
         let (weight, bias) = (&self.weight, self.bias.as_deref());
-        depthwise_kernels::forward_mapped(&g, input, weight, bias, FusedActivation::Linear, out);
+        depthwise_kernels::forward(&g, input, weight, bias, FusedActivation::Linear, out);
     }
 
     fn backward(

@@ -85,12 +85,12 @@ impl Batch {
 /// Makes input rows of the values they are read from: `map(values, rows)` writes the rows
 /// made of `values` (whole rows of pixels) over `rows`, the same length: a batch norm and its
 /// activation, run by the op that reads its output (see `linear_bn`'s deferred mirror).
-pub(crate) type RowMap<'a> = dyn Fn(&[f32], &mut [f32]) + Sync + 'a;
+pub type RowMap<'a> = dyn Fn(&[f32], &mut [f32]) + Sync + 'a;
 
 /// A convolution's input (depthwise or plain): the values themselves, or values and the
 /// [`RowMap`] that makes the input of them as the kernels read it.
 #[derive(Clone, Copy)]
-pub(crate) struct Input<'a> {
+pub struct Input<'a> {
     /// `batch x in_image` values.
     pub values: &'a [f32],
     /// Makes input rows of `values`' rows; `None`: the values are the input.
@@ -111,5 +111,22 @@ pub(crate) mod test_values {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         (0..len).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+    }
+
+    /// A [`RowMap`](super::RowMap) for the tests of mapped inputs: `clamp(x * scale + shift,
+    /// 0, 6)` per channel (`scale.len()` of them), so that a row read from the wrong place
+    /// gives other values.
+    pub fn per_channel_map<'a>(
+        scale: &'a [f32],
+        shift: &'a [f32],
+    ) -> impl Fn(&[f32], &mut [f32]) + Sync + 'a {
+        let c = scale.len();
+        move |rows: &[f32], out: &mut [f32]| {
+            for (out, rows) in out.chunks_exact_mut(c).zip(rows.chunks_exact(c)) {
+                for (((o, &x), &a), &b) in out.iter_mut().zip(rows).zip(scale).zip(shift) {
+                    *o = (x * a + b).clamp(0.0, 6.0);
+                }
+            }
+        }
     }
 }

@@ -97,7 +97,12 @@ pub fn applies(g: &ConvPoolGeometry) -> bool {
 /// `gradcheck_conv`'s 20-channel 2x2 case (inputs up to ±16, steps of 1e-3) measures -0.1532
 /// for an input gradient of -0.1473 (-0.1471 with steps of 3e-3), past its 2 % tolerance.
 pub fn applies_to_conv(g: &ConvGeometry) -> bool {
-    fits(g, MIN_CONV_CHANNELS) && g.window.rows.kernel == 3
+    let w = g.window;
+    takes_conv(
+        (w.rows.kernel, w.cols.kernel),
+        (w.rows.stride, w.cols.stride),
+        g.c_in,
+    )
 }
 
 /// [`applies_to_conv`] of a plain convolution with `kernel` and `stride` on `c_in` channels,
@@ -132,11 +137,12 @@ pub fn forward(
 /// Forward of the plain convolution `g` (see [`applies_to_conv`]), as
 /// [`crate::backend::ops::conv_kernels::forward_residual`] computes it:
 /// `out = clamp(residual + bias + conv(input, weight))` with `bounds` when given, and `mask`
-/// (when given) 1 where `lo < out < hi`.
+/// (when given) 1 where `lo < out < hi`. An input with a map is made as it is read: each
+/// block makes the input rows its tiles read in a scratch image, in cache.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_forward(
     g: &ConvGeometry,
-    input: &[f32],
+    input: Input<'_>,
     weight: &[f32],
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
@@ -150,29 +156,6 @@ pub fn conv_forward(
         bias,
         residual,
         bounds,
-    };
-    if g.window.rows.kernel == 3 {
-        forward_with::<F43>(&Tiles::plain::<F43>(g), input.into(), weight, outputs);
-    } else {
-        forward_with::<F22>(&Tiles::plain::<F22>(g), input.into(), weight, outputs);
-    }
-}
-
-/// [`conv_forward`] without a residual or clamp, of an [`Input`] that may be made by a map:
-/// each block makes the input rows its tiles read in a scratch image, in cache.
-pub(crate) fn conv_forward_mapped(
-    g: &ConvGeometry,
-    input: Input<'_>,
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-) {
-    let outputs = Outputs::Plain {
-        out,
-        mask: None,
-        bias,
-        residual: None,
-        bounds: None,
     };
     if g.window.rows.kernel == 3 {
         forward_with::<F43>(&Tiles::plain::<F43>(g), input, weight, outputs);
@@ -233,9 +216,8 @@ fn forward_with<V: Variant>(t: &Tiles, input: Input<'_>, weight: &[f32], outputs
         let image = match input.map {
             None => image,
             Some(map) => {
-                let last = (ty0 + t.rows_per_block).min(t.rows).max(ty0 + 1) - 1;
-                let rows = t.input_rows::<V>(ty0..last + 1);
-                map_rows(t, (image, map), rows, &mut mapped)
+                let tile_rows = ty0..ty0 + t.rows_per_block.min(t.rows - ty0);
+                map_rows(t, (image, map), t.input_rows::<V>(tile_rows), &mut mapped)
             }
         };
         Arch::new().dispatch(ForwardBlock::<V> {

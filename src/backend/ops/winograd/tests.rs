@@ -4,6 +4,7 @@ use super::*;
 use crate::backend::ops::conv_kernels::ConvGeometry;
 use crate::backend::ops::conv_pool_kernels::NO_WINNER;
 use crate::backend::ops::geometry::{Padding, Window2};
+use crate::backend::ops::test_values;
 
 /// A batch's shape `(n, h, w, c)`.
 type Shape4 = (usize, usize, usize, usize);
@@ -281,9 +282,13 @@ fn plain_conv_forward_matches_im2col() {
             let run = |direct: bool| {
                 let mut out = vec![f32::NAN; len];
                 let mut mask = with_mask.then(|| vec![7u8; len]);
-                let forward = if direct { forward_im2col } else { conv_forward };
                 let masks = mask.as_deref_mut();
-                forward(&g, &input, &weight, bias, residual, bounds, &mut out, masks);
+                if direct {
+                    forward_im2col(&g, &input, &weight, bias, residual, bounds, &mut out, masks);
+                } else {
+                    let input = input[..].into();
+                    conv_forward(&g, input, &weight, bias, residual, bounds, &mut out, masks);
+                }
                 (out, mask)
             };
             let ((expected, expected_mask), (got, got_mask)) = (run(true), run(false));
@@ -393,11 +398,29 @@ fn the_plain_conv_dispatches_by_channels() {
         let grad_out = values(g.batch * g.out_image(), 43, 1.0);
         let len = g.batch * g.out_image();
         let (mut out, mut expected) = (vec![0.0; len], vec![0.0; len]);
-        forward_residual(&g, &input, &weight, None, None, None, &mut out, None);
+        forward_residual(
+            &g,
+            input[..].into(),
+            &weight,
+            None,
+            None,
+            None,
+            &mut out,
+            None,
+        );
         let (mut dw, mut expected_dw) = (vec![0.0; weight.len()], vec![0.0; weight.len()]);
         dispatched_backward(&g, &input, &weight, &grad_out, None, &mut dw, None);
         if applies_to_conv(&g) {
-            conv_forward(&g, &input, &weight, None, None, None, &mut expected, None);
+            conv_forward(
+                &g,
+                input[..].into(),
+                &weight,
+                None,
+                None,
+                None,
+                &mut expected,
+                None,
+            );
             conv_backward(&g, &input, &weight, &grad_out, None, &mut expected_dw, None);
         } else {
             forward_im2col(&g, &input, &weight, None, None, None, &mut expected, None);
@@ -450,14 +473,7 @@ fn a_mapped_input_is_the_batch_mapped_first() {
         let c = g.c_in;
         let raw = values(g.batch * g.in_image(), 41, 2.0);
         let (scale, shift) = (values(c, 42, 1.0), values(c, 43, 1.0));
-        // Per channel, so that a row read from the wrong place gives other values.
-        let map = |rows: &[f32], out: &mut [f32]| {
-            for (out, rows) in out.chunks_exact_mut(c).zip(rows.chunks_exact(c)) {
-                for (((o, &x), &a), &b) in out.iter_mut().zip(rows).zip(&scale).zip(&shift) {
-                    *o = (x * a + b).clamp(0.0, 6.0);
-                }
-            }
-        };
+        let map = test_values::per_channel_map(&scale, &shift);
         let mut mapped = vec![0.0; raw.len()];
         map(&raw, &mut mapped);
         let weight = values(g.k() * g.filters, 44, 0.3);
@@ -465,7 +481,7 @@ fn a_mapped_input_is_the_batch_mapped_first() {
         let grad_out = values(g.batch * g.out_image(), 46, 1.0);
         let run = |input: Input<'_>| {
             let mut out = vec![0.0f32; g.batch * g.out_image()];
-            conv_forward_mapped(&g, input, &weight, Some(&bias), &mut out);
+            conv_forward(&g, input, &weight, Some(&bias), None, None, &mut out, None);
             let mut dx = vec![f32::NAN; raw.len()];
             let mut dw = vec![0.0f32; weight.len()];
             let mut db = vec![0.0f32; g.filters];
