@@ -22,7 +22,7 @@
 
 use super::data_parallel::{share_part, Pass};
 use super::network::{BatchStats, Network};
-use super::ops::reduce::tree_sum;
+use super::ops::reduce::{tree_sum, RUN};
 use super::ops::Flat;
 use super::optimizer::Optimizer;
 use crate::distributed::share;
@@ -67,7 +67,10 @@ pub fn worth_splitting(model: &Model, batch: usize) -> bool {
 
 /// Over how many ranks a training step of `model` on `batch` images is split: the largest
 /// power of two that is at most the number of rayon threads (and [`MAX_RANKS`]) and divides
-/// the batch; 1 (no split) when splitting is turned off or the step is small.
+/// the batch into shares of more than half a [`RUN`] of images each; 1 (no split) when
+/// splitting is turned off or the step is small. A share of at most half a run would be part
+/// of a run that one pass sums as one (`reduce::add_gradients_in_runs`), so its rank's
+/// gradient could not add up to one pass's bits.
 pub fn ranks_for(model: &Model, batch: usize) -> usize {
     if !enabled() || !worth_splitting(model, batch) {
         return 1;
@@ -77,7 +80,7 @@ pub fn ranks_for(model: &Model, batch: usize) -> usize {
     while ranks * 2 <= threads {
         ranks *= 2;
     }
-    while ranks > 1 && !batch.is_multiple_of(ranks) {
+    while ranks > 1 && (!batch.is_multiple_of(ranks) || 2 * (batch / ranks) <= RUN) {
         ranks /= 2;
     }
     ranks

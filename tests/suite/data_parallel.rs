@@ -19,7 +19,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use strata::backend::data_parallel::share_part;
 use strata::backend::network::Network;
-use strata::backend::split::{inference_ranks, ranks_for};
+use strata::backend::split::{inference_ranks, ranks_for, worth_splitting};
 use strata::compile::compile;
 use strata::distributed::threads::ThreadRank;
 use strata::distributed::{Collective, SINGLE};
@@ -382,7 +382,9 @@ fn the_bundled_specs_split_over_two_ranks_bit_for_bit() {
         paths.sort();
         for path in paths {
             let text = std::fs::read_to_string(&path).expect("spec");
-            let (one, two) = one_and_ranks(&text, 4, 2);
+            // Shares of 4: more than half of a run of images (`reduce::RUN`), so each rank
+            // sums its own runs.
+            let (one, two) = one_and_ranks(&text, 8, 2);
             assert_eq!(differing_bits(&one, &two), 0, "{}", path.display());
             checked += 1;
         }
@@ -442,22 +444,26 @@ fn a_step_split_over_the_cores_is_the_whole_batch_step_bit_for_bit() {
     let dropout = "conv3(8, pad=same) -> bn relu -> dropout(0.5) -> conv3(8) -> bn relu -> gap -> dropout(0.3) -> dense10 softmax";
     for text in EXACT_MODELS.iter().copied().chain([dropout]) {
         let spec = format!(
-            "input: 64x64x3\nmodel: {text}\ntrain:\n  optimizer: adamw\n  weight_decay: 0.01\n"
+            "input: 32x32x3\nmodel: {text}\ntrain:\n  optimizer: adamw\n  weight_decay: 0.01\n"
         );
         let model = compile(&spec, "spec").model.expect("model");
-        // One thread: no split. Then 2 ranks of 4 images, 4 ranks of 2 and 8 ranks of 1.
-        let whole = steps_on_threads(&model, 8, 3, 1);
+        // One thread: no split. Then 2 ranks of 16 images, 4 ranks of 8 and 8 ranks of 4.
+        let whole = steps_on_threads(&model, 32, 3, 1);
         for threads in [2, 4, 8] {
-            // 64x64 images: every model's step on 8 of them is large enough to split.
+            // Every model's step on 32 images of 32x32 is large enough to split.
             assert_eq!(
-                on_threads(threads, || ranks_for(&model, 8)),
+                on_threads(threads, || ranks_for(&model, 32)),
                 threads,
                 "{text}"
             );
-            let split = steps_on_threads(&model, 8, 3, threads);
+            let split = steps_on_threads(&model, 32, 3, threads);
             assert_eq!(whole.1, split.1, "{text}: losses on {threads} threads");
             assert_eq!(whole.0, split.0, "{text}: weights on {threads} threads");
         }
+        // A share is never half a run of images or less (see `ranks_for`): 8 images on 8
+        // threads go to 2 ranks of 4 (if large enough), not 8 of 1.
+        let pair = if worth_splitting(&model, 8) { 2 } else { 1 };
+        assert_eq!(on_threads(8, || ranks_for(&model, 8)), pair, "{text}");
         // A batch of 6 on 4 threads is split over 2 ranks (if large enough); one of 3 is not.
         assert_eq!(on_threads(4, || ranks_for(&model, 3)), 1, "{text}");
         for batch in [6, 3] {

@@ -11,7 +11,7 @@ use crate::backend::ops::geometry::Window2;
 use crate::backend::ops::matmul::{gemm, gemm_by_rows, View};
 use crate::backend::ops::pointwise_grad;
 use crate::backend::ops::reduce::{
-    add_gradients_in_order, add_pair_into, run_program, tree_program,
+    add_gradients_in_runs, add_pair_into, run_program, tree_program,
 };
 use crate::backend::ops::simd;
 use crate::backend::ops::winograd;
@@ -646,51 +646,50 @@ fn backward_per_image(
     let block_rows = g.rows_per_block();
     let want_input = grad_input.is_some();
     let slots = g.image_slots(grad_input);
-    add_gradients_in_order(
-        slots,
-        grad_weight,
-        (grad_bias, f),
-        |n, grad_image, dw, db| {
-            let image = &input[n * g.in_image()..][..g.in_image()];
-            let grad_out_image = &grad_out[n * g.out_image()..][..g.out_image()];
-            let mut grad_image = zeroed_if_fresh(grad_image, fresh);
-            if ho == 0 {
-                dw.fill(0.0);
-            }
-            for y0 in (0..ho).step_by(block_rows) {
-                let y1 = (y0 + block_rows).min(ho);
-                let pixels = (y1 - y0) * wo;
-                let go = &grad_out_image[y0 * wo * f..][..pixels * f];
-                go.chunks_exact(f).for_each(|px| {
-                    db.iter_mut().zip(px).for_each(|(d, v)| *d += v);
-                });
-                // The first block writes over what `dw` held.
-                let accumulate = y0 > 0;
-                let mut scratch = Scratch::take();
-                simd::fast(|| {
-                    let patches = g.patches(image, y0..y1, &mut scratch.patches);
-                    let grad_len = if want_input { pixels * k } else { 0 };
-                    let grad_patches = sized(&mut scratch.grad_patches, grad_len);
-                    let dims = (k, f, pixels);
-                    gemm(
-                        dw,
-                        dims,
-                        View::transposed(patches, k),
-                        View::rows(go, f),
-                        accumulate,
-                        1,
-                    );
-                    if let Some(grad_image) = grad_image.as_deref_mut() {
-                        let dims = (pixels, k, f);
-                        let w_t = View::transposed(weight, f);
-                        gemm(grad_patches, dims, View::rows(go, f), w_t, false, 1);
-                        col2im(g, grad_patches, k, (y0..y1, 0..wo), grad_image);
-                    }
-                });
-                scratch.give();
-            }
-        },
-    );
+    // Runs of one image: the pointwise path sums the images in the same tree.
+    add_gradients_in_runs((slots, 1), grad_weight, (grad_bias, f), |n, run, dw, db| {
+        let Some(grad_image) = run.into_iter().next() else {
+            return dw.fill(0.0);
+        };
+        let image = &input[n * g.in_image()..][..g.in_image()];
+        let grad_out_image = &grad_out[n * g.out_image()..][..g.out_image()];
+        let mut grad_image = zeroed_if_fresh(grad_image, fresh);
+        if ho == 0 {
+            dw.fill(0.0);
+        }
+        for y0 in (0..ho).step_by(block_rows) {
+            let y1 = (y0 + block_rows).min(ho);
+            let pixels = (y1 - y0) * wo;
+            let go = &grad_out_image[y0 * wo * f..][..pixels * f];
+            go.chunks_exact(f).for_each(|px| {
+                db.iter_mut().zip(px).for_each(|(d, v)| *d += v);
+            });
+            // The first block writes over what `dw` held.
+            let accumulate = y0 > 0;
+            let mut scratch = Scratch::take();
+            simd::fast(|| {
+                let patches = g.patches(image, y0..y1, &mut scratch.patches);
+                let grad_len = if want_input { pixels * k } else { 0 };
+                let grad_patches = sized(&mut scratch.grad_patches, grad_len);
+                let dims = (k, f, pixels);
+                gemm(
+                    dw,
+                    dims,
+                    View::transposed(patches, k),
+                    View::rows(go, f),
+                    accumulate,
+                    1,
+                );
+                if let Some(grad_image) = grad_image.as_deref_mut() {
+                    let dims = (pixels, k, f);
+                    let w_t = View::transposed(weight, f);
+                    gemm(grad_patches, dims, View::rows(go, f), w_t, false, 1);
+                    col2im(g, grad_patches, k, (y0..y1, 0..wo), grad_image);
+                }
+            });
+            scratch.give();
+        }
+    });
 }
 
 #[cfg(test)]

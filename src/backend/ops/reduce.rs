@@ -189,56 +189,84 @@ pub fn run_program<S: ?Sized>(
     }
 }
 
+/// The most images a leaf of [`add_gradients_in_runs`] sums before its weight gradient meets
+/// the others'. A data-parallel step keeps the one-process bits while every rank's share is
+/// more than half of it (3 images or more; docs/distributed.md).
+pub const RUN: usize = 4;
+
 /// Adds to `grad_weight` (and `grad_bias`, `bias_len` long, when given) the sum over `items`
-/// (one per image) of each image's weight and bias gradients, in [`fold_in_order`]'s tree.
-/// `leaf(n, item, dw, db)` writes image `n`'s weight gradient over every value of `dw`
-/// (`grad_weight`'s length, holding whatever an earlier use left) and adds its bias gradient
-/// into `db` (zeros).
+/// (one per image) of the images' weight and bias gradients, in [`fold_in_order`]'s tree cut
+/// short at runs of up to `run` images (at most [`RUN`]; 1 is the tree over single images):
+/// the first subtree of at most `run` images (the first `⌈n/2⌉` and the rest, each split the
+/// same way) is one leaf.
+/// `leaf(start, items, dw, db)` writes the weight gradient of that run (`items`, from image
+/// `start`) over every value of `dw` (`grad_weight`'s length, holding whatever an earlier use
+/// left) and adds its bias gradient into `db` (zeros), in an order of its own that it keeps
+/// fixed.
 ///
-/// A leaf's weight gradient lives in a pooled buffer ([`buffers::take`]) that its image
-/// writes over: a zeroed buffer per image, added into, was a memset and a read of the whole
-/// gradient per image (the memset alone was 8% of a `perf` profile of a 64-channel 3x3
-/// layer's training step on 8x8 maps).
+/// For kernels whose weight gradient leaves the image in another domain or in partial tiles
+/// (a Winograd transform, a matrix product over one image's pixels): a run is summed there and
+/// comes back once, where an image at a time came back once per image (taking a 64-filter 3x3
+/// layer's Winograd gradient back on 7x7 maps cost as much as its products). A run is a
+/// subtree, so the sum depends neither on the thread count nor on a split of the batch into
+/// equal shares of more than `RUN / 2` images (each such share's runs are its own; see
+/// `split::ranks_for`).
+///
+/// A leaf's weight gradient lives in a pooled buffer ([`buffers::take`]) that its run writes
+/// over: a zeroed buffer per image, added into, was a memset and a read of the whole gradient
+/// per image (the memset alone was 8% of a `perf` profile of a 64-channel 3x3 layer's training
+/// step on 8x8 maps).
 ///
 /// [`buffers::take`]: crate::backend::ops::buffers::take
-pub fn add_gradients_in_order<T: Send>(
-    items: Vec<T>,
+pub fn add_gradients_in_runs<T: Send>(
+    (items, run): (Vec<T>, usize),
     grad_weight: &mut [f32],
     (grad_bias, bias_len): (Option<&mut [f32]>, usize),
-    leaf: impl Fn(usize, T, &mut [f32], &mut [f32]) + Sync + Send,
+    leaf: impl Fn(usize, Vec<T>, &mut [f32], &mut [f32]) + Sync + Send,
 ) {
     use crate::backend::ops::buffers;
-    type Partial = Option<(Vec<f32>, Vec<f32>)>;
-    // The sum of two partial sums, in the left one's buffers; the right one's weight buffer
-    // goes back to the pool.
-    let combine = |left: Partial, right: Partial| match (left, right) {
-        (Some((mut dw, mut db)), Some((dw_right, db_right))) => {
-            dw.iter_mut().zip(&dw_right).for_each(|(a, b)| *a += b);
-            db.iter_mut().zip(&db_right).for_each(|(a, b)| *a += b);
-            buffers::give(dw_right);
-            Some((dw, db))
-        }
-        (left, None) => left,
-        (None, right) => right,
-    };
-    let weight_len = grad_weight.len();
-    let sum = fold_in_order(
-        items,
-        || None,
-        |partial, n, item| {
-            let (mut dw, mut db) = (buffers::take(weight_len), vec![0.0; bias_len]);
-            leaf(n, item, &mut dw, &mut db);
-            combine(partial, Some((dw, db)))
-        },
-        combine,
-    );
-    if let Some((dw, db)) = sum {
-        grad_weight.iter_mut().zip(&dw).for_each(|(a, b)| *a += b);
-        if let Some(grad_bias) = grad_bias {
-            grad_bias.iter_mut().zip(&db).for_each(|(a, b)| *a += b);
-        }
-        buffers::give(dw);
+    type Partial = (Vec<f32>, Vec<f32>);
+    /// A leaf's weight and bias lengths, and the run.
+    #[derive(Clone, Copy)]
+    struct Lens {
+        weight: usize,
+        bias: usize,
+        run: usize,
     }
+    fn runs<T: Send, L>(start: usize, mut items: Vec<T>, len: Lens, leaf: &L) -> Partial
+    where
+        L: Fn(usize, Vec<T>, &mut [f32], &mut [f32]) + Sync + Send,
+    {
+        let n = items.len();
+        if n <= len.run {
+            let (mut dw, mut db) = (buffers::take(len.weight), vec![0.0; len.bias]);
+            leaf(start, items, &mut dw, &mut db);
+            return (dw, db);
+        }
+        let right = items.split_off(n.div_ceil(2));
+        let mid = start + n.div_ceil(2);
+        let ((mut dw, mut db), (dw_right, db_right)) = rayon::join(
+            || runs(start, items, len, leaf),
+            || runs(mid, right, len, leaf),
+        );
+        add_pair_into((&mut dw, &mut db), (&dw_right, &db_right));
+        buffers::give(dw_right);
+        (dw, db)
+    }
+    if items.is_empty() {
+        return;
+    }
+    let lens = Lens {
+        weight: grad_weight.len(),
+        bias: bias_len,
+        run: run.clamp(1, RUN),
+    };
+    let (dw, db) = runs(0, items, lens, &leaf);
+    grad_weight.iter_mut().zip(&dw).for_each(|(a, b)| *a += b);
+    if let Some(grad_bias) = grad_bias {
+        grad_bias.iter_mut().zip(&db).for_each(|(a, b)| *a += b);
+    }
+    buffers::give(dw);
 }
 
 /// Adds a partial (weight gradient, bias gradient) pair into another, element by element.
@@ -289,7 +317,7 @@ mod tests {
     }
 
     #[test]
-    fn gradients_written_over_pooled_buffers_sum_as_the_zeroed_tree_does() {
+    fn runs_written_over_pooled_buffers_sum_in_the_tree_cut_at_runs() {
         use crate::backend::ops::buffers;
         let (images, len) = (13usize, 3000usize);
         let grad = |n: usize, i: usize| ((n * 31 + i * 7) % 97) as f32 / 97.0 - 0.31 + 1e-7;
@@ -300,34 +328,43 @@ mod tests {
         }
         let mut weight = vec![0.5f32; len];
         let mut bias = vec![0.25f32; 2];
-        add_gradients_in_order(
-            (0..images).collect(),
+        let runs = std::sync::Mutex::new(Vec::new());
+        add_gradients_in_runs(
+            ((0..images).collect(), RUN),
             &mut weight,
             (Some(&mut bias), 2),
-            |n, item: usize, dw, db| {
-                assert_eq!(n, item);
-                dw.iter_mut().enumerate().for_each(|(i, w)| *w = grad(n, i));
-                db.iter_mut().for_each(|b| *b += n as f32);
+            |start, items: Vec<usize>, dw, db| {
+                runs.lock().expect("runs").push(start..start + items.len());
+                for (i, n) in items.into_iter().enumerate() {
+                    assert_eq!(n, start + i);
+                    dw.iter_mut().enumerate().for_each(|(j, w)| match i {
+                        0 => *w = grad(n, j),
+                        _ => *w += grad(n, j),
+                    });
+                    db.iter_mut().for_each(|b| *b += n as f32);
+                }
             },
         );
-        let (dw, db) = fold_in_order(
-            (0..images).collect::<Vec<_>>(),
-            || (vec![0.0f32; len], vec![0.0f32; 2]),
-            |(mut dw, mut db), n, _| {
-                dw.iter_mut()
-                    .enumerate()
-                    .for_each(|(i, w)| *w += grad(n, i));
-                db.iter_mut().for_each(|b| *b += n as f32);
-                (dw, db)
-            },
-            add_pairs,
-        );
-        let expected: Vec<u32> = dw.iter().map(|g| (0.5 + g).to_bits()).collect();
+        // 13 images: 7 and 6, then runs of 4 + 3 and 3 + 3.
+        let mut runs = runs.into_inner().expect("runs");
+        runs.sort_by_key(|run| run.start);
+        assert_eq!(runs, vec![0..4, 4..7, 7..10, 10..13]);
+        fn tree(images: std::ops::Range<usize>, grad: &dyn Fn(usize) -> f32) -> f32 {
+            if images.len() <= RUN {
+                return images.map(grad).fold(0.0, |a, b| a + b);
+            }
+            let mid = images.start + images.len().div_ceil(2);
+            tree(images.start..mid, grad) + tree(mid..images.end, grad)
+        }
+        let expected: Vec<u32> = (0..len)
+            .map(|i| (0.5 + tree(0..images, &|n| grad(n, i))).to_bits())
+            .collect();
         assert_eq!(
             weight.iter().map(|w| w.to_bits()).collect::<Vec<_>>(),
             expected
         );
-        assert_eq!(bias, db.iter().map(|b| 0.25 + b).collect::<Vec<_>>());
+        let db = tree(0..images, &|n| n as f32);
+        assert_eq!(bias, vec![0.25 + db; 2]);
     }
 
     #[test]

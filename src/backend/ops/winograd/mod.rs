@@ -20,7 +20,7 @@
 //! The backward pass runs the adjoint of each step in the same domain: the output gradient of
 //! a tile (the pooled gradient spread to the window's winner, or the plain convolution's
 //! `m x m` gradient, zero outside the output) becomes `dM = A dY Aᵀ`; the filter gradient
-//! gathers `dU += Vᵀ dM` and is brought back through `G` once per image; the input gradient is
+//! gathers `dU += Vᵀ dM` and is brought back through `G` once per run of a few images; the input gradient is
 //! `dV = dM Uᵀ`, added into the overlapping input tiles as `B dV Bᵀ`. All three products are
 //! cheaper than im2col's by the same factor.
 //!
@@ -33,7 +33,7 @@
 use crate::backend::ops::buffers;
 use crate::backend::ops::conv_kernels::{sized, zeroed_if_fresh, ConvGeometry, Scratch};
 use crate::backend::ops::conv_pool_kernels::ConvPoolGeometry;
-use crate::backend::ops::reduce::add_gradients_in_order;
+use crate::backend::ops::reduce::{add_gradients_in_runs, RUN};
 use crate::backend::ops::small_gemm::{padded, small_gemm, small_gemm_into_rows, Lhs};
 use crate::backend::ops::{Input, RowMap};
 use pulp::{Arch, Simd, WithSimd};
@@ -381,14 +381,15 @@ enum GradOut<'a> {
 }
 
 impl<'a> GradOut<'a> {
-    /// Image `n` of a batch whose images each hold `len` gradients.
-    fn image(self, n: usize, len: usize) -> Self {
+    /// Images `images` of a batch whose images each hold `len` gradients.
+    fn images(self, images: std::ops::Range<usize>, len: usize) -> Self {
+        let span = images.start * len..images.end * len;
         match self {
             Self::Pooled { grad, argmax } => Self::Pooled {
-                grad: &grad[n * len..][..len],
-                argmax: &argmax[n * len..][..len],
+                grad: &grad[span.clone()],
+                argmax: &argmax[span],
             },
-            Self::Plain(grad) => Self::Plain(&grad[n * len..][..len]),
+            Self::Plain(grad) => Self::Plain(&grad[span]),
         }
     }
 }
@@ -397,9 +398,10 @@ impl<'a> GradOut<'a> {
 /// and the bias's (when wanted).
 type Grads<'a> = (Option<&'a mut [f32]>, &'a mut [f32], Option<&'a mut [f32]>);
 
-/// The backward pass of the convolution `g` tiled as `t` by the Winograd variant `V`, image by
-/// image in parallel (so scattered input gradients never race, and the partial filter
-/// gradients meet in a fixed order); the operands are (input, weight, output gradient).
+/// The backward pass of the convolution `g` tiled as `t` by the Winograd variant `V`, run of
+/// images by run of images in parallel (so scattered input gradients never race, and the
+/// partial filter gradients meet in a fixed order); the operands are (input, weight, output
+/// gradient).
 fn backward_with<V: Variant>(
     g: &ConvGeometry,
     t: &Tiles,
@@ -414,38 +416,48 @@ fn backward_with<V: Variant>(
         GradOut::Plain(_) => g.out_image(),
     };
     let slots = g.image_slots(grad_input);
-    // Each image's transformed gradient is taken back to the weights before the images' sums
-    // meet, so that a batch's gradient is the exact sum of its halves' (see `reduce`).
-    add_gradients_in_order(
-        slots,
+    // A run of images sums its transformed filter gradient and takes it back to the weights
+    // once, before the runs' sums meet in a fixed tree, so that a batch's gradient is the exact
+    // sum of its halves' (see `reduce`). An image at a time, taking `dU` (36 positions x
+    // c_in x filters) through `G` cost as much as the products on 8x8 maps.
+    add_gradients_in_runs(
+        (slots, RUN),
         grad_weight,
         (grad_bias, t.filters),
-        |n, grad_image, dw, db| {
-            let grad_image = zeroed_if_fresh(grad_image, fresh);
+        |start, mut run, dw, db| {
+            let images = start..start + run.len();
             let mut scratch = Scratch::take();
             let mut mapped = std::mem::take(&mut scratch.mapped);
-            let image = &input.values[n * in_image..][..in_image];
-            let image = match input.map {
-                None => image,
-                Some(map) => map_rows(t, (image, map), 0..t.height, &mut mapped),
+            let values = &input.values[images.start * in_image..images.end * in_image];
+            let values = match input.map {
+                None => values,
+                Some(map) => {
+                    let made = sized(&mut mapped, values.len());
+                    map(values, made);
+                    made
+                }
             };
-            let operands = BackwardOperands {
-                image,
-                u_t: &u_t,
-                grad_out: grad_out.image(n, grad_len),
-            };
-            // Not zeroed: the image's first block of tiles overwrites it (zeroing it was 2% of
+            for slot in &mut run {
+                *slot = zeroed_if_fresh(slot.take(), fresh);
+            }
+            // Not zeroed: the run's first block of tiles overwrites it (zeroing it was 2% of
             // a `resnet_small` training step).
             let mut du_buffer = std::mem::take(&mut scratch.weight_grad);
             let du = sized(&mut du_buffer, V::XI * t.c_in * t.f_s);
             if t.rows == 0 {
                 du.fill(0.0);
             }
-            Arch::new().dispatch(BackwardImage::<V> {
+            let grad_out = grad_out.images(images, grad_len);
+            Arch::new().dispatch(BackwardRun::<V> {
                 variant: PhantomData,
                 t,
-                ops: operands,
-                grad_image,
+                ops: BackwardOperands {
+                    images: values,
+                    u_t: &u_t,
+                    grad_out,
+                    lens: (in_image, grad_len),
+                },
+                grad_images: &mut run,
                 du,
                 db,
                 scratch: &mut scratch,
@@ -482,6 +494,9 @@ struct Tiles {
     f_s: usize,
     /// Tile rows per block (the last block of an image may have fewer).
     rows_per_block: usize,
+    /// The most tiles of a block: the backward pass puts whole images of a run in one block
+    /// up to it.
+    per_block: usize,
     /// Output rows and columns per tile.
     m: usize,
 }
@@ -506,6 +521,7 @@ impl Tiles {
             c_s: padded(g.c_in),
             f_s: padded(g.filters),
             rows_per_block,
+            per_block,
             m: V::M,
         }
     }
@@ -677,29 +693,35 @@ impl<V: Variant> WithSimd for ForwardBlock<'_, V> {
     }
 }
 
-/// What the backward pass of one image reads.
+/// What the backward pass of a run of images reads.
 #[derive(Clone, Copy)]
 struct BackwardOperands<'a> {
-    image: &'a [f32],
+    /// The run's images, one after the other.
+    images: &'a [f32],
     /// The transformed filter, transposed (`Uᵀ`).
     u_t: &'a [f32],
-    /// The image's output gradient.
+    /// The run's output gradient.
     grad_out: GradOut<'a>,
+    /// The values of one image, and of its output gradient.
+    lens: (usize, usize),
 }
 
-/// The gradients of one image: writes `du` (whatever it held), adds into `db`, and into its
-/// input gradient when asked. Run through [`pulp`] (see [`ForwardBlock`]).
-struct BackwardImage<'a, V> {
+/// The gradients of a run of images: writes `du` (whatever it held), adds into `db`, and into
+/// each image's input gradient when asked. Images of one block of tiles each go in blocks
+/// of as many whole images as [`Tiles::per_block`] allows (4 tiles an image on 7x7 or 8x8
+/// maps: the products that sum `dU` then reduce over 16 tiles, not 4), larger images a block
+/// of tile rows at a time. Run through [`pulp`] (see [`ForwardBlock`]).
+struct BackwardRun<'a, 'g, V> {
     variant: PhantomData<V>,
     t: &'a Tiles,
     ops: BackwardOperands<'a>,
-    grad_image: Option<&'a mut [f32]>,
+    grad_images: &'a mut [Option<&'g mut [f32]>],
     du: &'a mut [f32],
     db: &'a mut [f32],
     scratch: &'a mut Scratch,
 }
 
-impl<V: Variant> WithSimd for BackwardImage<'_, V> {
+impl<V: Variant> WithSimd for BackwardRun<'_, '_, V> {
     type Output = ();
 
     #[inline(always)]
@@ -708,53 +730,80 @@ impl<V: Variant> WithSimd for BackwardImage<'_, V> {
             variant: _,
             t,
             ops,
-            mut grad_image,
+            grad_images,
             du,
             db,
             scratch,
         } = self;
-        for ty0 in (0..t.rows).step_by(t.rows_per_block) {
-            let n_tiles = t.block_tiles(ty0);
-            let v = sized(&mut scratch.patches, n_tiles * V::XI * t.c_s);
-            transform_inputs::<S, V>(simd, t, ops.image, ty0, v);
+        let (in_image, grad_len) = ops.lens;
+        // (first image, images, first tile row) of each block.
+        let run = grad_images.len();
+        let blocks: Vec<(usize, usize, usize)> = if t.rows <= t.rows_per_block {
+            let per_block = (t.per_block / (t.rows * t.cols).max(1)).max(1);
+            (0..run)
+                .step_by(per_block)
+                .map(|i0| (i0, per_block.min(run - i0), 0))
+                .collect()
+        } else {
+            (0..run)
+                .flat_map(|i| {
+                    (0..t.rows)
+                        .step_by(t.rows_per_block)
+                        .map(move |ty0| (i, 1, ty0))
+                })
+                .collect()
+        };
+        for (b, &(i0, images, ty0)) in blocks.iter().enumerate() {
+            let image_tiles = t.block_tiles(ty0);
+            let n_tiles = images * image_tiles;
+            let tile_len = V::XI * t.c_s;
+            let v = sized(&mut scratch.patches, n_tiles * tile_len);
+            for (i, v) in v.chunks_exact_mut(image_tiles * tile_len).enumerate() {
+                let image = &ops.images[(i0 + i) * in_image..][..in_image];
+                transform_inputs::<S, V>(simd, t, image, ty0, v);
+            }
             let dm_stride = xi_stride(n_tiles, t.f_s);
             let dm = sized(&mut scratch.block, V::XI * dm_stride);
-            match ops.grad_out {
-                GradOut::Pooled { grad, argmax } => {
-                    let block_at = ty0 * t.cols * t.filters;
-                    for tile in 0..n_tiles {
-                        let at = block_at + tile * t.filters;
-                        let pooled = (&grad[at..][..t.filters], &argmax[at..][..t.filters]);
-                        for (f0, width) in chunks(t.f_s, S::F32_LANES) {
-                            let lanes = Lanes::new(f0, width, t.filters);
-                            let place = (tile, dm_stride, t.f_s);
-                            grad_tile::<S, V>(simd, pooled, lanes, db, dm, place);
+            for i in 0..images {
+                let first_tile = i * image_tiles;
+                match ops.grad_out.images(i0 + i..i0 + i + 1, grad_len) {
+                    GradOut::Pooled { grad, argmax } => {
+                        let block_at = ty0 * t.cols * t.filters;
+                        for tile in 0..image_tiles {
+                            let at = block_at + tile * t.filters;
+                            let pooled = (&grad[at..][..t.filters], &argmax[at..][..t.filters]);
+                            for (f0, width) in chunks(t.f_s, S::F32_LANES) {
+                                let lanes = Lanes::new(f0, width, t.filters);
+                                let place = (first_tile + tile, dm_stride, t.f_s);
+                                grad_tile::<S, V>(simd, pooled, lanes, db, dm, place);
+                            }
                         }
                     }
-                }
-                GradOut::Plain(grad) => {
-                    let block = &grad[t.m * ty0 * t.out.1 * t.filters..];
-                    for tile in 0..n_tiles {
-                        let pixels = t.pixels(ty0, tile);
-                        for (f0, width) in chunks(t.f_s, S::F32_LANES) {
-                            let lanes = Lanes::new(f0, width, t.filters);
-                            let place = (tile, dm_stride, t.f_s);
-                            conv_grad_tile::<S, V>(simd, (block, pixels), lanes, db, dm, place);
+                    GradOut::Plain(grad) => {
+                        let block = &grad[t.m * ty0 * t.out.1 * t.filters..];
+                        for tile in 0..image_tiles {
+                            let pixels = t.pixels(ty0, tile);
+                            for (f0, width) in chunks(t.f_s, S::F32_LANES) {
+                                let lanes = Lanes::new(f0, width, t.filters);
+                                let place = (first_tile + tile, dm_stride, t.f_s);
+                                conv_grad_tile::<S, V>(simd, (block, pixels), lanes, db, dm, place);
+                            }
                         }
                     }
                 }
             }
             for xi in 0..V::XI {
-                let v_xi_t = Lhs::strided(&v[xi * t.c_s..], 1, V::XI * t.c_s);
+                let v_xi_t = Lhs::strided(&v[xi * t.c_s..], 1, tile_len);
                 let dm_xi = &dm[xi * dm_stride..][..n_tiles * t.f_s];
-                // Row `c` of ξ's product goes to `dU[c][ξ]`. The first block overwrites `du`
-                // (see `backward_with`), the others add.
+                // Row `c` of ξ's product goes to `dU[c][ξ]`. The run's first block overwrites
+                // `du` (see `backward_with`), the others add.
                 let du_xi = (&mut du[xi * t.f_s..], V::XI * t.f_s);
-                small_gemm_into_rows(t.c_in, t.f_s, n_tiles, v_xi_t, dm_xi, du_xi, ty0 > 0);
+                small_gemm_into_rows(t.c_in, t.f_s, n_tiles, v_xi_t, dm_xi, du_xi, b > 0);
             }
-            let Some(grad_image) = grad_image.as_deref_mut() else {
+            let wanted = &mut grad_images[i0..i0 + images];
+            if wanted.iter().all(Option::is_none) {
                 continue;
-            };
+            }
             let dv_stride = xi_stride(n_tiles, t.c_s);
             let dv = sized(&mut scratch.grad_patches, V::XI * dv_stride);
             for xi in 0..V::XI {
@@ -763,12 +812,17 @@ impl<V: Variant> WithSimd for BackwardImage<'_, V> {
                 let dv_xi = &mut dv[xi * dv_stride..][..n_tiles * t.c_s];
                 small_gemm(n_tiles, t.c_s, t.filters, dm_xi, u_t_xi, dv_xi, false);
             }
-            for tile in 0..n_tiles {
-                let window = t.window::<V>(ty0 + tile / t.cols, tile % t.cols);
-                for (c0, width) in chunks(t.c_s, S::F32_LANES) {
-                    let lanes = Lanes::new(c0, width, t.c_in);
-                    let place = (tile, dv_stride, t.c_s);
-                    input_grad_tile::<S, V>(simd, dv, place, lanes, window, grad_image);
+            for (i, grad_image) in wanted.iter_mut().enumerate() {
+                let Some(grad_image) = grad_image.as_deref_mut() else {
+                    continue;
+                };
+                for tile in 0..image_tiles {
+                    let window = t.window::<V>(ty0 + tile / t.cols, tile % t.cols);
+                    for (c0, width) in chunks(t.c_s, S::F32_LANES) {
+                        let lanes = Lanes::new(c0, width, t.c_in);
+                        let place = (i * image_tiles + tile, dv_stride, t.c_s);
+                        input_grad_tile::<S, V>(simd, dv, place, lanes, window, grad_image);
+                    }
                 }
             }
         }
