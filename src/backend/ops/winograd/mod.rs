@@ -539,6 +539,17 @@ impl Tiles {
         Self::new::<V>(g, tiles)
     }
 
+    /// Whole images in one block of the backward pass: as many as [`Tiles::per_block`] holds
+    /// when an image's tiles fit in one block (4 tiles an image on 7x7 or 8x8 maps: the
+    /// products that sum `dU` then reduce over 16 tiles, not 4), else 1 (blocks of tile rows of
+    /// one image).
+    fn images_per_block(&self) -> usize {
+        match self.rows <= self.rows_per_block {
+            true => (self.per_block / (self.rows * self.cols).max(1)).max(1),
+            false => 1,
+        }
+    }
+
     /// Tiles in the block of tile rows starting at `ty0`.
     fn block_tiles(&self, ty0: usize) -> usize {
         self.rows_per_block.min(self.rows - ty0) * self.cols
@@ -708,9 +719,8 @@ struct BackwardOperands<'a> {
 
 /// The gradients of a run of images: writes `du` (whatever it held), adds into `db`, and into
 /// each image's input gradient when asked. Images of one block of tiles each go in blocks
-/// of as many whole images as [`Tiles::per_block`] allows (4 tiles an image on 7x7 or 8x8
-/// maps: the products that sum `dU` then reduce over 16 tiles, not 4), larger images a block
-/// of tile rows at a time. Run through [`pulp`] (see [`ForwardBlock`]).
+/// of whole images ([`Tiles::images_per_block`]), larger images a block of tile rows at a
+/// time. Run through [`pulp`] (see [`ForwardBlock`]).
 struct BackwardRun<'a, 'g, V> {
     variant: PhantomData<V>,
     t: &'a Tiles,
@@ -738,8 +748,8 @@ impl<V: Variant> WithSimd for BackwardRun<'_, '_, V> {
         let (in_image, grad_len) = ops.lens;
         // (first image, images, first tile row) of each block.
         let run = grad_images.len();
-        let blocks: Vec<(usize, usize, usize)> = if t.rows <= t.rows_per_block {
-            let per_block = (t.per_block / (t.rows * t.cols).max(1)).max(1);
+        let blocks: Vec<(usize, usize, usize)> = if t.images_per_block() > 1 {
+            let per_block = t.images_per_block();
             (0..run)
                 .step_by(per_block)
                 .map(|i0| (i0, per_block.min(run - i0), 0))

@@ -10,7 +10,7 @@ use crate::backend::ops::test_values;
 type Shape4 = (usize, usize, usize, usize);
 
 /// Input shape, `(kernel, filters)` and padding of the cases both tests run.
-const CASES: [(Shape4, (usize, usize), Padding); 7] = [
+const CASES: [(Shape4, (usize, usize), Padding); 8] = [
     ((2, 9, 7, 16), (3, 24), Padding::Same),
     ((1, 8, 10, 40), (3, 20), Padding::Valid),
     ((3, 14, 14, 32), (3, 64), Padding::Same),
@@ -20,6 +20,8 @@ const CASES: [(Shape4, (usize, usize), Padding); 7] = [
     ((2, 9, 11, 20), (2, 20), Padding::Same),
     ((1, 10, 7, 8), (2, 12), Padding::Valid),
     ((2, 24, 40, 20), (2, 20), Padding::Same),
+    // 16 tiles an image: the backward's runs of 3, 2 and 4 whole images, one block each.
+    ((9, 8, 8, 16), (3, 16), Padding::Same),
 ];
 
 fn geometry(
@@ -232,6 +234,8 @@ fn conv_cases() -> Vec<ConvGeometry> {
         ((1, 27, 41, 9), (3, 17), Padding::Valid),
         ((2, 25, 35, 20), (2, 20), Padding::Same),
         ((3, 32, 32, 16), (3, 16), Padding::Same),
+        // 4 tiles an image: the backward's runs of 3, 2 and 4 whole images, one block each.
+        ((9, 7, 7, 16), (3, 24), Padding::Same),
     ] {
         cases.extend(conv_geometry(shape, filters, padding));
     }
@@ -464,6 +468,8 @@ fn a_mapped_input_is_the_batch_mapped_first() {
         ((3, 9, 7, 12), (3, 5), Padding::Valid),
         ((2, 8, 8, 16), (3, 16), Padding::Same),
         ((3, 32, 32, 16), (3, 16), Padding::Same),
+        // The backward's blocks of whole images.
+        ((9, 7, 7, 16), (3, 16), Padding::Same),
     ];
     for (shape, filters, padding) in cases {
         let Some(g) = conv_geometry(shape, filters, padding) else {
