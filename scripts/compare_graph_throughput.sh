@@ -5,7 +5,7 @@
 #
 # Usage (from the repository root, strata built with `cargo build --release`):
 #   scripts/compare_graph_throughput.sh [--batch 32] [--threads 2] [--warmup 5] [--steps 30]
-#                                       [--repeats 3] [--out DIR] [MODEL...]
+#                                       [--repeats 3] [--rounds 1] [--out DIR] [MODEL...]
 # MODEL: resnet_small mobilenetv2_small (the default) or fashion_resnet — specs/examples/MODEL.yaml,
 # with its hand-written equivalents in scripts/keras_examples.py and scripts/torch_examples.py.
 #
@@ -26,6 +26,11 @@
 # "Maximum resident set size"; without /usr/bin/time the Python scripts' own ru_maxrss is used
 # and strata's is left blank). Raw outputs go to DIR (default: a new temporary folder).
 #
+# --rounds N runs the whole sequence (every model: strata, Keras, PyTorch) N times over and
+# prints each round's row and, per model, the median of the rounds' ratios: a machine whose
+# speed drifts between one process and the next moves a single round's ratio by a quarter or
+# more, and a ratio taken within a round and then over rounds moves less.
+#
 # Measure on an otherwise idle machine: on a busy one the numbers swing by 2x or more, and
 # PyTorch's OpenMP threads, which spin while they wait, can lose 10x (OMP_WAIT_POLICY=PASSIVE,
 # passed through from the environment, avoids that but is not how PyTorch runs by default).
@@ -34,7 +39,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-BATCH=32 THREADS=2 WARMUP=5 STEPS=30 REPEATS=3 OUT=""
+BATCH=32 THREADS=2 WARMUP=5 STEPS=30 REPEATS=3 ROUNDS=1 OUT=""
 MODELS=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -43,6 +48,7 @@ while [ $# -gt 0 ]; do
         --warmup) WARMUP=$2; shift 2 ;;
         --steps) STEPS=$2; shift 2 ;;
         --repeats) REPEATS=$2; shift 2 ;;
+        --rounds) ROUNDS=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "unknown option: $1" >&2; exit 2 ;;
@@ -86,24 +92,35 @@ run() {
     fi
 }
 
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "--rounds takes a whole number from 1" >&2; exit 2; }
 for model in "${MODELS[@]}"; do
-    spec=specs/examples/$model.yaml
-    [ -f "$spec" ] || { echo "no such spec: $spec" >&2; exit 2; }
-    echo "$model:" >&2
-    run "$model.strata" env RAYON_NUM_THREADS="$THREADS" "$STRATA" bench "$spec" \
-        --batch-size "$BATCH" --steps "$STEPS" --repeats "$REPEATS" --warmup "$WARMUP" \
-        --format json
-    common=(--batch "$BATCH" --threads "$THREADS" --warmup "$WARMUP" --steps "$STEPS"
-            --repeats "$REPEATS")
-    run "$model.keras" "$KERAS_PY" scripts/throughput.py keras "$model" "${common[@]}"
-    run "$model.torch" env JEMALLOC="$JEMALLOC" "$TORCH_PY" scripts/throughput.py torch "$model" \
-        "${common[@]}"
+    [ -f "specs/examples/$model.yaml" ] || { echo "no such spec: specs/examples/$model.yaml" >&2; exit 2; }
 done
 
-python3 - "$OUT" "${MODELS[@]}" <<'EOF'
-import json, re, sys
+# The raw outputs of round R of MODEL: MODEL.FRAMEWORK (one round) or MODEL.rR.FRAMEWORK.
+prefix() { if [ "$ROUNDS" -eq 1 ]; then echo "$1"; else echo "$1.r$2"; fi; }
 
-out, models = sys.argv[1], sys.argv[2:]
+for round in $(seq "$ROUNDS"); do
+    [ "$ROUNDS" -eq 1 ] || echo "round $round of $ROUNDS" >&2
+    for model in "${MODELS[@]}"; do
+        spec=specs/examples/$model.yaml
+        name=$(prefix "$model" "$round")
+        echo "$model:" >&2
+        run "$name.strata" env RAYON_NUM_THREADS="$THREADS" "$STRATA" bench "$spec" \
+            --batch-size "$BATCH" --steps "$STEPS" --repeats "$REPEATS" --warmup "$WARMUP" \
+            --format json
+        common=(--batch "$BATCH" --threads "$THREADS" --warmup "$WARMUP" --steps "$STEPS"
+                --repeats "$REPEATS")
+        run "$name.keras" "$KERAS_PY" scripts/throughput.py keras "$model" "${common[@]}"
+        run "$name.torch" env JEMALLOC="$JEMALLOC" "$TORCH_PY" scripts/throughput.py torch \
+            "$model" "${common[@]}"
+    done
+done
+
+python3 - "$OUT" "$ROUNDS" "${MODELS[@]}" <<'EOF'
+import json, re, statistics, sys
+
+out, rounds, models = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 
 
 def last_json(path):
@@ -120,41 +137,61 @@ def fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
 
-rows, summary = [], []
-for model in models:
-    s = last_json(f"{out}/{model}.strata.json")
-    k = last_json(f"{out}/{model}.keras.json")
-    t = last_json(f"{out}/{model}.torch.json")
-    rec = {"model": model,
-           "strata": {"train_ips": s["train_images_per_s"], "infer_ips": s["infer_images_per_s"],
-                      "threads": s["threads"],
-                      "peak_rss_mib": peak_rss_mib(f"{out}/{model}.strata.err")},
-           "keras": {"train_ips": k["train_ips"], "infer_ips": k["infer_ips"],
-                     "peak_rss_mib": peak_rss_mib(f"{out}/{model}.keras.err", k["peak_rss_mib"])},
-           "torch": {"train_ips": t["train_ips"], "infer_ips": t["infer_ips"],
-                     "allocator": t["allocator"],
-                     "peak_rss_mib": peak_rss_mib(f"{out}/{model}.torch.err", t["peak_rss_mib"])}}
-    best_train = max(k["train_ips"], t["train_ips"])
-    best_infer = max(k["infer_ips"], t["infer_ips"])
-    rec["train_ratio"] = s["train_images_per_s"] / best_train
-    rec["infer_ratio"] = s["infer_images_per_s"] / best_infer
-    summary.append(rec)
+def prefix(model, r):
+    return model if rounds == 1 else f"{model}.r{r}"
+
+
+summary = []
+for r in range(1, rounds + 1):
+    for model in models:
+        name = prefix(model, r)
+        s = last_json(f"{out}/{name}.strata.json")
+        k = last_json(f"{out}/{name}.keras.json")
+        t = last_json(f"{out}/{name}.torch.json")
+        rec = {"model": model, "round": r,
+               "strata": {"train_ips": s["train_images_per_s"],
+                          "infer_ips": s["infer_images_per_s"], "threads": s["threads"],
+                          "peak_rss_mib": peak_rss_mib(f"{out}/{name}.strata.err")},
+               "keras": {"train_ips": k["train_ips"], "infer_ips": k["infer_ips"],
+                         "peak_rss_mib": peak_rss_mib(f"{out}/{name}.keras.err",
+                                                      k["peak_rss_mib"])},
+               "torch": {"train_ips": t["train_ips"], "infer_ips": t["infer_ips"],
+                         "allocator": t["allocator"],
+                         "peak_rss_mib": peak_rss_mib(f"{out}/{name}.torch.err",
+                                                      t["peak_rss_mib"])}}
+        best_train = max(k["train_ips"], t["train_ips"])
+        best_infer = max(k["infer_ips"], t["infer_ips"])
+        rec["train_ratio"] = s["train_images_per_s"] / best_train
+        rec["infer_ratio"] = s["infer_images_per_s"] / best_infer
+        summary.append(rec)
 
 head = ("model", "strata train", "keras train", "torch train", "ratio",
         "strata infer", "keras infer", "torch infer", "ratio",
         "RSS MiB strata/keras/torch")
+if rounds > 1:
+    head = ("round",) + head
 print("images/s (median); ratio = strata / max(keras, torch)")
 print(" | ".join(head))
 print(" | ".join("---" for _ in head))
 for r in summary:
     s, k, t = r["strata"], r["keras"], r["torch"]
     rss = "/".join(fmt(x["peak_rss_mib"], ".0f") for x in (s, k, t))
-    print(" | ".join([r["model"],
-                      fmt(s["train_ips"], ".1f"), fmt(k["train_ips"], ".1f"),
-                      fmt(t["train_ips"], ".1f"), fmt(r["train_ratio"], ".2f"),
-                      fmt(s["infer_ips"], ".1f"), fmt(k["infer_ips"], ".1f"),
-                      fmt(t["infer_ips"], ".1f"), fmt(r["infer_ratio"], ".2f"), rss]))
+    row = [r["model"],
+           fmt(s["train_ips"], ".1f"), fmt(k["train_ips"], ".1f"),
+           fmt(t["train_ips"], ".1f"), fmt(r["train_ratio"], ".2f"),
+           fmt(s["infer_ips"], ".1f"), fmt(k["infer_ips"], ".1f"),
+           fmt(t["infer_ips"], ".1f"), fmt(r["infer_ratio"], ".2f"), rss]
+    print(" | ".join(([str(r["round"])] if rounds > 1 else []) + row))
+medians = {}
+if rounds > 1:
+    print(f"median of the {rounds} rounds' ratios, training / inference:")
+    for model in models:
+        recs = [r for r in summary if r["model"] == model]
+        train = statistics.median(r["train_ratio"] for r in recs)
+        infer = statistics.median(r["infer_ratio"] for r in recs)
+        medians[model] = {"train_ratio": train, "infer_ratio": infer}
+        print(f"  {model}: {train:.2f} / {infer:.2f}")
 with open(f"{out}/summary.json", "w") as f:
-    json.dump(summary, f, indent=1)
+    json.dump({"rounds": summary, "medians": medians} if rounds > 1 else summary, f, indent=1)
 print(f"(raw outputs and summary.json in {out})")
 EOF
