@@ -1457,6 +1457,8 @@ mod tests {
     /// the weight and bias gradients are unchanged.
     #[test]
     fn an_overwritten_input_gradient_is_the_one_added_into_zeros() {
+        // Both runs must take one vector kind (`every_vector_kind_agrees` forces others).
+        let _kinds = lanes::kind_lock();
         for case in [
             ((9, 14), (3, 3), (1, 1), Padding::Same, 19, 1),
             ((16, 16), (3, 3), (2, 2), Padding::Same, 40, 1),
@@ -1487,6 +1489,8 @@ mod tests {
     /// applied to the whole batch first: the output and all three gradients.
     #[test]
     fn a_mapped_input_is_the_batch_mapped_first() {
+        // Both runs must take one vector kind (`every_vector_kind_agrees` forces others).
+        let _kinds = lanes::kind_lock();
         for case in [
             ((9, 14), (3, 3), (1, 1), Padding::Same, 19, 1),
             ((16, 16), (3, 3), (2, 2), Padding::Same, 40, 1),
