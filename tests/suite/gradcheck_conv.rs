@@ -117,6 +117,21 @@ fn conv_same_odd_kernel_strided() {
 }
 
 #[test]
+fn conv_strided_over_runs_of_images() {
+    // 9 images: the weight gradient's runs of 3, 2 and 4 images, each one product.
+    let cfg = config((3, 3), (2, 2), Padding::Same, false);
+    run_case(
+        "conv 3x3 same stride 2, 9 images",
+        &Case {
+            input: (9, 5, 6, 2),
+            filters: 3,
+            cfg,
+            bias: true,
+        },
+    );
+}
+
+#[test]
 fn conv_valid_rectangular_relu() {
     let cfg = config((2, 3), (2, 1), Padding::Valid, true);
     run_case(
