@@ -54,7 +54,8 @@ pub(super) struct Split {
 /// layer's output for one image) to be split: below it, a pass is a few hundred microseconds
 /// and the threads' start and meeting cost more than the cores save. 2^17 values: a batch of
 /// 32 `mnist_mlp` images (394 values an image) is not split, one of 2 `fashion_resnet` images
-/// (about 300,000) is.
+/// (about 300,000) is large enough (a training step also needs shares of 3 images or more: see
+/// [`ranks_for`]).
 pub const MIN_SPLIT_VALUES: usize = 1 << 17;
 
 /// Whether a pass of `model` over `batch` images is large enough to split over the cores
