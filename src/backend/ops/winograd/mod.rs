@@ -748,8 +748,8 @@ impl<V: Variant> WithSimd for BackwardRun<'_, '_, V> {
         let (in_image, grad_len) = ops.lens;
         // (first image, images, first tile row) of each block.
         let run = grad_images.len();
-        let blocks: Vec<(usize, usize, usize)> = if t.images_per_block() > 1 {
-            let per_block = t.images_per_block();
+        let per_block = t.images_per_block();
+        let blocks: Vec<(usize, usize, usize)> = if per_block > 1 {
             (0..run)
                 .step_by(per_block)
                 .map(|i0| (i0, per_block.min(run - i0), 0))
