@@ -60,6 +60,7 @@ pub fn relative(path: &Path) -> String {
         .replace('\\', "/")
 }
 pub mod gradcheck;
+pub mod reference;
 pub mod run;
 
 /// One language-server frame (`Content-Length` header, blank line, JSON body) from `reader`;

@@ -6,6 +6,7 @@
 use crate::common;
 
 use common::gradcheck::{check, weighted_sum, Rng};
+use common::reference::{activated, errors, loss_weights, Worst, ACTIVATIONS};
 use dfdx::prelude::*;
 use strata::backend::ops::depthwise::{
     depthwise_conv2d, weight_from_checkpoint, weight_to_checkpoint, DepthwiseConfig,
@@ -108,19 +109,6 @@ fn reference_grads(case: &Case, x: &[f32], w: &[f32], dz: &[f64]) -> [Vec<f64>; 
     [gx, gw, gb]
 }
 
-/// The activation's derivative at `z`, and whether `z` is too close to a kink to compare.
-fn derivative(act: FusedActivation, z: f64) -> (f64, bool) {
-    let near = |k: f64| (z - k).abs() < 1e-4;
-    match act {
-        FusedActivation::Linear => (1.0, false),
-        FusedActivation::Relu => (f64::from(u8::from(z > 0.0)), near(0.0)),
-        FusedActivation::Relu6 => (
-            f64::from(u8::from(z > 0.0 && z < 6.0)),
-            near(0.0) || near(6.0),
-        ),
-    }
-}
-
 /// Runs the op with loss weights `go`: its output and `(input, checkpoint weight, bias)`
 /// gradients, the input gradient on top of `prior` (what the slot held before).
 fn run_op(
@@ -169,28 +157,6 @@ fn run_op(
     (values, [gx, gw, gb])
 }
 
-/// Largest `|a - b|` relative to the tensor's scale (`1 + max |b|`), and absolute.
-fn errors(a: &[f32], b: &[f64]) -> (f64, f64) {
-    assert_eq!(a.len(), b.len());
-    let scale = 1.0 + b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let abs = a
-        .iter()
-        .zip(b)
-        .fold(0.0f64, |m, (&a, &b)| m.max((f64::from(a) - b).abs()));
-    (abs / scale, abs)
-}
-
-/// The worst errors seen: forward, input, weight, bias.
-#[derive(Default, Debug)]
-struct Worst([(f64, f64); 4]);
-
-impl Worst {
-    fn note(&mut self, which: usize, (rel, abs): (f64, f64)) {
-        let w = &mut self.0[which];
-        *w = (w.0.max(rel), w.1.max(abs));
-    }
-}
-
 /// Compares the op with the reference on `case`; returns the worst errors.
 fn compare(case: &Case, seed: u64, worst: &mut Worst) {
     let (n, h, w, c) = case.input;
@@ -202,24 +168,9 @@ fn compare(case: &Case, seed: u64, worst: &mut Worst) {
     let bias = case.bias.then(|| rng.vec(cm, -1.0, 1.0));
     let pre = reference_preact(case, &x, &weights, bias.as_deref());
     let act = case.cfg.activation;
-    // Loss weights; zero where a pre-activation sits on a kink (f32 and f64 may disagree).
-    let mut go = rng.vec(pre.len(), -1.0, 1.0);
-    let mut dz = vec![0.0; pre.len()];
-    for ((g, d), &z) in go.iter_mut().zip(&mut dz).zip(&pre) {
-        let (slope, kink) = derivative(act, z);
-        if kink {
-            *g = 0.0;
-        }
-        *d = f64::from(*g) * slope;
-    }
+    let (go, dz) = loss_weights(&mut rng, &pre, act);
     let (out, [gx, gw, gb]) = run_op(case, &x, &weights, bias.as_deref(), &go, None);
-    let expected: Vec<f64> = pre
-        .iter()
-        .map(|&z| match act.bounds() {
-            None => z,
-            Some((lo, hi)) => z.max(f64::from(lo)).min(f64::from(hi)),
-        })
-        .collect();
+    let expected = activated(&pre, act);
     let [rx, rw, rb] = reference_grads(case, &x, &weights, &dz);
     let label = format!("{case:?}");
     let tolerances = [1e-5, 1e-5, 1e-5, 1e-5];
@@ -260,15 +211,9 @@ fn config(
     }
 }
 
-const ACTIVATIONS: [FusedActivation; 3] = [
-    FusedActivation::Linear,
-    FusedActivation::Relu,
-    FusedActivation::Relu6,
-];
-
 #[test]
 fn depthwise_matches_f64_reference_on_a_grid() {
-    let mut worst = Worst::default();
+    let mut worst = Worst::new(&["forward", "input", "weight", "bias"]);
     let mut index = 0u64;
     for channels in [1, 3, 8, 17, 32] {
         for multiplier in [1, 2] {
@@ -295,14 +240,14 @@ fn depthwise_matches_f64_reference_on_a_grid() {
             }
         }
     }
-    eprintln!("depthwise grid ({index} cases), worst (relative, absolute) errors: forward {:?}, input {:?}, weight {:?}, bias {:?}", worst.0[0], worst.0[1], worst.0[2], worst.0[3]);
+    worst.print(&format!("depthwise grid ({index} cases)"));
 }
 
 #[test]
 fn depthwise_matches_f64_reference_across_row_blocks() {
     // Tall images: the backward pass splits each into several blocks of rows (even blocks,
     // then odd), whose input rows overlap.
-    let mut worst = Worst::default();
+    let mut worst = Worst::new(&["forward", "input", "weight", "bias"]);
     for (seed, (input, kernel, stride, multiplier)) in [
         ((2, 150, 24, 17), (3, 3), (1, 1), 2),
         ((1, 161, 20, 32), (5, 3), (2, 2), 1),
@@ -321,7 +266,7 @@ fn depthwise_matches_f64_reference_across_row_blocks() {
             compare(&case, 100 + seed as u64, &mut worst);
         }
     }
-    eprintln!("depthwise tall images, worst (relative, absolute) errors: forward {:?}, input {:?}, weight {:?}, bias {:?}", worst.0[0], worst.0[1], worst.0[2], worst.0[3]);
+    worst.print("depthwise tall images");
 }
 
 #[test]

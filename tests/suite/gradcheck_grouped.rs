@@ -6,6 +6,7 @@
 use crate::common;
 
 use common::gradcheck::{check, weighted_sum, Rng};
+use common::reference::{activated, errors, loss_weights, Worst, ACTIVATIONS};
 use dfdx::prelude::*;
 use strata::backend::ops::depthwise_kernels::FusedActivation;
 use strata::backend::ops::geometry::{Axis1, Padding};
@@ -118,19 +119,6 @@ fn reference_grads(case: &Case, x: &[f32], w: &[f32], dz: &[f64]) -> [Vec<f64>; 
     [gx, gw, gb]
 }
 
-/// The activation's derivative at `z`, and whether `z` is too close to a kink to compare.
-fn derivative(act: FusedActivation, z: f64) -> (f64, bool) {
-    let near = |k: f64| (z - k).abs() < 1e-4;
-    match act {
-        FusedActivation::Linear => (1.0, false),
-        FusedActivation::Relu => (f64::from(u8::from(z > 0.0)), near(0.0)),
-        FusedActivation::Relu6 => (
-            f64::from(u8::from(z > 0.0 && z < 6.0)),
-            near(0.0) || near(6.0),
-        ),
-    }
-}
-
 /// Runs the op with loss weights `go`: output and `[input, checkpoint weight, bias]`
 /// gradients, the input gradient on top of `prior`.
 fn run_op(
@@ -181,40 +169,6 @@ fn run_op(
     (values, [gx, gw, gb])
 }
 
-/// Largest `|a - b|` relative to the tensor's scale (`1 + max |b|`), and absolute.
-fn errors(a: &[f32], b: &[f64]) -> (f64, f64) {
-    assert_eq!(a.len(), b.len());
-    let scale = 1.0 + b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let abs = a
-        .iter()
-        .zip(b)
-        .fold(0.0f64, |m, (&a, &b)| m.max((f64::from(a) - b).abs()));
-    (abs / scale, abs)
-}
-
-/// The worst (relative, absolute) errors seen: forward, input, weight, bias.
-#[derive(Default, Debug)]
-struct Worst([(f64, f64); 4]);
-
-impl Worst {
-    fn note(&mut self, which: usize, (rel, abs): (f64, f64)) {
-        let w = &mut self.0[which];
-        *w = (w.0.max(rel), w.1.max(abs));
-    }
-    fn print(&self, what: &str) {
-        let names = ["forward", "input", "weight", "bias"];
-        let parts: Vec<String> = names
-            .iter()
-            .zip(&self.0)
-            .map(|(n, (r, a))| format!("{n} {r:.2e} (abs {a:.2e})"))
-            .collect();
-        eprintln!(
-            "{what}: worst errors relative to scale: {}",
-            parts.join(", ")
-        );
-    }
-}
-
 fn compare(case: &Case, seed: u64, worst: &mut Worst) {
     let (n, h, w, c) = case.input;
     let (f, cg, kh, kw) = case.dims();
@@ -224,23 +178,9 @@ fn compare(case: &Case, seed: u64, worst: &mut Worst) {
     let bias = case.bias.then(|| rng.vec(f, -1.0, 1.0));
     let pre = reference_preact(case, &x, &weights, bias.as_deref());
     let act = case.cfg.activation;
-    let mut go = rng.vec(pre.len(), -1.0, 1.0);
-    let mut dz = vec![0.0; pre.len()];
-    for ((g, d), &z) in go.iter_mut().zip(&mut dz).zip(&pre) {
-        let (slope, kink) = derivative(act, z);
-        if kink {
-            *g = 0.0;
-        }
-        *d = f64::from(*g) * slope;
-    }
+    let (go, dz) = loss_weights(&mut rng, &pre, act);
     let (out, grads) = run_op(case, &x, &weights, bias.as_deref(), &go, None);
-    let expected: Vec<f64> = pre
-        .iter()
-        .map(|&z| match act.bounds() {
-            None => z,
-            Some((lo, hi)) => z.max(f64::from(lo)).min(f64::from(hi)),
-        })
-        .collect();
+    let expected = activated(&pre, act);
     let reference = reference_grads(case, &x, &weights, &dz);
     let label = format!("{case:?}");
     let mut compare_one = |which: usize, a: &[f32], b: &[f64]| {
@@ -276,15 +216,9 @@ fn config(
     }
 }
 
-const ACTIVATIONS: [FusedActivation; 3] = [
-    FusedActivation::Linear,
-    FusedActivation::Relu,
-    FusedActivation::Relu6,
-];
-
 #[test]
 fn grouped_matches_f64_reference_on_a_grid() {
-    let mut worst = Worst::default();
+    let mut worst = Worst::new(&["forward", "input", "weight", "bias"]);
     let mut index = 0u64;
     // (groups, input channels, filters): counts per group of 1, 2, 3, 4, 8, 17 and 32.
     for (groups, channels, filters) in [
@@ -322,7 +256,7 @@ fn grouped_matches_f64_reference_on_a_grid() {
 #[test]
 fn grouped_matches_f64_reference_across_blocks() {
     // Images of several blocks of output rows (the forward and backward work block by block).
-    let mut worst = Worst::default();
+    let mut worst = Worst::new(&["forward", "input", "weight", "bias"]);
     for (seed, (input, filters, kernel, stride, groups)) in [
         ((2, 40, 23, 16), 12, (3, 3), (1, 1), 4),
         ((1, 37, 30, 6), 9, (5, 3), (2, 2), 3),

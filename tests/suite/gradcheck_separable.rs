@@ -7,6 +7,7 @@
 use crate::common;
 
 use common::gradcheck::{check, weighted_sum, Rng};
+use common::reference::{activated, errors, loss_weights, Worst, ACTIVATIONS};
 use dfdx::prelude::*;
 use strata::backend::ops::depthwise_kernels::FusedActivation;
 use strata::backend::ops::geometry::{Axis1, Padding};
@@ -200,53 +201,6 @@ fn run_op(
     (values, [gx, gdw, gpw, gb])
 }
 
-/// Largest `|a - b|` relative to the tensor's scale (`1 + max |b|`), and absolute.
-fn errors(a: &[f32], b: &[f64]) -> (f64, f64) {
-    assert_eq!(a.len(), b.len());
-    let scale = 1.0 + b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let abs = a
-        .iter()
-        .zip(b)
-        .fold(0.0f64, |m, (&a, &b)| m.max((f64::from(a) - b).abs()));
-    (abs / scale, abs)
-}
-
-/// The worst (relative, absolute) errors seen: forward, input, depthwise, pointwise, bias.
-#[derive(Default, Debug)]
-struct Worst([(f64, f64); 5]);
-
-impl Worst {
-    fn note(&mut self, which: usize, (rel, abs): (f64, f64)) {
-        let w = &mut self.0[which];
-        *w = (w.0.max(rel), w.1.max(abs));
-    }
-    fn print(&self, what: &str) {
-        let names = ["forward", "input", "depthwise", "pointwise", "bias"];
-        let parts: Vec<String> = names
-            .iter()
-            .zip(&self.0)
-            .map(|(n, (r, a))| format!("{n} {r:.2e} (abs {a:.2e})"))
-            .collect();
-        eprintln!(
-            "{what}: worst errors relative to scale: {}",
-            parts.join(", ")
-        );
-    }
-}
-
-/// The activation's derivative at `z`, and whether `z` is too close to a kink to compare.
-fn derivative(act: FusedActivation, z: f64) -> (f64, bool) {
-    let near = |k: f64| (z - k).abs() < 1e-4;
-    match act {
-        FusedActivation::Linear => (1.0, false),
-        FusedActivation::Relu => (f64::from(u8::from(z > 0.0)), near(0.0)),
-        FusedActivation::Relu6 => (
-            f64::from(u8::from(z > 0.0 && z < 6.0)),
-            near(0.0) || near(6.0),
-        ),
-    }
-}
-
 fn random_weights(case: &Case, rng: &mut Rng) -> Weights {
     let (kh, kw) = case.cfg.kernel;
     let cm = case.mid_channels();
@@ -264,23 +218,9 @@ fn compare(case: &Case, seed: u64, worst: &mut Worst) {
     let weights = random_weights(case, &mut rng);
     let (mid, pre) = reference_forward(case, &x, &weights);
     let act = case.cfg.activation;
-    let mut go = rng.vec(pre.len(), -1.0, 1.0);
-    let mut dz = vec![0.0; pre.len()];
-    for ((g, d), &z) in go.iter_mut().zip(&mut dz).zip(&pre) {
-        let (slope, kink) = derivative(act, z);
-        if kink {
-            *g = 0.0;
-        }
-        *d = f64::from(*g) * slope;
-    }
+    let (go, dz) = loss_weights(&mut rng, &pre, act);
     let (out, grads) = run_op(case, &x, &weights, &go, None);
-    let expected: Vec<f64> = pre
-        .iter()
-        .map(|&z| match act.bounds() {
-            None => z,
-            Some((lo, hi)) => z.max(f64::from(lo)).min(f64::from(hi)),
-        })
-        .collect();
+    let expected = activated(&pre, act);
     let reference = reference_grads(case, &x, &weights, &mid, &dz);
     let label = format!("{case:?}");
     let mut compare_one = |which: usize, a: &[f32], b: &[f64]| {
@@ -316,15 +256,9 @@ fn config(
     }
 }
 
-const ACTIVATIONS: [FusedActivation; 3] = [
-    FusedActivation::Linear,
-    FusedActivation::Relu,
-    FusedActivation::Relu6,
-];
-
 #[test]
 fn separable_matches_f64_reference_on_a_grid() {
-    let mut worst = Worst::default();
+    let mut worst = Worst::new(&["forward", "input", "depthwise", "pointwise", "bias"]);
     let mut index = 0u64;
     for channels in [1, 3, 8, 17, 32] {
         for multiplier in [1, 2] {
@@ -353,7 +287,7 @@ fn separable_matches_f64_reference_on_a_grid() {
 #[test]
 fn separable_matches_f64_reference_across_row_blocks() {
     // Tall images: several blocks of rows per image, whose input rows and halos overlap.
-    let mut worst = Worst::default();
+    let mut worst = Worst::new(&["forward", "input", "depthwise", "pointwise", "bias"]);
     for (seed, (input, filters, kernel, stride, multiplier)) in [
         ((2, 120, 20, 17), 24, (3, 3), (1, 1), 2),
         ((1, 133, 16, 32), 9, (5, 3), (2, 2), 1),
