@@ -763,7 +763,13 @@ fn inverted_run(
 /// mirror for a reader of tensors.
 #[test]
 fn a_deferred_output_read_by_a_depthwise_op_equals_the_separate_ops() {
-    let cases: [InvertedCase; 2] = [((3, 6, 5, 4), 24, 1), ((2, 9, 8, 8), 48, 2)];
+    // The last case's depthwise backward runs each image in four blocks of rows: the batch
+    // norm's sums of an image are taken once its last block is done.
+    let cases: [InvertedCase; 3] = [
+        ((3, 6, 5, 4), 24, 1),
+        ((2, 9, 8, 8), 48, 2),
+        ((2, 60, 10, 4), 48, 1),
+    ];
     for (shape, wide, stride) in cases {
         let (n, h, w, c) = shape;
         let len = n * h * w * c;
@@ -801,5 +807,109 @@ fn a_deferred_output_read_by_a_depthwise_op_equals_the_separate_ops() {
                 }
             }
         }
+    }
+}
+
+/// `relu6(bn1(depthwise(b))) + relu6(bn2(depthwise(b)))` with `b = relu6(bn0(conv1x1(x)))`
+/// handed on as `handoff`, two fused depthwise ops reading it: output and the gradients of x,
+/// the expand weight and bn0's gamma and beta.
+fn two_readers_run(
+    values: &[Vec<f32>],
+    shape: (usize, usize, usize, usize),
+    handoff: Handoff,
+) -> Vec<Vec<f32>> {
+    let dev = Cpu::default();
+    let (c, wide) = (shape.3, values[2].len() / 9);
+    let x = dev.tensor_from_vec(values[0].clone(), shape);
+    let expand = Conv2dParams {
+        weight: dev.tensor_from_vec(values[1].clone(), (c, wide)),
+        bias: None,
+    };
+    let expand_cfg = Conv2dConfig {
+        kernel: (1, 1),
+        ..linear_3x3_same()
+    };
+    let dw = DepthwiseParams {
+        weight: dev.tensor_from_vec(values[2].clone(), (9, wide)),
+        bias: None,
+    };
+    let dw_cfg = DepthwiseConfig {
+        kernel: (3, 3),
+        stride: (1, 1),
+        padding: Padding::Same,
+        multiplier: 1,
+        activation: FusedActivation::Linear,
+        input_grad: true,
+    };
+    let relu6_cfg = BatchNormConfig {
+        activation: FusedActivation::Relu6,
+        training: true,
+        ..Default::default()
+    };
+    let mut bns = [
+        bn_params(&dev, &values[3], &values[4]),
+        bn_params(&dev, &values[5], &values[4]),
+        bn_params(&dev, &values[3], &values[5]),
+    ];
+    let [bn0, bn1, bn2] = &mut bns;
+    let Traced::Mirror(b, tape) = conv2d_batch_norm(
+        Traced::Tensor(x.leaky_trace()),
+        (&expand, &expand_cfg),
+        (bn0, &relu6_cfg),
+        (None, handoff),
+    ) else {
+        panic!("a mirror when asked for one")
+    };
+    let first = tensor(depthwise_batch_norm(
+        Traced::Mirror(b.clone(), tape),
+        (&dw, &dw_cfg),
+        (bn1, &relu6_cfg),
+        (None, Handoff::Tensor),
+    ));
+    let (first, tape) = first.split_tape();
+    let second = tensor(depthwise_batch_norm(
+        Traced::Mirror(b, tape),
+        (&dw, &dw_cfg),
+        (bn2, &relu6_cfg),
+        (None, Handoff::Tensor),
+    ));
+    let out = second + first;
+    let forward = out.as_vec();
+    let (_, grads) = weighted_sum(out, &values[6]);
+    vec![
+        forward,
+        grads.get(&x).as_vec(),
+        grads.get(&expand.weight).as_vec(),
+        grads.get(&bns[0].gamma).as_vec(),
+        grads.get(&bns[0].beta).as_vec(),
+    ]
+}
+
+/// A deferred output read by two fused depthwise ops: the first reader's backward takes the
+/// batch norm's per-image sums of its gradient, which no longer hold once the second reader
+/// adds its own, so the batch norm sums the whole gradient itself: the bits of a plain mirror.
+#[test]
+fn a_deferred_output_read_twice_equals_a_plain_mirror() {
+    let (shape, wide) = ((2, 12, 10, 4), 32);
+    let (n, h, w, c) = shape;
+    let mut rng = Rng::new(53);
+    let values = vec![
+        rng.vec(n * h * w * c, -2.0, 3.0),
+        rng.vec(c * wide, -0.5, 0.5),
+        rng.vec(9 * wide, -0.5, 0.5),
+        rng.vec(wide, 0.5, 2.0),
+        rng.vec(wide, -0.5, 1.5),
+        rng.vec(wide, 0.5, 2.0),
+        rng.vec(n * h * w * wide, -1.0, 1.0),
+    ];
+    let plain = two_readers_run(&values, shape, Handoff::Mirror);
+    assert!(
+        plain[3].iter().any(|&g| g != 0.0),
+        "bn0's gamma has a gradient"
+    );
+    let deferred = two_readers_run(&values, shape, Handoff::Deferred);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (k, (a, b)) in deferred.iter().zip(&plain).enumerate() {
+        assert_eq!(bits(a), bits(b), "result {k}");
     }
 }
