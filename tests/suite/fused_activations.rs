@@ -657,6 +657,52 @@ enum Way {
 /// An input shape, the expanded width and the depthwise convolution's stride.
 type InvertedCase = ((usize, usize, usize, usize), usize, usize);
 
+/// The layers of an inverted residual block's core: a 1x1 expand convolution, a 3x3 `same`
+/// depthwise one, and the training config of the batch norms (relu6) after them.
+struct Inverted {
+    expand: Conv2dParams,
+    expand_cfg: Conv2dConfig,
+    dw: DepthwiseParams,
+    dw_cfg: DepthwiseConfig,
+    relu6_cfg: BatchNormConfig,
+}
+
+/// [`Inverted`] from `c` to `wide` channels, the depthwise convolution with `stride`, from the
+/// expand weight, the depthwise weight and its bias.
+fn inverted_layers(
+    dev: &Cpu,
+    (c, wide, stride): (usize, usize, usize),
+    (expand, depthwise, bias): (&[f32], &[f32], Option<&[f32]>),
+) -> Inverted {
+    Inverted {
+        expand: Conv2dParams {
+            weight: dev.tensor_from_vec(expand.to_vec(), (c, wide)),
+            bias: None,
+        },
+        expand_cfg: Conv2dConfig {
+            kernel: (1, 1),
+            ..linear_3x3_same()
+        },
+        dw: DepthwiseParams {
+            weight: dev.tensor_from_vec(depthwise.to_vec(), (9, wide)),
+            bias: bias.map(|b| dev.tensor_from_vec(b.to_vec(), (wide,))),
+        },
+        dw_cfg: DepthwiseConfig {
+            kernel: (3, 3),
+            stride: (stride, stride),
+            padding: Padding::Same,
+            multiplier: 1,
+            activation: FusedActivation::Linear,
+            input_grad: true,
+        },
+        relu6_cfg: BatchNormConfig {
+            activation: FusedActivation::Relu6,
+            training: true,
+            ..Default::default()
+        },
+    }
+}
+
 /// The core of an inverted residual block, `relu6(bn1(depthwise3x3(relu6(bn0(conv1x1(x))))))`,
 /// the depthwise convolution with `stride`: output and gradients of x, both weights, the
 /// depthwise bias, both gammas and betas, and the moving statistics after the step.
@@ -666,37 +712,22 @@ fn inverted_run(
     way: Way,
 ) -> Vec<Vec<f32>> {
     let dev = Cpu::default();
-    let c = shape.3;
     let x = dev.tensor_from_vec(values[0].clone(), shape);
-    let expand = Conv2dParams {
-        weight: dev.tensor_from_vec(values[1].clone(), (c, wide)),
-        bias: None,
-    };
-    let expand_cfg = Conv2dConfig {
-        kernel: (1, 1),
-        ..linear_3x3_same()
-    };
-    let dw = DepthwiseParams {
-        weight: dev.tensor_from_vec(values[2].clone(), (9, wide)),
-        bias: Some(dev.tensor_from_vec(values[3].clone(), (wide,))),
-    };
-    let dw_cfg = DepthwiseConfig {
-        kernel: (3, 3),
-        stride: (stride, stride),
-        padding: Padding::Same,
-        multiplier: 1,
-        activation: FusedActivation::Linear,
-        input_grad: true,
-    };
+    let Inverted {
+        expand,
+        expand_cfg,
+        dw,
+        dw_cfg,
+        relu6_cfg,
+    } = inverted_layers(
+        &dev,
+        (shape.3, wide, stride),
+        (&values[1], &values[2], Some(&values[3])),
+    );
     let mut bns = [
         bn_params(&dev, &values[4], &values[5]),
         bn_params(&dev, &values[6], &values[7]),
     ];
-    let relu6_cfg = BatchNormConfig {
-        activation: FusedActivation::Relu6,
-        training: true,
-        ..Default::default()
-    };
     let [bn0, bn1] = &mut bns;
     let separate_second = |b: Image<Tape>, bn1: &mut BatchNormParams| {
         batch_norm(depthwise_conv2d(b, &dw, &dw_cfg), bn1, &relu6_cfg)
@@ -819,33 +850,18 @@ fn two_readers_run(
     handoff: Handoff,
 ) -> Vec<Vec<f32>> {
     let dev = Cpu::default();
-    let (c, wide) = (shape.3, values[2].len() / 9);
     let x = dev.tensor_from_vec(values[0].clone(), shape);
-    let expand = Conv2dParams {
-        weight: dev.tensor_from_vec(values[1].clone(), (c, wide)),
-        bias: None,
-    };
-    let expand_cfg = Conv2dConfig {
-        kernel: (1, 1),
-        ..linear_3x3_same()
-    };
-    let dw = DepthwiseParams {
-        weight: dev.tensor_from_vec(values[2].clone(), (9, wide)),
-        bias: None,
-    };
-    let dw_cfg = DepthwiseConfig {
-        kernel: (3, 3),
-        stride: (1, 1),
-        padding: Padding::Same,
-        multiplier: 1,
-        activation: FusedActivation::Linear,
-        input_grad: true,
-    };
-    let relu6_cfg = BatchNormConfig {
-        activation: FusedActivation::Relu6,
-        training: true,
-        ..Default::default()
-    };
+    let Inverted {
+        expand,
+        expand_cfg,
+        dw,
+        dw_cfg,
+        relu6_cfg,
+    } = inverted_layers(
+        &dev,
+        (shape.3, values[2].len() / 9, 1),
+        (&values[1], &values[2], None),
+    );
     let mut bns = [
         bn_params(&dev, &values[3], &values[4]),
         bn_params(&dev, &values[5], &values[4]),
