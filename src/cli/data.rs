@@ -96,7 +96,10 @@ fn render(report: &FolderReport) -> String {
         .iter()
         .map(|(mode, n)| format!("{mode} {}", grouped(*n as u64)))
         .collect();
-    out.push_str(&format!("  modes: {}\n", modes.join(", ")));
+    // A folder without a readable image has neither modes nor sizes to show.
+    if !modes.is_empty() {
+        out.push_str(&format!("  modes: {}\n", modes.join(", ")));
+    }
     if let (Some(min), Some(max)) = (report.min_size, report.max_size) {
         out.push_str(&format!(
             "  sizes: {}x{} to {}x{} (width x height)\n",

@@ -246,6 +246,24 @@ fn a_class_without_a_readable_image_is_an_error() {
 }
 
 #[test]
+fn a_folder_without_a_readable_image_reports_no_empty_lines() {
+    let dir = project();
+    for class in ["a", "b"] {
+        let class = dir.path().join("data").join(class);
+        std::fs::remove_dir_all(&class).ok();
+        std::fs::create_dir_all(&class).expect("mkdir");
+        std::fs::write(class.join("0.png"), b"not a png").expect("write");
+    }
+    let (code, text) = strata_bounded(dir.path(), &["data", "check", "data"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("0 images"), "{text}");
+    assert!(
+        !text.contains("modes:") && !text.contains("sizes:"),
+        "no modes or sizes to show: {text}"
+    );
+}
+
+#[test]
 fn class_names_that_are_not_utf8_are_refused() {
     let dir = project();
     let data = dir.path().join("data");
