@@ -99,6 +99,9 @@ done
 
 # The raw outputs of round R of MODEL: MODEL.FRAMEWORK (one round) or MODEL.rR.FRAMEWORK.
 prefix() { if [ "$ROUNDS" -eq 1 ]; then echo "$1"; else echo "$1.r$2"; fi; }
+# The Python peers' options, the same for every model and round.
+common=(--batch "$BATCH" --threads "$THREADS" --warmup "$WARMUP" --steps "$STEPS"
+        --repeats "$REPEATS")
 
 for round in $(seq "$ROUNDS"); do
     [ "$ROUNDS" -eq 1 ] || echo "round $round of $ROUNDS" >&2
@@ -109,8 +112,6 @@ for round in $(seq "$ROUNDS"); do
         run "$name.strata" env RAYON_NUM_THREADS="$THREADS" "$STRATA" bench "$spec" \
             --batch-size "$BATCH" --steps "$STEPS" --repeats "$REPEATS" --warmup "$WARMUP" \
             --format json
-        common=(--batch "$BATCH" --threads "$THREADS" --warmup "$WARMUP" --steps "$STEPS"
-                --repeats "$REPEATS")
         run "$name.keras" "$KERAS_PY" scripts/throughput.py keras "$model" "${common[@]}"
         run "$name.torch" env JEMALLOC="$JEMALLOC" "$TORCH_PY" scripts/throughput.py torch \
             "$model" "${common[@]}"
