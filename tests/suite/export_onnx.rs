@@ -22,10 +22,10 @@ use strata::ir::Model;
 use tract_onnx::prelude::*;
 
 /// The largest difference allowed between a probability from tract and from strata.
-const TOLERANCE: f32 = 1e-5;
+pub(crate) const TOLERANCE: f32 = 1e-5;
 /// The largest relative difference allowed: a 1000-class model's probabilities are near 1e-3,
 /// where 1e-5 alone would let a wrong export through. Seen: at most 6.4e-6 (ResNet50).
-const RELATIVE_TOLERANCE: f32 = 1e-4;
+pub(crate) const RELATIVE_TOLERANCE: f32 = 1e-4;
 
 /// Every op and activation of the language, with a binary sigmoid head
 /// (`scripts/onnx_check.py` runs it through ONNX Runtime too).
@@ -123,7 +123,7 @@ fn max_difference(a: &[f32], b: &[f32]) -> f32 {
 
 /// Exports `spec_text` with random weights and compares tract with strata on two images;
 /// returns the largest absolute and relative differences.
-fn random_weights_difference(spec_text: &str, name: &str) -> (f32, f32) {
+pub(crate) fn random_weights_difference(spec_text: &str, name: &str) -> (f32, f32) {
     let model = strata::compile(spec_text, name)
         .model
         .expect("spec compiles");

@@ -38,6 +38,7 @@ mod gradcheck_separable;
 mod graph_commands;
 mod graph_parity;
 mod graph_properties;
+mod graph_training_fuzz;
 mod graphs;
 mod hostile_data;
 mod inference;
