@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod data_parallel;
 pub mod forward;
+pub mod memory;
 pub mod network;
 pub mod ops;
 pub mod optimizer;

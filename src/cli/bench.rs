@@ -2,8 +2,9 @@
 //! images/s on synthetic input of the spec's shape (docs/commands.md). Warm-up steps first, then
 //! the median of several timed repeats.
 
-use super::output::{file_stem, outln, read_spec, DiagnosticPrinter, OutputFormat};
+use super::output::{check_memory, file_stem, outln, read_spec, DiagnosticPrinter, OutputFormat};
 use super::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
+use crate::backend::memory::Pass;
 use crate::backend::network::Network;
 use crate::backend::ops::profile;
 use crate::backend::optimizer::Optimizer;
@@ -89,6 +90,9 @@ pub fn run(path: &Path, args: BenchArgs, format: OutputFormat) -> u8 {
     if let Err(message) = check_batch_bytes(batch, per_image) {
         eprintln!("error: {message}");
         return EXIT_USAGE;
+    }
+    if let Err(code) = check_memory(&model, batch, Pass::Training, &mut printer, &source) {
+        return code;
     }
     let mut network = Network::new(&model, model.train.seed);
     let mut optimizer = Optimizer::new(&model.train);

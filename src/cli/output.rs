@@ -224,3 +224,25 @@ pub fn file_stem(path: &Path) -> String {
         |stem| stem.to_string_lossy().into_owned(),
     )
 }
+
+/// Prints the memory check ([`crate::backend::memory::check`]) of `pass` on `batch` images of
+/// `model`: a warning when it may not fit, and `Err` with exit status 1 when it cannot.
+pub(super) fn check_memory(
+    model: &crate::ir::Model,
+    batch: usize,
+    pass: crate::backend::memory::Pass,
+    printer: &mut DiagnosticPrinter,
+    source: &SourceFile,
+) -> Result<(), u8> {
+    use crate::backend::memory;
+    let Some(diagnostic) = memory::check(model, batch, pass, memory::available()) else {
+        return Ok(());
+    };
+    let refused = diagnostic.is_error();
+    printer.print(&[diagnostic], source);
+    if refused {
+        Err(super::EXIT_ERROR)
+    } else {
+        Ok(())
+    }
+}

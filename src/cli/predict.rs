@@ -3,8 +3,9 @@
 //! among the images means every image file in it. Human output is one line per image with the
 //! top classes; `--format json` prints one `{"path","class","probabilities"}` object per line.
 
-use super::output::{outln, shown, DiagnosticPrinter, OutputFormat};
+use super::output::{check_memory, outln, shown, DiagnosticPrinter, OutputFormat};
 use super::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
+use crate::backend::memory::Pass;
 use crate::diagnostics::SourceFile;
 use crate::infer::trained::RUN_CHECKPOINTS;
 use crate::infer::{errors, image_files, predict_files, LoadError, Prediction, Trained};
@@ -41,9 +42,19 @@ pub fn run(args: &PredictArgs<'_>, format: OutputFormat) -> u8 {
     let batch_size = args
         .batch_size
         .unwrap_or(trained.model.train.batch_size as usize);
+    let source = SourceFile::new(args.run.display().to_string(), "");
+    let batch = batch_size.clamp(1, files.len());
+    if let Err(code) = check_memory(
+        &trained.model,
+        batch,
+        Pass::Inference,
+        &mut printer,
+        &source,
+    ) {
+        return code;
+    }
     let result = predict_files(&mut trained, &files, batch_size);
     if !result.skipped.is_empty() {
-        let source = SourceFile::new(args.run.display().to_string(), "");
         printer.print(&[errors::skipped_images(&result.skipped)], &source);
     }
     let width = result

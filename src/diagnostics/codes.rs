@@ -90,6 +90,9 @@ pub const RUN_OPTIMIZER_STATE: &str = "strata::run::optimizer_state";
 pub const RUN_NO_TRAINING_DATA: &str = "strata::run::no_training_data";
 /// `--resume`: the training folder's classes changed since the run started.
 pub const RUN_CLASSES_CHANGED: &str = "strata::run::classes_changed";
+/// A training step or inference pass on the batch cannot fit in the machine's memory (an
+/// error), or may not (a warning).
+pub const RUN_OUT_OF_MEMORY: &str = "strata::run::out_of_memory";
 
 /// The codes about run folders and resuming, reported by `strata train`.
 pub const RUN: &[&str] = &[
@@ -102,6 +105,7 @@ pub const RUN: &[&str] = &[
     RUN_OPTIMIZER_STATE,
     RUN_NO_TRAINING_DATA,
     RUN_CLASSES_CHANGED,
+    RUN_OUT_OF_MEMORY,
 ];
 
 /// The codes about image folders, reported by the data stage (tested on generated folders).

@@ -12,6 +12,7 @@ use super::run_folder::RunClaim;
 use super::state::{RunState, STATE_KEY};
 use super::TrainError;
 use crate::backend::checkpoint::{self, Checkpoint, NamedTensor, STATE_PREFIX};
+use crate::backend::memory;
 use crate::backend::network::Network;
 use crate::backend::optimizer::{import_state, Optimizer};
 use crate::backend::schedule::LrSchedule;
@@ -199,6 +200,24 @@ impl Gate {
     }
 }
 
+/// The `strata::run::out_of_memory` refusal of a training step (on this rank's share of the
+/// batch) that cannot fit in this machine's memory; its warning when it may not.
+fn check_memory(
+    model: &Model,
+    state: &RunState,
+    world: &dyn Collective,
+    source: &SourceFile,
+) -> Result<Option<Diagnostic>, TrainError> {
+    let share = state.batch_size / (world.size() as u64).max(1);
+    let share = usize::try_from(share).unwrap_or(usize::MAX).max(1);
+    match memory::check(model, share, memory::Pass::Training, memory::available()) {
+        Some(diagnostic) if diagnostic.is_error() => {
+            Err(TrainError::Diagnostics(source.clone(), vec![diagnostic]))
+        }
+        other => Ok(other),
+    }
+}
+
 /// The `strata::run::usage` refusal of a global batch that does not split over the ranks.
 fn check_batch_split(batch_size: u64, world: &dyn Collective) -> Result<(), TrainError> {
     let ranks = world.size() as u64;
@@ -320,8 +339,10 @@ fn prepare_new(
         reduce_lr: Default::default(),
     };
     check_batch_split(state.batch_size, gate.world)?;
-    let (train, validation, classes, warnings, counts) =
+    let memory = check_memory(&model, &state, gate.world, &source)?;
+    let (train, validation, classes, mut warnings, counts) =
         data_loaders(&model, &state, &source, request.cache_mb)?;
+    warnings.extend(memory);
     check_monitors(&model, spec.as_ref(), &source, validation.is_some())?;
     let class_weights = weights_of(&model, &classes, &counts, spec.as_ref(), &source)?;
     state.classes = classes;
@@ -411,8 +432,10 @@ fn prepare_resume(
         checkpoint.spec.clone(),
     );
     let (model, spec) = compile_model(&checkpoint.spec, &source, "model")?;
+    let memory = check_memory(&model, &state, gate.world, &source)?;
     let (train, validation, classes, mut warnings, counts) =
         data_loaders(&model, &state, &source, request.cache_mb)?;
+    warnings.extend(memory);
     if classes != state.classes {
         return Err(TrainError::Diagnostics(
             source,

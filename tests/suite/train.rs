@@ -115,6 +115,31 @@ fn data_errors_stop_before_training() {
     );
 }
 
+/// A spec whose training step needs more than 500 GB (twice a 1024x1024x1024 output of 4 GiB
+/// per image, 64 images): more memory than any machine that runs the tests.
+const HUGE: &str = "input: 1024x1024x3\nclasses: 3\nmodel: conv3(1024, pad=same) relu -> gap -> dense3 softmax\ntrain:\n  batch_size: 64\ndata:\n  train: data/train\n";
+
+#[test]
+fn a_step_that_cannot_fit_in_memory_is_refused_before_anything_is_written() {
+    let dir = project(HUGE);
+    for args in [
+        &["train", "spec.yaml", "--out", "run"][..],
+        &["bench", "spec.yaml", "--steps", "1"],
+    ] {
+        let output = strata(dir.path(), args);
+        let log = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {log}");
+        assert!(
+            log.contains("strata::run::out_of_memory")
+                && log.contains("a training step on 64 images of 1024x1024x3 needs at least")
+                && log.contains("batch_size"),
+            "{args:?}: {log}"
+        );
+    }
+    assert!(!dir.path().join("run").exists(), "no run folder");
+    assert!(!dir.path().join("runs").exists(), "no default run folder");
+}
+
 #[test]
 fn a_nan_loss_names_the_epoch_and_batch() {
     let dir = project(SPEC);
