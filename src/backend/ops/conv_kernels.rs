@@ -721,6 +721,14 @@ mod tests {
             (2, (9, 9), 1, 1, Padding::Same, 7, 3),
             (2, (1, 1), 1, 1, Padding::Same, 16, 16),
             (3, (8, 8), 3, 1, Padding::Same, 16, 32),
+            // Winograd, each pixel written by the first tile that covers it: odd sizes, `valid`,
+            // channels past one vector, one-tile images, and an image whose tile rows come in
+            // several blocks.
+            (2, (9, 7), 3, 1, Padding::Valid, 12, 8),
+            (2, (11, 13), 3, 1, Padding::Same, 20, 16),
+            (3, (3, 5), 3, 1, Padding::Same, 12, 4),
+            (2, (6, 6), 3, 1, Padding::Valid, 16, 8),
+            (1, (70, 66), 3, 1, Padding::Same, 16, 16),
             (2, (9, 7), 3, 1, Padding::Valid, 5, 8),
             (2, (8, 8), 2, 1, Padding::Valid, 4, 6),
             (2, (9, 9), 3, 2, Padding::Same, 6, 10),
