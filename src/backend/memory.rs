@@ -68,15 +68,17 @@ pub fn available() -> Option<u64> {
 
 /// [`available`] of a `/proc/meminfo` text.
 pub fn available_in(meminfo: &str) -> Option<u64> {
-    let field = |name: &str| {
-        meminfo.lines().find_map(|line| {
-            let rest = line.strip_prefix(name)?.strip_prefix(':')?;
-            let kib: u64 = rest.trim().strip_suffix("kB")?.trim().parse().ok()?;
-            Some(kib.saturating_mul(1024))
-        })
-    };
-    let memory = field("MemAvailable")?;
-    Some(memory.saturating_add(field("SwapFree").unwrap_or(0)))
+    let memory = meminfo_bytes(meminfo, "MemAvailable")?;
+    Some(memory.saturating_add(meminfo_bytes(meminfo, "SwapFree").unwrap_or(0)))
+}
+
+/// The field `name` (`MemAvailable`, `SwapFree`, …) of a `/proc/meminfo` text, in bytes.
+pub fn meminfo_bytes(meminfo: &str, name: &str) -> Option<u64> {
+    meminfo.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix(':')?;
+        let kib: u64 = rest.trim().strip_suffix("kB")?.trim().parse().ok()?;
+        Some(kib.saturating_mul(1024))
+    })
 }
 
 /// What a pass is, for the messages: "a training step" or "an inference pass".

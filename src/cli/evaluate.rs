@@ -2,10 +2,9 @@
 //! matrix of a trained model on a folder of class folders. The folder's classes must be the
 //! model's (all, or some of them: a warning then names the missing ones).
 
-use super::output::{check_memory, out, outln, shown, DiagnosticPrinter, OutputFormat};
-use super::predict::load_trained;
+use super::output::{out, outln, shown, DiagnosticPrinter, OutputFormat};
+use super::predict::{inference_batch, load_trained};
 use super::{EXIT_ERROR, EXIT_OK};
-use crate::backend::memory::Pass;
 use crate::data::folder;
 use crate::diagnostics::SourceFile;
 use crate::infer::evaluate::match_classes;
@@ -49,19 +48,16 @@ pub fn run(args: &EvaluateArgs<'_>, format: OutputFormat) -> u8 {
             return EXIT_ERROR;
         }
     };
-    let batch_size = args
-        .batch_size
-        .unwrap_or(trained.model.train.batch_size as usize);
-    let batch = batch_size.clamp(1, found.len().max(1));
-    if let Err(code) = check_memory(
-        &trained.model,
-        batch,
-        Pass::Inference,
+    let batch_size = match inference_batch(
+        &trained,
+        args.batch_size,
+        found.len(),
         &mut printer,
         &source,
     ) {
-        return code;
-    }
+        Ok(batch_size) => batch_size,
+        Err(code) => return code,
+    };
     let result = evaluate(&mut trained, &found, &labels, batch_size);
     if !result.skipped.is_empty() {
         printer.print(&[errors::skipped_images(&result.skipped)], &source);

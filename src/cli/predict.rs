@@ -39,20 +39,17 @@ pub fn run(args: &PredictArgs<'_>, format: OutputFormat) -> u8 {
         eprintln!("error: no image files found in the given folders");
         return EXIT_ERROR;
     }
-    let batch_size = args
-        .batch_size
-        .unwrap_or(trained.model.train.batch_size as usize);
     let source = SourceFile::new(args.run.display().to_string(), "");
-    let batch = batch_size.clamp(1, files.len());
-    if let Err(code) = check_memory(
-        &trained.model,
-        batch,
-        Pass::Inference,
+    let batch_size = match inference_batch(
+        &trained,
+        args.batch_size,
+        files.len(),
         &mut printer,
         &source,
     ) {
-        return code;
-    }
+        Ok(batch_size) => batch_size,
+        Err(code) => return code,
+    };
     let result = predict_files(&mut trained, &files, batch_size);
     if !result.skipped.is_empty() {
         printer.print(&[errors::skipped_images(&result.skipped)], &source);
@@ -78,6 +75,22 @@ pub fn run(args: &PredictArgs<'_>, format: OutputFormat) -> u8 {
     } else {
         EXIT_OK
     }
+}
+
+/// The images per forward pass of `predict` and `evaluate`: `--batch-size`, else the spec's;
+/// `Err` with the exit status when an inference pass on that many of the `images` cannot fit
+/// in memory (the memory check's warning, when it may not, is printed).
+pub(super) fn inference_batch(
+    trained: &Trained,
+    flag: Option<usize>,
+    images: usize,
+    printer: &mut DiagnosticPrinter,
+    source: &SourceFile,
+) -> Result<usize, u8> {
+    let batch_size = flag.unwrap_or(trained.model.train.batch_size as usize);
+    let batch = batch_size.clamp(1, images.max(1));
+    check_memory(&trained.model, batch, Pass::Inference, printer, source)?;
+    Ok(batch_size)
 }
 
 /// Loads the model of `run`; prints what went wrong and returns the exit status otherwise:

@@ -1,7 +1,8 @@
 //! `strata predict` and `strata evaluate` end to end: a generated image folder (three classes,
 //! a bright square in a different place), a small network trained through the library API and
 //! saved as a run folder's checkpoint, then the built binary on it — output shapes, accuracy,
-//! and the error paths (garbage checkpoint, missing path, broken images, foreign classes).
+//! and the error paths (garbage checkpoint, missing path, broken images, foreign classes, a batch
+//! that cannot fit in memory).
 
 use image::{GrayImage, Luma};
 use serde_json::Value;
@@ -339,4 +340,44 @@ fn a_checkpoint_whose_spec_changed_is_refused() {
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("does not fit the model"), "{stderr}");
+}
+
+/// A model whose inference pass needs over 8 GB an image (a 1024x1024x2000 output): 30 images
+/// need more than 250 GB, more memory than any machine that runs the tests.
+const HUGE: &str = "name: huge
+input: 1024x1024x3
+classes: 3
+model: conv3(2000, pad=same) relu -> gap -> dense3 softmax
+train: { batch_size: 64 }
+";
+
+#[test]
+fn an_inference_pass_that_cannot_fit_in_memory_is_refused() {
+    let fixture = Fixture::new();
+    let model = strata::compile(HUGE, "huge").model.expect("spec compiles");
+    let network = Network::new(&model, 1);
+    let checkpoint = Checkpoint {
+        tensors: params::to_tensors(&model, &network.params),
+        spec: HUGE.to_string(),
+        classes: CLASSES.iter().map(|c| c.to_string()).collect(),
+        extra: Default::default(),
+    };
+    let huge = fixture.path("huge.safetensors");
+    checkpoint::save(&huge, &checkpoint).expect("save");
+    let data = fixture.path("data");
+    for command in ["predict", "evaluate"] {
+        let output = match command {
+            "predict" => strata(&[Path::new(command), &huge, &data]),
+            _ => strata(&[Path::new(command), &huge, Path::new("--data"), &data]),
+        };
+        let log = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{command}: {log}");
+        assert!(
+            log.contains("strata::run::out_of_memory")
+                && log.contains("an inference pass on 30 images of 1024x1024x3 needs at least")
+                && log.contains("--batch-size"),
+            "{command}: {log}"
+        );
+        assert!(output.stdout.is_empty(), "{command}: no results");
+    }
 }

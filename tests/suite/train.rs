@@ -3,8 +3,9 @@
 //! training with their codes; a NaN loss stops with the epoch and batch named; Ctrl-C saves
 //! and exits 130; `--resume` continues exactly where the run left off (same history and
 //! weights as an uninterrupted run, with augmentation too) and refuses a changed spec; early
-//! stopping and reduce-on-plateau act at the epochs Keras's callbacks would. Kills at any
-//! moment, run folder ownership and resume's refusals are in `run_folders.rs`.
+//! stopping and reduce-on-plateau act at the epochs Keras's callbacks would; a step that cannot
+//! fit in memory is refused before anything is written. Kills at any moment, run folder
+//! ownership and resume's refusals are in `run_folders.rs`.
 
 use crate::common;
 
