@@ -4,12 +4,12 @@
 
 use super::output::{check_memory, file_stem, outln, read_spec, DiagnosticPrinter, OutputFormat};
 use super::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
-use crate::backend::memory::Pass;
 use crate::backend::network::Network;
 use crate::backend::ops::profile;
 use crate::backend::optimizer::Optimizer;
 use crate::compile::compile;
 use crate::text::escape_control;
+use crate::train::memory::Pass;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::path::Path;

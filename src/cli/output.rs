@@ -225,16 +225,16 @@ pub fn file_stem(path: &Path) -> String {
     )
 }
 
-/// Prints the memory check ([`crate::backend::memory::check`]) of `pass` on `batch` images of
+/// Prints the memory check ([`crate::train::memory::check`]) of `pass` on `batch` images of
 /// `model`: a warning when it may not fit, and `Err` with exit status 1 when it cannot.
 pub(super) fn check_memory(
     model: &crate::ir::Model,
     batch: usize,
-    pass: crate::backend::memory::Pass,
+    pass: crate::train::memory::Pass,
     printer: &mut DiagnosticPrinter,
     source: &SourceFile,
 ) -> Result<(), u8> {
-    use crate::backend::memory;
+    use crate::train::memory;
     let Some(diagnostic) = memory::check(model, batch, pass, memory::available()) else {
         return Ok(());
     };

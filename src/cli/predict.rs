@@ -5,11 +5,11 @@
 
 use super::output::{check_memory, outln, shown, DiagnosticPrinter, OutputFormat};
 use super::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
-use crate::backend::memory::Pass;
 use crate::diagnostics::SourceFile;
 use crate::infer::trained::RUN_CHECKPOINTS;
 use crate::infer::{errors, image_files, predict_files, LoadError, Prediction, Trained};
 use crate::text::escape_control;
+use crate::train::memory::Pass;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use std::path::{Path, PathBuf};

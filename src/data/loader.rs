@@ -57,10 +57,18 @@ pub fn default_cache_bytes() -> usize {
 
 /// `MemAvailable` (else `MemTotal`) of a `/proc/meminfo` text, in bytes.
 pub fn available_bytes(meminfo: &str) -> Option<usize> {
-    use crate::backend::memory::meminfo_bytes;
     let bytes =
         meminfo_bytes(meminfo, "MemAvailable").or_else(|| meminfo_bytes(meminfo, "MemTotal"))?;
     Some(usize::try_from(bytes).unwrap_or(usize::MAX))
+}
+
+/// The field `name` (`MemAvailable`, `SwapFree`, …) of a `/proc/meminfo` text, in bytes.
+pub fn meminfo_bytes(meminfo: &str, name: &str) -> Option<u64> {
+    meminfo.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix(':')?;
+        let kib: u64 = rest.trim().strip_suffix("kB")?.trim().parse().ok()?;
+        Some(kib.saturating_mul(1024))
+    })
 }
 
 /// The cache budget in bytes: `--cache-mb` if given, else the spec's `data.cache_mb`, else

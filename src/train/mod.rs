@@ -6,6 +6,7 @@
 
 pub mod class_weight;
 pub mod history;
+pub mod memory;
 pub mod plateau;
 pub mod progress;
 pub mod ranks;

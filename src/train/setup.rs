@@ -7,12 +7,12 @@
 
 use super::class_weight;
 use super::history::{self, EpochRecord};
+use super::memory;
 use super::ranks;
 use super::run_folder::RunClaim;
 use super::state::{RunState, STATE_KEY};
 use super::TrainError;
 use crate::backend::checkpoint::{self, Checkpoint, NamedTensor, STATE_PREFIX};
-use crate::backend::memory;
 use crate::backend::network::Network;
 use crate::backend::optimizer::{import_state, Optimizer};
 use crate::backend::schedule::LrSchedule;
