@@ -95,11 +95,25 @@ pub fn gemm(
     }
 }
 
+/// Rows and columns up to which the `gemm` crate takes its small-product path, whose depth
+/// blocks are at most [`SMALL_DEPTH`] (past it, the blocks follow the caches: gemm-common's
+/// `gemm_basic_generic`).
+const SMALL: usize = 64;
+/// The small path's depth block.
+const SMALL_DEPTH: usize = 512;
+
 /// [`gemm`] for a product whose rows are the images of a batch (`lhs` and `dst` by rows, `rhs`
-/// row-major): each row comes out with the same bits whatever the number of rows, so a batch
-/// and its halves give the same per-image results (a data-parallel rank computes a half).
-/// The crate takes other paths for a column-major `rhs` and for a single row, which round
-/// differently; a single row is computed here as two equal rows.
+/// row-major): each row comes out with the same bits whatever the number of rows and wherever
+/// it sits among them, so a batch and its halves give the same per-image results (a
+/// data-parallel rank, or a core given a share of the batch, computes a part). The crate
+/// rounds otherwise on some paths, which are steered around here:
+/// - a single row (a vector-matrix path): computed as two equal rows;
+/// - a single column (a matrix-vector path, whose rounding depends on where a row falls
+///   among the rows): computed as two equal columns;
+/// - at most [`SMALL`] columns and more than [`SMALL_DEPTH`] of depth: the crate sums the depth
+///   in blocks of [`SMALL_DEPTH`] for at most [`SMALL`] rows and in blocks sized by the caches
+///   (whatever the rows) for more, so fewer rows are padded past [`SMALL`] with copies of the
+///   last one.
 pub fn gemm_by_rows(
     dst: &mut [f32],
     (m, n, k): (usize, usize, usize),
@@ -108,6 +122,54 @@ pub fn gemm_by_rows(
     accumulate: bool,
     threads: usize,
 ) {
+    if m == 0 || n == 0 || k == 0 {
+        return gemm(dst, (m, n, k), lhs, rhs, accumulate, threads);
+    }
+    if n == 1 {
+        rhs.check(k, 1);
+        assert!(dst.len() >= m, "destination too small");
+        // Row-major with a row stride of 2: a row stride of 1 would take another path again.
+        let column = (0..k).flat_map(|row| {
+            let value = rhs.data[row * rhs.row_stride];
+            [value, value]
+        });
+        let twice: Vec<f32> = column.collect();
+        let mut out: Vec<f32> = dst[..m].iter().flat_map(|&v| [v, v]).collect();
+        gemm_by_rows(
+            &mut out,
+            (m, 2, k),
+            lhs,
+            View::rows(&twice, 2),
+            accumulate,
+            threads,
+        );
+        for (d, pair) in dst[..m].iter_mut().zip(out.chunks_exact(2)) {
+            *d = pair[0];
+        }
+        return;
+    }
+    if n <= SMALL && k > SMALL_DEPTH && m <= SMALL {
+        // Padded to one row past the small path with copies of the last row.
+        lhs.check(m, k);
+        assert!(dst.len() >= m * n, "destination too small");
+        let rows = SMALL + 1;
+        let mut padded = Vec::with_capacity(rows * k);
+        for row in (0..rows).map(|row| row.min(m - 1)) {
+            padded.extend((0..k).map(|col| lhs.data[row * lhs.row_stride + col * lhs.col_stride]));
+        }
+        let mut out = dst[..m * n].to_vec();
+        out.resize(rows * n, 0.0);
+        gemm(
+            &mut out,
+            (rows, n, k),
+            View::rows(&padded, k),
+            rhs,
+            accumulate,
+            threads,
+        );
+        dst[..m * n].copy_from_slice(&out[..m * n]);
+        return;
+    }
     if m != 1 {
         return gemm(dst, (m, n, k), lhs, rhs, accumulate, threads);
     }
@@ -136,26 +198,51 @@ mod tests {
 
     #[test]
     fn rows_have_the_same_bits_in_any_number_of_rows() {
-        for (k, n) in [(3, 7), (10, 64), (256, 10), (1568, 64)] {
-            let (a, b) = (values(8 * k, 1), values(k * n, 2));
+        // One output column and one input column too: the crate's single-column path rounds a
+        // row by where it falls in its blocks of rows (seen at 70 rows an image).
+        let shapes = [
+            (3, 7),
+            (10, 64),
+            (256, 10),
+            (1568, 64),
+            (12, 1),
+            (24, 1),
+            (1, 1),
+            (12, 2),
+        ];
+        for (k, n) in shapes {
+            let total = 300;
+            let (a, b) = (values(total * k, 1), values(k * n, 2));
             for accumulate in [false, true] {
-                let mut full = values(8 * n, 3);
+                let mut full = values(total * n, 3);
                 let start = full.clone();
                 gemm_by_rows(
                     &mut full,
-                    (8, n, k),
+                    (total, n, k),
                     View::rows(&a, k),
                     View::rows(&b, n),
                     accumulate,
-                    2,
+                    1,
                 );
-                for m in [1, 2, 3, 4] {
-                    let first = 8 - m;
-                    let mut part = start[first * n..].to_vec();
+                for (first, m) in [
+                    (299, 1),
+                    (296, 4),
+                    (292, 8),
+                    (70, 70),
+                    (35, 140),
+                    (3, 257),
+                    (100, 33),
+                ] {
+                    let mut part = start[first * n..(first + m) * n].to_vec();
                     let lhs = View::rows(&a[first * k..], k);
                     gemm_by_rows(&mut part, (m, n, k), lhs, View::rows(&b, n), accumulate, 1);
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&part), bits(&full[first * n..]), "k {k} n {n} m {m}");
+                    assert_eq!(
+                        bits(&part),
+                        bits(&full[first * n..(first + m) * n]),
+                        "k {k} n {n} rows {first}..{}, accumulate {accumulate}",
+                        first + m
+                    );
                 }
             }
         }
