@@ -263,6 +263,14 @@ impl Writer {
     }
 }
 
+/// The model the generator writes from `seed`, and its classes.
+fn generated(seed: u64) -> (String, usize) {
+    Writer {
+        rng: ChaCha8Rng::seed_from_u64(seed),
+    }
+    .spec()
+}
+
 /// Images per training batch: enough for most models to be split over two cores.
 const BATCH: usize = 24;
 
@@ -279,10 +287,7 @@ fn random_graph_models_export_to_what_strata_computes() {
     let cases = env_usize("STRATA_GRAPH_FUZZ_EXPORTS", 12);
     let first = env_usize("STRATA_GRAPH_FUZZ_SEED", 0) as u64;
     for seed in first..first + cases as u64 {
-        let mut writer = Writer {
-            rng: ChaCha8Rng::seed_from_u64(seed),
-        };
-        let (text, _) = writer.spec();
+        let (text, _) = generated(seed);
         let outcome = std::panic::catch_unwind(|| random_weights_difference(&text, "fuzz"));
         match outcome {
             Ok((difference, relative)) => assert!(
@@ -300,10 +305,7 @@ fn random_graph_models_that_compile_also_train() {
     let first = env_usize("STRATA_GRAPH_FUZZ_SEED", 0) as u64;
     let mut split = 0;
     for seed in first..first + cases as u64 {
-        let mut writer = Writer {
-            rng: ChaCha8Rng::seed_from_u64(seed),
-        };
-        let (text, classes) = writer.spec();
+        let (text, classes) = generated(seed);
         let compiled = strata::compile(&text, "fuzz");
         let errors: Vec<&str> = compiled
             .diagnostics
@@ -401,10 +403,7 @@ fn random_graph_models_split_over_the_cores_train_bit_for_bit() {
     let first = env_usize("STRATA_GRAPH_FUZZ_SEED", 0) as u64;
     let mut split = 0;
     for seed in first..first + cases as u64 {
-        let mut writer = Writer {
-            rng: ChaCha8Rng::seed_from_u64(seed),
-        };
-        let (text, classes) = writer.spec();
+        let (text, classes) = generated(seed);
         let model = strata::compile(&text, "fuzz").model.expect("compiles");
         let threads = 2;
         let pool = rayon::ThreadPoolBuilder::new()
