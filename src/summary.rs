@@ -202,8 +202,8 @@ pub fn shape_text(shape: Shape) -> String {
     shape.to_string()
 }
 
-/// `1.15 MB`, as Keras 3 prints parameter memory (f32).
-fn bytes_text(bytes: u64) -> String {
+/// `1.15 MB`, as Keras 3 prints parameter memory (f32): units of 1024.
+pub fn bytes_text(bytes: u64) -> String {
     let units = ["B", "KB", "MB", "GB", "TB"];
     let mut value = bytes as f64;
     let mut unit = 0;

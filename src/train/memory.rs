@@ -10,6 +10,7 @@ use crate::backend::memory::{inference, training, Need};
 use crate::data::loader::meminfo_bytes;
 use crate::diagnostics::{codes, Diagnostic};
 use crate::ir::Model;
+use crate::summary::bytes_text;
 
 /// The memory a run may use: `MemAvailable` plus `SwapFree` of `/proc/meminfo`; `None` where
 /// that cannot be read (then nothing is checked).
@@ -69,8 +70,8 @@ pub fn check(
                 codes::RUN_OUT_OF_MEMORY,
                 format!(
                     "{what} needs at least {}, and {} is available",
-                    bytes(need.at_least),
-                    bytes(available)
+                    bytes_text(need.at_least),
+                    bytes_text(available)
                 ),
             )
             .with_help(help),
@@ -83,26 +84,14 @@ pub fn check(
                 format!(
                     "{what} may not fit in memory: its layers' outputs alone take {}, and {} is \
                      available",
-                    bytes(need.activations),
-                    bytes(available)
+                    bytes_text(need.activations),
+                    bytes_text(available)
                 ),
             )
             .with_help(help),
         );
     }
     None
-}
-
-/// `bytes` for people: "512 MB", "17.2 GB".
-fn bytes(bytes: u64) -> String {
-    const MB: f64 = 1e6;
-    const GB: f64 = 1e9;
-    let value = bytes as f64;
-    if value >= GB {
-        format!("{:.1} GB", value / GB)
-    } else {
-        format!("{:.0} MB", (value / MB).max(1.0))
-    }
 }
 
 #[cfg(test)]
@@ -154,12 +143,5 @@ mod tests {
         assert_eq!(available_in("MemAvailable: 3 kB\n"), Some(3 * 1024));
         assert_eq!(available_in("MemTotal: 3 kB\n"), None);
         assert_eq!(available_in("MemAvailable: lots\n"), None);
-    }
-
-    #[test]
-    fn sizes_read_in_megabytes_or_gigabytes() {
-        assert_eq!(bytes(17_200_000_000), "17.2 GB");
-        assert_eq!(bytes(512_000_000), "512 MB");
-        assert_eq!(bytes(10), "1 MB");
     }
 }
