@@ -22,7 +22,7 @@
 
 use super::data_parallel::{share_part, Pass};
 use super::network::{BatchStats, Network};
-use super::ops::reduce::{tree_sum, RUN};
+use super::ops::reduce::RUN;
 use super::ops::Flat;
 use super::optimizer::Optimizer;
 use crate::distributed::share;
@@ -135,33 +135,26 @@ pub(super) fn train_step(
     let share = whole / ranks;
     let per_image = values.len() / whole.max(1);
     let first = lead.first_image;
+    let part = share_part(share, whole);
     let passes = on_ranks(lead, ranks, |network, rank, world| {
         let images = rank * share..(rank + 1) * share;
         let input = &values[images.start * per_image..images.end * per_image];
-        rank_pass(network, world, first + images.start, input, &labels[images])
+        let mut pass = rank_pass(network, world, first + images.start, input, &labels[images])?;
+        // Each rank weights its gradient by its part of the batch on its own core.
+        pass.flat.iter_mut().for_each(|g| *g *= part);
+        Ok::<Pass, CpuError>(pass)
     })?;
     lead.set_first_image(first);
     let passes = passes
         .into_iter()
         .collect::<Result<Vec<Pass>, CpuError>>()?;
-    let part = share_part(share, whole);
     let mut logits = Vec::with_capacity(passes.first().map_or(0, |p| p.logits.len()) * ranks);
     let mut gradients = Vec::with_capacity(ranks);
     for pass in passes {
         logits.extend_from_slice(&pass.logits);
-        let mut flat = pass.flat;
-        flat.iter_mut().for_each(|g| *g *= part);
-        gradients.push(flat);
+        gradients.push(pass.flat);
     }
-    // The ranks' gradients added in the batch's sum tree, as one pass adds its halves.
-    let gradient = tree_sum(
-        &gradients,
-        Vec::new(),
-        &|mut sum: Vec<f32>, other: Vec<f32>| {
-            sum.iter_mut().zip(&other).for_each(|(a, b)| *a += b);
-            sum
-        },
-    );
+    let gradient = add_in_tree(gradients);
     let classes = logits.len() / whole.max(1);
     let logits = lead.logits_tensor(logits, (whole, classes));
     let (loss, correct) = lead.loss(logits, labels, true);
@@ -171,6 +164,26 @@ pub(super) fn train_step(
         correct,
         count: whole,
     })
+}
+
+/// Values of a gradient added at a time by one task of [`add_in_tree`].
+const ADD_CHUNK: usize = 1 << 14;
+
+/// The ranks' gradients added in the batch's sum tree (the first `⌈n/2⌉`, then the rest, each
+/// summed the same way), as one pass adds its halves: into the first's buffer, spread over the
+/// pool's threads, which are idle between the ranks' passes.
+fn add_in_tree(mut gradients: Vec<Vec<f32>>) -> Vec<f32> {
+    use rayon::prelude::*;
+    if gradients.len() <= 1 {
+        return gradients.pop().unwrap_or_default();
+    }
+    let right = gradients.split_off(gradients.len().div_ceil(2));
+    let mut sum = add_in_tree(gradients);
+    let other = add_in_tree(right);
+    sum.par_chunks_mut(ADD_CHUNK)
+        .zip(other.par_chunks(ADD_CHUNK))
+        .for_each(|(sum, other)| sum.iter_mut().zip(other).for_each(|(a, b)| *a += b));
+    sum
 }
 
 /// Over how many ranks an inference pass of `model` on `batch` images is split: at most the
@@ -278,6 +291,34 @@ fn rank_pass(
 mod tests {
     use super::*;
     use crate::backend::ops::denormals;
+
+    /// The ranks' gradients add up in place to the bits of the sum tree every sum over a batch
+    /// follows, whatever their number, over lengths that span several tasks.
+    #[test]
+    fn gradients_add_in_the_batch_tree() {
+        use crate::backend::ops::reduce::tree_sum;
+        let len = 3 * ADD_CHUNK + 17;
+        for ranks in 1..=8 {
+            let gradients: Vec<Vec<f32>> = (0..ranks)
+                .map(|rank| {
+                    (0..len)
+                        .map(|i| {
+                            let x = ((i * 7919 + rank * 104_729) % 1_000_003) as f32;
+                            (x - 500_000.0) * 10f32.powi((i % 13) as i32 - 6)
+                        })
+                        .collect()
+                })
+                .collect();
+            let expected = tree_sum(&gradients, Vec::new(), &|mut sum: Vec<f32>, other| {
+                sum.iter_mut().zip(&other).for_each(|(a, b)| *a += b);
+                sum
+            });
+            let added = add_in_tree(gradients);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&added), bits(&expected), "{ranks} ranks");
+        }
+        assert!(add_in_tree(Vec::new()).is_empty());
+    }
 
     /// Every rank computes with subnormals flushed to zero, as one pass does on rayon's
     /// threads, even when its pool is made from a thread that keeps them (a library user's
