@@ -40,13 +40,13 @@ pub fn inference(model: &Model, batch: usize) -> Need {
 /// copies of the parameters.
 fn need(model: &Model, batch: usize, largest_copies: u64, param_copies: u64) -> Need {
     let batch = batch as u64;
-    let outputs = model.layers.iter().map(|layer| layer.output.len() as u64);
-    let largest = outputs.clone().max().unwrap_or(0);
+    let output = |layer: &Layer| layer.output.len() as u64;
+    let largest = model.layers.iter().map(output).max().unwrap_or(0);
     let all = model
         .layers
         .iter()
         .filter(|layer| !passes_its_input_on(layer))
-        .map(|layer| layer.output.len() as u64)
+        .map(output)
         .fold(0u64, u64::saturating_add);
     let input = model.input.len() as u64;
     let per_image = largest.saturating_mul(largest_copies).saturating_add(input);
