@@ -156,6 +156,7 @@ pub fn bench(args: &BenchArgs<'_>, format: OutputFormat) -> u8 {
     sorted.sort_by(f64::total_cmp);
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
     let threads = rayon::current_num_threads();
+    let simd = crate::data::jpeg::simd();
     match format {
         OutputFormat::Json => outln!(
             "{}",
@@ -165,6 +166,7 @@ pub fn bench(args: &BenchArgs<'_>, format: OutputFormat) -> u8 {
                 "batch": args.batch_size, "threads": threads,
                 "images_per_s": rates.iter().map(|rate| (rate * 10.0).round() / 10.0).collect::<Vec<_>>(),
                 "median_images_per_s": (median * 10.0).round() / 10.0,
+                "jpeg_simd": simd,
             })
         ),
         _ => outln!(
@@ -184,8 +186,17 @@ pub fn bench(args: &BenchArgs<'_>, format: OutputFormat) -> u8 {
                 .join(", ")
         ),
     }
+    if !simd && format != OutputFormat::Json {
+        eprintln!("{NO_SIMD}");
+    }
     EXIT_OK
 }
+
+/// What `strata data bench` says of a build whose JPEG decoder runs without SIMD code.
+const NO_SIMD: &str = "warning: this build of strata decodes JPEGs without libjpeg-turbo's \
+SIMD code, at about half the speed: NASM was not installed when it was built (or this CPU \
+lacks SSE2). Install NASM (`apt-get install nasm`), then run `cargo clean --release -p \
+mozjpeg-sys` and build again.";
 
 /// The image spec of `strata data bench`: the spec file's, or `--size`, or 224x224x3.
 fn image_spec(args: &BenchArgs<'_>, format: OutputFormat) -> Result<ImageSpec, u8> {

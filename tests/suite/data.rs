@@ -199,6 +199,55 @@ fn each_folder_problem_has_its_code() {
     assert!(mismatch.notes.iter().any(|note| note.contains("`dogs`")));
 }
 
+/// `strata data bench` decodes every file of the folder on each pass and says whether its
+/// JPEG decoder has libjpeg-turbo's SIMD code: `jpeg_simd` in the JSON, and in the human
+/// output a warning on stderr exactly when it has not.
+#[test]
+fn data_bench_counts_every_image_and_says_how_jpegs_are_decoded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (class, count) in [("a", 3u32), ("b", 2)] {
+        for idx in 0..count {
+            let image = DynamicImage::ImageRgb8(gradient(40 + idx, 30));
+            let path = dir.path().join(class).join(format!("{idx}.jpg"));
+            save(&image, &path, ImageFormat::Jpeg);
+        }
+    }
+    let bench = |format: &str| {
+        let args = [
+            "data",
+            "bench",
+            ".",
+            "--size",
+            "16x16",
+            "--repeats",
+            "2",
+            "--format",
+        ];
+        let output = crate::common::run::strata(dir.path(), &[&args[..], &[format]].concat());
+        assert!(
+            output.status.success(),
+            "{}",
+            crate::common::run::text(&output)
+        );
+        output
+    };
+    let json = bench("json");
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("one JSON object");
+    assert_eq!(report["images"], 5);
+    assert_eq!(report["images_per_s"].as_array().map(Vec::len), Some(2));
+    let simd = report["jpeg_simd"].as_bool().expect("jpeg_simd is a flag");
+    assert_eq!(simd, strata::data::jpeg::simd());
+    let human = bench("human");
+    let stdout = String::from_utf8_lossy(&human.stdout);
+    assert!(stdout.contains("5 images to 16x16x3"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&human.stderr);
+    assert_eq!(
+        stderr.contains("without libjpeg-turbo's SIMD code"),
+        !simd,
+        "{stderr}"
+    );
+}
+
 #[test]
 fn class_count_points_at_the_last_dense_layer() {
     let dir = tempfile::tempdir().expect("tempdir");
