@@ -9,8 +9,8 @@
 //!   optimiser moments).
 //! - **activations**: every layer's output per image times the batch, but for an `identity`
 //!   with no activation, whose output is its input's tensor passed on. Measured peaks of
-//!   training runs were 0.83x to 3.5x this (fused ops keep fewer tensors; scratch buffers and
-//!   the allocator add some).
+//!   training runs were 1.0x to 4.6x this (fused ops keep fewer tensors; scratch buffers, the
+//!   buffer pools of the threads of a split step and the allocator add some).
 
 use crate::ir::{Layer, Model, Op};
 

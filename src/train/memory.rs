@@ -4,7 +4,7 @@
 //! at all); one that may not fit is warned about. What a step cannot do without, above the
 //! memory available (free and reclaimable memory plus free swap), is the error; every layer's
 //! output for the batch (an `identity` passing its input on adds none), above half of it, the
-//! warning (measured training peaks were 0.83x to 3.5x that figure).
+//! warning (measured training peaks were 1.0x to 4.6x that figure).
 
 use crate::backend::memory::{inference, training, Need};
 use crate::data::loader::meminfo_bytes;
