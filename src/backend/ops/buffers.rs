@@ -121,13 +121,12 @@ pub fn take_zeroed(len: usize) -> Vec<f32> {
 /// Gives a buffer back for a later [`take`]: to this thread's pool, or the shared one when
 /// this thread's is full for its length.
 pub fn give(buffer: Vec<f32>) {
-    let mut spilled = None;
-    let kept = LOCAL.try_with(|pool| match pool.try_borrow_mut() {
-        Ok(mut pool) => spilled = pool.give(buffer),
-        Err(_) => spilled = Some(buffer),
+    let spilled = LOCAL.try_with(|pool| match pool.try_borrow_mut() {
+        Ok(mut pool) => pool.give(buffer),
+        Err(_) => Some(buffer),
     });
     // While the thread's locals are torn down the closure never ran and dropped the buffer.
-    if let (Ok(()), Some(buffer)) = (kept, spilled) {
+    if let Ok(Some(buffer)) = spilled {
         let _dropped_if_full = shared().give(buffer);
     }
 }
